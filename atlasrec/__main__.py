@@ -1,0 +1,5 @@
+"""`python -m atlasrec` runs the CLI."""
+
+from atlasrec.cli import main
+
+main()

@@ -1,0 +1,162 @@
+"""A region's artifact store: versioned, scoped, atomically published folders of files.
+
+Layout: `<root>/<tenant>/<kind>/<version>/` with a `manifest.json` (tenant, region, files
+and their SHA-256), and `<root>/<tenant>/<kind>/LATEST` naming the newest version. A version
+is written in a hidden temporary folder and renamed into place, then LATEST is replaced
+atomically, so a reader never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from atlasrec.boundary import Boundary
+from atlasrec.errors import InvalidInputError
+from atlasrec.tenancy import Region, Scope
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A published artifact version."""
+
+    tenant_id: str
+    region: Region
+    kind: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise InvalidInputError(f"invalid artifact {what} {value!r}")
+    return value
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class ArtifactStore:
+    """Artifacts of one region's tenants, reachable only through the region's boundary."""
+
+    def __init__(self, region: Region, root: Path, boundary: Boundary) -> None:
+        self.region = region
+        self.root = root
+        self.boundary = boundary
+
+    def _kind_dir(self, scope: Scope, kind: str, *, actor: str, action: str) -> Path:
+        self.boundary.admit(scope, actor=actor, action=action, subject=f"artifact:{kind}")
+        return self.root / scope.tenant_id / _check_name(kind, "kind")
+
+    def publish(
+        self,
+        scope: Scope,
+        kind: str,
+        write: Callable[[Path], None],
+        *,
+        actor: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> Artifact:
+        """Publish a new version: `write(folder)` fills a private folder, then it goes live."""
+        kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.publish")
+        kind_dir.mkdir(parents=True, exist_ok=True)
+        version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        staging = Path(tempfile.mkdtemp(dir=kind_dir, prefix=f".staging-{version}-"))
+        try:
+            write(staging)
+            files = {
+                str(p.relative_to(staging)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(staging.rglob("*"))
+                if p.is_file()
+            }
+            manifest = {
+                "tenant_id": scope.tenant_id,
+                "region": scope.region.value,
+                "kind": kind,
+                "version": version,
+                "created_at": datetime.now(UTC).isoformat(),
+                "files": files,
+                "metadata": metadata or {},
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            for p in staging.rglob("*"):
+                if p.is_file():
+                    with p.open("rb") as fh:
+                        os.fsync(fh.fileno())
+            final = kind_dir / version
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(kind_dir)
+        write_atomic(kind_dir / "LATEST", version.encode())
+        return Artifact(scope.tenant_id, self.region, kind, version, final, manifest)
+
+    def latest(self, scope: Scope, kind: str, *, actor: str) -> Artifact | None:
+        """The newest published version, or None."""
+        kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
+        pointer = kind_dir / "LATEST"
+        if not pointer.exists():
+            return None
+        return self._load(scope, kind, kind_dir / pointer.read_text().strip())
+
+    def get(self, scope: Scope, kind: str, version: str, *, actor: str) -> Artifact:
+        """One published version."""
+        kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
+        path = kind_dir / _check_name(version, "version")
+        if not (path / MANIFEST).exists():
+            raise InvalidInputError(f"tenant {scope.tenant_id!r} has no {kind} version {version!r}")
+        return self._load(scope, kind, path)
+
+    def versions(self, scope: Scope, kind: str, *, actor: str) -> list[str]:
+        """Published versions, oldest first."""
+        kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
+        if not kind_dir.exists():
+            return []
+        return sorted(p.name for p in kind_dir.iterdir() if (p / MANIFEST).exists())
+
+    def _load(self, scope: Scope, kind: str, path: Path) -> Artifact:
+        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("tenant_id") != scope.tenant_id or manifest.get("region") != self.region:
+            self.boundary.refuse(
+                scope,
+                InvalidInputError(f"artifact {path.name} is not attributed to {scope}"),
+                actor="artifact-store",
+                action="artifact.read",
+                subject=f"artifact:{kind}/{path.name}",
+            )
+        return Artifact(scope.tenant_id, self.region, kind, path.name, path, manifest)

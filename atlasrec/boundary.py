@@ -1,0 +1,86 @@
+"""The one place where tenant and region boundaries are enforced. Every refusal is audited."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from atlasrec.errors import BoundaryViolation, CrossRegionError, CrossTenantError, UnknownTenantError
+from atlasrec.tenancy import Region, Scope
+from audit.ledger import Ledger
+
+REFUSED = "boundary.refused"
+
+
+class Boundary:
+    """Guards one region's data plane: admits a scope only for its own tenant and region."""
+
+    def __init__(
+        self, region: Region, ledger: Ledger, home_of: Callable[[str], Region | None]
+    ) -> None:
+        self.region = region
+        self.ledger = ledger
+        self._home_of = home_of
+
+    def admit(
+        self,
+        scope: Scope,
+        *,
+        actor: str,
+        action: str,
+        subject: str = "",
+        target_tenant: str | None = None,
+    ) -> None:
+        """Allow `action` by `scope` here, or audit the refusal and raise a typed error.
+
+        A scope is admitted when its region is this data plane's region, its tenant exists
+        and is homed in that region, and any `target_tenant` it reaches for is itself.
+        """
+        error: BoundaryViolation | UnknownTenantError | None = None
+        home = self._home_of(scope.tenant_id)
+        if home is None:
+            error = UnknownTenantError(scope.tenant_id)
+        elif scope.region != self.region:
+            error = CrossRegionError(
+                f"scope {scope} cannot {action} in region {self.region.value!r}: "
+                f"tenant {scope.tenant_id!r} is homed in {home.value!r}"
+            )
+        elif home != scope.region:
+            error = CrossRegionError(
+                f"tenant {scope.tenant_id!r} is homed in region {home.value!r}, "
+                f"not {scope.region.value!r}"
+            )
+        elif target_tenant is not None and target_tenant != scope.tenant_id:
+            error = CrossTenantError(
+                f"scope {scope} cannot {action} data of tenant {target_tenant!r}"
+            )
+        if error is not None:
+            self.refuse(scope, error, actor=actor, action=action, subject=subject,
+                        target_tenant=target_tenant)
+
+    def refuse(
+        self,
+        scope: Scope,
+        error: Exception,
+        *,
+        actor: str,
+        action: str,
+        subject: str = "",
+        **details: Any,
+    ) -> None:
+        """Write the refusal to this region's ledger (in its own transaction) and raise."""
+        self.ledger.append(
+            actor=actor,
+            action=REFUSED,
+            subject=subject or action,
+            tenant_id=scope.tenant_id,
+            details={
+                "attempted": action,
+                "scope_tenant": scope.tenant_id,
+                "scope_region": scope.region.value,
+                "error": type(error).__name__,
+                "reason": str(error),
+                **{k: v for k, v in details.items() if v is not None},
+            },
+        )
+        raise error

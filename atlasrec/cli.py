@@ -1,0 +1,288 @@
+"""The `atlasrec` command line (contract: ARCHITECTURE.md, "Command-line contract")."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from atlasrec.errors import AtlasRecError, NotYetAvailableError
+from atlasrec.ingest import ingest as run_ingest
+from atlasrec.platform import Platform
+from atlasrec.tenancy import SharingPolicy, parse_region
+
+app = typer.Typer(
+    help="AtlasRec: privacy-preserving multi-tenant recommendations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+tenants_app = typer.Typer(help="Register tenants and manage their API keys.", no_args_is_help=True)
+privacy_app = typer.Typer(help="Differential-privacy budgets.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit ledger of each region.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(audit_app, name="audit")
+
+RegionOpt = Annotated[str, typer.Option("--region", help="us, eu, in or sg")]
+TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant id")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+
+
+def actor() -> str:
+    """Who is acting, for the audit ledger."""
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _platform() -> Platform:
+    return Platform()
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _not_yet(capability: str, issue: int) -> NoReturn:
+    raise NotYetAvailableError(f"{capability} is not available yet (planned in issue #{issue})")
+
+
+# tenants ------------------------------------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(
+    tenant_id: Annotated[str, typer.Option("--id", help="Tenant id (a-z, 0-9, '-', '_')")],
+    region: RegionOpt,
+    sharing: Annotated[str, typer.Option("--sharing", help="solo, regional or global")],
+    epsilon: Annotated[float | None, typer.Option("--epsilon", help="DP epsilon cap")] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="DP delta")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name")] = None,
+) -> None:
+    """Register a tenant; prints JSON with its API key (shown once, only a hash is kept)."""
+    try:
+        policy = SharingPolicy(sharing)
+    except ValueError:
+        raise AtlasRecError(
+            f"unknown sharing policy {sharing!r} (expected solo, regional or global)"
+        ) from None
+    platform = _platform()
+    tenant, issued = platform.create_tenant(
+        tenant_id, region=parse_region(region), sharing=policy, actor=actor(),
+        name=name, epsilon_cap=epsilon, delta=delta,
+    )
+    _print_json(
+        {
+            "tenant_id": tenant.id,
+            "name": tenant.name,
+            "region": tenant.home_region,
+            "sharing": tenant.sharing,
+            "epsilon_cap": tenant.epsilon_cap,
+            "delta": tenant.delta,
+            "api_key_id": issued.key_id,
+            "api_key": issued.api_key,
+        }
+    )
+
+
+@tenants_app.command("list")
+def tenants_list(
+    region: Annotated[str | None, typer.Option("--region", help="Only this region")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tenants (no secrets)."""
+    tenants = _platform().control.list_tenants(parse_region(region) if region else None)
+    rows = [
+        {"tenant_id": t.id, "name": t.name, "region": t.home_region, "sharing": t.sharing,
+         "epsilon_cap": t.epsilon_cap, "delta": t.delta}
+        for t in tenants
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['tenant_id']:<24} {r['region']:<3} {r['sharing']:<9} eps_cap={r['epsilon_cap']}")
+
+
+@tenants_app.command("new-key")
+def tenants_new_key(
+    tenant: TenantOpt,
+    label: Annotated[str | None, typer.Option("--label")] = None,
+) -> None:
+    """Issue another API key (printed once)."""
+    platform = _platform()
+    issued = platform.control.issue_api_key(tenant, label)
+    platform.plane(platform.scope(tenant).region).ledger.append(
+        actor=actor(), action="api_key.issued", subject=f"tenant:{tenant}",
+        tenant_id=tenant, details={"api_key_id": issued.key_id, "label": label},
+    )
+    _print_json({"tenant_id": tenant, "api_key_id": issued.key_id, "api_key": issued.api_key})
+
+
+@tenants_app.command("revoke-key")
+def tenants_revoke_key(
+    tenant: TenantOpt,
+    key_id: Annotated[str, typer.Option("--key-id")],
+) -> None:
+    """Revoke an API key; it stops authenticating at once."""
+    platform = _platform()
+    platform.control.revoke_api_key(tenant, key_id)
+    platform.plane(platform.scope(tenant).region).ledger.append(
+        actor=actor(), action="api_key.revoked", subject=f"tenant:{tenant}",
+        tenant_id=tenant, details={"api_key_id": key_id},
+    )
+    typer.echo(f"revoked API key {key_id} of tenant {tenant}")
+
+
+# data -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    tenant: TenantOpt,
+    items: Annotated[Path | None, typer.Option("--items", help="items.csv")] = None,
+    interactions: Annotated[
+        Path | None, typer.Option("--interactions", help="interactions.csv")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a tenant's catalog and interactions (one transaction; nothing on error)."""
+    if items is None and interactions is None:
+        raise AtlasRecError("give --items and/or --interactions")
+    platform = _platform()
+    scope = platform.scope(tenant)
+    report = run_ingest(
+        platform.plane(scope.region), scope, secret=platform.secret, actor=actor(),
+        items=items, interactions=interactions,
+    )
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    for file in (report.items, report.interactions):
+        if file is not None:
+            state = "already ingested, skipped" if file.already_ingested else (
+                f"{file.rows} rows read, {file.written} written")
+            typer.echo(f"{tenant}@{scope.region.value}: {file.file}: {state}")
+
+
+@app.command()
+def train(
+    tenant: TenantOpt,
+    epsilon: Annotated[float | None, typer.Option("--epsilon")] = None,
+    no_dp: Annotated[bool, typer.Option("--no-dp")] = False,
+) -> None:
+    """Train a tenant's models in its home region."""
+    _not_yet("training", 3)
+
+
+@app.command()
+def federate(
+    region: RegionOpt,
+    rounds: Annotated[int, typer.Option("--rounds")] = 1,
+) -> None:
+    """Run federated rounds of a region's backbone."""
+    _not_yet("federation", 4)
+
+
+@app.command()
+def evaluate(
+    tenant: TenantOpt,
+    k: Annotated[int, typer.Option("--k")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Offline evaluation against baselines."""
+    _not_yet("evaluation", 3)
+
+
+@app.command()
+def recommend(
+    tenant: TenantOpt,
+    users_file: Annotated[Path, typer.Option("--users-file")],
+    k: Annotated[int, typer.Option("--k")] = 10,
+) -> None:
+    """Recommendations for the users in a file, as JSON lines."""
+    _not_yet("recommendation", 3)
+
+
+@app.command()
+def serve(
+    region: RegionOpt,
+    port: Annotated[int, typer.Option("--port")] = 8080,
+) -> None:
+    """Serve a region's recommendations over HTTP."""
+    _not_yet("the serving API", 5)
+
+
+@privacy_app.command("report")
+def privacy_report(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """Every DP run of a tenant, and its budget."""
+    _not_yet("the privacy report (DP training)", 3)
+
+
+# audit ------------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(region: RegionOpt) -> None:
+    """Check a region's hash chain; exit 1 and name the first bad record if broken."""
+    reg = parse_region(region)
+    result = _platform().plane(reg).ledger.verify()
+    if not result.ok:
+        typer.echo(result.describe(reg), err=True)
+        raise typer.Exit(1)
+    typer.echo(result.describe(reg))
+
+
+@audit_app.command("log")
+def audit_log(
+    region: RegionOpt,
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="Action prefix")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a region's audit records, oldest first."""
+    records = _platform().plane(parse_region(region)).ledger.records(
+        tenant_id=tenant, action=action, limit=limit
+    )
+    if as_json:
+        _print_json([r.model_dump() for r in records])
+        return
+    for r in records:
+        typer.echo(f"{r.seq:>6} {r.ts} {r.tenant_id or '-':<20} {r.action:<18} {r.subject} {r.details}")
+
+
+@app.command()
+def demo(
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start from an empty data folder")] = False,
+) -> None:
+    """Create the demo tenant mix from MovieLens, ingest it and summarise per region."""
+    from atlasrec.demo import run_demo
+
+    run_demo(fresh=fresh, actor=actor())
+
+
+def main() -> None:
+    """Console entry point: typed errors become one line on stderr and exit status 1."""
+    try:
+        code = app(standalone_mode=False)
+    except AtlasRecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except SQLAlchemyError as exc:
+        typer.echo(f"error: database failure: {str(exc).splitlines()[0]}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+

@@ -1,0 +1,81 @@
+"""Control-plane tables (SQLModel families: Base -> table -> Public)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from atlasrec.tenancy import Region, SharingPolicy
+
+DEFAULT_EPSILON_CAP = 10.0
+DEFAULT_DELTA = 1e-6
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class ControlModel(SQLModel, registry=registry()):
+    """Base of the control-plane tables (their own metadata, apart from the data plane)."""
+
+
+class RegionRow(ControlModel, table=True):
+    """A residency region and where its serving endpoint lives."""
+
+    __tablename__ = "regions"
+    code: str = Field(primary_key=True, max_length=8)
+    name: str = Field(max_length=64)
+    endpoint: str | None = Field(default=None, max_length=255)
+
+
+class TenantBase(ControlModel):
+    """Fields a tenant is created with."""
+
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    home_region: Region = Field(sa_type=String(8), foreign_key="regions.code", index=True)
+    sharing: SharingPolicy = Field(sa_type=String(16))
+    epsilon_cap: float = Field(default=DEFAULT_EPSILON_CAP, gt=0)
+    delta: float = Field(default=DEFAULT_DELTA, gt=0, lt=1)
+
+
+class Tenant(TenantBase, table=True):
+    """A tenant of the platform."""
+
+    __tablename__ = "tenants"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TenantPublic(TenantBase):
+    """A tenant as shown to operators (no secrets)."""
+
+    created_at: datetime
+
+
+class ApiKey(ControlModel, table=True):
+    """An API key: only its keyed hash is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+    key_id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=63)
+    key_hash: str = Field(max_length=64)
+    label: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class LedgerAnchor(ControlModel, table=True):
+    """The latest known head of each region's audit ledger, kept apart from that ledger.
+
+    It lets `audit verify` notice records deleted from the end of the chain.
+    """
+
+    __tablename__ = "ledger_anchors"
+    region: str = Field(primary_key=True, max_length=8)
+    seq: int
+    hash: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,168 @@
+"""The control plane service: tenants, API keys and ledger anchors."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from atlasrec.control.models import ApiKey, LedgerAnchor, Tenant, utcnow
+from atlasrec.errors import InvalidInputError, TenantExistsError, UnknownTenantError
+from atlasrec.migrations import upgrade
+from atlasrec.tenancy import Region, SharingPolicy, validate_tenant_id
+from privacy.pseudonymisation import derive_key
+
+API_KEY_PREFIX = "ark"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A newly issued API key: `api_key` is shown once and never stored."""
+
+    key_id: str
+    tenant_id: str
+    api_key: str
+
+
+class ControlPlane:
+    """Tenant registry and API keys. Holds no user-level data."""
+
+    def __init__(self, engine: Engine, secret: bytes) -> None:
+        self.engine = engine
+        self._pepper = derive_key(secret, "atlasrec/api-key-hash")
+        self._homes: dict[str, Region] = {}
+
+    def migrate(self) -> None:
+        """Bring the control-plane schema up to date."""
+        upgrade(self.engine, "control")
+
+    # Tenants ------------------------------------------------------------------------------
+
+    def create_tenant(
+        self,
+        tenant_id: str,
+        *,
+        region: Region,
+        sharing: SharingPolicy,
+        name: str | None = None,
+        epsilon_cap: float | None = None,
+        delta: float | None = None,
+    ) -> tuple[Tenant, IssuedKey]:
+        """Register a tenant and issue its first API key, in one transaction."""
+        validate_tenant_id(tenant_id)
+        tenant = Tenant(id=tenant_id, name=name or tenant_id, home_region=region, sharing=sharing)
+        if epsilon_cap is not None:
+            if not epsilon_cap > 0 or epsilon_cap != epsilon_cap or epsilon_cap == float("inf"):
+                raise InvalidInputError(f"tenant {tenant_id!r}: --epsilon must be a finite number > 0")
+            tenant.epsilon_cap = epsilon_cap
+        if delta is not None:
+            if not 0 < delta < 1:
+                raise InvalidInputError(f"tenant {tenant_id!r}: --delta must be in (0, 1)")
+            tenant.delta = delta
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                if session.get(Tenant, tenant_id) is not None:
+                    raise TenantExistsError(tenant_id)
+                session.add(tenant)
+                session.flush()
+                issued = self._issue(session, tenant_id, label="initial")
+        except IntegrityError:
+            raise TenantExistsError(tenant_id) from None
+        return tenant, issued
+
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        """The tenant, or UnknownTenantError."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise UnknownTenantError(tenant_id)
+        return tenant
+
+    def list_tenants(self, region: Region | None = None) -> list[Tenant]:
+        """All tenants, or those homed in `region`, by id."""
+        query = select(Tenant).order_by(Tenant.id)  # type: ignore[arg-type]
+        if region is not None:
+            query = query.where(Tenant.home_region == region)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+    def home_region_of(self, tenant_id: str) -> Region | None:
+        """A tenant's home region (cached: it never changes), or None if unknown."""
+        if tenant_id not in self._homes:
+            with Session(self.engine) as session:
+                tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                return None
+            self._homes[tenant_id] = Region(tenant.home_region)
+        return self._homes[tenant_id]
+
+    # API keys -----------------------------------------------------------------------------
+
+    def _hash(self, api_key: str) -> str:
+        return hmac.new(self._pepper, api_key.encode(), hashlib.sha256).hexdigest()
+
+    def _issue(self, session: Session, tenant_id: str, label: str | None) -> IssuedKey:
+        key_id = secrets.token_hex(8)
+        api_key = f"{API_KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        session.add(
+            ApiKey(key_id=key_id, tenant_id=tenant_id, key_hash=self._hash(api_key), label=label)
+        )
+        return IssuedKey(key_id=key_id, tenant_id=tenant_id, api_key=api_key)
+
+    def issue_api_key(self, tenant_id: str, label: str | None = None) -> IssuedKey:
+        """Issue another API key for a tenant."""
+        self.get_tenant(tenant_id)
+        with Session(self.engine) as session, session.begin():
+            return self._issue(session, tenant_id, label)
+
+    def revoke_api_key(self, tenant_id: str, key_id: str) -> None:
+        """Revoke one of a tenant's keys; it stops authenticating at once."""
+        with Session(self.engine) as session, session.begin():
+            key = session.get(ApiKey, key_id)
+            if key is None or key.tenant_id != tenant_id:
+                raise InvalidInputError(f"tenant {tenant_id!r} has no API key {key_id!r}")
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+
+    def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        """A tenant's keys (ids, labels, dates; hashes stay inside)."""
+        query = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)  # type: ignore[arg-type]
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+    def authenticate(self, api_key: str) -> Tenant | None:
+        """The tenant an API key belongs to, or None for unknown, malformed or revoked keys."""
+        parts = api_key.split("_", 2)
+        if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+            return None
+        with Session(self.engine, expire_on_commit=False) as session:
+            key = session.get(ApiKey, parts[1])
+            if key is None or key.revoked_at is not None:
+                return None
+            if not hmac.compare_digest(key.key_hash, self._hash(api_key)):
+                return None
+            return session.get(Tenant, key.tenant_id)
+
+    # Ledger anchors -----------------------------------------------------------------------
+
+    def advance_anchor(self, region: Region, seq: int, hash_: str) -> None:
+        """Move a region's ledger anchor forward (never back)."""
+        with Session(self.engine) as session, session.begin():
+            moved = session.execute(
+                update(LedgerAnchor)
+                .where(LedgerAnchor.region == region.value, LedgerAnchor.seq < seq)  # type: ignore[arg-type]
+                .values(seq=seq, hash=hash_, updated_at=utcnow())
+            )
+            if moved.rowcount == 0 and session.get(LedgerAnchor, region.value) is None:  # type: ignore[attr-defined]
+                session.add(LedgerAnchor(region=region.value, seq=seq, hash=hash_))
+
+    def anchor_of(self, region: Region) -> tuple[int, str] | None:
+        """A region's anchored ledger head."""
+        with Session(self.engine) as session:
+            anchor = session.get(LedgerAnchor, region.value)
+            return (anchor.seq, anchor.hash) if anchor else None

@@ -1,0 +1,1 @@
+"""A region's data plane: its database, artifact store and the scoped access to both."""

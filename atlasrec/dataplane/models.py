@@ -1,0 +1,93 @@
+"""Tables of a region's data plane. Every tenant table carries `tenant_id`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKeyConstraint, Index, LargeBinary, Text
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from atlasrec.control.models import utcnow
+
+
+class RegionModel(SQLModel, registry=registry()):
+    """Base of the data-plane tables (their own metadata, apart from the control plane)."""
+
+
+class Item(RegionModel, table=True):
+    """A catalog item of one tenant."""
+
+    __tablename__ = "items"
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    item_id: str = Field(primary_key=True, max_length=256)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    category: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Interaction(RegionModel, table=True):
+    """One interaction event; the user is known only by a per-tenant pseudonym."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "item_id"], ["items.tenant_id", "items.item_id"], ondelete="CASCADE"
+        ),
+        Index("ix_interactions_tenant_ts", "tenant_id", "ts"),
+    )
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    user_key: str = Field(primary_key=True, max_length=64)
+    item_id: str = Field(primary_key=True, max_length=256)
+    ts: int = Field(primary_key=True, sa_type=BigInteger)
+    event: str = Field(primary_key=True, max_length=32)
+    weight: float = 1.0
+    batch_id: str = Field(max_length=32)
+
+
+class IngestBatch(RegionModel, table=True):
+    """One ingested file: its content hash makes re-ingesting the same file a no-op."""
+
+    __tablename__ = "ingest_batches"
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(index=True, max_length=63)
+    kind: str = Field(max_length=16)
+    sha256: str = Field(max_length=64)
+    filename: str = Field(max_length=255)
+    rows: int
+    inserted: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TenantSecret(RegionModel, table=True):
+    """A tenant's secret key, wrapped with the region's key; it never leaves the region."""
+
+    __tablename__ = "tenant_secrets"
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    purpose: str = Field(primary_key=True, max_length=32)
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditRecord(RegionModel, table=True):
+    """One record of the region's append-only, hash-chained audit ledger."""
+
+    __tablename__ = "audit_records"
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    ts: str = Field(max_length=40)
+    tenant_id: str | None = Field(default=None, index=True, max_length=63)
+    region: str = Field(max_length=8)
+    actor: str = Field(max_length=200)
+    action: str = Field(index=True, max_length=64)
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    details: str = Field(sa_column=Column(Text, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+TENANT_TABLES: tuple[type[RegionModel], ...] = (Item, Interaction, IngestBatch, TenantSecret)
+"""Tables whose rows belong to one tenant: scoped sessions filter them, and PostgreSQL
+row-level security guards them."""

@@ -1,0 +1,52 @@
+"""`RegionDataPlane`: one region's database, ledger, artifacts and the scoped way in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from atlasrec.artifacts import ArtifactStore
+from atlasrec.boundary import Boundary
+from atlasrec.control.service import ControlPlane
+from atlasrec.dataplane.session import TenantSession
+from atlasrec.db import is_postgres, make_engine
+from atlasrec.migrations import upgrade
+from atlasrec.settings import Settings
+from atlasrec.tenancy import Region, Scope
+from audit.ledger import Ledger
+
+
+class RegionDataPlane:
+    """The only place a region's tenant data exists; every access is made under a scope."""
+
+    def __init__(self, region: Region, settings: Settings, control: ControlPlane) -> None:
+        self.region = region
+        self.settings = settings
+        url = settings.region_url(region)
+        self.engine = make_engine(url)
+        self.tenant_engine = (
+            make_engine(url, user=settings.pg_app_role) if is_postgres(self.engine) else self.engine
+        )
+        self.ledger = Ledger(region, self.engine, anchor=control)
+        self.boundary = Boundary(region, self.ledger, control.home_region_of)
+        self.artifacts = ArtifactStore(
+            region, settings.region_dir(region) / "artifacts", self.boundary
+        )
+
+    def migrate(self) -> None:
+        """Bring this region's schema up to date."""
+        upgrade(self.engine, "region", app_role=self.settings.pg_app_role)
+
+    @contextmanager
+    def session(self, scope: Scope, *, actor: str, action: str) -> Iterator[TenantSession]:
+        """A transaction scoped to one tenant: commits on success, rolls back on error."""
+        self.boundary.admit(scope, actor=actor, action=action)
+        with TenantSession(
+            self.tenant_engine, scope=scope, boundary=self.boundary, actor=actor
+        ) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+        self.tenant_engine.dispose()

@@ -1,0 +1,76 @@
+"""The single settings object, read from `ATLASREC_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from atlasrec.errors import ConfigError
+from atlasrec.tenancy import Region
+
+DEV_SECRET = "atlasrec-development-secret-do-not-use-in-production"  # noqa: S105
+
+
+class Settings(BaseSettings):
+    """Platform settings. Embedded defaults: SQLite files and local folders under `home`.
+
+    Per-region database URLs are given as `ATLASREC_REGION_DB_URLS='{"eu": "postgresql+psycopg://..."}'`
+    or one at a time as `ATLASREC_REGION_DB_URLS__EU=...`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATLASREC_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["development", "staging", "production"] = "development"
+    region: Region | None = None
+    """The region this process runs in; None (embedded mode) lets one process open every
+    region's data plane, each still behind its own boundary."""
+    home: Path = Field(default_factory=lambda: Path.home() / ".atlasrec")
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    control_db_url: str | None = None
+    region_db_urls: dict[Region, str] = Field(default_factory=dict)
+    pg_app_role: str = "atlasrec_app"
+    redis_url: str | None = None
+    broker_url: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Settings:
+        secret = self.secret_key.get_secret_value()
+        if self.environment != "development":
+            if secret == DEV_SECRET:
+                raise ConfigError(
+                    f"ATLASREC_SECRET_KEY must be set in the {self.environment} environment "
+                    "(the built-in development secret is refused outside development)"
+                )
+            if len(secret) < 32:
+                raise ConfigError("ATLASREC_SECRET_KEY must be at least 32 characters")
+        return self
+
+    def control_url(self) -> str:
+        """Database URL of the (global) control plane."""
+        return self.control_db_url or f"sqlite:///{self.home / 'control.db'}"
+
+    def region_url(self, region: Region) -> str:
+        """Database URL of one region's data plane."""
+        return self.region_db_urls.get(region) or f"sqlite:///{self.region_dir(region) / 'data.db'}"
+
+    def region_dir(self, region: Region) -> Path:
+        """Local folder of one region's data plane (SQLite file, artifacts, ledger anchor)."""
+        return self.home / "regions" / region.value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    try:
+        return Settings()
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError wraps ConfigError raised above
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        raise ConfigError(str(cause) if cause else f"invalid settings: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Privacy: DP accounting and budgets, pseudonymisation, HE contexts and keys."""
