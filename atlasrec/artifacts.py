@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from atlasrec.errors import InvalidInputError
 from atlasrec.tenancy import Region, Scope
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 MANIFEST = "manifest.json"
 
 
@@ -41,7 +43,7 @@ class Artifact:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not _NAME.fullmatch(value):
+    if not (_VERSION if what == "version" else _NAME).fullmatch(value):
         raise InvalidInputError(f"invalid artifact {what} {value!r}")
     return value
 
@@ -94,7 +96,7 @@ class ArtifactStore:
         """Publish a new version: `write(folder)` fills a private folder, then it goes live."""
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.publish")
         kind_dir.mkdir(parents=True, exist_ok=True)
-        version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
         staging = Path(tempfile.mkdtemp(dir=kind_dir, prefix=f".staging-{version}-"))
         try:
             write(staging)
@@ -147,7 +149,11 @@ class ArtifactStore:
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
         if not kind_dir.exists():
             return []
-        return sorted(p.name for p in kind_dir.iterdir() if (p / MANIFEST).exists())
+        return sorted(
+            p.name
+            for p in kind_dir.iterdir()
+            if _VERSION.fullmatch(p.name) and (p / MANIFEST).exists()
+        )
 
     def _load(self, scope: Scope, kind: str, path: Path) -> Artifact:
         manifest = json.loads((path / MANIFEST).read_text())

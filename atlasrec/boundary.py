@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from atlasrec.errors import BoundaryViolation, CrossRegionError, CrossTenantError, UnknownTenantError
+from atlasrec.errors import (
+    BoundaryViolation,
+    CrossRegionError,
+    CrossTenantError,
+    UnknownTenantError,
+)
 from atlasrec.tenancy import Region, Scope
 from audit.ledger import Ledger
 
@@ -55,8 +60,14 @@ class Boundary:
                 f"scope {scope} cannot {action} data of tenant {target_tenant!r}"
             )
         if error is not None:
-            self.refuse(scope, error, actor=actor, action=action, subject=subject,
-                        target_tenant=target_tenant)
+            self.refuse(
+                scope,
+                error,
+                actor=actor,
+                action=action,
+                subject=subject,
+                target_tenant=target_tenant,
+            )
 
     def refuse(
         self,

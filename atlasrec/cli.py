@@ -74,8 +74,13 @@ def tenants_create(
         ) from None
     platform = _platform()
     tenant, issued = platform.create_tenant(
-        tenant_id, region=parse_region(region), sharing=policy, actor=actor(),
-        name=name, epsilon_cap=epsilon, delta=delta,
+        tenant_id,
+        region=parse_region(region),
+        sharing=policy,
+        actor=actor(),
+        name=name,
+        epsilon_cap=epsilon,
+        delta=delta,
     )
     _print_json(
         {
@@ -99,15 +104,23 @@ def tenants_list(
     """List tenants (no secrets)."""
     tenants = _platform().control.list_tenants(parse_region(region) if region else None)
     rows = [
-        {"tenant_id": t.id, "name": t.name, "region": t.home_region, "sharing": t.sharing,
-         "epsilon_cap": t.epsilon_cap, "delta": t.delta}
+        {
+            "tenant_id": t.id,
+            "name": t.name,
+            "region": t.home_region,
+            "sharing": t.sharing,
+            "epsilon_cap": t.epsilon_cap,
+            "delta": t.delta,
+        }
         for t in tenants
     ]
     if as_json:
         _print_json(rows)
         return
     for r in rows:
-        typer.echo(f"{r['tenant_id']:<24} {r['region']:<3} {r['sharing']:<9} eps_cap={r['epsilon_cap']}")
+        typer.echo(
+            f"{r['tenant_id']:<24} {r['region']:<3} {r['sharing']:<9} eps_cap={r['epsilon_cap']}"
+        )
 
 
 @tenants_app.command("new-key")
@@ -119,8 +132,11 @@ def tenants_new_key(
     platform = _platform()
     issued = platform.control.issue_api_key(tenant, label)
     platform.plane(platform.scope(tenant).region).ledger.append(
-        actor=actor(), action="api_key.issued", subject=f"tenant:{tenant}",
-        tenant_id=tenant, details={"api_key_id": issued.key_id, "label": label},
+        actor=actor(),
+        action="api_key.issued",
+        subject=f"tenant:{tenant}",
+        tenant_id=tenant,
+        details={"api_key_id": issued.key_id, "label": label},
     )
     _print_json({"tenant_id": tenant, "api_key_id": issued.key_id, "api_key": issued.api_key})
 
@@ -134,8 +150,11 @@ def tenants_revoke_key(
     platform = _platform()
     platform.control.revoke_api_key(tenant, key_id)
     platform.plane(platform.scope(tenant).region).ledger.append(
-        actor=actor(), action="api_key.revoked", subject=f"tenant:{tenant}",
-        tenant_id=tenant, details={"api_key_id": key_id},
+        actor=actor(),
+        action="api_key.revoked",
+        subject=f"tenant:{tenant}",
+        tenant_id=tenant,
+        details={"api_key_id": key_id},
     )
     typer.echo(f"revoked API key {key_id} of tenant {tenant}")
 
@@ -158,16 +177,23 @@ def ingest(
     platform = _platform()
     scope = platform.scope(tenant)
     report = run_ingest(
-        platform.plane(scope.region), scope, secret=platform.secret, actor=actor(),
-        items=items, interactions=interactions,
+        platform.plane(scope.region),
+        scope,
+        secret=platform.secret,
+        actor=actor(),
+        items=items,
+        interactions=interactions,
     )
     if as_json:
         _print_json(report.as_dict())
         return
     for file in (report.items, report.interactions):
         if file is not None:
-            state = "already ingested, skipped" if file.already_ingested else (
-                f"{file.rows} rows read, {file.written} written")
+            state = (
+                "already ingested, skipped"
+                if file.already_ingested
+                else (f"{file.rows} rows read, {file.written} written")
+            )
             typer.echo(f"{tenant}@{scope.region.value}: {file.file}: {state}")
 
 
@@ -248,14 +274,18 @@ def audit_log(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a region's audit records, oldest first."""
-    records = _platform().plane(parse_region(region)).ledger.records(
-        tenant_id=tenant, action=action, limit=limit
+    records = (
+        _platform()
+        .plane(parse_region(region))
+        .ledger.records(tenant_id=tenant, action=action, limit=limit)
     )
     if as_json:
         _print_json([r.model_dump() for r in records])
         return
     for r in records:
-        typer.echo(f"{r.seq:>6} {r.ts} {r.tenant_id or '-':<20} {r.action:<18} {r.subject} {r.details}")
+        typer.echo(
+            f"{r.seq:>6} {r.ts} {r.tenant_id or '-':<20} {r.action:<18} {r.subject} {r.details}"
+        )
 
 
 @app.command()
@@ -285,4 +315,3 @@ def main() -> None:
         typer.echo(f"error: database failure: {str(exc).splitlines()[0]}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
-

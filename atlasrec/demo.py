@@ -26,8 +26,14 @@ def _day(ts: int | None) -> str:
 
 def _reset(home_dir: str) -> None:
     """Remove what earlier runs left in the data folder (only AtlasRec's own entries)."""
-    for name in ("control.db", "control.db-wal", "control.db-shm", "regions", "demo-data",
-                 "demo-api-keys.json"):
+    for name in (
+        "control.db",
+        "control.db-wal",
+        "control.db-shm",
+        "regions",
+        "demo-data",
+        "demo-api-keys.json",
+    ):
         path = os.path.join(home_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
@@ -75,8 +81,14 @@ def run_demo(*, fresh: bool, actor: str) -> None:
 def _ingest(platform: Platform, ds: TenantDataset, actor: str, console: Console) -> TenantStats:
     scope = platform.scope(ds.tenant_id)
     plane = platform.plane(scope.region)
-    report = ingest(plane, scope, secret=platform.secret, actor=actor,
-                    items=ds.items_csv, interactions=ds.interactions_csv)
+    report = ingest(
+        plane,
+        scope,
+        secret=platform.secret,
+        actor=actor,
+        items=ds.items_csv,
+        interactions=ds.interactions_csv,
+    )
     for file in (report.items, report.interactions):
         assert file is not None
         state = "unchanged" if file.already_ingested else f"{file.written}/{file.rows} rows written"
@@ -85,25 +97,47 @@ def _ingest(platform: Platform, ds: TenantDataset, actor: str, console: Console)
         return TenantData(session).stats()
 
 
-def _summary(console: Console, datasets: list[TenantDataset], stats: dict[str, TenantStats]) -> None:
+def _summary(
+    console: Console, datasets: list[TenantDataset], stats: dict[str, TenantStats]
+) -> None:
     table = Table(title="Tenants per region (data held only in each tenant's home region)")
     for col in ("region", "tenant", "sharing", "items", "users", "interactions", "from", "to"):
-        table.add_column(col, justify="right" if col in ("items", "users", "interactions") else "left")
+        table.add_column(
+            col, justify="right" if col in ("items", "users", "interactions") else "left"
+        )
     for region in Region:
         here = [d for d in datasets if d.region == region]
         for ds in here:
             s = stats[ds.tenant_id]
-            table.add_row(region.value, ds.tenant_id, ds.sharing.value, str(s.items), str(s.users),
-                          str(s.interactions), _day(s.first_ts), _day(s.last_ts))
+            table.add_row(
+                region.value,
+                ds.tenant_id,
+                ds.sharing.value,
+                str(s.items),
+                str(s.users),
+                str(s.interactions),
+                _day(s.first_ts),
+                _day(s.last_ts),
+            )
         if here:
             totals = [stats[d.tenant_id] for d in here]
-            table.add_row(region.value, f"[bold]{len(here)} tenants[/bold]", "",
-                          str(sum(t.items for t in totals)), str(sum(t.users for t in totals)),
-                          str(sum(t.interactions for t in totals)), "", "", end_section=True)
+            table.add_row(
+                region.value,
+                f"[bold]{len(here)} tenants[/bold]",
+                "",
+                str(sum(t.items for t in totals)),
+                str(sum(t.users for t in totals)),
+                str(sum(t.interactions for t in totals)),
+                "",
+                "",
+                end_section=True,
+            )
     console.print(table)
 
 
-def _boundaries(console: Console, platform: Platform, datasets: list[TenantDataset], actor: str) -> None:
+def _boundaries(
+    console: Console, platform: Platform, datasets: list[TenantDataset], actor: str
+) -> None:
     """Show a cross-region access being refused and audited."""
     first, other = datasets[0], next(d for d in datasets if d.region != datasets[0].region)
     wrong = Scope(first.tenant_id, other.region)

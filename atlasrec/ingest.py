@@ -81,7 +81,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _rows(path: Path, required: tuple[str, ...], allowed: tuple[str, ...] | None) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(
+    path: Path, required: tuple[str, ...], allowed: tuple[str, ...] | None
+) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) pairs; checks the header and each row's field count."""
     try:
         fh = path.open(newline="", encoding="utf-8-sig")
@@ -198,7 +200,9 @@ def _load_items(data: TenantData, path: Path) -> tuple[int, int]:
     return rows, written + len(chunk)
 
 
-def _load_interactions(data: TenantData, path: Path, secret: bytes, batch_id: str) -> tuple[int, int]:
+def _load_interactions(
+    data: TenantData, path: Path, secret: bytes, batch_id: str
+) -> tuple[int, int]:
     pseudonym = data.pseudonymiser(secret)
     rows = written = 0
     chunk: list[tuple[int, dict[str, Any]]] = []
@@ -246,7 +250,7 @@ def ingest(
     items: Path | None = None,
     interactions: Path | None = None,
 ) -> IngestReport:
-    """Ingest a tenant's files in one transaction; raise IngestError and write nothing on bad input."""
+    """Ingest a tenant's files in one transaction; on bad input raise IngestError, write nothing."""
     reports: dict[str, FileReport | None] = {"items": None, "interactions": None}
     current = ""
     try:
@@ -268,21 +272,43 @@ def ingest(
                 else:
                     rows, written = _load_interactions(data, path, secret, batch_id)
                 data.add_batch(
-                    IngestBatch(id=batch_id, tenant_id=scope.tenant_id, kind=kind, sha256=sha,
-                                filename=path.name[:255], rows=rows, inserted=written)
+                    IngestBatch(
+                        id=batch_id,
+                        tenant_id=scope.tenant_id,
+                        kind=kind,
+                        sha256=sha,
+                        filename=path.name[:255],
+                        rows=rows,
+                        inserted=written,
+                    )
                 )
                 reports[kind] = FileReport(path.name, sha, rows, written, already_ingested=False)
-            report = IngestReport(scope.tenant_id, scope.region.value, reports["items"], reports["interactions"])
+            report = IngestReport(
+                scope.tenant_id, scope.region.value, reports["items"], reports["interactions"]
+            )
             plane.ledger.append(
-                actor=actor, action="ingest", subject=f"tenant:{scope.tenant_id}",
-                tenant_id=scope.tenant_id, details=report.as_dict(), session=session,
+                actor=actor,
+                action="ingest",
+                subject=f"tenant:{scope.tenant_id}",
+                tenant_id=scope.tenant_id,
+                details=report.as_dict(),
+                session=session,
             )
     except _Rejected as rejected:
-        error = IngestError(current, rejected.line, rejected.field, rejected.reason, scope.tenant_id)
+        error = IngestError(
+            current, rejected.line, rejected.field, rejected.reason, scope.tenant_id
+        )
         plane.ledger.append(
-            actor=actor, action="ingest.rejected", subject=f"tenant:{scope.tenant_id}",
-            tenant_id=scope.tenant_id, details={"file": current, "line": rejected.line,
-                                                "field": rejected.field, "reason": rejected.reason},
+            actor=actor,
+            action="ingest.rejected",
+            subject=f"tenant:{scope.tenant_id}",
+            tenant_id=scope.tenant_id,
+            details={
+                "file": current,
+                "line": rejected.line,
+                "field": rejected.field,
+                "reason": rejected.reason,
+            },
         )
         raise error from None
     return report

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, event, func, text
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from atlasrec.dataplane.models import AuditRecord
 from atlasrec.tenancy import Region
@@ -72,7 +72,10 @@ class Verification:
         """One line for operators."""
         if self.ok:
             return f"region {region.value}: audit chain intact ({self.records} records)"
-        return f"region {region.value}: audit chain broken at record seq={self.first_bad_seq}: {self.reason}"
+        return (
+            f"region {region.value}: audit chain broken at record "
+            f"seq={self.first_bad_seq}: {self.reason}"
+        )
 
 
 class Ledger:
@@ -125,7 +128,7 @@ class Ledger:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK})
         last = session.execute(
-            select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)  # type: ignore[attr-defined]
+            select(AuditRecord.seq, AuditRecord.hash).order_by(col(AuditRecord.seq).desc()).limit(1)
         ).first()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         record = AuditRecord(
@@ -158,11 +161,15 @@ class Ledger:
         limit: int | None = 100,
     ) -> list[AuditRecord]:
         """Records in chain order, optionally filtered by tenant and action prefix."""
-        query = select(AuditRecord).where(AuditRecord.seq > after_seq).order_by(AuditRecord.seq)  # type: ignore[arg-type]
+        query = (
+            select(AuditRecord)
+            .where(col(AuditRecord.seq) > after_seq)
+            .order_by(col(AuditRecord.seq))
+        )
         if tenant_id is not None:
-            query = query.where(AuditRecord.tenant_id == tenant_id)  # type: ignore[arg-type]
+            query = query.where(col(AuditRecord.tenant_id) == tenant_id)
         if action is not None:
-            query = query.where(AuditRecord.action.startswith(action))  # type: ignore[union-attr]
+            query = query.where(col(AuditRecord.action).startswith(action))
         if limit is not None:
             query = query.limit(limit)
         with Session(self.engine, expire_on_commit=False) as session:
@@ -174,7 +181,7 @@ class Ledger:
             return int(session.execute(select(func.count()).select_from(AuditRecord)).scalar_one())
 
     def _iter_chain(self, session: Session) -> Iterator[AuditRecord]:
-        query = select(AuditRecord).order_by(AuditRecord.seq).execution_options(yield_per=2000)  # type: ignore[arg-type]
+        query = select(AuditRecord).order_by(col(AuditRecord.seq)).execution_options(yield_per=2000)
         yield from session.execute(query).scalars()
 
     def verify(self) -> Verification:
@@ -186,13 +193,17 @@ class Ledger:
             for record in self._iter_chain(session):
                 if record.seq != expected_seq:
                     return Verification(
-                        False, n, expected_seq,
+                        False,
+                        n,
+                        expected_seq,
                         f"record missing (the chain jumps from seq={expected_seq - 1} "
                         f"to seq={record.seq})",
                     )
                 if record.prev_hash != prev_hash:
                     return Verification(
-                        False, n, record.seq,
+                        False,
+                        n,
+                        record.seq,
                         "does not chain to the record before it (records deleted or reordered)",
                     )
                 if compute_hash(record) != record.hash:
@@ -206,13 +217,17 @@ class Ledger:
             anchor_seq, anchor_hash = anchor
             if n < anchor_seq:
                 return Verification(
-                    False, n, n + 1,
+                    False,
+                    n,
+                    n + 1,
                     f"record missing: the chain ends at seq={n} but the control plane "
                     f"anchored seq={anchor_seq} (records cut from the end)",
                 )
             if hashes.get(anchor_seq) != anchor_hash:
                 return Verification(
-                    False, n, anchor_seq,
+                    False,
+                    n,
+                    anchor_seq,
                     "differs from the head anchored in the control plane (chain rewritten)",
                 )
         return Verification(True, n)

@@ -26,9 +26,9 @@ PSEUDONYM_HEX = 32  # 128 bits: collisions are negligible at billions of users
 
 def derive_key(secret: bytes, purpose: str) -> bytes:
     """A 256-bit key for one purpose, derived from the platform secret (HKDF-SHA256)."""
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose.encode()).derive(
-        secret
-    )
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose.encode()
+    ).derive(secret)
 
 
 def new_tenant_key() -> bytes:

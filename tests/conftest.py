@@ -17,9 +17,7 @@ from atlasrec.platform import Platform
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region
 
-PG_URL = os.environ.get(
-    "ATLASREC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("ATLASREC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _names = itertools.count()
 
 
@@ -27,8 +25,12 @@ def _pg_admin() -> psycopg.Connection:
     url = make_url(PG_URL)
     try:
         return psycopg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, dbname=url.database,
-            autocommit=True, connect_timeout=5,
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            dbname=url.database,
+            autocommit=True,
+            connect_timeout=5,
         )
     except psycopg.OperationalError as exc:  # a clear failure, never a silent skip
         pytest.fail(f"PostgreSQL at {PG_URL} is not reachable (scripts/services starts it): {exc}")
@@ -84,13 +86,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFactory:
-    """Build Settings for the current backend; each call gets fresh databases."""
+def _settings_factory(
+    backend: str, home_root: Path, request: pytest.FixtureRequest
+) -> SettingsFactory:
     counter = itertools.count()
 
     def factory(**overrides: object) -> Settings:
-        home = tmp_path / f"home{next(counter)}"
+        home = home_root / f"home{next(counter)}"
         if backend == "postgres":
             dbs: PgDatabases = request.getfixturevalue("pg_databases")
             overrides.setdefault("control_db_url", dbs.clone("control"))
@@ -98,6 +100,20 @@ def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
         return Settings(home=home, **overrides)  # type: ignore[arg-type]
 
     return factory
+
+
+@pytest.fixture
+def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFactory:
+    """Build Settings for the current backend; each call gets fresh databases."""
+    return _settings_factory(backend, tmp_path, request)
+
+
+@pytest.fixture
+def pg_platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    """A platform on PostgreSQL only (for PostgreSQL-specific guarantees such as RLS)."""
+    p = Platform(_settings_factory("postgres", tmp_path, request)())
+    yield p
+    p.close()
 
 
 @pytest.fixture
@@ -123,5 +139,3 @@ def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
-
-

@@ -7,9 +7,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from atlasrec.control.models import ApiKey, LedgerAnchor, Tenant, utcnow
 from atlasrec.errors import InvalidInputError, TenantExistsError, UnknownTenantError
@@ -58,7 +58,9 @@ class ControlPlane:
         tenant = Tenant(id=tenant_id, name=name or tenant_id, home_region=region, sharing=sharing)
         if epsilon_cap is not None:
             if not epsilon_cap > 0 or epsilon_cap != epsilon_cap or epsilon_cap == float("inf"):
-                raise InvalidInputError(f"tenant {tenant_id!r}: --epsilon must be a finite number > 0")
+                raise InvalidInputError(
+                    f"tenant {tenant_id!r}: --epsilon must be a finite number > 0"
+                )
             tenant.epsilon_cap = epsilon_cap
         if delta is not None:
             if not 0 < delta < 1:
@@ -85,7 +87,7 @@ class ControlPlane:
 
     def list_tenants(self, region: Region | None = None) -> list[Tenant]:
         """All tenants, or those homed in `region`, by id."""
-        query = select(Tenant).order_by(Tenant.id)  # type: ignore[arg-type]
+        query = select(Tenant).order_by(col(Tenant.id))
         if region is not None:
             query = query.where(Tenant.home_region == region)
         with Session(self.engine, expire_on_commit=False) as session:
@@ -131,7 +133,7 @@ class ControlPlane:
 
     def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
         """A tenant's keys (ids, labels, dates; hashes stay inside)."""
-        query = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)  # type: ignore[arg-type]
+        query = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(col(ApiKey.created_at))
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
@@ -152,14 +154,18 @@ class ControlPlane:
 
     def advance_anchor(self, region: Region, seq: int, hash_: str) -> None:
         """Move a region's ledger anchor forward (never back)."""
-        with Session(self.engine) as session, session.begin():
-            moved = session.execute(
-                update(LedgerAnchor)
-                .where(LedgerAnchor.region == region.value, LedgerAnchor.seq < seq)  # type: ignore[arg-type]
-                .values(seq=seq, hash=hash_, updated_at=utcnow())
-            )
-            if moved.rowcount == 0 and session.get(LedgerAnchor, region.value) is None:  # type: ignore[attr-defined]
-                session.add(LedgerAnchor(region=region.value, seq=seq, hash=hash_))
+        for attempt in range(3):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    anchor = session.get(LedgerAnchor, region.value, with_for_update=True)
+                    if anchor is None:
+                        session.add(LedgerAnchor(region=region.value, seq=seq, hash=hash_))
+                    elif seq > anchor.seq:
+                        anchor.seq, anchor.hash, anchor.updated_at = seq, hash_, utcnow()
+                return
+            except IntegrityError:  # another writer created the row first: update it instead
+                if attempt == 2:
+                    raise
 
     def anchor_of(self, region: Region) -> tuple[int, str] | None:
         """A region's anchored ledger head."""

@@ -41,9 +41,12 @@ class RegionDataPlane:
     def session(self, scope: Scope, *, actor: str, action: str) -> Iterator[TenantSession]:
         """A transaction scoped to one tenant: commits on success, rolls back on error."""
         self.boundary.admit(scope, actor=actor, action=action)
-        with TenantSession(
-            self.tenant_engine, scope=scope, boundary=self.boundary, actor=actor
-        ) as session, session.begin():
+        with (
+            TenantSession(
+                self.tenant_engine, scope=scope, boundary=self.boundary, actor=actor
+            ) as session,
+            session.begin(),
+        ):
             yield session
 
     def dispose(self) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
 
 from atlasrec.dataplane.models import IngestBatch, Interaction, Item, TenantSecret
 from atlasrec.dataplane.session import TenantSession
@@ -58,7 +59,7 @@ class TenantData:
 
     def find_batch(self, kind: str, sha256: str) -> IngestBatch | None:
         """A previous ingest of the same file content, if any."""
-        query = select(IngestBatch).where(IngestBatch.kind == kind, IngestBatch.sha256 == sha256)  # type: ignore[arg-type]
+        query = select(IngestBatch).where(IngestBatch.kind == kind, IngestBatch.sha256 == sha256)
         return self.session.execute(query).scalars().first()
 
     def add_batch(self, batch: IngestBatch) -> None:
@@ -74,7 +75,10 @@ class TenantData:
         stmt = self._insert(Item)
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "item_id"],
-            set_={c: stmt.excluded[c] for c in ("title", "category", "description", "attributes", "updated_at")},
+            set_={
+                c: stmt.excluded[c]
+                for c in ("title", "category", "description", "attributes", "updated_at")
+            },
         )
         self.session.execute(stmt, rows)
 
@@ -83,7 +87,7 @@ class TenantData:
         ids = list(set(item_ids))
         found: set[str] = set()
         for start in range(0, len(ids), 500):
-            query = select(Item.item_id).where(Item.item_id.in_(ids[start : start + 500]))  # type: ignore[attr-defined]
+            query = select(Item.item_id).where(col(Item.item_id).in_(ids[start : start + 500]))
             found.update(self.session.execute(query).scalars())
         return found
 

@@ -57,13 +57,15 @@ def _filter_tenant(state: ORMExecuteState) -> None:
     if state.is_select or state.is_update or state.is_delete:
         state.statement = state.statement.options(
             *(
-                with_loader_criteria(table, lambda cls: cls.tenant_id == tenant_id, include_aliases=True)
+                with_loader_criteria(
+                    table, lambda cls: cls.tenant_id == tenant_id, include_aliases=True
+                )
                 for table in TENANT_TABLES
             )
         )
     elif state.is_insert:
         params = state.parameters
-        rows = params if isinstance(params, list) else [params] if params else []
+        rows: list[Any] = list(params) if isinstance(params, list) else [params] if params else []
         for row in rows:
             foreign = row.get("tenant_id")
             if foreign is not None and foreign != tenant_id:
@@ -72,7 +74,12 @@ def _filter_tenant(state: ORMExecuteState) -> None:
 
 @event.listens_for(TenantSession, "before_flush")
 def _guard_writes(session: TenantSession, _ctx: Any, _instances: Any) -> None:
-    for verb, objects in (("insert", session.new), ("update", session.dirty), ("delete", session.deleted)):
+    for verb, objects in (
+        ("insert", session.new),
+        ("update", session.dirty),
+        ("delete", session.deleted),
+    ):
         for obj in objects:
-            if isinstance(obj, TENANT_TABLES) and obj.tenant_id != session.scope.tenant_id:  # type: ignore[attr-defined]
-                session.refuse_foreign(obj.tenant_id, verb, type(obj).__tablename__)  # type: ignore[attr-defined]
+            owner = getattr(obj, "tenant_id", None) if isinstance(obj, TENANT_TABLES) else None
+            if owner is not None and owner != session.scope.tenant_id:
+                session.refuse_foreign(owner, verb, type(obj).__name__)

@@ -30,9 +30,7 @@ def upgrade(engine: Engine, schema: Schema, *, app_role: str = "atlasrec_app") -
     cfg = _config(schema)
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.begin() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"version_table": VERSION_TABLES[schema]}
-        )
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLES[schema]})
         if context.get_current_revision() == head:
             return False
         cfg.attributes["connection"] = conn

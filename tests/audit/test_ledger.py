@@ -37,8 +37,13 @@ def tamper(ledger: Ledger) -> Any:
 
 def fill(ledger: Ledger, n: int) -> None:
     for k in range(n):
-        ledger.append(actor="test", action="test.event", subject=f"s{k}", tenant_id="t1",
-                      details={"k": k, "note": "ünïcode"})
+        ledger.append(
+            actor="test",
+            action="test.event",
+            subject=f"s{k}",
+            tenant_id="t1",
+            details={"k": k, "note": "ünïcode"},
+        )
 
 
 @pytest.fixture
@@ -126,8 +131,10 @@ def test_rewriting_the_whole_chain_is_caught_by_the_anchor(ledger: Ledger) -> No
 
 def test_append_only_triggers_refuse_update_and_delete(ledger: Ledger) -> None:
     fill(ledger, 2)
-    for statement in ("UPDATE audit_records SET actor='x' WHERE seq=1",
-                      "DELETE FROM audit_records WHERE seq=1"):
+    for statement in (
+        "UPDATE audit_records SET actor='x' WHERE seq=1",
+        "DELETE FROM audit_records WHERE seq=1",
+    ):
         with pytest.raises(DBAPIError, match="append-only"), ledger.engine.begin() as conn:
             conn.execute(text(statement))
     assert ledger.verify().ok
@@ -140,7 +147,7 @@ def test_concurrent_appends_keep_one_chain(ledger: Ledger) -> None:
         try:
             for k in range(10):
                 ledger.append(actor=f"w{w}", action="test.concurrent", subject=f"{w}-{k}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
@@ -162,8 +169,9 @@ def test_records_filter_by_tenant_and_action(ledger: Ledger) -> None:
 
 
 @given(n=st.integers(2, 12), data=st.data())
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_any_single_edit_is_named(
     make_settings: Callable[..., Settings], n: int, data: st.DataObject
 ) -> None:
@@ -178,11 +186,10 @@ def test_any_single_edit_is_named(
         if getattr(original, column) == value:
             value += "!"
         with tamper(ledger) as conn:
-            conn.execute(text(f"UPDATE audit_records SET {column}=:v WHERE seq=:s"),
-                         {"v": value, "s": seq})
+            conn.execute(
+                text(f"UPDATE audit_records SET {column}=:v WHERE seq=:s"), {"v": value, "s": seq}
+            )
         result = ledger.verify()
         assert (result.ok, result.first_bad_seq) == (False, seq)
     finally:
         platform.close()
-
-

@@ -32,8 +32,13 @@ def interaction_rows(
 ) -> list[tuple[str, str, int, str, float]]:
     rng = random.Random(seed)
     return [
-        (f"user{rng.randrange(n_users)}", f"{prefix}{rng.randrange(n_items)}",
-         1_700_000_000 + k, "view", 1.0)
+        (
+            f"user{rng.randrange(n_users)}",
+            f"{prefix}{rng.randrange(n_items)}",
+            1_700_000_000 + k,
+            "view",
+            1.0,
+        )
         for k in range(n)
     ]
 

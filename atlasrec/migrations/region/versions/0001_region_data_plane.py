@@ -11,6 +11,8 @@ Revises:
 import sqlalchemy as sa
 from alembic import context, op
 
+from atlasrec.db import validate_identifier
+
 revision = "r0001"
 down_revision = None
 branch_labels = None
@@ -91,6 +93,7 @@ def upgrade() -> None:
 
 
 def _postgres_security(role: str) -> None:
+    validate_identifier(role)  # it is interpolated into DDL below
     op.execute(
         f"""
         DO $$ BEGIN
@@ -99,7 +102,7 @@ def _postgres_security(role: str) -> None:
           END IF;
         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
         END $$
-        """
+        """  # noqa: S608 - role is a validated identifier
     )
     op.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
     for table in TENANT_TABLES:
