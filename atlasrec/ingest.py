@@ -115,7 +115,11 @@ def _rows(
                     raise _Rejected(
                         start, None, f"expected {len(columns)} fields, found {len(values)}"
                     )
-                yield start, dict(zip(columns, values, strict=True))
+                row = dict(zip(columns, values, strict=True))
+                for name, value in row.items():
+                    if "\x00" in value:
+                        raise _Rejected(start, name, "contains a NUL byte")
+                yield start, row
         except UnicodeDecodeError:
             raise _Rejected(reader.line_num + 1, None, "not valid UTF-8") from None
         except csv.Error as exc:

@@ -37,8 +37,12 @@ class Anchor(Protocol):
 
 
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON text: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Deterministic JSON text: sorted keys, no whitespace, ASCII-escaped.
+
+    ASCII escaping lets any string, even one with lone surrogates from an undecodable file
+    name, be stored and hashed.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 def compute_hash(record: AuditRecord) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -40,13 +41,20 @@ def _pg_url(dbname: str) -> str:
     return make_url(PG_URL).set(database=dbname).render_as_string(hide_password=False)
 
 
+RESET_SQL = {
+    "control": "TRUNCATE api_keys, tenants, ledger_anchors",
+    "region": "ALTER TABLE audit_records ENABLE TRIGGER USER; "
+    "TRUNCATE items, interactions, ingest_batches, tenant_secrets, audit_records",
+}
+
+
 class PgDatabases:
-    """Throwaway databases cloned from migrated templates (fast: CREATE ... TEMPLATE)."""
+    """Throwaway databases cloned from migrated templates, reset and reused between tests."""
 
     def __init__(self) -> None:
         self.prefix = f"atlasrec_t{os.getpid()}"
         self.admin = _pg_admin()
-        self.templates = {}
+        self.templates: dict[str, str] = {}
         for schema in ("control", "region"):
             name = f"{self.prefix}_tpl_{schema}"
             self.admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -55,18 +63,53 @@ class PgDatabases:
             upgrade(engine, schema)  # type: ignore[arg-type]
             engine.dispose()
             self.templates[schema] = name
+        self.free: dict[str, list[str]] = {"control": [], "region": []}
         self.created: list[str] = []
 
-    def clone(self, schema: str) -> str:
+    def lease(self, schema: str) -> str:
+        """A clean database of this schema (reused when one is free)."""
+        if self.free[schema]:
+            return self.free[schema].pop()
         name = f"{self.prefix}_{schema}_{next(_names)}"
         self.admin.execute(f"CREATE DATABASE {name} TEMPLATE {self.templates[schema]}")
         self.created.append(name)
-        return _pg_url(name)
+        return name
+
+    def release(self, schema: str, name: str) -> None:
+        """Empty a database (past the append-only triggers) and return it to the pool."""
+        url = make_url(PG_URL)
+        try:
+            with psycopg.connect(
+                host=url.host,
+                port=url.port or 5432,
+                user=url.username,
+                dbname=name,
+                autocommit=True,
+            ) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                conn.execute("SET session_replication_role = replica")
+                conn.execute(RESET_SQL[schema])  # type: ignore[arg-type]
+        except psycopg.Error:
+            return  # left dirty (say, a lock still held): not reused, dropped at the end
+        self.free[schema].append(name)
 
     def drop_all(self) -> None:
-        for name in [*self.created, *self.templates.values()]:
-            self.admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         self.admin.close()
+        names = [*self.created, *self.templates.values()]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(_drop_database, names))
+
+
+def _drop_database(name: str) -> None:
+    url = make_url(PG_URL)
+    with psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        dbname=url.database,
+        autocommit=True,
+    ) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +138,15 @@ def _settings_factory(
         home = home_root / f"home{next(counter)}"
         if backend == "postgres":
             dbs: PgDatabases = request.getfixturevalue("pg_databases")
-            overrides.setdefault("control_db_url", dbs.clone("control"))
-            overrides.setdefault("region_db_urls", {r: dbs.clone("region") for r in Region})
+            leased = [("control", dbs.lease("control"))]
+            leased += [("region", dbs.lease("region")) for _ in Region]
+            for schema, name in leased:
+                request.addfinalizer(lambda s=schema, n=name: dbs.release(s, n))
+            overrides.setdefault("control_db_url", _pg_url(leased[0][1]))
+            overrides.setdefault(
+                "region_db_urls",
+                {r: _pg_url(n) for r, (_, n) in zip(Region, leased[1:], strict=True)},
+            )
         return Settings(home=home, **overrides)  # type: ignore[arg-type]
 
     return factory
@@ -109,9 +159,14 @@ def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
 
 @pytest.fixture
-def pg_platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Platform]:
-    """A platform on PostgreSQL only (for PostgreSQL-specific guarantees such as RLS)."""
-    p = Platform(_settings_factory("postgres", tmp_path, request)())
+def pg_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings on PostgreSQL only (for PostgreSQL-specific guarantees such as RLS)."""
+    return _settings_factory("postgres", tmp_path, request)()
+
+
+@pytest.fixture
+def pg_platform(pg_settings: Settings) -> Iterator[Platform]:
+    p = Platform(pg_settings)
     yield p
     p.close()
 

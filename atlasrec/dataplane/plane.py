@@ -11,6 +11,7 @@ from atlasrec.control.service import ControlPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.db import is_postgres, make_engine
 from atlasrec.migrations import upgrade
+from atlasrec.online_store import OnlineStore, make_backend
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
 from audit.ledger import Ledger
@@ -32,6 +33,7 @@ class RegionDataPlane:
         self.artifacts = ArtifactStore(
             region, settings.region_dir(region) / "artifacts", self.boundary
         )
+        self.online = OnlineStore(region, make_backend(settings.redis_url), self.boundary)
 
     def migrate(self) -> None:
         """Bring this region's schema up to date."""
@@ -53,3 +55,4 @@ class RegionDataPlane:
         """Close pooled connections."""
         self.engine.dispose()
         self.tenant_engine.dispose()
+        self.online.backend.close()

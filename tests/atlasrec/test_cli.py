@@ -14,8 +14,18 @@ import pytest
 from atlasrec.cli import main
 from tests.utils.factories import ITEMS_HEADER, items_rows, tenant_files, write_csv
 
-CONTRACT = ["tenants", "ingest", "train", "federate", "evaluate", "recommend", "serve",
-            "privacy", "audit", "demo"]
+CONTRACT = [
+    "tenants",
+    "ingest",
+    "train",
+    "federate",
+    "evaluate",
+    "recommend",
+    "serve",
+    "privacy",
+    "audit",
+    "demo",
+]
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -26,7 +36,9 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return int(exited.value.code or 0), out, err
 
 
-def test_help_lists_every_contract_command(cli_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_every_contract_command(
+    cli_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = cli(capsys, "--help")
     assert code == 0
     for command in CONTRACT:
@@ -39,12 +51,27 @@ def test_help_lists_every_contract_command(cli_home: Path, capsys: pytest.Captur
 def test_tenants_create_prints_json_with_the_key_once(
     cli_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = cli(capsys, "tenants", "create", "--id", "acme", "--region", "eu",
-                       "--sharing", "global", "--epsilon", "3.5")
+    code, out, _ = cli(
+        capsys,
+        "tenants",
+        "create",
+        "--id",
+        "acme",
+        "--region",
+        "eu",
+        "--sharing",
+        "global",
+        "--epsilon",
+        "3.5",
+    )
     assert code == 0
     created = json.loads(out)
-    assert (created["tenant_id"], created["region"], created["sharing"], created["epsilon_cap"]) == (
-        "acme", "eu", "global", 3.5)
+    assert (
+        created["tenant_id"],
+        created["region"],
+        created["sharing"],
+        created["epsilon_cap"],
+    ) == ("acme", "eu", "global", 3.5)
     assert created["api_key"].startswith("ark_")
     code, out, _ = cli(capsys, "tenants", "list", "--json")
     assert code == 0 and "api_key" not in out and json.loads(out)[0]["tenant_id"] == "acme"
@@ -53,15 +80,38 @@ def test_tenants_create_prints_json_with_the_key_once(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["tenants", "create", "--id", "acme", "--region", "mars", "--sharing", "solo"], "unknown region 'mars'"),
-        (["tenants", "create", "--id", "acme", "--region", "eu", "--sharing", "open"], "unknown sharing policy"),
-        (["tenants", "create", "--id", "acme", "--region", "eu", "--sharing", "solo", "--epsilon", "0"], "--epsilon"),
+        (
+            ["tenants", "create", "--id", "acme", "--region", "mars", "--sharing", "solo"],
+            "unknown region 'mars'",
+        ),
+        (
+            ["tenants", "create", "--id", "acme", "--region", "eu", "--sharing", "open"],
+            "unknown sharing policy",
+        ),
+        (
+            [
+                "tenants",
+                "create",
+                "--id",
+                "acme",
+                "--region",
+                "eu",
+                "--sharing",
+                "solo",
+                "--epsilon",
+                "0",
+            ],
+            "--epsilon",
+        ),
         (["ingest", "--tenant", "ghost", "--items", "x.csv"], "unknown tenant 'ghost'"),
         (["ingest", "--tenant", "ghost"], "give --items and/or --interactions"),
         (["train", "--tenant", "acme"], "not available yet"),
         (["federate", "--region", "eu", "--rounds", "1"], "not available yet"),
         (["evaluate", "--tenant", "acme", "--k", "10", "--json"], "not available yet"),
-        (["recommend", "--tenant", "acme", "--users-file", "u.txt", "--k", "5"], "not available yet"),
+        (
+            ["recommend", "--tenant", "acme", "--users-file", "u.txt", "--k", "5"],
+            "not available yet",
+        ),
         (["serve", "--region", "eu"], "not available yet"),
         (["privacy", "report", "--tenant", "acme", "--json"], "not available yet"),
         (["audit", "verify", "--region", "xx"], "unknown region 'xx'"),
@@ -83,11 +133,14 @@ def test_malformed_csv_names_the_row_and_leaves_nothing(
     items = write_csv(tmp_path / "items.csv", ITEMS_HEADER, items_rows(3))
     bad = tmp_path / "interactions.csv"
     bad.write_text("user_id,item_id,timestamp\nu1,i1,1700000000\nu2,i2,oops\n")
-    code, _, err = cli(capsys, "ingest", "--tenant", "shop", "--items", str(items),
-                       "--interactions", str(bad))
+    code, _, err = cli(
+        capsys, "ingest", "--tenant", "shop", "--items", str(items), "--interactions", str(bad)
+    )
     assert code == 1
-    assert err.strip() == ("error: tenant 'shop': interactions.csv line 3: field 'timestamp': "
-                           "'oops' is neither epoch seconds nor ISO 8601")
+    assert err.strip() == (
+        "error: tenant 'shop': interactions.csv line 3: field 'timestamp': "
+        "'oops' is neither epoch seconds nor ISO 8601"
+    )
     db = sqlite3.connect(cli_home / "regions" / "in" / "data.db")
     assert db.execute("SELECT count(*) FROM items").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM interactions").fetchone() == (0,)
@@ -98,8 +151,17 @@ def test_ingest_json_and_audit_verify_after_a_one_field_edit(
 ) -> None:
     cli(capsys, "tenants", "create", "--id", "shop", "--region", "us", "--sharing", "regional")
     items, inter = tenant_files(tmp_path)
-    code, out, _ = cli(capsys, "ingest", "--tenant", "shop", "--items", str(items),
-                       "--interactions", str(inter), "--json")
+    code, out, _ = cli(
+        capsys,
+        "ingest",
+        "--tenant",
+        "shop",
+        "--items",
+        str(items),
+        "--interactions",
+        str(inter),
+        "--json",
+    )
     assert code == 0 and json.loads(out)["items"]["written"] == 10
     code, out, _ = cli(capsys, "audit", "verify", "--region", "us")
     assert code == 0 and "intact (2 records)" in out
@@ -114,7 +176,10 @@ def test_ingest_json_and_audit_verify_after_a_one_field_edit(
 
 
 def test_process_pinned_to_a_region_refuses_foreign_tenants(
-    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    cli_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from atlasrec.settings import get_settings
 
@@ -131,14 +196,26 @@ def test_process_pinned_to_a_region_refuses_foreign_tenants(
 def test_demo_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLASREC_")}
     env["ATLASREC_HOME"] = str(tmp_path / "demo-home")
-    run = subprocess.run([sys.executable, "-m", "atlasrec", "demo"], env=env,
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "atlasrec", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     for tenant in ("ml-family", "ml-drama", "ml-docs", "ml-western"):
         assert tenant in run.stdout
     for region in ("us", "eu", "in", "sg"):
         assert f"region {region}: audit chain intact" in run.stdout
     assert "refused" in run.stdout
-    again = subprocess.run([sys.executable, "-m", "atlasrec", "demo"], env=env,
-                           capture_output=True, text=True, timeout=300, check=False)
+    again = subprocess.run(
+        [sys.executable, "-m", "atlasrec", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert again.returncode == 0 and "unchanged" in again.stdout

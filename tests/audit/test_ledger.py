@@ -160,6 +160,14 @@ def test_concurrent_appends_keep_one_chain(ledger: Ledger) -> None:
     assert result.ok and result.records == 40
 
 
+def test_details_with_undecodable_text_are_stored_and_verified(ledger: Ledger) -> None:
+    name = b"caf\xe9.csv".decode("utf-8", "surrogateescape")  # as os.listdir returns it
+    ledger.append(actor="a", action="ingest.rejected", subject="x", details={"file": name})
+    [record] = ledger.records()
+    assert "\\udce9" in record.details
+    assert ledger.verify().ok
+
+
 def test_records_filter_by_tenant_and_action(ledger: Ledger) -> None:
     ledger.append(actor="a", action="ingest", subject="x", tenant_id="t1")
     ledger.append(actor="a", action="ingest.rejected", subject="x", tenant_id="t2")
@@ -181,7 +189,12 @@ def test_any_single_edit_is_named(
         fill(ledger, n)
         seq = data.draw(st.integers(1, n), label="seq")
         column = data.draw(st.sampled_from(["subject", "actor", "action", "details"]), label="col")
-        value = data.draw(st.text(min_size=1, max_size=20), label="value")
+        value = data.draw(
+            st.text(
+                st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=20
+            ),
+            label="value",
+        )
         original = ledger.records(after_seq=seq - 1, limit=1)[0]
         if getattr(original, column) == value:
             value += "!"

@@ -1,0 +1,1 @@
+"""Flower ServerApp: one aggregator per region; round orchestration (issue #4)."""

@@ -1,0 +1,1 @@
+"""Regional serving: retrieval -> ranking -> re-ranking -> policy filter (issue #5)."""

@@ -1,0 +1,1 @@
+"""Flower simulations of many tenants and regions, with failure injection (issue #4)."""

@@ -1,0 +1,1 @@
+"""Flower strategies and wrappers: residency guard, secure aggregation, DP budget, audit (#4)."""
