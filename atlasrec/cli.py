@@ -200,11 +200,59 @@ def ingest(
 @app.command()
 def train(
     tenant: TenantOpt,
-    epsilon: Annotated[float | None, typer.Option("--epsilon")] = None,
-    no_dp: Annotated[bool, typer.Option("--no-dp")] = False,
+    epsilon: Annotated[
+        float | None, typer.Option("--epsilon", help="DP epsilon of this run (default 4)")
+    ] = None,
+    no_dp: Annotated[bool, typer.Option("--no-dp", help="Train without DP (tenant-local)")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Train a tenant's models in its home region."""
-    _not_yet("training", 3)
+    """Train a tenant's model in its home region (user-level DP unless --no-dp)."""
+    from atlasrec.pipelines.train import train_tenant
+
+    platform = _platform()
+    if as_json or not sys.stderr.isatty():
+        result = train_tenant(platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("[bold]training {task.fields[tenant]}"),
+            BarColumn(),
+            TextColumn("epoch {task.completed}/{task.total}  loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("train", total=None, tenant=tenant, loss="-")
+
+            def progress(epoch: int, epochs: int, loss: float) -> None:
+                bar.update(task, completed=epoch, total=epochs, loss=f"{loss:.3f}")
+
+            result = train_tenant(
+                platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp, progress=progress
+            )
+    summary = {
+        "tenant_id": result.tenant_id,
+        "region": result.region,
+        "model_version": result.model_version,
+        "lineage": result.lineage,
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    dp = result.lineage["dp"]
+    privacy = (
+        "no DP"
+        if dp is None
+        else (
+            f"DP epsilon={dp['epsilon']:.3f} (noise {dp['noise_multiplier']:.3f}, "
+            f"{dp['steps']} steps, q={dp['sample_rate']:.3f})"
+        )
+    )
+    typer.echo(
+        f"{tenant}@{result.region}: model {result.model_version} "
+        f"({result.lineage['users']} users, {result.lineage['items']} items, {privacy}, "
+        f"{result.lineage['train_seconds']}s)"
+    )
 
 
 @app.command()
@@ -229,11 +277,27 @@ def evaluate(
 @app.command()
 def recommend(
     tenant: TenantOpt,
-    users_file: Annotated[Path, typer.Option("--users-file")],
+    users_file: Annotated[
+        Path, typer.Option("--users-file", help="One user id per line (optional header user_id)")
+    ],
     k: Annotated[int, typer.Option("--k")] = 10,
 ) -> None:
-    """Recommendations for the users in a file, as JSON lines."""
-    _not_yet("recommendation", 3)
+    """Recommendations for the users in a file, as JSON lines (seen items excluded)."""
+    from atlasrec.pipelines.recommend import recommend_users
+
+    try:
+        lines = users_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AtlasRecError(f"cannot read users file {str(users_file)!r}: {exc}") from None
+    ids = [line.strip() for line in lines if line.strip()]
+    if ids and ids[0].lower() == "user_id":
+        ids = ids[1:]
+    cold = 0
+    for rec in recommend_users(_platform(), tenant, ids, k, actor=actor()):
+        cold += rec.cold_start
+        typer.echo(json.dumps({"user_id": rec.user_id, "items": rec.items}))
+    if cold:
+        typer.echo(f"{cold} of {len(ids)} users had no history: cold-start lists", err=True)
 
 
 @app.command()
@@ -247,8 +311,24 @@ def serve(
 
 @privacy_app.command("report")
 def privacy_report(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
-    """Every DP run of a tenant, and its budget."""
-    _not_yet("the privacy report (DP training)", 3)
+    """Every DP run of a tenant, and its budget: cap, spent and remaining."""
+    from atlasrec.pipelines.privacy_report import privacy_report as build
+
+    report = build(_platform(), tenant, actor=actor())
+    if as_json:
+        _print_json(report)
+        return
+    typer.echo(
+        f"{tenant}@{report['region']}: epsilon spent {report['epsilon_spent']:.3f} of "
+        f"{report['epsilon_cap']:g} (remaining {report['epsilon_remaining']:.3f}), "
+        f"delta {report['delta']:g}"
+    )
+    for r in report["runs"]:
+        typer.echo(
+            f"  {r['created_at'][:19]} {r['kind']:<6} {r['status']:<9} "
+            f"eps={r['epsilon']:.3f} total={r['epsilon_total_after']:.3f} "
+            f"sigma={r['noise_multiplier']:.3f} q={r['sample_rate']:.4f} steps={r['steps']}"
+        )
 
 
 # audit ------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     pg_app_role: str = "atlasrec_app"
     redis_url: str | None = None
     broker_url: str | None = None
+    dp_secure_mode: bool = False
+    """Opacus secure mode (cryptographically strong noise; needs the torchcsprng package)."""
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

@@ -88,6 +88,48 @@ class AuditRecord(RegionModel, table=True):
     hash: str = Field(max_length=64, unique=True)
 
 
-TENANT_TABLES: tuple[type[RegionModel], ...] = (Item, Interaction, IngestBatch, TenantSecret)
+class ItemEmbedding(RegionModel, table=True):
+    """A cached text embedding of an item's content, keyed by encoder and content hash."""
+
+    __tablename__ = "item_embeddings"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "item_id"], ["items.tenant_id", "items.item_id"], ondelete="CASCADE"
+        ),
+    )
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    item_id: str = Field(primary_key=True, max_length=256)
+    encoder: str = Field(primary_key=True, max_length=64)
+    content_sha: str = Field(max_length=64)
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class DpRun(RegionModel, table=True):
+    """One differentially private computation charged to a tenant's budget."""
+
+    __tablename__ = "dp_runs"
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(index=True, max_length=63)
+    kind: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    delta: float
+    epsilon: float
+    epsilon_total: float
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+TENANT_TABLES: tuple[type[RegionModel], ...] = (
+    Item,
+    Interaction,
+    IngestBatch,
+    TenantSecret,
+    ItemEmbedding,
+    DpRun,
+)
 """Tables whose rows belong to one tenant: scoped sessions filter them, and PostgreSQL
 row-level security guards them."""

@@ -105,15 +105,15 @@ def test_tenants_create_prints_json_with_the_key_once(
         ),
         (["ingest", "--tenant", "ghost", "--items", "x.csv"], "unknown tenant 'ghost'"),
         (["ingest", "--tenant", "ghost"], "give --items and/or --interactions"),
-        (["train", "--tenant", "acme"], "not available yet"),
+        (["train", "--tenant", "acme"], "unknown tenant 'acme'"),
         (["federate", "--region", "eu", "--rounds", "1"], "not available yet"),
         (["evaluate", "--tenant", "acme", "--k", "10", "--json"], "not available yet"),
         (
             ["recommend", "--tenant", "acme", "--users-file", "u.txt", "--k", "5"],
-            "not available yet",
+            "cannot read users file",
         ),
         (["serve", "--region", "eu"], "not available yet"),
-        (["privacy", "report", "--tenant", "acme", "--json"], "not available yet"),
+        (["privacy", "report", "--tenant", "acme", "--json"], "unknown tenant 'acme'"),
         (["audit", "verify", "--region", "xx"], "unknown region 'xx'"),
     ],
 )

@@ -1,0 +1,1 @@
+"""Recommendation models: the ID-free shared backbone and the tenant-local parts."""

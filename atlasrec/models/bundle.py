@@ -1,0 +1,57 @@
+"""A trained model as a published artifact: weights, catalog order, item vectors, lineage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atlasrec.artifacts import Artifact
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
+
+KIND = "two-tower"
+WEIGHTS, ITEMS, VECTORS, POPULARITY = "model.pt", "items.json", "item_vectors.npy", "popularity.npy"
+
+
+def write_bundle(
+    folder: Path, model: TwoTower, item_ids: list[str], popularity: np.ndarray
+) -> None:
+    """Write a model's files into an artifact's staging folder."""
+    torch.save({"config": model.config.as_dict(), "state": model.state_dict()}, folder / WEIGHTS)
+    (folder / ITEMS).write_text(json.dumps(item_ids))
+    np.save(folder / VECTORS, model.all_item_vectors())
+    np.save(folder / POPULARITY, popularity.astype(np.float32))
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model version, ready to score users."""
+
+    version: str
+    model: TwoTower
+    item_ids: list[str]
+    item_vectors: np.ndarray
+    popularity: np.ndarray
+    lineage: dict[str, Any]
+
+    @classmethod
+    def load(cls, artifact: Artifact) -> ModelBundle:
+        """Load a published version (weights only: no code is unpickled)."""
+        saved = torch.load(artifact.path / WEIGHTS, weights_only=True)
+        config = TwoTowerConfig(**saved["config"])
+        state = saved["state"]
+        model = TwoTower(state["content"][:-1].numpy(), config)
+        model.load_state_dict(state)
+        model.eval()
+        return cls(
+            version=artifact.version,
+            model=model,
+            item_ids=json.loads((artifact.path / ITEMS).read_text()),
+            item_vectors=np.load(artifact.path / VECTORS),
+            popularity=np.load(artifact.path / POPULARITY),
+            lineage=artifact.manifest.get("metadata", {}),
+        )

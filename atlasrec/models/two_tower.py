@@ -1,0 +1,156 @@
+"""The two-tower retrieval model.
+
+- `Backbone` (ID-free, shareable across tenants): an item tower over item content embeddings
+  and a user tower over the pooled vectors of the user's recent items.
+- `TwoTower` adds the tenant-local part: item-id residual embeddings, which never leave the
+  tenant.
+
+Only `nn.Linear` and `nn.Embedding` carry parameters, so Opacus can compute per-user gradient
+norms for them (ghost clipping) without materialising per-sample gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Model and training hyper-parameters."""
+
+    dim: int = 64
+    hidden: int = 256
+    history: int = 50
+    recency_half_life: float = 10.0
+    residuals: bool = True
+    positives: int = 20
+    negatives: int = 256
+    temperature: float = 0.07
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain data, for lineage."""
+        return asdict(self)
+
+
+class ItemTower(nn.Module):
+    """Item content embedding -> item vector."""
+
+    def __init__(self, content_dim: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(content_dim, hidden)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, content: torch.Tensor) -> torch.Tensor:
+        """Map [..., content_dim] to [..., dim]."""
+        out: torch.Tensor = self.out(F.gelu(self.inp(content)))
+        return out
+
+
+class UserTower(nn.Module):
+    """Pooled vector of the user's recent items -> user vector."""
+
+    def __init__(self, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(dim, hidden)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Map [B, dim] to [B, dim] (residual MLP)."""
+        out: torch.Tensor = pooled + self.out(F.gelu(self.inp(pooled)))
+        return out
+
+
+class Backbone(nn.Module):
+    """The ID-free part: transfers across tenants and catalogs (the cold-start backbone)."""
+
+    def __init__(self, content_dim: int, config: TwoTowerConfig) -> None:
+        super().__init__()
+        self.item_tower = ItemTower(content_dim, config.hidden, config.dim)
+        self.user_tower = UserTower(config.hidden, config.dim)
+
+
+class TwoTower(nn.Module):
+    """Backbone plus tenant-local item-id residuals over one tenant's catalog.
+
+    Item index `n_items` is padding: zero content, zero residual, always masked.
+    """
+
+    def __init__(self, content: np.ndarray, config: TwoTowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_items, content_dim = content.shape
+        padded = np.vstack([content, np.zeros((1, content_dim), dtype=np.float32)])
+        self.register_buffer("content", torch.from_numpy(padded))
+        age = torch.arange(config.history - 1, -1, -1, dtype=torch.float32)
+        self.register_buffer("recency", torch.pow(0.5, age / config.recency_half_life))
+        self.backbone = Backbone(content_dim, config)
+        self.residual = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.n_items)
+        nn.init.zeros_(self.residual.weight)
+        self.residual.weight.requires_grad_(config.residuals)
+
+    def item_vectors(self, idx: torch.Tensor) -> torch.Tensor:
+        """Unnormalised vectors of items `idx` (any shape) -> [..., dim]."""
+        content: torch.Tensor = self.content  # type: ignore[assignment]
+        vectors: torch.Tensor = self.backbone.item_tower(content[idx])
+        if self.config.residuals:
+            vectors = vectors + self.residual(idx)
+        return vectors
+
+    def _users_from(self, history_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        recency: torch.Tensor = self.recency  # type: ignore[assignment]
+        weights = mask * recency  # history is right-aligned: the last column is newest
+        pooled = (history_vectors * weights.unsqueeze(-1)).sum(1)
+        pooled = pooled / weights.sum(1, keepdim=True).clamp(min=1e-6)
+        return F.normalize(self.backbone.user_tower(pooled), dim=-1)
+
+    def user_vectors(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Unit-norm user vectors from history item indices [B, L] and their mask [B, L]."""
+        return self._users_from(self.item_vectors(history), mask)
+
+    def forward(
+        self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [B, C] of candidate items [B, C] for each user.
+
+        The item tower runs once over history and candidates together: each layer is used
+        once per forward pass, as Opacus' ghost clipping requires.
+        """
+        vectors = self.item_vectors(torch.cat([history, candidates], dim=1))
+        length = history.shape[1]
+        users = self._users_from(vectors[:, :length], mask)
+        items = F.normalize(vectors[:, length:], dim=-1)
+        logits: torch.Tensor = torch.einsum("bd,bcd->bc", users, items) / self.config.temperature
+        return logits
+
+    @torch.no_grad()
+    def all_item_vectors(self) -> np.ndarray:
+        """Unit-norm vectors of every catalog item, for the retrieval index."""
+        idx = torch.arange(self.n_items)
+        return F.normalize(self.item_vectors(idx), dim=-1).numpy().astype(np.float32)
+
+
+def sampled_softmax_loss(
+    logits: torch.Tensor, n_positives: int, positive_mask: torch.Tensor, negative_mask: torch.Tensor
+) -> torch.Tensor:
+    """Per-user loss [B]: each positive against the user's own sampled negatives.
+
+    `logits` is [B, P + K] (P positives first); masks mark real positives [B, P] and usable
+    negatives [B, K]. Negatives are sampled per user, independently of other users, so each
+    user's loss depends only on that user's data (as per-user DP clipping requires).
+    """
+    pos = logits[:, :n_positives]
+    neg = logits[:, n_positives:].masked_fill(~negative_mask, float("-inf"))
+    neg_lse = torch.logsumexp(neg, dim=1, keepdim=True)  # [B, 1]
+    per_pos = -pos + torch.logaddexp(pos, neg_lse)  # -log softmax of each positive
+    per_pos = per_pos * positive_mask
+    return per_pos.sum(1) / positive_mask.sum(1).clamp(min=1.0)

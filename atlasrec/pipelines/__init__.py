@@ -1,0 +1,1 @@
+"""End-to-end operations behind the CLI commands (train, recommend, evaluate, privacy report)."""

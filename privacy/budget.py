@@ -1,0 +1,100 @@
+"""A tenant's DP budget ledger, persisted in its home region: every run, and the hard cap.
+
+A run is charged in full when it is reserved, before its first step, under a lock, so two
+concurrent runs cannot both fit into the same remaining budget; a run that would push the
+composed epsilon past the cap is refused and never starts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import col, select
+
+from atlasrec.control.models import utcnow
+from atlasrec.dataplane.models import DpRun
+from atlasrec.dataplane.session import TenantSession
+from atlasrec.errors import AtlasRecError
+from privacy.accounting import Mechanism, epsilon
+
+
+class BudgetExceededError(AtlasRecError):
+    """A DP run would take the tenant past its epsilon cap."""
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Spent and remaining epsilon of a tenant."""
+
+    cap: float
+    delta: float
+    spent: float
+
+    @property
+    def remaining(self) -> float:
+        """Budget left (never negative)."""
+        return max(0.0, self.cap - self.spent)
+
+
+class PrivacyLedger:
+    """DP runs of the tenant of a `TenantSession`."""
+
+    def __init__(self, session: TenantSession, *, cap: float, delta: float) -> None:
+        self.session = session
+        self.cap = cap
+        self.delta = delta
+
+    def runs(self) -> list[DpRun]:
+        """Every charged run, oldest first."""
+        query = select(DpRun).order_by(col(DpRun.created_at), col(DpRun.id))
+        return list(self.session.execute(query).scalars().all())
+
+    @staticmethod
+    def mechanisms(runs: list[DpRun]) -> list[Mechanism]:
+        """The mechanisms of runs, for composition."""
+        return [Mechanism(r.noise_multiplier, r.sample_rate, r.steps) for r in runs]
+
+    def state(self) -> BudgetState:
+        """Composed epsilon of every charged run against the cap."""
+        return BudgetState(self.cap, self.delta, epsilon(self.mechanisms(self.runs()), self.delta))
+
+    def _lock(self) -> None:
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:t))"),
+                {"t": f"dp-budget:{self.session.scope.tenant_id}"},
+            )
+
+    def reserve(self, mechanism: Mechanism, *, kind: str, details: dict[str, Any]) -> DpRun:
+        """Charge a run before it starts, or raise BudgetExceededError (nothing charged)."""
+        self._lock()
+        prior = self.mechanisms(self.runs())
+        before = epsilon(prior, self.delta)
+        after = epsilon([*prior, mechanism], self.delta)
+        alone = epsilon([mechanism], self.delta)
+        if after > self.cap + 1e-9:
+            raise BudgetExceededError(
+                f"tenant {self.session.scope.tenant_id!r}: this {kind} run needs epsilon "
+                f"{after - before:.3f} more (total {after:.3f}) but the cap is {self.cap:g} "
+                f"with {max(0.0, self.cap - before):.3f} left"
+            )
+        run = DpRun(
+            id=uuid.uuid4().hex,
+            tenant_id=self.session.scope.tenant_id,
+            kind=kind,
+            status="running",
+            noise_multiplier=mechanism.noise_multiplier,
+            sample_rate=mechanism.sample_rate,
+            steps=mechanism.steps,
+            delta=self.delta,
+            epsilon=alone,
+            epsilon_total=after,
+            details=details,
+            created_at=utcnow(),
+        )
+        self.session.add(run)
+        self.session.flush()
+        return run

@@ -1,0 +1,92 @@
+"""The model and its DP training: per-user losses, ghost clipping norms, planned steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atlasrec.errors import InvalidInputError
+from atlasrec.models.training import DpPlan, ExampleBuilder, dp_schedule, train
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig, sampled_softmax_loss
+
+CONFIG = TwoTowerConfig(
+    dim=8, hidden=16, history=5, positives=3, negatives=12, epochs=3, batch_size=4
+)
+
+
+def toy(n_users: int = 12, n_items: int = 30, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    content = rng.normal(size=(n_items, 10)).astype(np.float32)
+    sequences = [
+        rng.choice(n_items, size=rng.integers(2, 9), replace=False) for _ in range(n_users)
+    ]
+    return content, sequences
+
+
+def test_sampled_softmax_matches_a_hand_computation() -> None:
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]])  # 2 positives, 2 negatives
+    loss = sampled_softmax_loss(logits, 2, torch.tensor([[1.0, 1.0]]), torch.tensor([[True, True]]))
+    negs = np.log(np.exp(1.0) + np.exp(-1.0))
+    expected = np.mean([-2 + np.logaddexp(2, negs), -0 + np.logaddexp(0, negs)])
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_each_users_loss_depends_only_on_that_users_data() -> None:
+    content, sequences = toy()
+    model = TwoTower(content, CONFIG)
+    batch = ExampleBuilder(sequences, 30, CONFIG).build(torch.arange(4), np.random.default_rng(0))
+    base = sampled_softmax_loss(model(*batch[:3]), CONFIG.positives, batch[3], batch[4])
+    changed = [t.clone() for t in batch]
+    changed[0][1] = torch.randint(0, 30, changed[0][1].shape)  # another history for user 1
+    changed[2][1] = torch.randint(0, 30, changed[2][1].shape)
+    other = sampled_softmax_loss(model(*changed[:3]), CONFIG.positives, changed[3], changed[4])
+    assert torch.allclose(base[[0, 2, 3]], other[[0, 2, 3]])
+    assert not torch.isclose(base[1], other[1])
+
+
+def test_ghost_clipping_norms_equal_explicit_per_user_gradient_norms() -> None:
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+
+    content, sequences = toy()
+    model = TwoTower(content, CONFIG)
+    batch = ExampleBuilder(sequences, 30, CONFIG).build(torch.arange(6), np.random.default_rng(1))
+    params = [p for p in model.parameters() if p.requires_grad]
+    explicit = []
+    for u in range(6):
+        one = [t[u : u + 1] for t in batch]
+        loss = sampled_softmax_loss(model(*one[:3]), CONFIG.positives, one[3], one[4]).sum()
+        grads = torch.autograd.grad(loss, params)
+        explicit.append(torch.sqrt(sum((g**2).sum() for g in grads)))
+    ghost = GradSampleModuleFastGradientClipping(model, max_grad_norm=1.0, use_ghost_clipping=True)
+    losses = sampled_softmax_loss(ghost(*batch[:3]), CONFIG.positives, batch[3], batch[4])
+    losses.mean().backward()  # the module's default loss reduction is the mean
+    assert torch.allclose(ghost.get_norm_sample(), torch.stack(explicit), rtol=1e-4, atol=1e-6)
+
+
+def test_plain_training_learns() -> None:
+    content, sequences = toy()
+    _, report = train(content, sequences, TwoTowerConfig(**{**CONFIG.as_dict(), "epochs": 15}))
+    assert report.losses[-1] < report.losses[0]
+
+
+def test_dp_training_runs_exactly_the_planned_steps() -> None:
+    content, sequences = toy()
+    rate, steps = dp_schedule(len(sequences), CONFIG)
+    plan = DpPlan(1.5, rate, steps, CONFIG.max_grad_norm, 1e-5)
+    model, report = train(content, sequences, CONFIG, dp=plan)
+    assert report.steps == steps == CONFIG.epochs * 3
+    assert report.epsilon_spent is not None and report.epsilon_spent > 0
+    assert model.all_item_vectors().shape == (30, CONFIG.dim)
+
+
+def test_a_plan_that_does_not_match_the_schedule_is_refused() -> None:
+    content, sequences = toy()
+    with pytest.raises(InvalidInputError, match="does not match"):
+        train(content, sequences, CONFIG, dp=DpPlan(1.0, 0.5, 7, 1.0, 1e-5))
+
+
+def test_no_interactions_is_a_clear_error() -> None:
+    content, _ = toy()
+    with pytest.raises(InvalidInputError, match="no interactions"):
+        train(content, [np.array([], dtype=np.int64)], CONFIG)

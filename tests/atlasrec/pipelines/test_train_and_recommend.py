@@ -1,0 +1,180 @@
+"""`train`, `recommend` and `privacy report` on a small tenant, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atlasrec.errors import InvalidInputError
+from atlasrec.ingest import ingest
+from atlasrec.models.bundle import KIND
+from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.pipelines.privacy_report import privacy_report
+from atlasrec.pipelines.recommend import recommend_users
+from atlasrec.pipelines.train import train_tenant
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope, SharingPolicy
+from privacy.budget import BudgetExceededError
+from tests.utils.factories import INTERACTIONS_HEADER, ITEMS_HEADER, write_csv
+
+FAST = TwoTowerConfig(
+    dim=16, hidden=32, history=10, positives=4, negatives=16, epochs=3, batch_size=8
+)
+ITEMS = [
+    (f"i{k}", f"Item {k} {['jazz', 'rock', 'folk'][k % 3]} record", ["jazz", "rock", "folk"][k % 3])
+    for k in range(30)
+]
+
+
+def interactions() -> list[tuple[str, str, int, str, float]]:
+    rows = []
+    for u in range(16):
+        for n in range(6):  # each user sticks to one genre
+            rows.append(
+                (
+                    f"user-{u}",
+                    f"i{(u % 3) + 3 * ((u + n) % 10)}",
+                    1_700_000_000 + 100 * u + n,
+                    "view",
+                    1.0,
+                )
+            )
+    return rows
+
+
+@pytest.fixture
+def shop(platform: Platform, tmp_path: Path) -> Scope:
+    platform.create_tenant(
+        "shop", region=Region.SG, sharing=SharingPolicy.SOLO, actor="t", epsilon_cap=6.0
+    )
+    scope = Scope("shop", Region.SG)
+    items = write_csv(tmp_path / "items.csv", ITEMS_HEADER, ITEMS)
+    inter = write_csv(tmp_path / "inter.csv", INTERACTIONS_HEADER, interactions())
+    ingest(
+        platform.plane(Region.SG),
+        scope,
+        secret=platform.secret,
+        actor="t",
+        items=items,
+        interactions=inter,
+    )
+    return scope
+
+
+def test_train_publishes_a_versioned_model_with_lineage(platform: Platform, shop: Scope) -> None:
+    result = train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
+    assert artifact is not None and artifact.version == result.model_version
+    lineage = artifact.manifest["metadata"]
+    assert lineage["dp"] is None and lineage["users"] == 16 and lineage["items"] == 30
+    assert len(lineage["data_snapshot"]) == 64 and lineage["code_version"]
+    assert lineage["hyperparameters"]["epochs"] == 3
+    assert artifact.manifest["tenant_id"] == "shop" and artifact.manifest["region"] == "sg"
+    trained = platform.plane(Region.SG).ledger.records(action="model.trained")
+    assert [r.subject for r in trained] == [f"model:{KIND}/{result.model_version}"]
+    assert privacy_report(platform, "shop", actor="t")["runs"] == []  # no DP, no charge
+
+
+def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop: Scope) -> None:
+    result = train_tenant(platform, "shop", actor="t", epsilon=2.0, config=FAST)
+    dp = result.lineage["dp"]
+    assert dp is not None and dp["steps"] > 0 and 0 < dp["epsilon"] <= 2.0 + 1e-6
+    report = privacy_report(platform, "shop", actor="t")
+    [run] = report["runs"]
+    assert run["status"] == "completed" and run["model_version"] == result.model_version
+    assert run["epsilon"] == pytest.approx(dp["epsilon"], rel=0.01)  # Opacus' own accountant
+    assert report["epsilon_spent"] == pytest.approx(report["epsilon_spent_independent"], rel=0.01)
+    assert report["epsilon_remaining"] == pytest.approx(6.0 - report["epsilon_spent"])
+    assert len(platform.plane(Region.SG).ledger.records(action="dp.charged")) == 1
+
+
+def test_a_run_over_the_cap_is_refused_before_it_starts(platform: Platform, shop: Scope) -> None:
+    train_tenant(platform, "shop", actor="t", epsilon=5.0, config=FAST)
+    before = platform.plane(Region.SG).artifacts.versions(shop, KIND, actor="t")
+    with pytest.raises(BudgetExceededError, match="cap is 6"):
+        train_tenant(platform, "shop", actor="t", epsilon=3.0, config=FAST)
+    assert platform.plane(Region.SG).artifacts.versions(shop, KIND, actor="t") == before
+    assert len(privacy_report(platform, "shop", actor="t")["runs"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epsilon": 0.0}, "--epsilon must be"),
+        ({"epsilon": -1.0}, "--epsilon must be"),
+        ({"epsilon": float("nan")}, "--epsilon must be"),
+        ({"epsilon": 1.0, "no_dp": True}, "not both"),
+    ],
+)
+def test_bad_training_options(
+    platform: Platform, shop: Scope, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        train_tenant(platform, "shop", actor="t", config=FAST, **options)  # type: ignore[arg-type]
+
+
+def test_a_tenant_without_interactions_cannot_train(platform: Platform, tmp_path: Path) -> None:
+    platform.create_tenant("empty", region=Region.SG, sharing=SharingPolicy.SOLO, actor="t")
+    scope = Scope("empty", Region.SG)
+    ingest(
+        platform.plane(Region.SG),
+        scope,
+        secret=platform.secret,
+        actor="t",
+        items=write_csv(tmp_path / "i.csv", ITEMS_HEADER, ITEMS[:3]),
+    )
+    with pytest.raises(InvalidInputError, match="no interactions"):
+        train_tenant(platform, "empty", actor="t", no_dp=True, config=FAST)
+
+
+def test_recommend_excludes_seen_items_and_uses_the_tenants_ids(
+    platform: Platform, shop: Scope
+) -> None:
+    train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    seen = {f"i{(0 % 3) + 3 * ((0 + n) % 10)}" for n in range(6)}
+    recs = list(recommend_users(platform, "shop", ["user-0", "stranger"], 5, actor="t"))
+    assert [r.user_id for r in recs] == ["user-0", "stranger"]
+    assert len(recs[0].items) == 5 and not set(recs[0].items) & seen and not recs[0].cold_start
+    assert recs[1].cold_start and len(recs[1].items) == 5
+
+
+def test_recommend_needs_a_model_and_a_sane_k(platform: Platform, shop: Scope) -> None:
+    with pytest.raises(InvalidInputError, match="no trained model"):
+        list(recommend_users(platform, "shop", ["user-0"], 5, actor="t"))
+    train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    for k in (0, 5000):
+        with pytest.raises(InvalidInputError, match="--k"):
+            list(recommend_users(platform, "shop", ["user-0"], k, actor="t"))
+
+
+def test_cli_train_recommend_and_report(
+    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.atlasrec.test_cli import cli
+
+    cli(capsys, "tenants", "create", "--id", "shop", "--region", "eu", "--sharing", "solo")
+    items = write_csv(tmp_path / "items.csv", ITEMS_HEADER, ITEMS)
+    inter = write_csv(tmp_path / "inter.csv", INTERACTIONS_HEADER, interactions())
+    cli(capsys, "ingest", "--tenant", "shop", "--items", str(items), "--interactions", str(inter))
+    code, out, err = cli(capsys, "train", "--tenant", "shop", "--no-dp", "--json")
+    assert code == 0, err
+    version = json.loads(out)["model_version"]
+    users = tmp_path / "users.txt"
+    users.write_text("user_id\nuser-1\nnobody\n")
+    code, out, err = cli(
+        capsys, "recommend", "--tenant", "shop", "--users-file", str(users), "--k", "3"
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["user_id"] for line in lines] == ["user-1", "nobody"]
+    assert all(len(line["items"]) == 3 for line in lines) and "1 of 2 users had no history" in err
+    code, out, _ = cli(capsys, "train", "--tenant", "shop", "--epsilon", "50")
+    assert code == 1
+    code, out, _ = cli(capsys, "privacy", "report", "--tenant", "shop", "--json")
+    assert code == 0 and json.loads(out)["runs"] == [] and version
+    code, _, err = cli(
+        capsys, "recommend", "--tenant", "shop", "--users-file", str(tmp_path / "missing")
+    )
+    assert code == 1 and "cannot read users file" in err
