@@ -268,10 +268,25 @@ def federate(
 def evaluate(
     tenant: TenantOpt,
     k: Annotated[int, typer.Option("--k")] = 10,
+    epsilon: Annotated[
+        float | None, typer.Option("--epsilon", help="Also evaluate a DP model at this epsilon")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Offline evaluation against baselines."""
-    _not_yet("evaluation", 3)
+    """Offline evaluation against Popularity, EASE and ALS on the same splits."""
+    from atlasrec.pipelines.evaluate import evaluate_tenant
+
+    report = evaluate_tenant(_platform(), tenant, k, actor=actor(), epsilon=epsilon)
+    if as_json:
+        _print_json(report)
+        return
+    for name, split in report["splits"].items():
+        typer.echo(f"{tenant} {name} ({split['tested_users']} users), k={k}:")
+        for model, r in split["models"].items():
+            typer.echo(
+                f"  {model:<13} ndcg={r['all']['ndcg']:.4f} recall={r['all']['recall']:.4f} "
+                f"map={r['all']['map']:.4f} coverage={r['all']['coverage']:.4f}"
+            )
 
 
 @app.command()

@@ -15,6 +15,11 @@ from atlasrec.dataplane.repository import TenantData, TenantStats
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
+from atlasrec.models.bundle import KIND
+from atlasrec.models.dataset import snapshot_hash
+from atlasrec.pipelines.privacy_report import privacy_report
+from atlasrec.pipelines.recommend import recommend_users
+from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region, Scope
@@ -69,11 +74,11 @@ def run_demo(*, fresh: bool, actor: str) -> None:
     console.print(f"API keys (shown once at creation) saved to {keys_file} (mode 600)\n")
 
     _summary(console, datasets, stats)
+    _train_all(console, platform, datasets, actor)
     _boundaries(console, platform, datasets, actor)
     _verify(console, platform)
     console.print(
-        "\nNext capabilities: training and evaluation (#3), federation (#4), serving (#5), "
-        "the privacy officer UI (#6)."
+        "\nNext capabilities: federation (#4), serving (#5), the privacy officer UI (#6)."
     )
     platform.close()
 
@@ -133,6 +138,49 @@ def _summary(
                 end_section=True,
             )
     console.print(table)
+
+
+def _train_all(
+    console: Console, platform: Platform, datasets: list[TenantDataset], actor: str
+) -> None:
+    """Solo DP training of every tenant in its home region, then a sample and the budgets."""
+    table = Table(title="Solo training (user-level DP, each tenant in its home region)")
+    for col in (
+        "tenant",
+        "region",
+        "model version",
+        "epsilon spent / cap",
+        "sample for first user",
+    ):
+        table.add_column(col)
+    for ds in datasets:
+        scope = platform.scope(ds.tenant_id)
+        plane = platform.plane(scope.region)
+        with plane.session(scope, actor=actor, action="demo.snapshot") as session:
+            snapshot = snapshot_hash(session)
+        latest = plane.artifacts.latest(scope, KIND, actor=actor)
+        if latest is None or latest.manifest["metadata"].get("data_snapshot") != snapshot:
+            console.print(f"training {ds.tenant_id} ({ds.n_users} users, {ds.n_items} items) ...")
+            version = train_tenant(platform, ds.tenant_id, actor=actor).model_version
+        else:
+            version = latest.version
+        first_user = _first_user(ds)
+        [rec] = recommend_users(platform, ds.tenant_id, [first_user], 3, actor=actor)
+        report = privacy_report(platform, ds.tenant_id, actor=actor)
+        table.add_row(
+            ds.tenant_id,
+            scope.region.value,
+            version,
+            f"{report['epsilon_spent']:.2f} / {report['epsilon_cap']:g}",
+            f"{first_user}: {', '.join(rec.items)}",
+        )
+    console.print(table)
+
+
+def _first_user(ds: TenantDataset) -> str:
+    with ds.interactions_csv.open(encoding="utf-8") as fh:
+        fh.readline()
+        return fh.readline().split(",", 1)[0]
 
 
 def _boundaries(

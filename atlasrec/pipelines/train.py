@@ -56,7 +56,7 @@ def code_version() -> str:
     return f"{atlasrec.__version__}+{commit}" if commit else atlasrec.__version__
 
 
-def _dp_config(config: TwoTowerConfig) -> TwoTowerConfig:
+def dp_config(config: TwoTowerConfig) -> TwoTowerConfig:
     """DP runs train the compact ID-free towers only: fewer parameters, less noise."""
     from dataclasses import replace
 
@@ -82,7 +82,7 @@ def train_tenant(
     scope = platform.scope(tenant_id)
     plane = platform.plane(scope.region)
     base = config or TwoTowerConfig()
-    config = base if no_dp else _dp_config(base)
+    config = base if no_dp else dp_config(base)
 
     data = load_tenant_dataset(plane, scope, actor=actor)
     if data.n_interactions == 0:

@@ -209,6 +209,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert tenant in run.stdout
     for region in ("us", "eu", "in", "sg"):
         assert f"region {region}: audit chain intact" in run.stdout
+    assert "Solo training" in run.stdout
     assert "refused" in run.stdout
     again = subprocess.run(
         [sys.executable, "-m", "atlasrec", "demo"],
@@ -219,3 +220,5 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         check=False,
     )
     assert again.returncode == 0 and "unchanged" in again.stdout
+    assert "training ml-" in run.stdout and "training ml-" not in again.stdout  # no re-spend
+    assert "3.99 / 10" in again.stdout or "4.00 / 10" in again.stdout

@@ -178,3 +178,22 @@ def test_cli_train_recommend_and_report(
         capsys, "recommend", "--tenant", "shop", "--users-file", str(tmp_path / "missing")
     )
     assert code == 1 and "cannot read users file" in err
+
+
+def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: Scope) -> None:
+    from atlasrec.pipelines.evaluate import evaluate_tenant
+
+    report = evaluate_tenant(platform, "shop", 5, actor="t", epsilon=4.0, config=FAST)
+    assert set(report["splits"]) == {
+        "temporal-leave-last-out",
+        "random-user(test_fraction=0.25, seed=0)",
+    }
+    for split in report["splits"].values():
+        assert split["tested_users"] == 16
+        assert set(split["models"]) == {"popularity", "als", "two_tower", "ease", "two_tower_dp"}
+        for model in split["models"].values():
+            assert 0.0 <= model["all"]["ndcg"] <= 1.0 and model["all"]["users"] == 16
+            assert model["cold"]["users"] + model["warm"]["users"] == 16
+    assert privacy_report(platform, "shop", actor="t")["runs"] == []  # evaluation charges nothing
+    with pytest.raises(InvalidInputError, match="--k"):
+        evaluate_tenant(platform, "shop", 0, actor="t")

@@ -1,0 +1,77 @@
+"""`atlasrec evaluate`: offline quality of the tenant's model against baselines, same splits.
+
+Evaluation trains on the tenant's own data and reports only aggregate metrics to that
+tenant, inside its region; it publishes no model and charges no DP budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atlasrec.errors import InvalidInputError
+from atlasrec.evaluation import (
+    ALS,
+    EASE,
+    EASEConfig,
+    PopScorer,
+    Recommender,
+    evaluate,
+    random_user_split,
+    temporal_leave_last_out,
+)
+from atlasrec.models.dataset import load_tenant_dataset
+from atlasrec.models.recommender import TwoTowerRecommender
+from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.platform import Platform
+
+MAX_K = 1000
+
+
+def evaluate_tenant(
+    platform: Platform,
+    tenant_id: str,
+    k: int,
+    *,
+    actor: str,
+    epsilon: float | None = None,
+    config: TwoTowerConfig | None = None,
+) -> dict[str, Any]:
+    """Recall, NDCG, MAP and coverage at k (all, cold and warm users) on two splits."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"--k must be between 1 and {MAX_K}, got {k}")
+    tenant = platform.control.get_tenant(tenant_id)
+    scope = platform.scope(tenant_id)
+    data = load_tenant_dataset(platform.plane(scope.region), scope, actor=actor)
+    if data.n_interactions == 0:
+        raise InvalidInputError(f"tenant {tenant_id!r} has no interactions to evaluate")
+    config = config or TwoTowerConfig()
+    splits = {}
+    for split in (temporal_leave_last_out(data.interactions), random_user_split(data.interactions)):
+        recommenders: dict[str, Recommender] = {
+            "popularity": PopScorer(),
+            "als": ALS(),
+            "two_tower": TwoTowerRecommender(data.content, config),
+        }
+        if len(data.item_ids) <= EASEConfig().max_items:
+            recommenders["ease"] = EASE()
+        if epsilon is not None:
+            from atlasrec.pipelines.train import dp_config
+
+            recommenders["two_tower_dp"] = TwoTowerRecommender(
+                data.content, dp_config(config), epsilon=epsilon, delta=tenant.delta
+            )
+        splits[split.name] = {
+            "tested_users": len(split.test),
+            "models": evaluate(recommenders, split, k),
+        }
+    return {
+        "tenant_id": tenant_id,
+        "region": scope.region.value,
+        "k": k,
+        "data_snapshot": data.snapshot,
+        "items": len(data.item_ids),
+        "users": len(data.user_keys),
+        "interactions": data.n_interactions,
+        "dp_epsilon": epsilon,
+        "splits": splits,
+    }
