@@ -207,10 +207,16 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a tenant's model in its home region (user-level DP unless --no-dp)."""
-    from atlasrec.pipelines.train import train_tenant
+    from atlasrec.jobs import run_train
+    from atlasrec.pipelines.train import TrainResult, train_tenant
 
     platform = _platform()
-    if as_json or not sys.stderr.isatty():
+    if platform.settings.broker_url is not None:  # a Celery task on a region worker
+        done = run_train(platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp)
+        result = TrainResult(
+            done["tenant_id"], done["region"], done["model_version"], done["lineage"]
+        )
+    elif as_json or not sys.stderr.isatty():
         result = train_tenant(platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp)
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -22,17 +22,22 @@ PG_URL = os.environ.get("ATLASREC_TEST_PG_URL", "postgresql+psycopg://postgres@1
 _names = itertools.count()
 
 
-def _pg_admin() -> psycopg.Connection:
+def _pg_connect(dbname: str | None = None, **options: object) -> psycopg.Connection:
     url = make_url(PG_URL)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        dbname=dbname or url.database,
+        autocommit=True,
+        connect_timeout=5,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _pg_admin() -> psycopg.Connection:
     try:
-        return psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            dbname=url.database,
-            autocommit=True,
-            connect_timeout=5,
-        )
+        return _pg_connect()
     except psycopg.OperationalError as exc:  # a clear failure, never a silent skip
         pytest.fail(f"PostgreSQL at {PG_URL} is not reachable (scripts/services starts it): {exc}")
 
@@ -68,31 +73,31 @@ class PgDatabases:
         self.created: list[str] = []
 
     def lease(self, schema: str) -> str:
-        """A clean database of this schema (reused when one is free)."""
-        if self.free[schema]:
-            return self.free[schema].pop()
+        """A clean database of this schema: a returned one, emptied, or a new clone."""
+        while self.free[schema]:
+            name = self.free[schema].pop()
+            if self._reset(schema, name):
+                return name
         name = f"{self.prefix}_{schema}_{next(_names)}"
-        self.admin.execute(f"CREATE DATABASE {name} TEMPLATE {self.templates[schema]}")
+        self.admin.execute(f"CREATE DATABASE {name} TEMPLATE {self.templates[schema]}")  # type: ignore[arg-type]
         self.created.append(name)
         return name
 
     def release(self, schema: str, name: str) -> None:
-        """Empty a database (past the append-only triggers) and return it to the pool."""
-        url = make_url(PG_URL)
+        """Return a database to the pool; it is emptied only if it is leased again."""
+        self.free[schema].append(name)
+
+    @staticmethod
+    def _reset(schema: str, name: str) -> bool:
+        """Empty a database past its append-only triggers; False if that failed (not reused)."""
         try:
-            with psycopg.connect(
-                host=url.host,
-                port=url.port or 5432,
-                user=url.username,
-                dbname=name,
-                autocommit=True,
-            ) as conn:
+            with _pg_connect(name) as conn:
                 conn.execute("SET lock_timeout = '5s'")
                 conn.execute("SET session_replication_role = replica")
                 conn.execute(RESET_SQL[schema])  # type: ignore[arg-type]
         except psycopg.Error:
-            return  # left dirty (say, a lock still held): not reused, dropped at the end
-        self.free[schema].append(name)
+            return False
+        return True
 
     def drop_all(self) -> None:
         self.admin.close()
@@ -102,14 +107,7 @@ class PgDatabases:
 
 
 def _drop_database(name: str) -> None:
-    url = make_url(PG_URL)
-    with psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        dbname=url.database,
-        autocommit=True,
-    ) as conn:
+    with _pg_connect() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 

@@ -56,6 +56,16 @@ def dp_schedule(n_users: int, config: TwoTowerConfig) -> tuple[float, int]:
     return 1.0 / steps_per_epoch, steps_per_epoch * config.epochs
 
 
+def require_secure_rng() -> None:
+    """Raise ConfigError unless Opacus secure mode can run (it needs `torchcsprng`)."""
+    try:
+        import torchcsprng  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "ATLASREC_DP_SECURE_MODE needs the torchcsprng package, which is not installed"
+        ) from None
+
+
 class _Users(Dataset[tuple[torch.Tensor]]):
     def __init__(self, n: int) -> None:
         self.n = n

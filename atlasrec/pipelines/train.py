@@ -17,7 +17,7 @@ from atlasrec.errors import InvalidInputError
 from atlasrec.models.bundle import KIND, write_bundle
 from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.recommender import user_sequences
-from atlasrec.models.training import DpPlan, Progress, dp_schedule, train
+from atlasrec.models.training import DpPlan, Progress, dp_schedule, require_secure_rng, train
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.platform import Platform
 from privacy.accounting import Mechanism, calibrate_noise
@@ -93,6 +93,8 @@ def train_tenant(
     plan: DpPlan | None = None
     run_id: str | None = None
     if not no_dp:
+        if platform.settings.dp_secure_mode:
+            require_secure_rng()  # before anything is charged
         rate, steps = dp_schedule(n_users, config)
         with plane.session(scope, actor=actor, action="train.reserve") as session:
             ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)

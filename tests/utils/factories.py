@@ -63,3 +63,43 @@ def make_tenant(
 ) -> Scope:
     platform.create_tenant(tenant_id, region=region, sharing=sharing, actor="test")
     return Scope(tenant_id, region)
+
+
+GENRES = ("jazz", "rock", "folk")
+MUSIC_ITEMS = [(f"i{k}", f"Item {k} {GENRES[k % 3]} record", GENRES[k % 3]) for k in range(30)]
+
+
+def music_interactions(n_users: int = 16) -> list[tuple[str, str, int, str, float]]:
+    """Each user sticks to one genre: learnable structure for model tests."""
+    return [
+        (f"user-{u}", f"i{(u % 3) + 3 * ((u + n) % 10)}", 1_700_000_000 + 100 * u + n, "view", 1.0)
+        for u in range(n_users)
+        for n in range(6)
+    ]
+
+
+def seed_music_tenant(
+    platform: Platform, tenant_id: str, region: Region, folder: Path, **options: object
+) -> Scope:
+    """A solo tenant with the music catalog and interactions ingested."""
+    from atlasrec.ingest import ingest
+
+    platform.create_tenant(
+        tenant_id,
+        region=region,
+        sharing=SharingPolicy.SOLO,
+        actor="test",
+        **options,  # type: ignore[arg-type]
+    )
+    scope = Scope(tenant_id, region)
+    ingest(
+        platform.plane(region),
+        scope,
+        secret=platform.secret,
+        actor="test",
+        items=write_csv(folder / f"{tenant_id}-items.csv", ITEMS_HEADER, MUSIC_ITEMS),
+        interactions=write_csv(
+            folder / f"{tenant_id}-interactions.csv", INTERACTIONS_HEADER, music_interactions()
+        ),
+    )
+    return scope

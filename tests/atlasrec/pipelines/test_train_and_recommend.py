@@ -17,50 +17,24 @@ from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from privacy.budget import BudgetExceededError
-from tests.utils.factories import INTERACTIONS_HEADER, ITEMS_HEADER, write_csv
+from tests.utils.factories import (
+    INTERACTIONS_HEADER,
+    ITEMS_HEADER,
+    MUSIC_ITEMS,
+    music_interactions,
+    seed_music_tenant,
+    write_csv,
+)
 
 FAST = TwoTowerConfig(
     dim=16, hidden=32, history=10, positives=4, negatives=16, epochs=3, batch_size=8
 )
-ITEMS = [
-    (f"i{k}", f"Item {k} {['jazz', 'rock', 'folk'][k % 3]} record", ["jazz", "rock", "folk"][k % 3])
-    for k in range(30)
-]
-
-
-def interactions() -> list[tuple[str, str, int, str, float]]:
-    rows = []
-    for u in range(16):
-        for n in range(6):  # each user sticks to one genre
-            rows.append(
-                (
-                    f"user-{u}",
-                    f"i{(u % 3) + 3 * ((u + n) % 10)}",
-                    1_700_000_000 + 100 * u + n,
-                    "view",
-                    1.0,
-                )
-            )
-    return rows
+ITEMS, interactions = MUSIC_ITEMS, music_interactions
 
 
 @pytest.fixture
 def shop(platform: Platform, tmp_path: Path) -> Scope:
-    platform.create_tenant(
-        "shop", region=Region.SG, sharing=SharingPolicy.SOLO, actor="t", epsilon_cap=6.0
-    )
-    scope = Scope("shop", Region.SG)
-    items = write_csv(tmp_path / "items.csv", ITEMS_HEADER, ITEMS)
-    inter = write_csv(tmp_path / "inter.csv", INTERACTIONS_HEADER, interactions())
-    ingest(
-        platform.plane(Region.SG),
-        scope,
-        secret=platform.secret,
-        actor="t",
-        items=items,
-        interactions=inter,
-    )
-    return scope
+    return seed_music_tenant(platform, "shop", Region.SG, tmp_path, epsilon_cap=6.0)
 
 
 def test_train_publishes_a_versioned_model_with_lineage(platform: Platform, shop: Scope) -> None:
@@ -197,3 +171,16 @@ def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: S
     assert privacy_report(platform, "shop", actor="t")["runs"] == []  # evaluation charges nothing
     with pytest.raises(InvalidInputError, match="--k"):
         evaluate_tenant(platform, "shop", 0, actor="t")
+
+
+def test_secure_mode_without_its_rng_fails_before_charging(make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from atlasrec.errors import ConfigError
+
+    platform = Platform(make_settings(dp_secure_mode=True))
+    try:
+        seed_music_tenant(platform, "sec", Region.EU, tmp_path)
+        with pytest.raises(ConfigError, match="torchcsprng"):
+            train_tenant(platform, "sec", actor="t", epsilon=1.0, config=FAST)
+        assert privacy_report(platform, "sec", actor="t")["runs"] == []
+    finally:
+        platform.close()

@@ -1,0 +1,1 @@
+"""Benchmarks (documented commands; results in docs/benchmarks.md). Not part of the tests."""

@@ -1,0 +1,101 @@
+"""Background jobs: in-process by default, Celery tasks on Redis when a broker is configured.
+
+With `ATLASREC_BROKER_URL` (Redis), a job runs as a Celery task on a worker of the region:
+
+    ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs worker --pool=solo
+
+Errors travel back as plain data (type and one-line reason) and are raised again here with
+the same message, so the CLI behaves the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import TimeoutError as ResultTimeout
+
+from atlasrec.errors import AtlasRecError
+from atlasrec.pipelines.train import train_tenant
+from atlasrec.platform import Platform
+from atlasrec.settings import Settings, get_settings
+
+
+class JobError(AtlasRecError):
+    """A job failed on a worker (the message is the worker's one-line reason)."""
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app for a broker URL (results go back through the same Redis)."""
+    app = Celery("atlasrec", broker=settings.broker_url, backend=settings.broker_url)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=f"atlasrec-{settings.region.value}" if settings.region else "atlasrec",
+    )
+    app.task(name="atlasrec.train")(_train_task)
+    return app
+
+
+def _train_task(tenant_id: str, epsilon: float | None, no_dp: bool, actor: str) -> dict[str, Any]:
+    """The worker side of `train`: runs the same pipeline in the worker's process."""
+    platform = Platform()
+    try:
+        result = train_tenant(platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp)
+    except AtlasRecError as exc:
+        return {"ok": False, "error": str(exc), "type": type(exc).__name__}
+    finally:
+        platform.close()
+    return {
+        "ok": True,
+        "tenant_id": result.tenant_id,
+        "region": result.region,
+        "model_version": result.model_version,
+        "lineage": result.lineage,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+def run_train(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    actor: str,
+    epsilon: float | None,
+    no_dp: bool,
+    timeout_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Train in-process (embedded) or as a Celery task (broker configured); same result."""
+    if platform.settings.broker_url is None:
+        result = train_tenant(platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp)
+        return {
+            "ok": True,
+            "tenant_id": result.tenant_id,
+            "region": result.region,
+            "model_version": result.model_version,
+            "lineage": result.lineage,
+            "worker": "in-process",
+        }
+    platform.control.get_tenant(tenant_id)  # unknown tenants fail here, not on a worker
+    app = make_celery(platform.settings)
+    outcome = app.send_task("atlasrec.train", args=[tenant_id, epsilon, no_dp, actor])
+    try:
+        value: dict[str, Any] = outcome.get(timeout=timeout_s)
+    except ResultTimeout:
+        raise JobError(
+            f"tenant {tenant_id!r}: no worker finished training within {timeout_s:g}s"
+        ) from None
+    if not value.get("ok"):
+        raise JobError(str(value.get("error")))
+    return value
+
+
+celery_app = make_celery(get_settings()) if get_settings().broker_url else None
+"""Module-level app for `celery -A atlasrec.jobs worker` (needs ATLASREC_BROKER_URL)."""
+app = celery_app
