@@ -150,13 +150,11 @@ def cost(epochs: int) -> dict[str, Any]:
             check=True,
         )
         results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
-    plain, dp = (statistics.median(results[m]["epoch_seconds"]) for m in ("plain", "dp"))
+    median = {m: statistics.median(r["epoch_seconds"]) for m, r in results.items()}
     return {
-        "plain_epoch_s": plain,
-        "dp_epoch_s": dp,
-        "ratio": dp / plain,
-        "plain_peak_rss_mb": results["plain"]["peak_rss_mb"],
-        "dp_peak_rss_mb": results["dp"]["peak_rss_mb"],
+        "epoch_s_median": median,
+        "ratio_to_plain": {m: median[m] / median["plain"] for m in median},
+        "peak_rss_mb": {m: r["peak_rss_mb"] for m, r in results.items()},
         "epochs_timed": epochs,
     }
 

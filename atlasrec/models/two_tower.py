@@ -5,8 +5,8 @@
 - `TwoTower` adds the tenant-local part: item-id residual embeddings, which never leave the
   tenant.
 
-Only `nn.Linear` and `nn.Embedding` carry parameters, so Opacus can compute per-user gradient
-norms for them (ghost clipping) without materialising per-sample gradients.
+Only `nn.Linear` and `nn.Embedding` carry parameters: Opacus computes per-user gradients
+for both.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ class TwoTower(nn.Module):
     ) -> torch.Tensor:
         """Logits [B, C] of candidate items [B, C] for each user.
 
-        The item tower runs once over history and candidates together: each layer is used
-        once per forward pass, as Opacus' ghost clipping requires.
+        The item tower runs once over history and candidates together, so each layer is used
+        once per forward pass (what Opacus' per-sample gradient hooks handle best).
         """
         vectors = self.item_vectors(torch.cat([history, candidates], dim=1))
         length = history.shape[1]

@@ -107,7 +107,7 @@ def test_tenants_create_prints_json_with_the_key_once(
         (["ingest", "--tenant", "ghost"], "give --items and/or --interactions"),
         (["train", "--tenant", "acme"], "unknown tenant 'acme'"),
         (["federate", "--region", "eu", "--rounds", "1"], "not available yet"),
-        (["evaluate", "--tenant", "acme", "--k", "10", "--json"], "not available yet"),
+        (["evaluate", "--tenant", "acme", "--k", "10", "--json"], "unknown tenant 'acme'"),
         (
             ["recommend", "--tenant", "acme", "--users-file", "u.txt", "--k", "5"],
             "cannot read users file",
