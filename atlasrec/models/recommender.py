@@ -8,6 +8,7 @@ import torch
 from atlasrec.evaluation import Interactions, top_k
 from atlasrec.models.training import DpPlan, TrainReport, dp_schedule, train
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
+from privacy.accounting import calibrate_noise
 
 
 def user_sequences(data: Interactions) -> list[np.ndarray]:
@@ -43,8 +44,6 @@ class TwoTowerRecommender:
 
     def fit(self, train_data: Interactions) -> None:
         """Train on `train_data` (with DP when an epsilon was given)."""
-        from privacy.accounting import calibrate_noise
-
         self._sequences = user_sequences(train_data)
         plan = None
         if self.epsilon is not None:

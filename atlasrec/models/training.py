@@ -98,10 +98,17 @@ class ExampleBuilder:
         negatives = rng.integers(0, self.n_items, size=(b, c.negatives))
         for row, u in enumerate(users.tolist()):
             seq = self.sequences[u]
-            cut = int(rng.integers(1, len(seq))) if len(seq) > 1 else 0
-            window = seq[cut : cut + c.positives]  # what came next ...
+            if len(seq) > 1 and rng.random() < c.random_share:
+                # items held out from anywhere in the history, the rest as context
+                chosen = rng.choice(
+                    len(seq), size=min(c.positives, len(seq) // 2 or 1), replace=False
+                )
+                window, before = seq[chosen], np.delete(seq, chosen)[-c.history :]
+            else:
+                cut = int(rng.integers(1, len(seq))) if len(seq) > 1 else 0
+                window = seq[cut : cut + c.positives]  # what came next ...
+                before = seq[max(0, cut - c.history) : cut]  # ... after this history
             positives[row, : len(window)] = window
-            before = seq[max(0, cut - c.history) : cut]  # ... after this history
             history[row, c.history - len(before) :] = before  # right-aligned: recent last
         seen = np.zeros((b, c.negatives), dtype=bool)
         for row, u in enumerate(users.tolist()):

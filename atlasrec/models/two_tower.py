@@ -28,6 +28,8 @@ class TwoTowerConfig:
     history: int = 50
     recency_half_life: float = 10.0
     residuals: bool = True
+    random_share: float = 0.0
+    """Share of examples that hold out random items of the history instead of the next ones."""
     positives: int = 20
     negatives: int = 256
     temperature: float = 0.07

@@ -22,6 +22,7 @@ from atlasrec.evaluation import (
 from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.recommender import TwoTowerRecommender
 from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.pipelines.train import dp_config
 from atlasrec.platform import Platform
 
 MAX_K = 1000
@@ -55,8 +56,6 @@ def evaluate_tenant(
         if len(data.item_ids) <= EASEConfig().max_items:
             recommenders["ease"] = EASE()
         if epsilon is not None:
-            from atlasrec.pipelines.train import dp_config
-
             recommenders["two_tower_dp"] = TwoTowerRecommender(
                 data.content, dp_config(config), epsilon=epsilon, delta=tenant.delta
             )

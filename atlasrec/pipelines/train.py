@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,6 @@ def code_version() -> str:
 
 def dp_config(config: TwoTowerConfig) -> TwoTowerConfig:
     """DP runs train the compact ID-free towers only: fewer parameters, less noise."""
-    from dataclasses import replace
-
     return replace(config, residuals=False, hidden=128, batch_size=128)
 
 

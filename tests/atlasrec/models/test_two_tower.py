@@ -101,3 +101,22 @@ def test_no_interactions_is_a_clear_error() -> None:
     content, _ = toy()
     with pytest.raises(InvalidInputError, match="no interactions"):
         train(content, [np.array([], dtype=np.int64)], CONFIG)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_examples_hold_out_next_or_random_items(share: float) -> None:
+    _, sequences = toy()
+    config = TwoTowerConfig(**{**CONFIG.as_dict(), "random_share": share})
+    history, h_mask, candidates, p_mask, _ = ExampleBuilder(sequences, 30, config).build(
+        torch.arange(12), np.random.default_rng(3)
+    )
+    for u in range(12):
+        seq = list(sequences[u])
+        hist = [int(i) for i, m in zip(history[u], h_mask[u], strict=True) if m]
+        pos = [
+            int(i) for i, m in zip(candidates[u, : config.positives], p_mask[u], strict=True) if m
+        ]
+        assert pos and not set(hist) & set(pos) and set(hist) | set(pos) <= set(seq)
+        if share == 0.0:  # the positives come right after the history, in order
+            start = seq.index(pos[0])
+            assert seq[start : start + len(pos)] == pos and hist == seq[start - len(hist) : start]
