@@ -98,7 +98,7 @@ class ExampleBuilder:
         negatives = rng.integers(0, self.n_items, size=(b, c.negatives))
         for row, u in enumerate(users.tolist()):
             seq = self.sequences[u]
-            if len(seq) > 1 and rng.random() < c.random_share:
+            if c.random_share > 0 and len(seq) > 1 and rng.random() < c.random_share:
                 # items held out from anywhere in the history, the rest as context
                 chosen = rng.choice(
                     len(seq), size=min(c.positives, len(seq) // 2 or 1), replace=False
