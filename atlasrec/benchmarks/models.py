@@ -102,6 +102,30 @@ def quality(
     return out
 
 
+def seed_study(
+    data: Interactions, content: np.ndarray, seeds: list[int], shares: list[float]
+) -> dict[str, Any]:
+    """Two-tower NDCG/Recall@K per training seed and `random_share`, on both splits."""
+    out: dict[str, Any] = {}
+    for split in (temporal_leave_last_out(data), random_user_split(data)):
+        for share in shares:
+            runs = []
+            for seed in seeds:
+                config = TwoTowerConfig(seed=seed, random_share=share)
+                report = evaluate({"tt": TwoTowerRecommender(content, config)}, split, K)["tt"]
+                ndcg, recall = report["all"]["ndcg"], report["all"]["recall"]
+                assert ndcg is not None and recall is not None  # "all" always has users
+                runs.append({"seed": seed, "ndcg": ndcg, "recall": recall})
+            ndcgs = [float(r["ndcg"]) for r in runs]
+            out[f"{split.name} random_share={share:g}"] = {
+                "runs": runs,
+                "ndcg_mean": statistics.mean(ndcgs),
+                "ndcg_min": min(ndcgs),
+                "ndcg_max": max(ndcgs),
+            }
+    return out
+
+
 def cost_worker(mode: str, epochs: int) -> None:
     """Child process: train the DP architecture privately or not; print epoch times and RSS."""
     data, content = movielens(
@@ -186,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cost-worker", choices=["plain", "dp"])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only-cost", action="store_true", help="only the DP cost part")
+    parser.add_argument("--seed-study", action="store_true", help="two-tower over seeds only")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.5])
     args = parser.parse_args(argv)
     if args.cost_worker:
         cost_worker(args.cost_worker, args.epochs)
@@ -196,6 +223,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     cache = Path(tempfile.gettempdir()) / "atlasrec-bench-ml-content.npy"
     data, content = movielens(MOVIELENS_DIR / "movies.csv", MOVIELENS_DIR / "ratings.csv", cache)
+    if args.seed_study:
+        study = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            **seed_study(data, content, args.seeds, args.shares),
+        }
+        text = json.dumps(study, indent=2)
+        if args.out:
+            args.out.write_text(text)
+        print(text)
+        return
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{host.machine()} {os.cpu_count()} cores, {host.platform()}",
