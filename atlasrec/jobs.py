@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import asdict
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as ResultTimeout
 
 from atlasrec.errors import AtlasRecError
-from atlasrec.pipelines.train import train_tenant
+from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings, get_settings
 
@@ -52,14 +53,12 @@ def _train_task(tenant_id: str, epsilon: float | None, no_dp: bool, actor: str) 
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}
     finally:
         platform.close()
-    return {
-        "ok": True,
-        "tenant_id": result.tenant_id,
-        "region": result.region,
-        "model_version": result.model_version,
-        "lineage": result.lineage,
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-    }
+    return _done(result, worker=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _done(result: TrainResult, *, worker: str) -> dict[str, Any]:
+    """A finished training as plain data (what a Celery result can carry)."""
+    return {"ok": True, **asdict(result), "worker": worker}
 
 
 def run_train(
@@ -74,14 +73,7 @@ def run_train(
     """Train in-process (embedded) or as a Celery task (broker configured); same result."""
     if platform.settings.broker_url is None:
         result = train_tenant(platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp)
-        return {
-            "ok": True,
-            "tenant_id": result.tenant_id,
-            "region": result.region,
-            "model_version": result.model_version,
-            "lineage": result.lineage,
-            "worker": "in-process",
-        }
+        return _done(result, worker="in-process")
     platform.control.get_tenant(tenant_id)  # unknown tenants fail here, not on a worker
     app = make_celery(platform.settings)
     outcome = app.send_task("atlasrec.train", args=[tenant_id, epsilon, no_dp, actor])
