@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, event, func, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
@@ -178,11 +178,6 @@ class Ledger:
             query = query.limit(limit)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.execute(query).scalars().all())
-
-    def count(self) -> int:
-        """Number of records in the ledger."""
-        with Session(self.engine) as session:
-            return int(session.execute(select(func.count()).select_from(AuditRecord)).scalar_one())
 
     def _iter_chain(self, session: Session) -> Iterator[AuditRecord]:
         query = select(AuditRecord).order_by(col(AuditRecord.seq)).execution_options(yield_per=2000)

@@ -50,12 +50,6 @@ class Tenant(TenantBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class TenantPublic(TenantBase):
-    """A tenant as shown to operators (no secrets)."""
-
-    created_at: datetime
-
-
 class ApiKey(ControlModel, table=True):
     """An API key: only its keyed hash is stored; the key itself is shown once."""
 

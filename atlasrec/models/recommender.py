@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from atlasrec.evaluation import Interactions, top_k
 from atlasrec.models.training import DpPlan, TrainReport, dp_schedule, train
@@ -57,14 +56,7 @@ class TwoTowerRecommender:
         """Top-k unseen items per user."""
         assert self.model is not None
         items = self.model.all_item_vectors()
-        pad, length = self.model.n_items, self.config.history
-        history = np.full((len(users), length), pad, dtype=np.int64)
-        for row, u in enumerate(users.tolist()):
-            recent = self._sequences[u][-length:]
-            history[row, length - len(recent) :] = recent
-        with torch.no_grad():
-            h = torch.from_numpy(history)
-            vectors = self.model.user_vectors(h, (h != pad).float()).numpy()
+        vectors = self.model.encode_histories([self._sequences[u] for u in users.tolist()])
         scores = vectors @ items.T
         for row, u in enumerate(users.tolist()):
             scores[row, self._sequences[u]] = -np.inf

@@ -11,6 +11,7 @@ for both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -133,6 +134,20 @@ class TwoTower(nn.Module):
         items = F.normalize(vectors[:, length:], dim=-1)
         logits: torch.Tensor = torch.einsum("bd,bcd->bc", users, items) / self.config.temperature
         return logits
+
+    @torch.no_grad()
+    def encode_histories(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """Unit-norm user vectors for item-index histories, each oldest first.
+
+        The last `config.history` items count; an empty history gives the cold-start vector.
+        """
+        pad, length = self.n_items, self.config.history
+        padded = np.full((len(histories), length), pad, dtype=np.int64)
+        for row, items in enumerate(histories):
+            recent = list(items)[-length:]
+            padded[row, length - len(recent) :] = recent  # right-aligned: recent last
+        h = torch.from_numpy(padded)
+        return self.user_vectors(h, (h != pad).float()).numpy()
 
     @torch.no_grad()
     def all_item_vectors(self) -> np.ndarray:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-import torch
 from sqlmodel import col, select
 
 from atlasrec.dataplane.models import Interaction
@@ -60,7 +59,6 @@ def recommend_users(
     index.add(bundle.item_vectors)
     position = {item_id: n for n, item_id in enumerate(bundle.item_ids)}
     cold = _cold_start_ranking(bundle)
-    history_len = bundle.model.config.history
     for start in range(0, len(user_ids), _CHUNK):
         chunk = list(user_ids[start : start + _CHUNK])
         with plane.session(scope, actor=actor, action="recommend") as session:
@@ -75,17 +73,14 @@ def recommend_users(
         for key, item_id in rows:
             if item_id in position:
                 seen[key].append(position[item_id])
-        yield from _rank(chunk, keys, seen, bundle, index, cold, k, history_len)
+        yield from _rank(chunk, keys, seen, bundle, index, cold, k)
 
 
 def _cold_start_ranking(bundle: ModelBundle) -> np.ndarray:
     if bundle.popularity.sum() > 0:
         return np.argsort(-bundle.popularity, kind="stable")
-    with torch.no_grad():
-        pad = bundle.model.n_items
-        empty = torch.full((1, bundle.model.config.history), pad, dtype=torch.long)
-        vector = bundle.model.user_vectors(empty, torch.zeros_like(empty, dtype=torch.float32))
-    return np.argsort(-(bundle.item_vectors @ vector.numpy()[0]), kind="stable")
+    vector = bundle.model.encode_histories([[]])[0]
+    return np.argsort(-(bundle.item_vectors @ vector), kind="stable")
 
 
 def _rank(
@@ -96,19 +91,13 @@ def _rank(
     index: faiss.IndexFlatIP,
     cold: np.ndarray,
     k: int,
-    history_len: int,
 ) -> Iterator[Recommendation]:
     warm = [n for n, key in enumerate(keys) if seen[key]]
     results: dict[int, list[int]] = {}
     if warm:
-        pad = bundle.model.n_items
-        history = np.full((len(warm), history_len), pad, dtype=np.int64)
-        for row, n in enumerate(warm):
-            recent = list(dict.fromkeys(reversed(seen[keys[n]])))[:history_len][::-1]
-            history[row, history_len - len(recent) :] = recent
-        with torch.no_grad():
-            h = torch.from_numpy(history)
-            vectors = bundle.model.user_vectors(h, (h != pad).float()).numpy()
+        # each item once, at its latest position, oldest first
+        histories = [list(dict.fromkeys(reversed(seen[keys[n]])))[::-1] for n in warm]
+        vectors = bundle.model.encode_histories(histories)
         depth = min(bundle.model.n_items, k + max(len(set(seen[keys[n]])) for n in warm))
         _, found = index.search(np.ascontiguousarray(vectors, dtype=np.float32), depth)
         for row, n in enumerate(warm):

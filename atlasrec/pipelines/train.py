@@ -141,7 +141,6 @@ def train_tenant(
             _close_run(platform, scope, run_id, actor, status="failed", version=None)
         raise
 
-    popularity = np.bincount(data.interactions.items, minlength=len(data.item_ids))
     lineage = {
         "data_snapshot": data.snapshot,
         "code_version": code_version(),
@@ -166,10 +165,12 @@ def train_tenant(
         "train_seconds": round(report.seconds, 2),
         "final_loss": report.losses[-1] if report.losses else None,
     }
-    if plan is not None:
-        # With DP, popularity must not leak individual users: the served ranker uses a
-        # uniform prior instead of exact counts until a DP count release is charged.
-        popularity = np.zeros_like(popularity)
+    # Exact counts would leak individual users past DP: a DP model keeps none (cold start
+    # then uses the user tower) until a DP count release is charged.
+    popularity = np.bincount(
+        data.interactions.items if plan is None else np.empty(0, np.int64),
+        minlength=len(data.item_ids),
+    )
     artifact = plane.artifacts.publish(
         scope,
         KIND,
