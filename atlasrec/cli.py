@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from atlasrec.errors import AtlasRecError, NotYetAvailableError
 from atlasrec.ingest import ingest as run_ingest
 from atlasrec.platform import Platform
+from atlasrec.settings import get_settings
 from atlasrec.tenancy import SharingPolicy, parse_region
 
 app = typer.Typer(
@@ -324,10 +326,28 @@ def recommend(
 @app.command()
 def serve(
     region: RegionOpt,
-    port: Annotated[int, typer.Option("--port")] = 8080,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to bind")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 1,
 ) -> None:
-    """Serve a region's recommendations over HTTP."""
-    _not_yet("the serving API", 5)
+    """Serve a region's tenants over HTTP (the process is pinned to that region)."""
+    import uvicorn
+
+    pinned = parse_region(region)
+    os.environ["ATLASREC_REGION"] = pinned.value  # workers inherit the pin
+    get_settings.cache_clear()
+    platform = _platform()  # fail fast on bad settings, and migrate before workers start
+    platform.close()
+    typer.echo(f"serving region {pinned.value} on http://{host}:{port} (OpenAPI at /docs)")
+    uvicorn.run(
+        "serving.app:app_from_settings",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @privacy_app.command("report")

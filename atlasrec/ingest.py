@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from atlasrec.catalog import PolicyAttributeError, parse_policy
 from atlasrec.control.models import utcnow
 from atlasrec.dataplane.models import IngestBatch
 from atlasrec.dataplane.plane import RegionDataPlane
@@ -188,12 +189,17 @@ def _load_items(data: TenantData, path: Path) -> tuple[int, int]:
     now = utcnow()
     for line, row in _rows(path, ITEM_COLUMNS, None):
         item_id = _identifier(row["item_id"], line, "item_id")
+        attributes = {k: v for k, v in row.items() if k not in ITEM_KNOWN and v != ""}
+        try:
+            parse_policy(attributes)
+        except PolicyAttributeError as exc:
+            raise _Rejected(line, exc.field, exc.reason) from None
         chunk[item_id] = {
             "item_id": item_id,
             "title": _text(row["title"], line, "title", required=True),
             "category": _text(row.get("category", ""), line, "category", required=False),
             "description": _text(row.get("description", ""), line, "description", required=False),
-            "attributes": {k: v for k, v in row.items() if k not in ITEM_KNOWN and v != ""},
+            "attributes": attributes,
             "updated_at": now,
         }
         rows += 1

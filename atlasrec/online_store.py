@@ -9,6 +9,7 @@ The backend is in-process (`MemoryBackend`, the embedded default) or Redis (`Red
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -45,17 +46,30 @@ class OnlineBackend(Protocol):
     def list_range(self, key: str, n: int) -> list[str]:
         """The first `n` items of a list (empty if it does not exist)."""
 
-    def hash_incr(self, key: str, increments: Mapping[str, float]) -> None:
-        """Add each increment to its hash field (missing fields count as 0), atomically."""
+    def zset_update(self, key: str, scores: Mapping[str, float], *, mode: str = "incr") -> None:
+        """Update a sorted set atomically: add to scores (`incr`) or raise them (`max`)."""
 
-    def hash_get(self, key: str, fields: Sequence[str]) -> list[float | None]:
-        """The values of `fields` in a hash, None where a field is missing."""
+    def zset_scores(self, key: str, members: Sequence[str]) -> list[float | None]:
+        """The scores of `members` in a sorted set, None where a member is missing."""
+
+    def zset_top(self, key: str, n: int) -> list[tuple[str, float]]:
+        """The `n` highest-scored members, highest first (ties: member order, descending)."""
+
+    def record_events(self, writes: Sequence[tuple[str, str, Any]], cap: int) -> None:
+        """Apply list pushes and sorted-set updates in one atomic step.
+
+        Each write is `("push", key, values)`, `("incr", key, scores)` or
+        `("max", key, scores)`; pushed lists keep their first `cap` items.
+        """
 
     def get(self, key: str) -> str | None:
         """A string value, or None if it is missing or expired."""
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         """Set a string value, expiring after `ttl_s` seconds when given."""
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float | None = None) -> bool:
+        """Set a string value only if the key does not exist; whether it was set."""
 
     def delete(self, keys: Sequence[str]) -> int:
         """Delete keys by exact name; the number that existed."""
@@ -76,7 +90,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lists: dict[str, list[str]] = {}
-        self._hashes: dict[str, dict[str, float]] = {}
+        self._zsets: dict[str, dict[str, float]] = {}
         self._strings: dict[str, tuple[str, float | None]] = {}
 
     def _live(self, key: str) -> tuple[str, float | None] | None:
@@ -100,18 +114,42 @@ class MemoryBackend:
         with self._lock:
             return list(self._lists.get(key, [])[:n])
 
-    def hash_incr(self, key: str, increments: Mapping[str, float]) -> None:
-        """Add each increment to its hash field (missing fields count as 0), atomically."""
-        with self._lock:
-            fields = self._hashes.setdefault(key, {})
-            for field, amount in increments.items():
-                fields[field] = fields.get(field, 0.0) + amount
+    def _zset_update(self, key: str, scores: Mapping[str, float], mode: str) -> None:
+        zset = self._zsets.setdefault(key, {})
+        for member, score in scores.items():
+            old = zset.get(member)
+            if old is None:
+                zset[member] = float(score)
+            elif mode == "incr":
+                zset[member] = old + score
+            elif score > old:
+                zset[member] = float(score)
 
-    def hash_get(self, key: str, fields: Sequence[str]) -> list[float | None]:
-        """The values of `fields` in a hash, None where a field is missing."""
+    def zset_update(self, key: str, scores: Mapping[str, float], *, mode: str = "incr") -> None:
+        """Update a sorted set atomically: add to scores (`incr`) or raise them (`max`)."""
         with self._lock:
-            stored = self._hashes.get(key, {})
-            return [stored.get(field) for field in fields]
+            self._zset_update(key, scores, _zset_mode(mode))
+
+    def zset_scores(self, key: str, members: Sequence[str]) -> list[float | None]:
+        """The scores of `members` in a sorted set, None where a member is missing."""
+        with self._lock:
+            stored = self._zsets.get(key, {})
+            return [stored.get(member) for member in members]
+
+    def zset_top(self, key: str, n: int) -> list[tuple[str, float]]:
+        """The `n` highest-scored members, highest first (ties: member order, descending)."""
+        with self._lock:
+            stored = list(self._zsets.get(key, {}).items())
+        return heapq.nlargest(max(n, 0), stored, key=lambda kv: (kv[1], kv[0]))
+
+    def record_events(self, writes: Sequence[tuple[str, str, Any]], cap: int) -> None:
+        """Apply list pushes and sorted-set updates in one atomic step."""
+        with self._lock:
+            for op, key, payload in writes:
+                if op == "push":
+                    self._lists[key] = [*reversed(payload), *self._lists.get(key, [])][:cap]
+                else:
+                    self._zset_update(key, payload, _zset_mode(op))
 
     def get(self, key: str) -> str | None:
         """A string value, or None if it is missing or expired."""
@@ -125,6 +163,15 @@ class MemoryBackend:
         with self._lock:
             self._strings[key] = (value, deadline)
 
+    def set_if_absent(self, key: str, value: str, ttl_s: float | None = None) -> bool:
+        """Set a string value only if the key does not exist; whether it was set."""
+        deadline = None if ttl_s is None else time.monotonic() + ttl_s
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._strings[key] = (value, deadline)
+            return True
+
     def delete(self, keys: Sequence[str]) -> int:
         """Delete keys by exact name; the number that existed."""
         deleted = 0
@@ -132,7 +179,7 @@ class MemoryBackend:
             for key in keys:
                 found = self._live(key) is not None
                 found = self._lists.pop(key, None) is not None or found
-                found = self._hashes.pop(key, None) is not None or found
+                found = self._zsets.pop(key, None) is not None or found
                 self._strings.pop(key, None)
                 deleted += found
         return deleted
@@ -141,7 +188,7 @@ class MemoryBackend:
         """Every key starting with `prefix` (a snapshot taken when called)."""
         with self._lock:
             keys = [k for k in list(self._strings) if k.startswith(prefix) and self._live(k)]
-            keys += [k for k in (*self._lists, *self._hashes) if k.startswith(prefix)]
+            keys += [k for k in (*self._lists, *self._zsets) if k.startswith(prefix)]
         return iter(keys)
 
     def ping(self) -> None:
@@ -203,25 +250,51 @@ class RedisBackend:
             return []
         return self._call(lambda: [str(v) for v in self._client.lrange(key, 0, n - 1)])
 
-    def hash_incr(self, key: str, increments: Mapping[str, float]) -> None:
-        """Add each increment to its hash field (missing fields count as 0), atomically."""
-        if not increments:
+    @staticmethod
+    def _queue_zset(pipe: Any, key: str, scores: Mapping[str, float], mode: str) -> None:
+        if _zset_mode(mode) == "incr":
+            for member, amount in scores.items():
+                pipe.zincrby(key, amount, member)
+        elif scores:
+            pipe.zadd(key, dict(scores), gt=True)  # new members are added, others only raised
+
+    def zset_update(self, key: str, scores: Mapping[str, float], *, mode: str = "incr") -> None:
+        """Update a sorted set atomically: add to scores (`incr`) or raise them (`max`)."""
+        self.record_events([(mode, key, scores)], cap=1)
+
+    def zset_scores(self, key: str, members: Sequence[str]) -> list[float | None]:
+        """The scores of `members` in a sorted set, None where a member is missing."""
+        if not members:
+            return []
+        values = self._call(lambda: self._client.zmscore(key, list(members)))
+        return [None if v is None else float(v) for v in values]
+
+    def zset_top(self, key: str, n: int) -> list[tuple[str, float]]:
+        """The `n` highest-scored members, highest first (ties: member order, descending)."""
+        if n <= 0:
+            return []
+        pairs: list[tuple[Any, Any]] = self._call(
+            lambda: self._client.zrevrange(key, 0, n - 1, withscores=True)  # type: ignore[arg-type, return-value]
+        )
+        return [(str(member), float(score)) for member, score in pairs]
+
+    def record_events(self, writes: Sequence[tuple[str, str, Any]], cap: int) -> None:
+        """Apply list pushes and sorted-set updates in one MULTI/EXEC transaction."""
+        if not any(payload for _, _, payload in writes):
             return
 
         def do() -> None:
             with self._client.pipeline(transaction=True) as pipe:
-                for field, amount in increments.items():
-                    pipe.hincrbyfloat(key, field, amount)
+                for op, key, payload in writes:
+                    if op == "push":
+                        if payload:
+                            pipe.lpush(key, *payload)
+                            pipe.ltrim(key, 0, cap - 1)
+                    else:
+                        self._queue_zset(pipe, key, payload, op)
                 pipe.execute()
 
         self._call(do)
-
-    def hash_get(self, key: str, fields: Sequence[str]) -> list[float | None]:
-        """The values of `fields` in a hash, None where a field is missing."""
-        if not fields:
-            return []
-        values = self._call(lambda: self._client.hmget(key, list(fields)))
-        return [None if v is None else float(v) for v in values]
 
     def get(self, key: str) -> str | None:
         """A string value, or None if it is missing or expired."""
@@ -232,6 +305,11 @@ class RedisBackend:
         """Set a string value, expiring after `ttl_s` seconds when given."""
         px = None if ttl_s is None else max(1, round(ttl_s * 1000))
         self._call(lambda: self._client.set(key, value, px=px))
+
+    def set_if_absent(self, key: str, value: str, ttl_s: float | None = None) -> bool:
+        """Set a string value only if the key does not exist (SET NX); whether it was set."""
+        px = None if ttl_s is None else max(1, round(ttl_s * 1000))
+        return bool(self._call(lambda: self._client.set(key, value, px=px, nx=True)))
 
     def delete(self, keys: Sequence[str]) -> int:
         """Delete keys by exact name; the number that existed."""
@@ -256,9 +334,15 @@ class RedisBackend:
         self._client.close()
 
 
-def make_backend(redis_url: str | None) -> OnlineBackend:
+def _zset_mode(mode: str) -> str:
+    if mode not in ("incr", "max"):
+        raise ValueError(f"unknown sorted-set update mode {mode!r}")
+    return mode
+
+
+def make_backend(redis_url: str | None, *, timeout_s: float = 0.5) -> OnlineBackend:
     """`MemoryBackend` when no Redis URL is configured, `RedisBackend(redis_url)` otherwise."""
-    return MemoryBackend() if redis_url is None else RedisBackend(redis_url)
+    return MemoryBackend() if redis_url is None else RedisBackend(redis_url, timeout_s=timeout_s)
 
 
 def _part(text: str, what: str) -> str:
@@ -275,6 +359,16 @@ def _text(text: str, what: str) -> str:
     except UnicodeEncodeError:
         raise InvalidInputError(f"{what} {text!r} is not valid UTF-8 text") from None
     return text
+
+
+def _scores(values: Mapping[str, float], what: str) -> dict[str, float]:
+    """Item scores keyed by valid item ids; every score must be finite."""
+    scores: dict[str, float] = {}
+    for item, value in values.items():
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{what} of item {item!r} must be finite, got {value}")
+        scores[_text(item, "item id")] = float(value)
+    return scores
 
 
 class OnlineStore:
@@ -332,19 +426,53 @@ class ScopedOnlineStore:
         return self._backend.list_range(self._key("recent", _part(user_key, "user key")), n)
 
     def incr_items(self, item_weights: Mapping[str, float]) -> None:
-        """Add weights to per-item counters (e.g. popularity), in one atomic update."""
-        increments: dict[str, float] = {}
-        for item, weight in item_weights.items():
-            if not math.isfinite(weight):
-                raise InvalidInputError(f"weight of item {item!r} must be finite, got {weight}")
-            increments[_text(item, "item id")] = float(weight)
-        self._backend.hash_incr(self._key("items"), increments)
+        """Add weights to per-item counters (popularity), in one atomic update."""
+        self._backend.zset_update(self._key("items"), _scores(item_weights, "weight"))
 
     def item_counts(self, item_ids: Sequence[str]) -> dict[str, float]:
         """The counters of `item_ids` (0.0 for items never counted)."""
         ids = [_text(item, "item id") for item in item_ids]
-        values = self._backend.hash_get(self._key("items"), ids)
+        values = self._backend.zset_scores(self._key("items"), ids)
         return {item: 0.0 if v is None else v for item, v in zip(ids, values, strict=True)}
+
+    def item_last_seen(self, item_ids: Sequence[str]) -> dict[str, float | None]:
+        """When each item was last interacted with (epoch seconds), None if never."""
+        ids = [_text(item, "item id") for item in item_ids]
+        return dict(zip(ids, self._backend.zset_scores(self._key("last"), ids), strict=True))
+
+    def top_items(self, n: int) -> list[tuple[str, float]]:
+        """The `n` items with the highest counters, highest first."""
+        return self._backend.zset_top(self._key("items"), n)
+
+    def record_events(
+        self,
+        events: Sequence[tuple[str, str, float, float]],
+        *,
+        cap: int = 200,
+    ) -> None:
+        """Apply `(user_key, item_id, weight, ts)` events in one atomic step, oldest first.
+
+        Each user's recent list gains the items, each item's counter its weights, and each
+        item's last-seen time is raised to the event's time.
+        """
+        if cap < 1:
+            raise InvalidInputError(f"cap must be at least 1, got {cap}")
+        recent: dict[str, list[str]] = {}
+        counts: dict[str, float] = {}
+        last: dict[str, float] = {}
+        for user_key, item, weight, ts in events:
+            item = _text(item, "item id")
+            recent.setdefault(_part(user_key, "user key"), []).append(item)
+            counts[item] = counts.get(item, 0.0) + weight
+            last[item] = max(last.get(item, ts), ts)
+        writes: list[tuple[str, str, Any]] = [
+            ("push", self._key("recent", user), items) for user, items in recent.items()
+        ]
+        writes += [
+            ("incr", self._key("items"), _scores(counts, "weight")),
+            ("max", self._key("last"), _scores(last, "timestamp")),
+        ]
+        self._backend.record_events(writes, cap)
 
     def get_json(self, name: str) -> Any:
         """The JSON value stored under `name`, or None if missing or expired."""
@@ -360,6 +488,14 @@ class ScopedOnlineStore:
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"value of {name!r} is not JSON-serialisable: {exc}") from exc
         self._backend.set(self._key("json", _part(name, "name")), raw, ttl_s)
+
+    def claim(self, name: str, ttl_s: float | None = None) -> bool:
+        """Claim `name` for this caller: True for the first claimant until it expires."""
+        return self._backend.set_if_absent(self._key("claim", _part(name, "name")), "1", ttl_s)
+
+    def release(self, name: str) -> None:
+        """Drop a claim (so another caller may take it)."""
+        self._backend.delete([self._key("claim", _part(name, "name"))])
 
     def clear(self) -> int:
         """Delete this tenant's keys (found by scanning its prefix); the number deleted."""

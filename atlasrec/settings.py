@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     dp_secure_mode: bool = False
     """Opacus secure mode (cryptographically strong noise; needs the torchcsprng package)."""
+    serving_budget_ms: dict[str, float] = Field(
+        default_factory=lambda: {
+            "features": 20.0,
+            "retrieval": 40.0,
+            "ranking": 20.0,
+            "reranking": 20.0,
+        }
+    )
+    """Per-stage deadlines of the serving path; a stage that would start past its deadline
+    (the sum of the budgets up to it) is skipped and the response says it is degraded."""
+    serving_reload_s: float = 2.0
+    """How often the serving app looks for new model versions and catalog changes."""
+    serving_redis_timeout_s: float = 0.05
+    """Socket timeout of the serving path's online-store calls."""
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

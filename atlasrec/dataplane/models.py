@@ -123,6 +123,23 @@ class DpRun(RegionModel, table=True):
     completed_at: datetime | None = None
 
 
+class ServedRequest(RegionModel, table=True):
+    """One served recommendation request: what was answered, by which model, how fast."""
+
+    __tablename__ = "served_requests"
+    __table_args__ = (Index("ix_served_requests_tenant_served_at", "tenant_id", "served_at"),)
+    request_id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(max_length=63)
+    served_at: datetime
+    model_version: str | None = Field(default=None, max_length=64)
+    user_key: str | None = Field(default=None, max_length=64)
+    k: int
+    items: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    cold_start: bool
+    degraded: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    timings_ms: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
+
+
 TENANT_TABLES: tuple[type[RegionModel], ...] = (
     Item,
     Interaction,
@@ -130,6 +147,7 @@ TENANT_TABLES: tuple[type[RegionModel], ...] = (
     TenantSecret,
     ItemEmbedding,
     DpRun,
+    ServedRequest,
 )
 """Tables whose rows belong to one tenant: scoped sessions filter them, and PostgreSQL
 row-level security guards them."""

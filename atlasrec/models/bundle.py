@@ -11,20 +11,28 @@ import numpy as np
 import torch
 
 from atlasrec.artifacts import Artifact
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
 KIND = "two-tower"
 WEIGHTS, ITEMS, VECTORS, POPULARITY = "model.pt", "items.json", "item_vectors.npy", "popularity.npy"
+RANKER = "ranker.json"
 
 
 def write_bundle(
-    folder: Path, model: TwoTower, item_ids: list[str], popularity: np.ndarray
+    folder: Path,
+    model: TwoTower,
+    item_ids: list[str],
+    popularity: np.ndarray,
+    ranker: LinearRanker | None = None,
 ) -> None:
     """Write a model's files into an artifact's staging folder."""
     torch.save({"config": model.config.as_dict(), "state": model.state_dict()}, folder / WEIGHTS)
     (folder / ITEMS).write_text(json.dumps(item_ids))
     np.save(folder / VECTORS, model.all_item_vectors())
     np.save(folder / POPULARITY, popularity.astype(np.float32))
+    if ranker is not None:
+        (folder / RANKER).write_text(ranker.to_json())
 
 
 @dataclass
@@ -37,6 +45,7 @@ class ModelBundle:
     item_vectors: np.ndarray
     popularity: np.ndarray
     lineage: dict[str, Any]
+    ranker: LinearRanker = DEFAULT_RANKER
 
     @classmethod
     def load(cls, artifact: Artifact) -> ModelBundle:
@@ -47,6 +56,7 @@ class ModelBundle:
         model = TwoTower(state["content"][:-1].numpy(), config)
         model.load_state_dict(state)
         model.eval()
+        ranker_file = artifact.path / RANKER
         return cls(
             version=artifact.version,
             model=model,
@@ -54,4 +64,9 @@ class ModelBundle:
             item_vectors=np.load(artifact.path / VECTORS),
             popularity=np.load(artifact.path / POPULARITY),
             lineage=artifact.manifest.get("metadata", {}),
+            ranker=(
+                LinearRanker.from_json(ranker_file.read_text())
+                if ranker_file.is_file()
+                else DEFAULT_RANKER
+            ),
         )

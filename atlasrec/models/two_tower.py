@@ -141,13 +141,38 @@ class TwoTower(nn.Module):
 
         The last `config.history` items count; an empty history gives the cold-start vector.
         """
-        pad, length = self.n_items, self.config.history
-        padded = np.full((len(histories), length), pad, dtype=np.int64)
-        for row, items in enumerate(histories):
-            recent = list(items)[-length:]
-            padded[row, length - len(recent) :] = recent  # right-aligned: recent last
-        h = torch.from_numpy(padded)
-        return self.user_vectors(h, (h != pad).float()).numpy()
+        raw = self.raw_item_vectors()
+        return self.encode_vector_histories([raw[list(items)] for items in histories])
+
+    @torch.no_grad()
+    def encode_vector_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit-norm user vectors from each history's raw item vectors [n, dim], oldest first.
+
+        The path serving takes, where a history may hold items added after training (their
+        raw vectors come from `content_item_vectors`).
+        """
+        length, dim = self.config.history, self.config.dim
+        padded = np.zeros((len(histories), length, dim), dtype=np.float32)
+        mask = np.zeros((len(histories), length), dtype=np.float32)
+        for row, vectors in enumerate(histories):
+            recent = np.asarray(vectors, dtype=np.float32)[-length:]
+            if len(recent):
+                padded[row, length - len(recent) :] = recent  # right-aligned: recent last
+                mask[row, length - len(recent) :] = 1.0
+        users = self._users_from(torch.from_numpy(padded), torch.from_numpy(mask))
+        return users.numpy()
+
+    @torch.no_grad()
+    def raw_item_vectors(self) -> np.ndarray:
+        """Unnormalised vectors of every catalog item (what the user tower pools)."""
+        out: np.ndarray = self.item_vectors(torch.arange(self.n_items)).numpy()
+        return out.astype(np.float32)
+
+    @torch.no_grad()
+    def content_item_vectors(self, content: np.ndarray) -> np.ndarray:
+        """Raw vectors of items outside the trained catalog, from their content alone."""
+        out: np.ndarray = self.backbone.item_tower(torch.from_numpy(content)).numpy()
+        return out.astype(np.float32)
 
     @torch.no_grad()
     def all_item_vectors(self) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""Ranking features: one definition for offline training and online serving.
+
+The ranker scores retrieval candidates from these features. Training computes them from a
+tenant's interactions as of a cut-off time; serving computes them from the online store's
+fresh state (the user's recent items, item counters and last-seen times). Both call
+`ranking_features`, so the same history and item statistics give identical values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+FEATURES = ("retrieval_score", "popularity", "recency", "category_affinity")
+"""Column order of the feature matrix."""
+
+RECENCY_SCALE_S = 30 * 86_400.0
+"""An item last seen this many seconds ago has recency 1/e."""
+
+HISTORY_HALF_LIFE = 10.0
+"""In the category affinity, an item this many positions back weighs half the newest."""
+
+NO_CATEGORY = -1
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """Per-candidate statistics: weighted interaction counts and last-seen epoch seconds."""
+
+    counts: np.ndarray
+    last_seen: np.ndarray
+    """NaN where the item was never seen."""
+
+
+def category_affinity(
+    history_categories: Sequence[int], candidate_categories: np.ndarray
+) -> np.ndarray:
+    """Recency-weighted share of the user's history (oldest first) in each candidate's category.
+
+    Items without a category count in the denominator only; candidates without one get 0.
+    """
+    cats = np.asarray(history_categories, dtype=np.int64)
+    out = np.zeros(len(candidate_categories), dtype=np.float64)
+    if len(cats) == 0:
+        return out
+    age = np.arange(len(cats) - 1, -1, -1, dtype=np.float64)
+    weights = np.power(0.5, age / HISTORY_HALF_LIFE)
+    known = cats != NO_CATEGORY
+    if not known.any():
+        return out
+    order = np.argsort(cats[known], kind="stable")
+    sorted_cats = cats[known][order]
+    cum = np.concatenate([[0.0], np.cumsum(weights[known][order])])
+    left = np.searchsorted(sorted_cats, candidate_categories, side="left")
+    right = np.searchsorted(sorted_cats, candidate_categories, side="right")
+    out = np.asarray((cum[right] - cum[left]) / weights.sum(), dtype=np.float64)
+    out[np.asarray(candidate_categories) == NO_CATEGORY] = 0.0
+    return out
+
+
+def ranking_features(
+    retrieval_scores: np.ndarray,
+    candidate_categories: np.ndarray,
+    history_categories: Sequence[int],
+    stats: ItemStats,
+    now: float,
+) -> np.ndarray:
+    """The feature matrix [candidates, len(FEATURES)] (float32) in `FEATURES` order.
+
+    - `retrieval_score`: the retrieval model's cosine similarity;
+    - `popularity`: log(1 + weighted interaction count);
+    - `recency`: exp(-(now - last seen) / 30 days), 0 for items never seen;
+    - `category_affinity`: see `category_affinity`.
+    """
+    n = len(retrieval_scores)
+    if not (len(candidate_categories) == len(stats.counts) == len(stats.last_seen) == n):
+        raise ValueError("features: candidates, categories and stats differ in length")
+    counts = np.maximum(np.asarray(stats.counts, dtype=np.float64), 0.0)
+    last = np.asarray(stats.last_seen, dtype=np.float64)
+    age = np.maximum(now - last, 0.0)
+    recency = np.where(np.isnan(last), 0.0, np.exp(-np.nan_to_num(age) / RECENCY_SCALE_S))
+    out = np.empty((n, len(FEATURES)), dtype=np.float32)
+    out[:, 0] = retrieval_scores
+    out[:, 1] = np.log1p(counts)
+    out[:, 2] = recency
+    out[:, 3] = category_affinity(history_categories, np.asarray(candidate_categories))
+    return out

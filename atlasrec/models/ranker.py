@@ -1,0 +1,246 @@
+"""The tenant's ranker: a linear scorer over the ranking features (`atlasrec.features`).
+
+Features are standardised with the statistics of the data it was fitted on, then weighted.
+Until a ranker is fitted, `DEFAULT_RANKER` keeps the retrieval order (weight on the retrieval
+score only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from atlasrec.features import FEATURES
+
+
+@dataclass(frozen=True)
+class LinearRanker:
+    """score = sum_f weight_f * (x_f - mean_f) / scale_f."""
+
+    weights: tuple[float, ...]
+    mean: tuple[float, ...] = field(default=(0.0,) * len(FEATURES))
+    scale: tuple[float, ...] = field(default=(1.0,) * len(FEATURES))
+    fitted: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("weights", "mean", "scale"):
+            values = getattr(self, name)
+            if len(values) != len(FEATURES) or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"ranker {name} must be {len(FEATURES)} finite numbers")
+        if any(s <= 0 for s in self.scale):
+            raise ValueError("ranker scales must be positive")
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Scores [n] of a feature matrix [n, len(FEATURES)]."""
+        z = (features - np.asarray(self.mean, np.float32)) / np.asarray(self.scale, np.float32)
+        out: np.ndarray = z @ np.asarray(self.weights, np.float32)
+        return out
+
+    def to_json(self) -> str:
+        """Serialised form (the artifact's `ranker.json`)."""
+        return json.dumps({"features": list(FEATURES), **asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> LinearRanker:
+        """Load a serialised ranker; refuses one built for other features."""
+        data = json.loads(text)
+        if tuple(data.pop("features")) != FEATURES:
+            raise ValueError("ranker was fitted on a different feature set")
+        return cls(
+            weights=tuple(data["weights"]),
+            mean=tuple(data["mean"]),
+            scale=tuple(data["scale"]),
+            fitted=bool(data["fitted"]),
+            details=dict(data.get("details", {})),
+        )
+
+
+DEFAULT_RANKER = LinearRanker(weights=(1.0,) + (0.0,) * (len(FEATURES) - 1))
+
+
+@dataclass(frozen=True)
+class RankingLists:
+    """Candidate lists for fitting a ranker: one list per (user, held-out interaction).
+
+    `features` is [lists, candidates, len(FEATURES)], padded where `mask` is False;
+    `positive` is the held-out item's position in its list, -1 where it was not retrieved;
+    `users` identifies each list's user (validation holds out whole users).
+    """
+
+    features: np.ndarray
+    mask: np.ndarray
+    positive: np.ndarray
+    users: np.ndarray
+
+    def __post_init__(self) -> None:
+        n, c, f = self.features.shape
+        if f != len(FEATURES) or self.mask.shape != (n, c):
+            raise ValueError("ranking lists: features and mask do not match")
+        if self.positive.shape != (n,) or self.users.shape != (n,):
+            raise ValueError("ranking lists: one positive and one user per list")
+        hit = self.positive >= 0
+        if (self.positive >= c).any() or not self.mask[hit, self.positive[hit]].all():
+            raise ValueError("ranking lists: a positive points outside its list")
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def subset(self, rows: np.ndarray) -> RankingLists:
+        """The lists at `rows` (a boolean mask or indices)."""
+        return RankingLists(
+            self.features[rows], self.mask[rows], self.positive[rows], self.users[rows]
+        )
+
+
+def lists_ndcg(ranker: LinearRanker, lists: RankingLists, k: int = 10) -> float:
+    """Mean NDCG@k of the positive over `lists` (0 where it was not retrieved).
+
+    Ties keep the candidates' order (the retrieval order).
+    """
+    if len(lists) == 0:
+        return 0.0
+    n, c, f = lists.features.shape
+    scores = ranker.score(lists.features.reshape(n * c, f)).reshape(n, c)
+    scores = np.where(lists.mask, scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rank = np.argmax(order == lists.positive[:, None], axis=1)  # 0-based position
+    gain = np.where((lists.positive >= 0) & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0)
+    return float(gain.mean())
+
+
+def fit_ranker(
+    lists: RankingLists,
+    *,
+    l2: float = 1e-3,
+    validation_share: float = 0.2,
+    seed: int = 0,
+    k: int = 10,
+    min_lists: int = 10,
+) -> LinearRanker:
+    """Fit a `LinearRanker` with a listwise softmax loss over standardised features.
+
+    Each list's loss is the cross-entropy of its positive against the other candidates;
+    lists whose positive was not retrieved are skipped. A seeded `validation_share` of the
+    users is held out: `details["validation"]` compares the fitted ranker's NDCG@k there with
+    `DEFAULT_RANKER`'s. With fewer than `min_lists` usable training lists, the default
+    ranker comes back (`fitted` False, the reason in `details`).
+    """
+    if not 0.0 <= validation_share < 1.0:
+        raise ValueError(f"validation_share must lie in [0, 1), got {validation_share}")
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}")
+    users = np.unique(lists.users)
+    rng = np.random.default_rng(seed)
+    n_val = round(validation_share * len(users))
+    val_users = rng.permutation(users)[:n_val]
+    is_val = np.isin(lists.users, val_users)
+    usable = lists.positive >= 0
+    train, val = lists.subset(~is_val & usable), lists.subset(is_val)
+    details: dict[str, Any] = {
+        "lists": len(lists),
+        "lists_with_positive": int(usable.sum()),
+        "train_lists": len(train),
+        "train_users": len(np.unique(train.users)),
+        "validation_lists": len(val),
+        "validation_users": len(np.unique(val.users)),
+        "candidates": int(lists.features.shape[1]),
+        "l2": l2,
+        "seed": seed,
+    }
+    if len(train) < min_lists:
+        details["reason"] = f"too few lists with the positive retrieved ({len(train)})"
+        return LinearRanker(DEFAULT_RANKER.weights, details=details)
+
+    rows = train.features[train.mask].astype(np.float64)
+    mean = rows.mean(0)
+    scale = rows.std(0)
+    scale = np.where(scale > 1e-8, scale, 1.0)  # a constant feature gets weight ~0 anyway
+    weights, loss = _fit_softmax(train, mean, scale, l2)
+    ranker = LinearRanker(
+        weights=tuple(float(w) for w in weights),
+        mean=tuple(float(m) for m in mean),
+        scale=tuple(float(s) for s in scale),
+        fitted=True,
+    )
+    details["train_loss"] = loss
+    details["validation"] = {
+        f"ndcg@{k}": lists_ndcg(ranker, val, k),
+        f"default_ndcg@{k}": lists_ndcg(DEFAULT_RANKER, val, k),
+        "recall": float((val.positive >= 0).mean()) if len(val) else 0.0,
+    }
+    details["train"] = {
+        f"ndcg@{k}": lists_ndcg(ranker, train, k),
+        f"default_ndcg@{k}": lists_ndcg(DEFAULT_RANKER, train, k),
+    }
+    return LinearRanker(ranker.weights, ranker.mean, ranker.scale, True, details)
+
+
+def _fit_softmax(
+    lists: RankingLists, mean: np.ndarray, scale: np.ndarray, l2: float
+) -> tuple[np.ndarray, float]:
+    """Weights minimising mean listwise cross-entropy + l2 * |w|^2 (L-BFGS, float64).
+
+    The problem is convex (strictly, for l2 > 0), so the result does not depend on the
+    start; float64 and a fixed iteration order make it reproducible.
+    """
+    x = torch.from_numpy((lists.features.astype(np.float64) - mean) / scale)
+    mask = torch.from_numpy(lists.mask)
+    positive = torch.from_numpy(lists.positive.astype(np.int64))
+    w = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [w], lr=1.0, max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe"
+    )
+
+    def objective() -> torch.Tensor:
+        logits = (x @ w).masked_fill(~mask, float("-inf"))
+        loss = torch.nn.functional.cross_entropy(logits, positive) + l2 * (w * w).sum()
+        return loss
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = objective()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        final = float(objective())
+    return w.detach().numpy().copy(), final
+
+
+def select_ranker(candidate: LinearRanker, k: int = 10) -> tuple[LinearRanker, dict[str, Any]]:
+    """The ranker to publish and its lineage entry.
+
+    A fitted ranker is kept only if it beats `DEFAULT_RANKER`'s NDCG@k on its validation
+    lists; otherwise the default is published and the lineage says why.
+    """
+    entry: dict[str, Any] = {"features": list(FEATURES), **candidate.details}
+    validation = candidate.details.get("validation", {})
+    fitted_ndcg = validation.get(f"ndcg@{k}")
+    default_ndcg = validation.get(f"default_ndcg@{k}")
+    fitted_weights = dict(zip(FEATURES, candidate.weights, strict=True))
+    if not candidate.fitted:
+        entry.update(fitted=False, used=False)
+        return DEFAULT_RANKER, entry
+    if fitted_ndcg is None or default_ndcg is None or not fitted_ndcg > default_ndcg:
+        entry.update(
+            fitted=True,
+            used=False,
+            fitted_weights=fitted_weights,
+            reason=f"did not beat the retrieval order's NDCG@{k} on the validation users",
+        )
+        return DEFAULT_RANKER, entry
+    entry.update(
+        fitted=True,
+        used=True,
+        weights=fitted_weights,
+        mean=dict(zip(FEATURES, candidate.mean, strict=True)),
+        scale=dict(zip(FEATURES, candidate.scale, strict=True)),
+    )
+    return candidate, entry

@@ -1,0 +1,301 @@
+"""The serving path of one request: features -> retrieval -> ranking -> re-ranking -> policy.
+
+Each stage has a deadline (the running sum of the per-stage budgets). A stage that would
+start past its deadline is replaced by its cheap fallback (retrieval: popular and fresh
+items; ranking: the retrieval order; re-ranking: none), and the response lists it under
+`degraded`. The policy filter has no fallback: it runs on every response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atlasrec.catalog import ItemPolicy
+from atlasrec.features import ItemStats, ranking_features
+from serving.online import OnlineFeatures
+from serving.state import ServingState
+
+RETRIEVAL_DEPTH = 200
+POPULAR_CANDIDATES = 50
+FRESH_CANDIDATES = 20
+MMR_LAMBDA = 0.8
+MMR_POOL = 3
+STAGES = ("features", "retrieval", "ranking", "reranking", "policy")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated recommendation request, in the tenant's own ids."""
+
+    user_key: str | None
+    k: int
+    recent_items: Sequence[str] = ()
+    user_age: int | None = None
+    country: str | None = None
+    categories: frozenset[str] | None = None
+    exclude_items: frozenset[str] = frozenset()
+
+
+@dataclass
+class Served:
+    """A response before serialisation."""
+
+    items: list[tuple[str, float]]
+    model_version: str
+    cold_start: bool
+    degraded: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Clock:
+    def __init__(self, budgets: Mapping[str, float]) -> None:
+        self.start = time.perf_counter()
+        self.mark = self.start
+        self.deadlines: dict[str, float] = {}
+        total = 0.0
+        for stage in STAGES[:-1]:
+            self.deadlines[stage] = total  # latest start time of the stage, ms
+            total += float(budgets.get(stage, 0.0))
+        self.timings: dict[str, float] = {}
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+    def may_start(self, stage: str) -> bool:
+        return self.elapsed_ms() <= self.deadlines[stage]
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round((now - self.mark) * 1000, 3)
+        self.mark = now
+
+
+def recommend(
+    state: ServingState,
+    online: OnlineFeatures,
+    query: Query,
+    budgets: Mapping[str, float],
+    now: float | None = None,
+) -> Served:
+    """Run the serving path for one request on one snapshot."""
+    clock = _Clock(budgets)
+    degraded: list[str] = []
+    now = time.time() if now is None else now
+
+    # features: the user's recent items (online store, else this process's copy)
+    stored: list[str] = []
+    if query.user_key is not None:
+        stored, answered = online.recent(query.user_key)
+        if not answered:
+            degraded.append("features")
+    history = [state.position[i] for i in reversed(stored) if i in state.position]
+    history += [state.position[i] for i in query.recent_items]  # unknown ids refused upstream
+    seen = set(history) | {state.position[i] for i in query.exclude_items}
+    clock.lap("features")
+
+    # retrieval
+    user = None
+    if clock.may_start("retrieval"):
+        user = state.user_vector(history) if history else None
+    else:
+        degraded.append("retrieval")
+    cold = not history
+    popular = _popular_positions(state, online)
+    candidates = _candidates(state, user, seen, popular)
+    scores = (
+        state.unit[candidates] @ user
+        if user is not None
+        else np.zeros(len(candidates), dtype=np.float32)
+    )
+    clock.lap("retrieval")
+
+    # ranking
+    if user is None:
+        ranked = _popularity_scores(state, online, candidates)
+    elif clock.may_start("ranking"):
+        ranked = _rank(state, online, candidates, scores, history, now)
+    else:
+        degraded.append("ranking")
+        ranked = scores.astype(np.float64)
+    clock.lap("ranking")
+
+    # re-ranking: business rules, diversity
+    order = np.argsort(-ranked, kind="stable")
+    relevance = _relevance(ranked)
+    if clock.may_start("reranking"):
+        order, relevance = _rerank(state, candidates, relevance, order, query.k)
+    else:
+        degraded.append("reranking")
+    clock.lap("reranking")
+
+    # policy filter: never skipped
+    items = _policy_filter(state, query, [int(candidates[i]) for i in order], relevance[order])
+    if len(items) < query.k:
+        items += _backfill(state, query, popular, seen | {state.position[i] for i, _ in items})
+    clock.lap("policy")
+    clock.timings["total"] = round(clock.elapsed_ms(), 3)
+    return Served(items[: query.k], state.model_version, cold, degraded, clock.timings)
+
+
+def _popular_positions(state: ServingState, online: OnlineFeatures) -> list[int]:
+    top = online.popular(POPULAR_CANDIDATES)
+    if top is None:
+        counts = np.where(state.alive, state.fallback_counts, -1.0)
+        n = min(POPULAR_CANDIDATES, state.size)
+        best = np.argpartition(-counts, n - 1)[:n] if n else np.zeros(0, np.int64)
+        return [int(p) for p in best[np.argsort(-counts[best], kind="stable")]]
+    return [state.position[i] for i, _ in top if i in state.position]
+
+
+def _fresh_positions(state: ServingState) -> np.ndarray:
+    n = min(FRESH_CANDIDATES, state.size)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    added = np.where(state.alive, state.added_at, -np.inf)
+    return np.argpartition(-added, n - 1)[:n]
+
+
+def _candidates(
+    state: ServingState, user: np.ndarray | None, seen: set[int], popular: list[int]
+) -> np.ndarray:
+    found: list[int] = []
+    if user is not None:
+        _, positions = state.index.search(user, RETRIEVAL_DEPTH + len(seen))
+        found += positions.tolist()
+        if state.indexed < state.size:  # the delta: items added since the index was built
+            delta = np.arange(state.indexed, state.size)
+            best = delta[np.argsort(-(state.unit[delta] @ user))[:RETRIEVAL_DEPTH]]
+            found += best.tolist()
+    found += popular
+    found += _fresh_positions(state).tolist()
+    unique = dict.fromkeys(p for p in found if state.alive[p] and p not in seen)
+    return np.fromiter(unique, dtype=np.int64, count=len(unique))
+
+
+def _stats(state: ServingState, online: OnlineFeatures, candidates: np.ndarray) -> ItemStats:
+    ids = [state.item_ids[p] for p in candidates]
+    fetched = online.item_stats(ids)
+    if fetched is None:
+        return ItemStats(state.fallback_counts[candidates], np.full(len(ids), np.nan))
+    counts, last = fetched
+    return ItemStats(
+        np.array([counts[i] for i in ids], dtype=np.float64),
+        np.array([np.nan if last[i] is None else last[i] for i in ids], dtype=np.float64),
+    )
+
+
+def _rank(
+    state: ServingState,
+    online: OnlineFeatures,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    history: list[int],
+    now: float,
+) -> np.ndarray:
+    features = ranking_features(
+        scores,
+        state.categories[candidates],
+        state.categories[history].tolist(),
+        _stats(state, online, candidates),
+        now,
+    )
+    return state.ranker.score(features).astype(np.float64)
+
+
+def _popularity_scores(
+    state: ServingState, online: OnlineFeatures, candidates: np.ndarray
+) -> np.ndarray:
+    counts = np.asarray(_stats(state, online, candidates).counts, dtype=np.float64)
+    return np.asarray(np.log1p(np.maximum(counts, 0.0)), dtype=np.float64)
+
+
+def _relevance(scores: np.ndarray) -> np.ndarray:
+    """Scores mapped to [0, 1] (order kept), so rules and diversity act on one scale."""
+    if len(scores) == 0:
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    return (scores - low) / (high - low) if high > low else np.ones_like(scores)
+
+
+def _rerank(
+    state: ServingState,
+    candidates: np.ndarray,
+    relevance: np.ndarray,
+    order: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Business rules (item `boost` factors, `bury`), then MMR diversity over the head."""
+    relevance = relevance.copy()
+    for n, position in enumerate(candidates.tolist()):
+        policy = state.policies[position]
+        if policy.boost != 1.0:
+            relevance[n] = min(1.0, relevance[n] * policy.boost)
+        if policy.bury:
+            relevance[n] -= 1.0
+    order = np.argsort(-relevance, kind="stable")
+    head = order[: k * MMR_POOL]
+    if len(head) <= 1:
+        return order, relevance
+    vectors = state.unit[candidates[head]]
+    chosen = [0]
+    remaining = list(range(1, len(head)))
+    max_sim = vectors @ vectors[0]
+    while remaining and len(chosen) < k:
+        gains = [MMR_LAMBDA * relevance[head[r]] - (1 - MMR_LAMBDA) * max_sim[r] for r in remaining]
+        best = remaining.pop(int(np.argmax(gains)))
+        chosen.append(best)
+        max_sim = np.maximum(max_sim, vectors @ vectors[best])
+    picked = head[chosen]
+    rest = np.array([i for i in order if i not in set(picked.tolist())], dtype=np.int64)
+    return np.concatenate([picked, rest]), relevance
+
+
+def _allowed(policy: ItemPolicy, category: str | None, query: Query, item_id: str) -> bool:
+    if item_id in query.exclude_items:
+        return False
+    if query.categories is not None and category not in query.categories:
+        return False
+    return policy.allows(query.user_age, query.country)
+
+
+def _category_names(state: ServingState) -> dict[int, str]:
+    return {code: name for name, code in state.category_codes.items()}
+
+
+def _policy_filter(
+    state: ServingState, query: Query, positions: list[int], relevance: np.ndarray
+) -> list[tuple[str, float]]:
+    names = _category_names(state)
+    out: list[tuple[str, float]] = []
+    for position, score in zip(positions, relevance.tolist(), strict=True):
+        item_id = state.item_ids[position]
+        category = names.get(int(state.categories[position]))
+        if _allowed(state.policies[position], category, query, item_id):
+            out.append((item_id, round(float(score), 6)))
+            if len(out) == query.k:
+                break
+    return out
+
+
+def _backfill(
+    state: ServingState, query: Query, popular: list[int], taken: set[int]
+) -> list[tuple[str, float]]:
+    """Further allowed items when too few candidates passed: popular first, then catalog."""
+    names = _category_names(state)
+    out: list[tuple[str, float]] = []
+    order = [*popular, *np.argsort(-state.fallback_counts, kind="stable").tolist()]
+    for position in order:
+        if position in taken or not state.alive[position]:
+            continue
+        taken.add(position)
+        item_id = state.item_ids[position]
+        category = names.get(int(state.categories[position]))
+        if _allowed(state.policies[position], category, query, item_id):
+            out.append((item_id, 0.0))
+            if len(out) >= query.k:
+                break
+    return out

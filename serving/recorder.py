@@ -1,0 +1,172 @@
+"""Writes the serving path's records off the hot path, in batches.
+
+Requests enqueue their `ServedRequest` rows and the events they accepted; a writer thread
+commits them per tenant in one transaction per batch (rows and one ledger record that
+carries the batch's digest, so the request log is covered by the region's hash chain).
+`close()` drains the queue before returning, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from atlasrec.dataplane.models import IngestBatch, ServedRequest
+from atlasrec.dataplane.plane import RegionDataPlane
+from atlasrec.dataplane.repository import TenantData
+from atlasrec.tenancy import Scope
+
+ACTOR = "serving"
+log = logging.getLogger("atlasrec.serving")
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An accepted event, already pseudonymised."""
+
+    user_key: str
+    item_id: str
+    ts: int
+    event: str
+    weight: float
+
+
+class Recorder:
+    """Batched writer of served requests and accepted events for one region."""
+
+    def __init__(
+        self, plane: RegionDataPlane, *, flush_s: float = 0.5, max_batch: int = 2_000
+    ) -> None:
+        self.plane = plane
+        self.flush_s = flush_s
+        self.max_batch = max_batch
+        self._queue: queue.Queue[tuple[Scope | None, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="serving-recorder", daemon=True)
+        self._idle = threading.Event()
+        self.written_requests = 0
+        self.written_events = 0
+        self.failures = 0
+        self._thread.start()
+
+    def served(self, scope: Scope, row: ServedRequest) -> None:
+        """Queue one served request's record."""
+        self._idle.clear()
+        self._queue.put((scope, row))
+
+    def events(self, scope: Scope, rows: list[EventRow]) -> None:
+        """Queue accepted events for the tenant's interaction table."""
+        self._idle.clear()
+        self._queue.put((scope, rows))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written."""
+        marker = threading.Event()
+        self._queue.put((None, marker))
+        return marker.wait(timeout)
+
+    def close(self) -> None:
+        """Write everything still queued, then stop the writer."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[tuple[Scope | None, Any]] = []
+            try:
+                first = self._queue.get(timeout=self.flush_s)
+            except queue.Empty:
+                continue
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < self.max_batch:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is None:
+                    stopping = True
+                    break
+                batch.append(entry)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[Scope | None, Any]]) -> None:
+        requests: dict[Scope, list[ServedRequest]] = defaultdict(list)
+        events: dict[Scope, list[EventRow]] = defaultdict(list)
+        markers: list[threading.Event] = []
+        for scope, entry in batch:
+            if scope is None:
+                markers.append(entry)
+            elif isinstance(entry, ServedRequest):
+                requests[scope].append(entry)
+            else:
+                events[scope].extend(entry)
+        for scope in {*requests, *events}:
+            try:
+                self._write_tenant(scope, requests.get(scope, []), events.get(scope, []))
+            except Exception:  # keep serving; the failure is logged and counted
+                self.failures += 1
+                log.exception("serving records of %s could not be written", scope.tenant_id)
+        for marker in markers:
+            marker.set()
+
+    def _write_tenant(
+        self, scope: Scope, requests: list[ServedRequest], events: list[EventRow]
+    ) -> None:
+        with self.plane.session(scope, actor=ACTOR, action="serving.record") as session:
+            if requests:
+                session.add_all(requests)
+                digest = hashlib.sha256(
+                    json.dumps(
+                        [[r.request_id, r.model_version, r.items] for r in requests]
+                    ).encode()
+                ).hexdigest()
+                self.plane.ledger.append(
+                    actor=ACTOR,
+                    action="serving.requests",
+                    subject=f"tenant:{scope.tenant_id}",
+                    tenant_id=scope.tenant_id,
+                    session=session,
+                    details={
+                        "count": len(requests),
+                        "first_request_id": requests[0].request_id,
+                        "last_request_id": requests[-1].request_id,
+                        "sha256": digest,
+                    },
+                )
+            if events:
+                batch_id = uuid.uuid4().hex
+                data = TenantData(session)
+                rows = [{**e.__dict__, "batch_id": batch_id} for e in events]
+                inserted = data.insert_interactions(rows)
+                digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+                data.add_batch(
+                    IngestBatch(
+                        id=batch_id,
+                        tenant_id=scope.tenant_id,
+                        kind="events",
+                        sha256=digest,
+                        filename="POST /v1/events",
+                        rows=len(rows),
+                        inserted=inserted,
+                    )
+                )
+                self.plane.ledger.append(
+                    actor=ACTOR,
+                    action="serving.events",
+                    subject=f"tenant:{scope.tenant_id}",
+                    tenant_id=scope.tenant_id,
+                    session=session,
+                    details={"count": len(rows), "inserted": inserted, "batch_id": batch_id},
+                )
+        self.written_requests += len(requests)
+        self.written_events += len(events)

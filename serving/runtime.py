@@ -1,0 +1,239 @@
+"""A region's serving runtime: each homed tenant's snapshot, kept fresh in the background.
+
+`RegionRuntime` loads a tenant on its first request (or at start), and a refresher thread
+swaps in new model versions (hot swap: the new snapshot is built off the request path and
+replaces the old reference in one assignment) and applies catalog changes written by other
+processes. Everything a tenant's runtime reads goes through the tenant's scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from atlasrec.control.models import Tenant
+from atlasrec.dataplane.models import Interaction, Item
+from atlasrec.dataplane.plane import RegionDataPlane
+from atlasrec.dataplane.repository import TenantData
+from atlasrec.errors import AtlasRecError, CrossRegionError
+from atlasrec.models.bundle import KIND, ModelBundle
+from atlasrec.models.text import EmbeddedItem, embedded_items
+from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope
+from serving.online import RECENT_CAP, Breaker, OnlineFeatures
+from serving.state import CatalogItem, ServingState, build_state, with_items
+
+ACTOR = "serving"
+REBUILD_DELTA = 5_000
+WARM_CLAIM = "online-features-warm"
+WARM_CHUNK = 5_000
+log = logging.getLogger("atlasrec.serving")
+
+
+def _epoch(moment: datetime) -> float:
+    """Epoch seconds; naive times (as SQLite returns them) are UTC."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def catalog_items(items: Sequence[EmbeddedItem]) -> list[CatalogItem]:
+    """Serving's view of embedded catalog items."""
+    return [
+        CatalogItem(
+            i.item_id, i.category, i.attributes, i.vector, i.content_sha, _epoch(i.updated_at)
+        )
+        for i in items
+    ]
+
+
+class TenantRuntime:
+    """One tenant's serving state, online features and pseudonymiser."""
+
+    def __init__(
+        self,
+        tenant: Tenant,
+        scope: Scope,
+        state: ServingState,
+        online: OnlineFeatures,
+        pseudonymise: Callable[[str], str],
+        watermark: datetime | None,
+    ) -> None:
+        self.tenant = tenant
+        self.scope = scope
+        self.state = state
+        self.online = online
+        self.pseudonymise = pseudonymise
+        self.watermark = watermark
+        self.lock = threading.Lock()
+        """Serialises snapshot builders (requests never take it)."""
+
+    def apply_items(self, items: Sequence[CatalogItem]) -> None:
+        """Upsert catalog items into a new snapshot and swap it in."""
+        with self.lock:
+            self.state = with_items(self.state, items)
+
+
+class RegionRuntime:
+    """The serving runtime of one region."""
+
+    def __init__(self, platform: Platform, region: Region, *, online: OnlineStore) -> None:
+        self.platform = platform
+        self.region = region
+        self.plane: RegionDataPlane = platform.plane(region)
+        self.online = online
+        self.breaker = Breaker()
+        self._tenants: dict[str, TenantRuntime] = {}
+        self._loading = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swaps = 0
+
+    def tenant(self, tenant: Tenant) -> TenantRuntime:
+        """The runtime of a tenant homed in this region (loaded on first use)."""
+        runtime = self._tenants.get(tenant.id)
+        if runtime is not None:
+            return runtime
+        with self._loading:
+            if tenant.id not in self._tenants:
+                self._tenants[tenant.id] = self._load(tenant)
+            return self._tenants[tenant.id]
+
+    def loaded(self) -> list[TenantRuntime]:
+        """The tenants loaded so far."""
+        return list(self._tenants.values())
+
+    def _scope(self, tenant: Tenant) -> Scope:
+        if Region(tenant.home_region) != self.region:
+            raise CrossRegionError(
+                f"tenant {tenant.id!r} is homed in region {Region(tenant.home_region).value!r}"
+            )
+        return Scope(tenant.id, self.region)
+
+    def _bundle(self, scope: Scope) -> ModelBundle | None:
+        artifact = self.plane.artifacts.latest(scope, KIND, actor=ACTOR)
+        return None if artifact is None else ModelBundle.load(artifact)
+
+    def _build(
+        self, scope: Scope, bundle: ModelBundle | None
+    ) -> tuple[ServingState, datetime | None]:
+        items = embedded_items(self.plane, scope, actor=ACTOR)
+        with self.plane.session(scope, actor=ACTOR, action="serving.load") as session:
+            counts = dict(
+                session.execute(
+                    select(Interaction.item_id, func.sum(Interaction.weight)).group_by(
+                        col(Interaction.item_id)
+                    )
+                ).all()
+            )
+        watermark = max((i.updated_at for i in items), default=None)
+        return build_state(catalog_items(items), bundle, counts), watermark
+
+    def _load(self, tenant: Tenant) -> TenantRuntime:
+        scope = self._scope(tenant)
+        state, watermark = self._build(scope, self._bundle(scope))
+        with self.plane.session(scope, actor=ACTOR, action="serving.load") as session:
+            pseudonymiser = TenantData(session).pseudonymiser(self.platform.secret)
+        store = self.online.scoped(scope, actor=ACTOR)
+        try:
+            self._warm(scope, store)
+        except OnlineStoreUnavailable as exc:
+            log.warning("serving %s: online features not warmed: %s", tenant.id, exc)
+        log.info("serving %s: model %s, %d items", tenant.id, state.model_version, state.size)
+        return TenantRuntime(
+            tenant, scope, state, OnlineFeatures(store, self.breaker), pseudonymiser, watermark
+        )
+
+    def _warm(self, scope: Scope, store: ScopedOnlineStore) -> None:
+        """Materialise the tenant's online features from its interactions, once per store.
+
+        The first process to claim the tenant's (empty) online state replays the stored
+        interactions, oldest first; later processes find the claim and skip. Events after
+        that reach the store through POST /v1/events.
+        """
+        if not store.claim(WARM_CLAIM):
+            return
+        try:
+            with self.plane.session(scope, actor=ACTOR, action="serving.warm") as session:
+                rows = session.execute(
+                    select(
+                        Interaction.user_key,
+                        Interaction.item_id,
+                        Interaction.weight,
+                        Interaction.ts,
+                    ).order_by(col(Interaction.ts))
+                ).all()
+            for start in range(0, len(rows), WARM_CHUNK):
+                store.record_events(
+                    [(u, i, float(w), float(t)) for u, i, w, t in rows[start : start + WARM_CHUNK]],
+                    cap=RECENT_CAP,
+                )
+        except BaseException:
+            store.release(WARM_CLAIM)
+            raise
+
+    # background refresh -----------------------------------------------------------------
+
+    def refresh(self, runtime: TenantRuntime) -> bool:
+        """Swap in a newer model or catalog changes; True if the snapshot changed."""
+        scope = runtime.scope
+        artifact = self.plane.artifacts.latest(scope, KIND, actor=ACTOR)
+        current = runtime.state
+        if artifact is not None and artifact.version != current.model_version:
+            bundle = ModelBundle.load(artifact)
+            state, watermark = self._build(scope, bundle)
+            with runtime.lock:
+                runtime.state, runtime.watermark = state, watermark
+            self.swaps += 1
+            log.info("serving %s: swapped in model %s", scope.tenant_id, artifact.version)
+            return True
+        if current.size - current.indexed > REBUILD_DELTA:
+            state, watermark = self._build(scope, self._bundle(scope))
+            with runtime.lock:
+                runtime.state, runtime.watermark = state, watermark
+            return True
+        return self._sync_catalog(runtime)
+
+    def _sync_catalog(self, runtime: TenantRuntime) -> bool:
+        scope = runtime.scope
+        with self.plane.session(scope, actor=ACTOR, action="serving.sync") as session:
+            newest = session.execute(select(func.max(Item.updated_at))).scalar_one()
+        if newest is None or (runtime.watermark is not None and newest <= runtime.watermark):
+            return False
+        changed = embedded_items(self.plane, scope, actor=ACTOR, since=runtime.watermark)
+        if changed:
+            runtime.apply_items(catalog_items(changed))
+            runtime.watermark = max(i.updated_at for i in changed)
+        return bool(changed)
+
+    def refresh_all(self) -> None:
+        """One refresh pass over every loaded tenant; a failing tenant does not stop the rest."""
+        for runtime in self.loaded():
+            try:
+                self.refresh(runtime)
+            except AtlasRecError as exc:
+                log.warning("serving %s: refresh failed: %s", runtime.scope.tenant_id, exc)
+            except Exception:
+                log.exception("serving %s: refresh failed", runtime.scope.tenant_id)
+
+    def start(self, interval_s: float) -> None:
+        """Start the background refresher."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.refresh_all()
+
+        self._thread = threading.Thread(target=loop, name="serving-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the refresher (waits for a pass in progress)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        time.sleep(0)

@@ -1,0 +1,167 @@
+"""Request and response bodies of the regional serving API (the HTTP contract).
+
+Unknown fields are refused (422) everywhere; ids, texts, numbers and list lengths are
+bounded, so a request can never make the server do unbounded work.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_K = 100
+MAX_RECENT = 100
+MAX_EXCLUDE = 1_000
+MAX_EVENTS = 1_000
+MAX_ITEMS = 500
+MAX_ATTRIBUTES = 50
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Text = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class Strict(BaseModel):
+    """Base: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Context(Strict):
+    """What the client knows about the request's situation."""
+
+    recent_items: list[Id] = Field(
+        default_factory=list,
+        max_length=MAX_RECENT,
+        description="Item ids of the current session, most recent last.",
+    )
+    user_age: int | None = Field(default=None, ge=0, le=130)
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2 code."
+    )
+
+    @field_validator("country")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return None if value is None else value.upper()
+
+
+class Filters(Strict):
+    """Restrictions the client asks for."""
+
+    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = (
+        Field(default=None, max_length=100)
+    )
+    exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+
+
+class RecommendationRequest(Strict):
+    """POST /v1/recommendations."""
+
+    user_id: Id | None = Field(default=None, description="The tenant's own user id.")
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    context: Context = Field(default_factory=Context)
+    filters: Filters = Field(default_factory=Filters)
+
+
+class ScoredItem(BaseModel):
+    """One recommended item."""
+
+    item_id: str
+    score: float
+
+
+class Timings(BaseModel):
+    """Milliseconds spent per stage."""
+
+    features: float
+    retrieval: float
+    ranking: float
+    reranking: float
+    policy: float
+    total: float
+
+
+class RecommendationResponse(BaseModel):
+    """The answer to POST /v1/recommendations."""
+
+    request_id: str
+    tenant_id: str
+    region: str
+    model_version: str
+    degraded: bool
+    degraded_stages: list[str]
+    cold_start: bool
+    items: list[ScoredItem]
+    timings_ms: Timings
+
+
+class Event(Strict):
+    """One interaction."""
+
+    user_id: Id
+    item_id: Id
+    timestamp: float | None = Field(
+        default=None, ge=0, lt=4_102_444_800, description="Epoch seconds; default: now."
+    )
+    event: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "interaction"
+    weight: float = Field(default=1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
+
+
+class EventsRequest(Strict):
+    """POST /v1/events."""
+
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResponse(BaseModel):
+    """The answer to POST /v1/events."""
+
+    request_id: str
+    accepted: int
+    online: bool
+    """False when the online store was unreachable: features updated in this process only."""
+
+
+class CatalogItemIn(Strict):
+    """One catalog item to insert or update."""
+
+    item_id: Id
+    title: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    category: Annotated[str, StringConstraints(max_length=200)] | None = None
+    description: Text | None = None
+    attributes: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+        Annotated[str, StringConstraints(max_length=1_000)]
+        | bool
+        | int
+        | Annotated[float, Field(allow_inf_nan=False)],
+    ] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
+
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("title must not be blank")
+        return value.strip()
+
+
+class CatalogRequest(Strict):
+    """PUT /v1/catalog/items."""
+
+    items: list[CatalogItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class CatalogResponse(BaseModel):
+    """The answer to PUT /v1/catalog/items."""
+
+    request_id: str
+    upserted: int
+    model_version: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    detail: Any
+    request_id: str | None = None

@@ -1,0 +1,209 @@
+"""What one tenant's requests are served from: an immutable snapshot, swapped whole.
+
+A `ServingState` holds the model version, the catalog (ids, categories, policies), the item
+vectors and the retrieval index. Requests read `runtime.state` once and use that snapshot
+throughout, so a model hot swap or a catalog update (which build a new snapshot off the
+request path and replace the reference) never shows a request half of each.
+
+Positions index the catalog. Items added or changed after the index was built are appended
+(a changed item's old position is retired), searched exactly in a small "delta" until the
+next rebuild, so catalog updates are recommendable at once without a full rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from atlasrec.catalog import ItemPolicy, parse_policy
+from atlasrec.features import NO_CATEGORY
+from atlasrec.models.bundle import ModelBundle
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.two_tower import TwoTower
+from serving.retrieval import VectorIndex, build_index
+
+CONTENT_ONLY = "content-embeddings"
+"""`model_version` of a tenant served before its first trained model."""
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One item as the serving path needs it."""
+
+    item_id: str
+    category: str | None
+    attributes: Mapping[str, Any]
+    content: np.ndarray
+    content_sha: str
+    added_at: float
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """One tenant's immutable serving snapshot."""
+
+    model_version: str
+    model: TwoTower | None
+    ranker: LinearRanker
+    lineage: Mapping[str, Any]
+    item_ids: tuple[str, ...]
+    position: Mapping[str, int]
+    """Live position of each item id (retired positions are absent)."""
+    alive: np.ndarray
+    raw: np.ndarray
+    """Unnormalised item vectors (what the user tower pools)."""
+    unit: np.ndarray
+    """Unit-norm item vectors (what retrieval scores)."""
+    categories: np.ndarray
+    category_codes: Mapping[str, int]
+    policies: tuple[ItemPolicy, ...]
+    added_at: np.ndarray
+    index: VectorIndex
+    indexed: int
+    """Positions below this are in `index`; the rest (the delta) are searched exactly."""
+    content_shas: tuple[str, ...]
+    fallback_counts: np.ndarray
+    """Interaction counts per position, read from the database at load (used when the
+    online store is unreachable)."""
+
+    @property
+    def size(self) -> int:
+        """Number of positions (live and retired)."""
+        return len(self.item_ids)
+
+    def user_vector(self, history: Sequence[int]) -> np.ndarray | None:
+        """Unit-norm user vector from positions (oldest first); None when it cannot be formed.
+
+        With a model, the user tower pools the items' raw vectors (as in training); before the
+        first model, the recency-weighted mean of the items' content embeddings.
+        """
+        if self.model is not None:
+            vector: np.ndarray = self.model.encode_vector_histories([self.raw[list(history)]])[0]
+            return vector
+        if not history:
+            return None
+        recent = list(history)[-50:]
+        weights = np.power(0.5, np.arange(len(recent) - 1, -1, -1) / 10.0)[:, None]
+        pooled = (self.raw[recent] * weights).sum(0)
+        norm = float(np.linalg.norm(pooled))
+        return None if norm == 0 else (pooled / norm).astype(np.float32)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _codes(
+    categories: Sequence[str | None], known: Mapping[str, int]
+) -> tuple[np.ndarray, dict[str, int]]:
+    codes = dict(known)
+    out = np.empty(len(categories), dtype=np.int64)
+    for n, category in enumerate(categories):
+        out[n] = NO_CATEGORY if category is None else codes.setdefault(category, len(codes))
+    return out, codes
+
+
+def build_state(
+    items: Sequence[CatalogItem],
+    bundle: ModelBundle | None,
+    counts: Mapping[str, float],
+) -> ServingState:
+    """A fresh snapshot over the whole catalog, with a newly built index."""
+    ids = [item.item_id for item in items]
+    content = (
+        np.stack([item.content for item in items])
+        if items
+        else np.zeros((0, 384), dtype=np.float32)
+    )
+    if bundle is None:
+        raw = content.astype(np.float32)
+    else:
+        raw = np.zeros((len(items), bundle.model.config.dim), dtype=np.float32)
+        trained = {item_id: n for n, item_id in enumerate(bundle.item_ids)}
+        known = [n for n, item_id in enumerate(ids) if item_id in trained]
+        if known:
+            raw[known] = bundle.model.raw_item_vectors()[[trained[ids[n]] for n in known]]
+        new = [n for n, item_id in enumerate(ids) if item_id not in trained]
+        if new:
+            raw[new] = bundle.model.content_item_vectors(content[new])
+    unit = _unit(raw)
+    categories, codes = _codes([item.category for item in items], {})
+    return ServingState(
+        model_version=CONTENT_ONLY if bundle is None else bundle.version,
+        model=None if bundle is None else bundle.model,
+        ranker=DEFAULT_RANKER if bundle is None else bundle.ranker,
+        lineage={} if bundle is None else bundle.lineage,
+        item_ids=tuple(ids),
+        position={item_id: n for n, item_id in enumerate(ids)},
+        alive=np.ones(len(ids), dtype=bool),
+        raw=raw,
+        unit=unit,
+        categories=categories,
+        category_codes=codes,
+        policies=tuple(parse_policy(item.attributes) for item in items),
+        added_at=np.array([item.added_at for item in items], dtype=np.float64),
+        index=build_index(unit),
+        indexed=len(ids),
+        content_shas=tuple(item.content_sha for item in items),
+        fallback_counts=np.array([counts.get(i, 0.0) for i in ids], dtype=np.float64),
+    )
+
+
+def with_items(state: ServingState, items: Sequence[CatalogItem]) -> ServingState:
+    """A snapshot with `items` upserted, leaving the index as it is.
+
+    An item whose content is unchanged keeps its position (its category and policy are
+    updated in place in the copy); a new or changed item gets a new position in the delta.
+    """
+    policies = list(state.policies)
+    alive = state.alive.copy()
+    categories = state.categories.copy()
+    codes = dict(state.category_codes)
+    position = dict(state.position)
+    appended: list[CatalogItem] = []
+    for item in items:
+        at = position.get(item.item_id)
+        if at is not None and state.content_shas[at] == item.content_sha:
+            policies[at] = parse_policy(item.attributes)
+            categories[at], codes = _code_one(item.category, codes)
+            continue
+        if at is not None:
+            alive[at] = False  # retired: its vector is stale
+        position[item.item_id] = state.size + len(appended)
+        appended.append(item)
+    if not appended:
+        return replace(
+            state,
+            policies=tuple(policies),
+            categories=categories,
+            category_codes=codes,
+        )
+    content = np.stack([item.content for item in appended]).astype(np.float32)
+    raw = content if state.model is None else state.model.content_item_vectors(content)
+    new_categories, codes = _codes([item.category for item in appended], codes)
+    return replace(
+        state,
+        item_ids=state.item_ids + tuple(item.item_id for item in appended),
+        position=position,
+        alive=np.concatenate([alive, np.ones(len(appended), dtype=bool)]),
+        raw=np.vstack([state.raw, raw]),
+        unit=np.vstack([state.unit, _unit(raw)]),
+        categories=np.concatenate([categories, new_categories]),
+        category_codes=codes,
+        policies=(*policies, *(parse_policy(item.attributes) for item in appended)),
+        added_at=np.concatenate([state.added_at, [item.added_at for item in appended]]),
+        content_shas=state.content_shas + tuple(item.content_sha for item in appended),
+        fallback_counts=np.concatenate([state.fallback_counts, np.zeros(len(appended))]),
+    )
+
+
+def _code_one(category: str | None, codes: dict[str, int]) -> tuple[int, dict[str, int]]:
+    if category is None:
+        return NO_CATEGORY, codes
+    if category not in codes:
+        codes = {**codes, category: len(codes)}
+    return codes[category], codes
