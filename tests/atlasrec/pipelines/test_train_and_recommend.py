@@ -9,7 +9,8 @@ import pytest
 
 from atlasrec.errors import InvalidInputError
 from atlasrec.ingest import ingest
-from atlasrec.models.bundle import KIND
+from atlasrec.models.bundle import KIND, RANKER, ModelBundle
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.privacy_report import privacy_report
 from atlasrec.pipelines.recommend import recommend_users
@@ -51,6 +52,26 @@ def test_train_publishes_a_versioned_model_with_lineage(platform: Platform, shop
     assert privacy_report(platform, "shop", actor="t")["runs"] == []  # no DP, no charge
 
 
+def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scope) -> None:
+    result = train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
+    assert artifact is not None
+    entry = artifact.manifest["metadata"]["ranker"]
+    assert entry == result.lineage["ranker"]
+    # every user has 6 distinct items: 16 lists, 3 users held out for validation
+    assert entry["fitted"] and entry["lists"] == 16 and entry["validation_users"] == 3
+    assert entry["retrieval_model"] == "retrained on all data"
+    saved = LinearRanker.from_json((artifact.path / RANKER).read_text())
+    loaded = ModelBundle.load(artifact).ranker
+    assert loaded == saved
+    if entry["used"]:
+        assert saved.fitted and list(saved.weights) == list(entry["weights"].values())
+        assert entry["validation"]["ndcg@10"] > entry["validation"]["default_ndcg@10"]
+    else:
+        assert saved == DEFAULT_RANKER and "did not beat" in entry["reason"]
+    assert saved.to_json() == LinearRanker.from_json(saved.to_json()).to_json()
+
+
 def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop: Scope) -> None:
     result = train_tenant(platform, "shop", actor="t", epsilon=2.0, config=FAST)
     dp = result.lineage["dp"]
@@ -62,6 +83,12 @@ def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop:
     assert report["epsilon_spent"] == pytest.approx(report["epsilon_spent_independent"], rel=0.01)
     assert report["epsilon_remaining"] == pytest.approx(6.0 - report["epsilon_spent"])
     assert len(platform.plane(Region.SG).ledger.records(action="dp.charged")) == 1
+    assert result.lineage["ranker"] == {
+        "fitted": False,
+        "reason": "DP run: not fitted on user data",
+    }
+    artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
+    assert artifact is not None and ModelBundle.load(artifact).ranker == DEFAULT_RANKER
 
 
 def test_a_run_over_the_cap_is_refused_before_it_starts(platform: Platform, shop: Scope) -> None:
@@ -114,10 +141,16 @@ def test_recommend_excludes_seen_items_and_uses_the_tenants_ids(
     assert recs[1].cold_start and len(recs[1].items) == 5
 
 
-def test_recommend_needs_a_model_and_a_sane_k(platform: Platform, shop: Scope) -> None:
-    with pytest.raises(InvalidInputError, match="no trained model"):
-        list(recommend_users(platform, "shop", ["user-0"], 5, actor="t"))
-    train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+def test_before_a_model_recommend_uses_content_embeddings(platform: Platform, shop: Scope) -> None:
+    (rec,) = recommend_users(platform, "shop", ["user-0"], 5, actor="t")
+    seen = {f"i{3 * (n % 10)}" for n in range(6)}  # user-0 listens to jazz (i0, i3, ...)
+    assert rec.model_version == "content-embeddings" and not rec.cold_start
+    assert len(rec.items) == 5 and not set(rec.items) & seen
+    # nearest by the text of jazz items: jazz records first
+    assert all(int(item[1:]) % 3 == 0 for item in rec.items[:3]), rec.items
+
+
+def test_recommend_needs_a_sane_k(platform: Platform, shop: Scope) -> None:
     for k in (0, 5000):
         with pytest.raises(InvalidInputError, match="--k"):
             list(recommend_users(platform, "shop", ["user-0"], k, actor="t"))
@@ -162,9 +195,12 @@ def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: S
         "temporal-leave-last-out",
         "random-user(test_fraction=0.25, seed=0)",
     }
-    for split in report["splits"].values():
+    for name, split in report["splits"].items():
         assert split["tested_users"] == 16
-        assert set(split["models"]) == {"popularity", "als", "two_tower", "ease", "two_tower_dp"}
+        expected = {"popularity", "als", "two_tower", "ease", "two_tower_dp"}
+        if name == "temporal-leave-last-out":
+            expected.add("two_tower+ranker")
+        assert set(split["models"]) == expected
         for model in split["models"].values():
             assert 0.0 <= model["all"]["ndcg"] <= 1.0 and model["all"]["users"] == 16
             assert model["cold"]["users"] + model["warm"]["users"] == 16

@@ -1,0 +1,210 @@
+"""The regional serving app over HTTP: contract, keys and regions, isolation, freshness."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlmodel import select
+
+from atlasrec.boundary import REFUSED
+from atlasrec.dataplane.models import AuditRecord, Interaction, ServedRequest
+from atlasrec.tenancy import Region, Scope
+from conftest import BOOKS, Region_, bearer, client_for
+from utils.factories import MUSIC_ITEMS
+
+SHOP_ITEMS = {i for i, _, _ in MUSIC_ITEMS}
+LABEL_ITEMS = {i for i, _, _ in BOOKS}
+
+
+def recs(client: TestClient, key: str, **body: object) -> dict:  # type: ignore[type-arg]
+    response = client.post("/v1/recommendations", json=body, headers=bearer(key))
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_a_response_follows_the_contract_and_is_logged(region: Region_) -> None:
+    with client_for(region.platform, refresh=False) as client:
+        body = recs(client, region.keys["shop"], user_id="user-0", k=5)
+        assert body["tenant_id"] == "shop" and body["region"] == "eu"
+        assert body["model_version"] == region.versions["shop"]
+        assert len(body["items"]) == 5 and {i["item_id"] for i in body["items"]} <= SHOP_ITEMS
+        assert set(body["timings_ms"]) == {
+            "features",
+            "retrieval",
+            "ranking",
+            "reranking",
+            "policy",
+            "total",
+        }
+        assert body["degraded"] is False and body["cold_start"] is False
+        seen = {f"i{3 * (n % 10)}" for n in range(6)}  # user-0's history
+        assert not {i["item_id"] for i in body["items"]} & seen
+    # the lifespan's shutdown wrote the request log and its ledger record
+    plane = region.platform.plane(Region.EU)
+    with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:
+        row = s.get(ServedRequest, body["request_id"])
+        assert row is not None and row.items == [i["item_id"] for i in body["items"]]
+        assert row.model_version == region.versions["shop"] and row.user_key != "user-0"
+    assert plane.ledger.verify().ok
+
+
+def test_keys_map_to_tenants_and_regions(region: Region_, client: TestClient) -> None:
+    url = "/v1/recommendations"
+    assert client.post(url, json={"k": 3}).status_code == 401
+    assert client.post(url, json={"k": 3}, headers=bearer("ark_nope_nope")).status_code == 401
+    shop_keys = region.platform.control.list_api_keys("shop")
+    region.platform.control.revoke_api_key("shop", shop_keys[-1].key_id)
+    revoked = client.post(url, json={"k": 3}, headers=bearer(region.keys["shop"]))
+    assert revoked.status_code == 401
+    far = client.post(url, json={"k": 3, "user_id": "u"}, headers=bearer(region.keys["far"]))
+    assert far.status_code == 421
+    assert "'far' is served in region 'us'" in far.json()["detail"] and "items" not in far.json()
+    plane = region.platform.plane(Region.EU)
+    with plane.engine.connect() as conn:
+        refusals = conn.execute(
+            select(AuditRecord.tenant_id, AuditRecord.details).where(AuditRecord.action == REFUSED)
+        ).all()
+    assert any(t == "far" and '"serving.auth"' in d for t, d in refusals), refusals
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["shop", "label"]),
+            st.sampled_from(["user-1", "user-2", "stranger"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_tenants_never_see_each_others_items_or_users(
+    region: Region_, client: TestClient, steps: list[tuple[str, str, bool]]
+) -> None:
+    catalogs = {"shop": sorted(SHOP_ITEMS), "label": sorted(LABEL_ITEMS)}
+    for tenant, user, post_event in steps:
+        key = region.keys[tenant]
+        if post_event:
+            item = catalogs[tenant][len(user) % len(catalogs[tenant])]
+            event = {"user_id": user, "item_id": item}
+            assert (
+                client.post("/v1/events", json={"events": [event]}, headers=bearer(key)).status_code
+                == 202
+            )
+        body = recs(client, key, user_id=user, k=8)
+        items = {i["item_id"] for i in body["items"]}
+        assert body["tenant_id"] == tenant and items <= set(catalogs[tenant])
+    # another tenant's item ids are unknown ids here
+    other = client.post(
+        "/v1/recommendations",
+        json={"k": 3, "context": {"recent_items": ["b1"]}},
+        headers=bearer(region.keys["shop"]),
+    )
+    assert other.status_code == 422 and "'b1'" in other.json()["detail"]
+
+
+def test_an_event_changes_the_next_response(region: Region_, client: TestClient) -> None:
+    key = region.keys["shop"]
+    before = recs(client, key, user_id="newcomer", k=5)
+    assert before["cold_start"] is True
+    jazz = ["i3", "i6", "i9"]
+    events = [
+        {"user_id": "newcomer", "item_id": i, "timestamp": 1_800_000_000 + n}
+        for n, i in enumerate(jazz)
+    ]
+    response = client.post("/v1/events", json={"events": events}, headers=bearer(key))
+    assert response.status_code == 202 and response.json()["accepted"] == 3
+    after = recs(client, key, user_id="newcomer", k=5)
+    assert after["cold_start"] is False
+    items = [i["item_id"] for i in after["items"]]
+    assert not set(items) & set(jazz)  # seen items are not recommended again
+    assert items != [i["item_id"] for i in before["items"]]
+    # the events are stored for training (off the hot path, flushed on shutdown)
+    client.app.state.serving.recorder.flush()  # type: ignore[attr-defined]
+    plane = region.platform.plane(Region.EU)
+    with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:
+        stored = (
+            s.execute(select(Interaction.item_id).where(Interaction.ts >= 1_800_000_000))
+            .scalars()
+            .all()
+        )
+    assert sorted(stored) == sorted(jazz)
+
+
+def test_an_anonymous_session_is_served_from_its_recent_items(
+    region: Region_, client: TestClient
+) -> None:
+    body = recs(client, region.keys["shop"], k=4, context={"recent_items": ["i2", "i5", "i8"]})
+    assert body["cold_start"] is False
+    assert not {i["item_id"] for i in body["items"]} & {"i2", "i5", "i8"}
+    popular = recs(client, region.keys["shop"], k=4)
+    assert popular["cold_start"] is True and len(popular["items"]) == 4
+
+
+def test_metrics_healthz_and_docs(region: Region_, client: TestClient) -> None:
+    recs(client, region.keys["shop"], user_id="user-3", k=3)
+    metrics = client.get("/metrics").text
+    assert (
+        'atlasrec_requests_total{endpoint="recommendations",status="200",tenant="shop"} 1.0'
+        in metrics
+    )
+    assert 'atlasrec_stage_seconds_bucket{le="0.025",stage="policy"}' in metrics
+    health = client.get("/healthz").json()
+    assert health["tenants"] == region.versions and health["online_store"] == "ok"
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/recommendations", "/v1/events", "/v1/catalog/items"} <= set(spec["paths"])
+
+
+def test_bad_input_gets_a_4xx_naming_the_problem(region: Region_, client: TestClient) -> None:
+    key = bearer(region.keys["shop"])
+    url = "/v1/recommendations"
+    malformed = client.post(
+        url, content=b'{"k": 3', headers={**key, "content-type": "application/json"}
+    )
+    assert malformed.status_code == 422
+    for body, where in (
+        ({"k": 0}, ["body", "k"]),
+        ({"k": 101}, ["body", "k"]),
+        ({"k": 3, "colour": "red"}, ["body", "colour"]),
+        ({"k": 3, "context": {"user_age": -1}}, ["body", "context", "user_age"]),
+        ({"k": 3, "context": {"country": "Germany"}}, ["body", "context", "country"]),
+        ({"user_id": "", "k": 3}, ["body", "user_id"]),
+    ):
+        response = client.post(url, json=body, headers=key)
+        assert response.status_code == 422, body
+        assert where in [e["loc"] for e in response.json()["detail"]], response.json()
+    unknown = client.post(
+        url, json={"k": 3, "filters": {"exclude_items": ["i1", "zzz"]}}, headers=key
+    )
+    assert unknown.status_code == 422
+    assert (
+        unknown.json()["detail"] == "tenant 'shop': filters.exclude_items[1]: unknown item id 'zzz'"
+    )
+    huge = client.post(
+        url, content=b" " * (2 << 20), headers={**key, "content-type": "application/json"}
+    )
+    assert huge.status_code == 413
+    event = client.post(
+        "/v1/events", json={"events": [{"user_id": "u", "item_id": "nope"}]}, headers=key
+    )
+    assert event.status_code == 422 and "events[].item_id[0]" in event.json()["detail"]
+    assert client.post("/v1/events", json={"events": []}, headers=key).status_code == 422
+
+
+def test_error_bodies_are_json_with_a_request_id(region: Region_, client: TestClient) -> None:
+    response = client.post(
+        "/v1/recommendations", json={"k": "many"}, headers=bearer(region.keys["shop"])
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    json.dumps(body)
