@@ -22,6 +22,9 @@ RECENCY_SCALE_S = 30 * 86_400.0
 HISTORY_HALF_LIFE = 10.0
 """In the category affinity, an item this many positions back weighs half the newest."""
 
+AFFINITY_HISTORY = 50
+"""The category affinity looks at the user's latest this many distinct items."""
+
 NO_CATEGORY = -1
 
 
@@ -39,9 +42,10 @@ def category_affinity(
 ) -> np.ndarray:
     """Recency-weighted share of the user's history (oldest first) in each candidate's category.
 
-    Items without a category count in the denominator only; candidates without one get 0.
+    Only the latest `AFFINITY_HISTORY` entries count. Items without a category count in the
+    denominator only; candidates without one get 0.
     """
-    cats = np.asarray(history_categories, dtype=np.int64)
+    cats = np.asarray(history_categories, dtype=np.int64)[-AFFINITY_HISTORY:]
     out = np.zeros(len(candidate_categories), dtype=np.float64)
     if len(cats) == 0:
         return out

@@ -18,7 +18,7 @@ from typing import TypeVar
 from atlasrec.online_store import OnlineStoreUnavailable, ScopedOnlineStore
 
 RECENT_CAP = 200
-HISTORY_READ = 50
+HISTORY_READ = RECENT_CAP
 LOCAL_USERS = 50_000
 _T = TypeVar("_T")
 

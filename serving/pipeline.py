@@ -92,8 +92,7 @@ def recommend(
         stored, answered = online.recent(query.user_key)
         if not answered:
             degraded.append("features")
-    history = [state.position[i] for i in reversed(stored) if i in state.position]
-    history += [state.position[i] for i in query.recent_items]  # unknown ids refused upstream
+    history = history_positions(state, stored, query.recent_items)
     seen = set(history) | {state.position[i] for i in query.exclude_items}
     clock.lap("features")
 
@@ -139,6 +138,20 @@ def recommend(
     clock.lap("policy")
     clock.timings["total"] = round(clock.elapsed_ms(), 3)
     return Served(items[: query.k], state.model_version, cold, degraded, clock.timings)
+
+
+def history_positions(
+    state: ServingState, stored: Sequence[str], recent_items: Sequence[str]
+) -> list[int]:
+    """The user's distinct items, oldest first, each at its latest occurrence.
+
+    `stored` is the online store's list (most recent first), `recent_items` the request's
+    session (most recent last, newer than anything stored). The same ordering as training's
+    `user_sequences`, so a history gives the same user vector and features online and offline.
+    """
+    newest_first = [*reversed(recent_items), *stored]
+    distinct = dict.fromkeys(state.position[i] for i in newest_first if i in state.position)
+    return list(reversed(distinct))
 
 
 def _popular_positions(state: ServingState, online: OnlineFeatures) -> list[int]:

@@ -18,7 +18,9 @@ MAX_ITEMS = 500
 MAX_ATTRIBUTES = 50
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Text = Annotated[str, StringConstraints(max_length=20_000)]
+NO_NUL = r"^[^\x00]*$"
+"""No NUL characters (PostgreSQL text cannot hold them)."""
+Text = Annotated[str, StringConstraints(max_length=20_000, pattern=NO_NUL)]
 
 
 class Strict(BaseModel):
@@ -49,9 +51,9 @@ class Context(Strict):
 class Filters(Strict):
     """Restrictions the client asks for."""
 
-    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = (
-        Field(default=None, max_length=100)
-    )
+    categories: (
+        list[Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]] | None
+    ) = Field(default=None, max_length=100)
     exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE)
 
 
@@ -104,7 +106,9 @@ class Event(Strict):
     timestamp: float | None = Field(
         default=None, ge=0, lt=4_102_444_800, description="Epoch seconds; default: now."
     )
-    event: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "interaction"
+    event: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)] = (
+        "interaction"
+    )
     weight: float = Field(default=1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
 
 
@@ -127,12 +131,12 @@ class CatalogItemIn(Strict):
     """One catalog item to insert or update."""
 
     item_id: Id
-    title: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
-    category: Annotated[str, StringConstraints(max_length=200)] | None = None
+    title: Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NO_NUL)]
+    category: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
     description: Text | None = None
     attributes: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=64)],
-        Annotated[str, StringConstraints(max_length=1_000)]
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)],
+        Annotated[str, StringConstraints(max_length=1_000, pattern=NO_NUL)]
         | bool
         | int
         | Annotated[float, Field(allow_inf_nan=False)],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from utils.factories import INTERACTIONS_HEADER, ITEMS_HEADER, seed_music_tenant, write_csv
 
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.online_store import OnlineBackend
@@ -15,7 +16,6 @@ from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
 from serving.app import create_app
-from utils.factories import INTERACTIONS_HEADER, ITEMS_HEADER, seed_music_tenant, write_csv
 
 FAST = TwoTowerConfig(
     dim=16, hidden=32, history=10, positives=4, negatives=16, epochs=3, batch_size=8

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
+from conftest import BOOKS, Region_, bearer, client_for
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import select
+from utils.factories import MUSIC_ITEMS
 
 from atlasrec.boundary import REFUSED
 from atlasrec.dataplane.models import AuditRecord, Interaction, ServedRequest
 from atlasrec.tenancy import Region, Scope
-from conftest import BOOKS, Region_, bearer, client_for
-from utils.factories import MUSIC_ITEMS
 
 SHOP_ITEMS = {i for i, _, _ in MUSIC_ITEMS}
 LABEL_ITEMS = {i for i, _, _ in BOOKS}

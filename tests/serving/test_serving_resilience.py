@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import FAST, Region_, bearer, client_for
 from fastapi.testclient import TestClient
 from sqlmodel import select
+from test_serving_app import recs
 
 from atlasrec.dataplane.models import Item
 from atlasrec.online_store import OnlineStoreUnavailable, RedisBackend
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.tenancy import Region, Scope
-from conftest import FAST, Region_, bearer, client_for
-from test_serving_app import recs
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 RULES = [
@@ -228,7 +228,8 @@ def test_a_put_item_is_recommendable_at_once_and_bad_items_write_nothing(
     )
     assert bad.status_code == 422
     assert bad.json()["detail"] == (
-        "tenant 'shop': items[1] ('bad-3'): attribute 'min_age': 'adult' is not a whole number of years"
+        "tenant 'shop': items[1] ('bad-3'): attribute 'min_age': "
+        "'adult' is not a whole number of years"
     )
     plane = region.platform.plane(Region.EU)
     with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:

@@ -1,0 +1,82 @@
+"""No training-serving skew: the same history gives the same user vector and features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from conftest import FAST
+from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
+
+from atlasrec.features import ranking_features
+from atlasrec.ingest import ingest
+from atlasrec.models.dataset import load_tenant_dataset
+from atlasrec.models.ranking import StatsIndex, category_codes
+from atlasrec.models.recommender import user_sequences
+from atlasrec.online_store import MemoryBackend, OnlineStore
+from atlasrec.pipelines.train import train_tenant
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope
+from serving.pipeline import _stats, history_positions
+from serving.runtime import RegionRuntime
+
+
+def test_offline_and_online_features_are_identical(platform: Platform, tmp_path: Path) -> None:
+    scope = seed_music_tenant(platform, "shop", Region.EU, tmp_path)
+    plane = platform.plane(Region.EU)
+    # repeats and out-of-order rows: the history must still be each item at its latest time
+    extra = [
+        ("user-1", "i4", 1_700_000_900, "view", 2.0),
+        ("user-1", "i0", 1_700_000_050, "view", 1.0),
+        ("user-1", "i7", 1_700_000_950, "buy", 1.0),
+    ]
+    ingest(
+        plane,
+        scope,
+        secret=platform.secret,
+        actor="t",
+        interactions=write_csv(tmp_path / "more.csv", INTERACTIONS_HEADER, extra),
+    )
+    train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    online = OnlineStore(Region.EU, MemoryBackend(), plane.boundary)
+    runtime = RegionRuntime(platform, Region.EU, online=online).tenant(
+        platform.control.get_tenant("shop")
+    )
+    state = runtime.state
+    assert state.model is not None
+    data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
+    assert list(state.item_ids) == data.item_ids
+    sequences = user_sequences(data.interactions)
+    stats_index = StatsIndex(data.interactions)
+    codes = category_codes(data.categories)
+    now = float(data.interactions.ts.max()) + 3600.0
+    for user_id in ("user-1", "user-2", "user-9"):
+        key = runtime.pseudonymise(user_id)
+        sequence = sequences[data.user_keys.index(key)].tolist()
+        stored, answered = runtime.online.recent(key)
+        online_history = history_positions(state, stored, ())
+        assert answered and online_history == sequence
+        offline_user = state.model.encode_histories([sequence])[0]
+        online_user = state.user_vector(online_history)
+        assert online_user is not None
+        np.testing.assert_allclose(online_user, offline_user, rtol=1e-5, atol=1e-6)
+
+        candidates = np.array([p for p in range(state.size) if p not in set(sequence)])
+        scores = state.unit[candidates] @ online_user
+        online_features = ranking_features(
+            scores,
+            state.categories[candidates],
+            state.categories[online_history].tolist(),
+            _stats(state, runtime.online, candidates),
+            now,
+        )
+        offline_stats = stats_index.as_of(candidates[None, :], np.array([now]), inclusive=True)
+        offline_features = ranking_features(
+            scores,
+            codes[candidates],
+            codes[sequence].tolist(),
+            type(offline_stats)(offline_stats.counts[0], offline_stats.last_seen[0]),
+            now,
+        )
+        np.testing.assert_array_equal(online_features, offline_features)
+        assert online_features[:, 1].max() > 0  # popularity is really there
