@@ -144,29 +144,35 @@ class Recorder:
                     },
                 )
             if events:
-                batch_id = uuid.uuid4().hex
-                data = TenantData(session)
-                rows = [{**e.__dict__, "batch_id": batch_id} for e in events]
-                inserted = data.insert_interactions(rows)
-                digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
-                data.add_batch(
-                    IngestBatch(
-                        id=batch_id,
-                        tenant_id=scope.tenant_id,
-                        kind="events",
-                        sha256=digest,
-                        filename="POST /v1/events",
-                        rows=len(rows),
-                        inserted=inserted,
-                    )
-                )
-                self.plane.ledger.append(
-                    actor=ACTOR,
-                    action="serving.events",
-                    subject=f"tenant:{scope.tenant_id}",
-                    tenant_id=scope.tenant_id,
-                    session=session,
-                    details={"count": len(rows), "inserted": inserted, "batch_id": batch_id},
-                )
+                self._write_events(scope, session, events)
         self.written_requests += len(requests)
         self.written_events += len(events)
+
+    def _write_events(self, scope: Scope, session: Any, events: list[EventRow]) -> None:
+        """Store events as one batch, idempotent by content (a replayed batch is a no-op)."""
+        rows = [e.__dict__ for e in events]
+        digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        data = TenantData(session)
+        if data.find_batch("events", digest) is not None:
+            return
+        batch_id = uuid.uuid4().hex
+        inserted = data.insert_interactions([{**r, "batch_id": batch_id} for r in rows])
+        data.add_batch(
+            IngestBatch(
+                id=batch_id,
+                tenant_id=scope.tenant_id,
+                kind="events",
+                sha256=digest,
+                filename="POST /v1/events",
+                rows=len(rows),
+                inserted=inserted,
+            )
+        )
+        self.plane.ledger.append(
+            actor=ACTOR,
+            action="serving.events",
+            subject=f"tenant:{scope.tenant_id}",
+            tenant_id=scope.tenant_id,
+            session=session,
+            details={"count": len(rows), "inserted": inserted, "batch_id": batch_id},
+        )

@@ -156,6 +156,38 @@ class OnlineStoreContract:
         assert store.item_counts([]) == {}
         assert stores["t-b"].item_counts(["a"]) == {"a": 0.0}
 
+    def test_events_update_history_counters_and_last_seen_at_once(
+        self, stores: dict[str, ScopedOnlineStore]
+    ) -> None:
+        store = stores["t-a"]
+        store.record_events(
+            [("u1", "a", 1.0, 100.0), ("u1", "b", 2.0, 300.0), ("u2", "a", 0.5, 200.0)], cap=2
+        )
+        store.record_events([("u1", "c", 1.0, 50.0)], cap=2)
+        assert store.recent("u1") == ["c", "b"] and store.recent("u2") == ["a"]
+        assert store.item_counts(["a", "b", "c", "z"]) == {"a": 1.5, "b": 2.0, "c": 1.0, "z": 0.0}
+        # last-seen only moves forward, whatever order events arrive in
+        assert store.item_last_seen(["a", "b", "c", "z"]) == {
+            "a": 200.0,
+            "b": 300.0,
+            "c": 50.0,
+            "z": None,
+        }
+        assert store.top_items(2) == [("b", 2.0), ("a", 1.5)]
+        assert stores["t-b"].top_items(5) == [] and stores["t-b"].recent("u1") == []
+        with pytest.raises(InvalidInputError, match="finite"):
+            store.record_events([("u1", "a", float("inf"), 1.0)])
+
+    def test_a_claim_is_granted_once_until_released(
+        self, stores: dict[str, ScopedOnlineStore]
+    ) -> None:
+        assert stores["t-a"].claim("warm") and not stores["t-a"].claim("warm")
+        assert stores["t-b"].claim("warm")  # claims are per tenant
+        stores["t-a"].release("warm")
+        assert stores["t-a"].claim("warm", ttl_s=0.05)
+        time.sleep(0.1)
+        assert stores["t-a"].claim("warm")
+
     def test_json_round_trips_and_expires(self, stores: dict[str, ScopedOnlineStore]) -> None:
         store = stores["t-a"]
         assert store.get_json("cfg") is None
