@@ -5,8 +5,10 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -338,16 +340,24 @@ def serve(
     get_settings.cache_clear()
     platform = _platform()  # fail fast on bad settings, and migrate before workers start
     platform.close()
+    metrics_dir = None
+    if workers > 1:  # /metrics then aggregates every worker's values
+        metrics_dir = tempfile.mkdtemp(prefix="atlasrec-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     typer.echo(f"serving region {pinned.value} on http://{host}:{port} (OpenAPI at /docs)")
-    uvicorn.run(
-        "serving.app:app_from_settings",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "serving.app:app_from_settings",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @privacy_app.command("report")
@@ -412,11 +422,14 @@ def audit_log(
 @app.command()
 def demo(
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from an empty data folder")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep the regional servers running at the end")
+    ] = False,
 ) -> None:
-    """Create the demo tenant mix from MovieLens, ingest it and summarise per region."""
+    """The platform end to end on the MovieLens tenant mix: ingest, train, serve, audit."""
     from atlasrec.demo import run_demo
 
-    run_demo(fresh=fresh, actor=actor())
+    run_demo(fresh=fresh, actor=actor(), keep_serving=serve)
 
 
 def main() -> None:

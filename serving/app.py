@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from atlasrec.catalog import PolicyAttributeError, parse_policy
 from atlasrec.control.models import Tenant, utcnow
@@ -335,7 +335,7 @@ def create_app(
         """Prometheus metrics."""
         serving = serving_of(request)
         serving.metrics.model_swaps.set(serving.runtime.swaps)
-        return Response(generate_latest(serving.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(serving.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -1,8 +1,15 @@
-"""Prometheus metrics of the serving app (one registry per app)."""
+"""Prometheus metrics of the serving app (one registry per app).
+
+With several worker processes (`atlasrec serve --workers N`), `PROMETHEUS_MULTIPROC_DIR` is
+set and /metrics aggregates every worker's values (prometheus_client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.18, 0.25, 0.5, 1.0, 2.5)
 
@@ -39,6 +46,15 @@ class Metrics:
         )
         self.model_swaps = Gauge(
             "atlasrec_model_swaps",
-            "Model versions swapped in since start.",
+            "Model versions swapped in since start (per worker process).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+
+    def render(self) -> bytes:
+        """The exposition text: this process's registry, or every worker's in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -24,6 +24,8 @@ POPULAR_CANDIDATES = 50
 FRESH_CANDIDATES = 20
 MMR_LAMBDA = 0.8
 MMR_POOL = 3
+BURY_OFFSET = 2.0
+"""Relevance is in [0, 1] and MMR's similarity term moves a gain by at most 2 * (1 - lambda)."""
 STAGES = ("features", "retrieval", "ranking", "reranking", "policy")
 
 
@@ -247,8 +249,8 @@ def _rerank(
         policy = state.policies[position]
         if policy.boost != 1.0:
             relevance[n] = min(1.0, relevance[n] * policy.boost)
-        if policy.bury:
-            relevance[n] -= 1.0
+        if policy.bury:  # below every other item, whatever the diversity term adds
+            relevance[n] -= BURY_OFFSET
     order = np.argsort(-relevance, kind="stable")
     head = order[: k * MMR_POOL]
     if len(head) <= 1:

@@ -13,6 +13,7 @@ from conftest import FAST, Region_, bearer, client_for
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from test_serving_app import recs
+from utils.factories import MUSIC_ITEMS
 
 from atlasrec.dataplane.models import Item
 from atlasrec.online_store import OnlineStoreUnavailable, RedisBackend
@@ -249,3 +250,25 @@ def test_catalog_changes_from_another_process_arrive_by_refresh(region: Region_)
         assert "elsewhere" not in served(b, key, user_id="user-0", k=30)
         b.app.state.serving.runtime.refresh_all()  # type: ignore[attr-defined]
         assert "elsewhere" in served(b, key, user_id="user-0", k=30)
+
+
+def test_business_rules_bury_and_boost(region: Region_, client: TestClient) -> None:
+    key = region.keys["shop"]
+    ranked = [i["item_id"] for i in recs(client, key, user_id="user-1", k=24)["items"]]
+    top, last = ranked[0], ranked[-1]
+    rules = {
+        top: {"bury": True},
+        last: {"boost": 100},
+    }
+    put_items(
+        client,
+        key,
+        [
+            {"item_id": item, "title": title, "category": category, "attributes": rules[item]}
+            for item, title, category in MUSIC_ITEMS
+            if item in rules
+        ],
+    )
+    reranked = [i["item_id"] for i in recs(client, key, user_id="user-1", k=24)["items"]]
+    assert reranked[-1] == top  # buried behind everything else
+    assert reranked.index(last) < ranked.index(last)  # boosted up

@@ -1,0 +1,163 @@
+"""The demo's serving part: one real `atlasrec serve` process per region, real HTTP calls."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from atlasrec.datasets import TenantDataset
+from atlasrec.errors import AtlasRecError
+
+START_TIMEOUT_S = 120.0
+DEMO_EVENT_TS = 1_735_689_600  # 2025-01-01
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def regional_servers(regions: Sequence[str]) -> Iterator[dict[str, str]]:
+    """Start `atlasrec serve` for each region; yield region -> base URL; stop them after."""
+    processes: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    env = {k: v for k, v in os.environ.items() if k != "ATLASREC_REGION"}
+    try:
+        for region in regions:
+            port = _free_port()
+            command = [sys.executable, "-m", "atlasrec", "serve", "--region", region]
+            process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+                [*command, "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            processes[region] = (process, f"http://127.0.0.1:{port}")
+        for region, (process, url) in processes.items():
+            _wait_ready(region, process, url)
+        yield {region: url for region, (_, url) in processes.items()}
+    finally:
+        for process, _ in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # graceful: queued records are written
+        for process, _ in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_ready(region: str, process: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise AtlasRecError(f"the {region} server exited: {error.strip()[-500:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AtlasRecError(f"the {region} server did not answer within {START_TIMEOUT_S:.0f} s")
+
+
+def _call(client: httpx.Client, method: str, url: str, key: str, body: Any) -> httpx.Response:
+    return client.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"})
+
+
+def serve_regions(
+    console: Console,
+    datasets: Sequence[TenantDataset],
+    keys: dict[str, str],
+    *,
+    keep_serving: bool = False,
+) -> None:
+    """Serve every region and make real requests for each tenant; optionally stay up."""
+    regions = sorted({ds.region.value for ds in datasets})
+    console.print(f"\nstarting one serving process per region ({', '.join(regions)}) ...")
+    with regional_servers(regions) as urls, httpx.Client(timeout=30.0) as client:
+        table = Table(title="Serving over HTTP (one process per region, real requests)")
+        for column in ("tenant", "region", "request", "answer", "total ms"):
+            table.add_column(column)
+        for ds in datasets:
+            _tenant_calls(client, table, ds, urls[ds.region.value], keys.get(ds.tenant_id))
+        console.print(table)
+        first, other = datasets[0], next(d for d in datasets if d.region != datasets[0].region)
+        if first.tenant_id in keys:
+            refused = _call(
+                client,
+                "POST",
+                f"{urls[other.region.value]}/v1/recommendations",
+                keys[first.tenant_id],
+                {"user_id": "u1", "k": 3},
+            )
+            console.print(
+                f"{first.tenant_id}'s key at the {other.region.value} server -> "
+                f"{refused.status_code}: {refused.json()['detail']}"
+            )
+        if keep_serving:
+            console.print("\n[bold]serving[/bold] (Ctrl-C to stop):")
+            for region, url in urls.items():
+                console.print(f"  {region}: {url}  (OpenAPI: {url}/docs)")
+            console.print("  API keys: demo-api-keys.json in the data folder")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                console.print("stopping the servers")
+
+
+def _tenant_calls(
+    client: httpx.Client, table: Table, ds: TenantDataset, url: str, key: str | None
+) -> None:
+    if key is None:  # tenants created by an earlier run whose key file was lost
+        table.add_row(ds.tenant_id, ds.region.value, "-", "no API key on file", "-")
+        return
+    user = first_user(ds)
+    before = _call(client, "POST", f"{url}/v1/recommendations", key, {"user_id": user, "k": 3})
+    body = before.json()
+    table.add_row(
+        ds.tenant_id,
+        ds.region.value,
+        f"recommend {user}",
+        f"{body['model_version']}: {', '.join(i['item_id'] for i in body['items'])}",
+        f"{body['timings_ms']['total']:.1f}",
+    )
+    newcomer = f"demo-newcomer-{ds.tenant_id}"
+    liked = [i["item_id"] for i in body["items"][:2]]
+    # fixed times: a re-run replays the same events, which are stored once (no new data)
+    events = [
+        {"user_id": newcomer, "item_id": item, "timestamp": DEMO_EVENT_TS + n}
+        for n, item in enumerate(liked)
+    ]
+    _call(client, "POST", f"{url}/v1/events", key, {"events": events})
+    after = _call(client, "POST", f"{url}/v1/recommendations", key, {"user_id": newcomer, "k": 3})
+    fresh = after.json()
+    table.add_row(
+        "",
+        "",
+        f"after 2 events of {newcomer}",
+        f"cold_start={fresh['cold_start']}: {', '.join(i['item_id'] for i in fresh['items'])}",
+        f"{fresh['timings_ms']['total']:.1f}",
+    )
+
+
+def first_user(ds: TenantDataset) -> str:
+    """The user of the first interaction in a tenant's file."""
+    with ds.interactions_csv.open(encoding="utf-8") as fh:
+        fh.readline()
+        return fh.readline().split(",", 1)[0]
