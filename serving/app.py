@@ -188,7 +188,7 @@ def create_app(
             if item_id not in position:
                 raise HTTPException(
                     422,
-                    f"tenant {runtime.scope.tenant_id!r}: {where}[{n}]: unknown item id "
+                    f"tenant {runtime.scope.tenant_id!r}: {where.format(n=n)}: unknown item id "
                     f"{item_id!r}",
                 )
 
@@ -198,8 +198,8 @@ def create_app(
     ) -> schemas.RecommendationResponse:
         """Top-k items for a user (or an anonymous session), policy filtered."""
         serving = serving_of(request)
-        unknown_items(runtime, body.context.recent_items, "context.recent_items")
-        unknown_items(runtime, body.filters.exclude_items, "filters.exclude_items")
+        unknown_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
+        unknown_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
         user_key = None if body.user_id is None else runtime.pseudonymise(body.user_id)
         query = Query(
             user_key=user_key,
@@ -257,7 +257,7 @@ def create_app(
     ) -> schemas.EventsResponse:
         """Record interactions: the user's features change at once, the rows are stored."""
         serving = serving_of(request)
-        unknown_items(runtime, [e.item_id for e in body.events], "events[].item_id")
+        unknown_items(runtime, [e.item_id for e in body.events], "events[{n}].item_id")
         now = time.time()
         rows = [
             EventRow(
