@@ -265,7 +265,8 @@ def _rerank(
         chosen.append(best)
         max_sim = np.maximum(max_sim, vectors @ vectors[best])
     picked = head[chosen]
-    rest = np.array([i for i in order if i not in set(picked.tolist())], dtype=np.int64)
+    taken = set(picked.tolist())
+    rest = np.array([i for i in order.tolist() if i not in taken], dtype=np.int64)
     return np.concatenate([picked, rest]), relevance
 
 
@@ -277,14 +278,10 @@ def _allowed(policy: ItemPolicy, category: str | None, query: Query, item_id: st
     return policy.allows(query.user_age, query.country)
 
 
-def _category_names(state: ServingState) -> dict[int, str]:
-    return {code: name for name, code in state.category_codes.items()}
-
-
 def _policy_filter(
     state: ServingState, query: Query, positions: list[int], relevance: np.ndarray
 ) -> list[tuple[str, float]]:
-    names = _category_names(state)
+    names = state.category_names
     out: list[tuple[str, float]] = []
     for position, score in zip(positions, relevance.tolist(), strict=True):
         item_id = state.item_ids[position]
@@ -300,7 +297,7 @@ def _backfill(
     state: ServingState, query: Query, popular: list[int], taken: set[int]
 ) -> list[tuple[str, float]]:
     """Further allowed items when too few candidates passed: popular first, then catalog."""
-    names = _category_names(state)
+    names = state.category_names
     out: list[tuple[str, float]] = []
     order = [*popular, *np.argsort(-state.fallback_counts, kind="stable").tolist()]
     for position in order:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,11 @@ class ServingState:
     fallback_counts: np.ndarray
     """Interaction counts per position, read from the database at load (used when the
     online store is unreachable)."""
+
+    @cached_property
+    def category_names(self) -> dict[int, str]:
+        """Category code -> name."""
+        return {code: name for name, code in self.category_codes.items()}
 
     @property
     def size(self) -> int:
