@@ -272,3 +272,23 @@ def test_business_rules_bury_and_boost(region: Region_, client: TestClient) -> N
     reranked = [i["item_id"] for i in recs(client, key, user_id="user-1", k=24)["items"]]
     assert reranked[-1] == top  # buried behind everything else
     assert reranked.index(last) < ranked.index(last)  # boosted up
+
+
+@pytest.mark.redis
+def test_events_update_the_real_redis_under_the_tenants_namespace(
+    region: Region_, real_redis: RedisBackend
+) -> None:
+    with client_for(region.platform, backend=real_redis, refresh=False) as client:
+        key = region.keys["shop"]
+        assert recs(client, key, user_id="walk-in", k=3)["cold_start"]
+        events = [{"user_id": "walk-in", "item_id": "i2", "timestamp": 1_800_000_000}]
+        assert client.post("/v1/events", json={"events": events}, headers=bearer(key)).json()[
+            "online"
+        ]
+        after = recs(client, key, user_id="walk-in", k=3)
+        assert not after["cold_start"] and "i2" not in {i["item_id"] for i in after["items"]}
+    raw = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    keys = list(raw.scan_iter("atlasrec:eu:*"))
+    assert keys and all(k.startswith(("atlasrec:eu:shop:", "atlasrec:eu:label:")) for k in keys)
+    assert raw.zscore("atlasrec:eu:shop:last", "i2") == 1_800_000_000
+    assert "i2" not in set(raw.zrange("atlasrec:eu:label:items", 0, -1))
