@@ -25,7 +25,7 @@ from atlasrec.catalog import PolicyAttributeError, parse_policy
 from atlasrec.control.models import Tenant, utcnow
 from atlasrec.dataplane.models import ServedRequest
 from atlasrec.dataplane.repository import TenantData
-from atlasrec.errors import AtlasRecError, ConfigError, CrossRegionError
+from atlasrec.errors import AtlasRecError, BoundaryViolation, ConfigError, CrossRegionError
 from atlasrec.models.text import embedded_items
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
 from atlasrec.platform import Platform
@@ -144,6 +144,7 @@ def create_app(
         lifespan=lifespan,
         responses={
             401: {"model": schemas.ErrorBody},
+            403: {"model": schemas.ErrorBody},
             413: {"model": schemas.ErrorBody},
             421: {"model": schemas.ErrorBody},
             422: {"model": schemas.ErrorBody},
@@ -178,8 +179,9 @@ def create_app(
 
     @app.exception_handler(AtlasRecError)
     async def rejected(request: Request, exc: AtlasRecError) -> JSONResponse:
+        status = 403 if isinstance(exc, BoundaryViolation) else 422  # refusals are audited
         return JSONResponse(
-            {"detail": str(exc), "request_id": _request_id(request)}, status_code=422
+            {"detail": str(exc), "request_id": _request_id(request)}, status_code=status
         )
 
     def unknown_items(runtime: TenantRuntime, ids: list[str], where: str) -> None:

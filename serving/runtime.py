@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -236,4 +235,3 @@ class RegionRuntime:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        time.sleep(0)
