@@ -1,0 +1,54 @@
+"""Serving snapshots: index choice by catalog size, and catalog upserts without a rebuild."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atlasrec.features import NO_CATEGORY
+from serving.retrieval import build_index
+from serving.state import CONTENT_ONLY, CatalogItem, build_state, with_items
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_exact_index_for_small_catalogs_and_hnsw_above() -> None:
+    vectors = unit_rows(2_000, 16)
+    exact = build_index(vectors, exact_max=5_000)
+    approx = build_index(vectors, exact_max=1_000)
+    assert (exact.kind, approx.kind) == ("flat", "hnsw")
+    query = vectors[7]
+    _, exact_found = exact.search(query, 10)
+    _, approx_found = approx.search(query, 10)
+    brute = np.argsort(-(vectors @ query))[:10]
+    assert exact_found.tolist() == brute.tolist()
+    assert len(set(approx_found.tolist()) & set(brute.tolist())) >= 9  # recall@10 >= 0.9
+    assert build_index(np.zeros((0, 16), np.float32)).search(query, 5)[1].size == 0
+
+
+def item(item_id: str, seed: int, category: str | None = "a", **attributes: object) -> CatalogItem:
+    content = unit_rows(1, 8, seed)[0]
+    return CatalogItem(item_id, category, attributes, content, f"sha-{seed}", float(seed))
+
+
+def test_upserts_append_to_the_delta_and_retire_changed_items() -> None:
+    state = build_state([item("x", 1), item("y", 2), item("z", 3, None)], None, {"x": 4.0})
+    assert state.model_version == CONTENT_ONLY and state.indexed == 3
+    assert state.categories.tolist() == [0, 0, NO_CATEGORY]
+    updated = with_items(
+        state,
+        [
+            item("y", 2, "b", blocked="true"),  # same content: updated in place
+            item("x", 9),  # new content: a new position, the old one retired
+            item("w", 5),  # new item
+        ],
+    )
+    assert updated.indexed == 3 and updated.size == 5  # no rebuild: two positions in the delta
+    assert updated.position == {"x": 3, "y": 1, "z": 2, "w": 4}
+    assert updated.alive.tolist() == [False, True, True, True, True]
+    assert updated.policies[1].blocked and updated.category_names[updated.categories[1]] == "b"
+    np.testing.assert_allclose(updated.unit[3], item("x", 9).content, rtol=1e-6)
+    # the old snapshot is untouched (requests in flight keep reading it)
+    assert state.size == 3 and state.alive.all() and not state.policies[1].blocked
