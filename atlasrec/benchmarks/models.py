@@ -1,6 +1,6 @@
 """Model benchmark: quality against baselines, DP against non-DP, DP-SGD cost.
 
-    scripts/bench models [--quick]
+    scripts/bench models [--quick | --only-cost | --seed-study | --ranker-study | --ranker-cost]
 
 Everything is measured in one run on this machine, side by side: the baselines and the
 models share each split; DP and non-private training time the same architecture.
@@ -36,6 +36,7 @@ from atlasrec.evaluation import (
     random_user_split,
     temporal_leave_last_out,
 )
+from atlasrec.models.ranking import TwoTowerRankerRecommender, category_codes, train_with_ranker
 from atlasrec.models.recommender import TwoTowerRecommender, user_sequences
 from atlasrec.models.text import embed, item_text
 from atlasrec.models.training import DpPlan, dp_schedule, train
@@ -78,10 +79,27 @@ def movielens(items_csv: Path, ratings_csv: Path, cache: Path) -> tuple[Interact
     return Interactions.from_arrays(u, i, ts, n_users=len(users), n_items=len(movies)), content
 
 
+def movielens_categories(items_csv: Path) -> list[str | None]:
+    """Each item's category: the `category` column, else the first MovieLens genre."""
+    with items_csv.open(encoding="utf-8") as fh:
+        movies = list(csv.DictReader(fh))
+    out: list[str | None] = []
+    for m in movies:
+        name = m.get("category") or (m.get("genres") or "").split("|")[0]
+        out.append(None if not name or name == "(no genres listed)" else name)
+    return out
+
+
 def quality(
-    data: Interactions, content: np.ndarray, epsilons: list[float] | None
+    data: Interactions,
+    content: np.ndarray,
+    epsilons: list[float] | None,
+    categories: list[str | None] | None = None,
 ) -> dict[str, Any]:
-    """NDCG/Recall@K of baselines and the two-tower model on both splits."""
+    """NDCG/Recall@K of baselines and the two-tower model on both splits.
+
+    With `categories`, the two-tower model with its ranker too, on the temporal split.
+    """
     out = {}
     for split in (temporal_leave_last_out(data), random_user_split(data)):
         recs: dict[str, Recommender] = {
@@ -90,6 +108,10 @@ def quality(
             "als": ALS(),
             "two_tower": TwoTowerRecommender(content),
         }
+        if categories is not None and split.name == "temporal-leave-last-out":
+            recs["two_tower+ranker"] = TwoTowerRankerRecommender(
+                content, category_codes(categories)
+            )
         for eps in epsilons or []:
             recs[f"two_tower_dp_eps{eps:g}"] = TwoTowerRecommender(
                 content, dp_config(TwoTowerConfig()), epsilon=eps, delta=DELTA
@@ -124,6 +146,91 @@ def seed_study(
                 "ndcg_max": max(ndcgs),
             }
     return out
+
+
+def ranker_study(
+    data: Interactions, content: np.ndarray, categories: list[str | None], seeds: list[int]
+) -> dict[str, Any]:
+    """Temporal split: two-tower without and with its ranker (retrained or prefix), and EASE."""
+    split = temporal_leave_last_out(data)
+    codes = category_codes(categories)
+    ease = evaluate({"ease": EASE()}, split, K)["ease"]
+    runs = []
+    for seed in seeds:
+        config = TwoTowerConfig(seed=seed)
+        recs: dict[str, Recommender] = {
+            "two_tower": TwoTowerRecommender(content, config),
+            "two_tower+ranker": TwoTowerRankerRecommender(content, codes, config),
+            "two_tower+ranker(prefix model)": TwoTowerRankerRecommender(
+                content, codes, config, retrain=False
+            ),
+        }
+        report = evaluate(recs, split, K)
+        run: dict[str, Any] = {"seed": seed}
+        for name, r in report.items():
+            run[name] = {
+                "ndcg": r["all"]["ndcg"],
+                "recall": r["all"]["recall"],
+                "fit_s": r["fit_seconds"],
+            }
+            rec = recs[name]
+            if isinstance(rec, TwoTowerRankerRecommender) and rec.fitted is not None:
+                run[name]["ranker"] = rec.fitted.lineage
+        runs.append(run)
+    names = ["two_tower", "two_tower+ranker", "two_tower+ranker(prefix model)"]
+    median = {
+        n: {
+            "ndcg": statistics.median(float(r[n]["ndcg"]) for r in runs),
+            "fit_s": statistics.median(float(r[n]["fit_s"]) for r in runs),
+        }
+        for n in names
+    }
+    return {
+        "split": split.name,
+        "ease": {"ndcg": ease["all"]["ndcg"], "recall": ease["all"]["recall"]},
+        "runs": runs,
+        "median": median,
+        "ndcg_ratio_to_two_tower": {
+            n: median[n]["ndcg"] / median["two_tower"]["ndcg"] for n in names
+        },
+        "fit_ratio_to_two_tower": {
+            n: median[n]["fit_s"] / median["two_tower"]["fit_s"] for n in names
+        },
+    }
+
+
+def ranker_cost(
+    data: Interactions, content: np.ndarray, categories: list[str | None], repeats: int
+) -> dict[str, Any]:
+    """Training time on all of `data`: two-tower alone vs with its ranker (as `train --no-dp`).
+
+    Alternated `repeats` times; wall clock and this process's CPU time (less sensitive to
+    other load on a shared machine), medians and ratios.
+    """
+    codes = category_codes(categories)
+    config = TwoTowerConfig()
+    times: dict[str, dict[str, list[float]]] = {
+        n: {"wall_s": [], "cpu_s": []} for n in ("two_tower", "two_tower+ranker")
+    }
+    ranker: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name in times:
+            wall, cpu = time.perf_counter(), time.process_time()
+            if name == "two_tower":
+                train(content, user_sequences(data), config)
+            else:
+                ranker = train_with_ranker(content, codes, data, config).lineage
+            times[name]["wall_s"].append(time.perf_counter() - wall)
+            times[name]["cpu_s"].append(time.process_time() - cpu)
+    median = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+    return {
+        "runs": times,
+        "median": median,
+        "ratio": {
+            k: median["two_tower+ranker"][k] / median["two_tower"][k] for k in ("wall_s", "cpu_s")
+        },
+        "last_ranker_lineage": ranker,
+    }
 
 
 def cost_worker(mode: str, epochs: int) -> None:
@@ -211,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only-cost", action="store_true", help="only the DP cost part")
     parser.add_argument("--seed-study", action="store_true", help="two-tower over seeds only")
+    parser.add_argument("--ranker-study", action="store_true", help="ranker over seeds only")
+    parser.add_argument("--ranker-cost", action="store_true", help="training time with ranker")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.5])
     args = parser.parse_args(argv)
@@ -223,6 +333,22 @@ def main(argv: list[str] | None = None) -> None:
         return
     cache = Path(tempfile.gettempdir()) / "atlasrec-bench-ml-content.npy"
     data, content = movielens(MOVIELENS_DIR / "movies.csv", MOVIELENS_DIR / "ratings.csv", cache)
+    categories = movielens_categories(MOVIELENS_DIR / "movies.csv")
+    if args.ranker_study or args.ranker_cost:
+        study = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{host.machine()} {os.cpu_count()} cores, {host.platform()}",
+            **(
+                ranker_study(data, content, categories, args.seeds)
+                if args.ranker_study
+                else ranker_cost(data, content, categories, args.repeats)
+            ),
+        }
+        text = json.dumps(study, indent=2)
+        if args.out:
+            args.out.write_text(text)
+        print(text)
+        return
     if args.seed_study:
         study = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -238,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{host.machine()} {os.cpu_count()} cores, {host.platform()}",
         "k": K,
         "delta": DELTA,
-        "movielens": quality(data, content, None if args.quick else [1.0, 4.0, 8.0]),
+        "movielens": quality(data, content, None if args.quick else [1.0, 4.0, 8.0], categories),
         "dp_cost": cost(args.epochs),
     }
     if not args.quick:

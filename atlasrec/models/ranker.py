@@ -2,7 +2,8 @@
 
 Features are standardised with the statistics of the data it was fitted on, then weighted.
 Until a ranker is fitted, `DEFAULT_RANKER` keeps the retrieval order (weight on the retrieval
-score only).
+score only). `fit_ranker` fits one on candidate lists (`RankingLists`, built without leakage
+by `atlasrec.models.ranking`); `select_ranker` keeps it only if it beats the retrieval order.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from atlasrec.dataplane.models import DpRun
 from atlasrec.errors import InvalidInputError
 from atlasrec.models.bundle import KIND, write_bundle
 from atlasrec.models.dataset import load_tenant_dataset
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking import category_codes, train_with_ranker
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, Progress, dp_schedule, require_secure_rng, train
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -25,6 +27,7 @@ from privacy.budget import BudgetExceededError, PrivacyLedger
 
 DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
+DP_RANKER_REASON = "DP run: not fitted on user data"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,12 @@ def train_tenant(
     config: TwoTowerConfig | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train, charge the DP budget before the first step, publish atomically, audit."""
+    """Train, charge the DP budget before the first step, publish atomically, audit.
+
+    Without DP the tenant's ranker is fitted too (`atlasrec.models.ranking`) and published
+    when it beats the retrieval order on validation users. A DP run publishes
+    `DEFAULT_RANKER`: a ranker fitted on user data would fall outside the run's guarantee.
+    """
     if no_dp and epsilon is not None:
         raise InvalidInputError("give either --epsilon or --no-dp, not both")
     if epsilon is not None and not (epsilon > 0 and np.isfinite(epsilon)):
@@ -134,8 +142,21 @@ def train_tenant(
                     "delta": tenant.delta,
                 },
             )
+    ranker: LinearRanker = DEFAULT_RANKER
+    ranker_lineage: dict[str, Any] = {"fitted": False, "reason": DP_RANKER_REASON}
     try:
-        model, report = train(data.content, sequences, config, dp=plan, progress=progress)
+        if plan is None:
+            fitted = train_with_ranker(
+                data.content,
+                category_codes(data.categories),
+                data.interactions,
+                config,
+                progress=progress,
+            )
+            model, report = fitted.model, fitted.report
+            ranker, ranker_lineage = fitted.ranker, fitted.lineage
+        else:
+            model, report = train(data.content, sequences, config, dp=plan, progress=progress)
     except BaseException:
         if run_id is not None:
             _close_run(platform, scope, run_id, actor, status="failed", version=None)
@@ -164,6 +185,7 @@ def train_tenant(
         "interactions": data.n_interactions,
         "train_seconds": round(report.seconds, 2),
         "final_loss": report.losses[-1] if report.losses else None,
+        "ranker": ranker_lineage,
     }
     # Exact counts would leak individual users past DP: a DP model keeps none (cold start
     # then uses the user tower) until a DP count release is charged.
@@ -174,7 +196,7 @@ def train_tenant(
     artifact = plane.artifacts.publish(
         scope,
         KIND,
-        lambda folder: write_bundle(folder, model, data.item_ids, popularity),
+        lambda folder: write_bundle(folder, model, data.item_ids, popularity, ranker),
         actor=actor,
         metadata=lineage,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from atlasrec.errors import InvalidInputError
+from atlasrec.features import FEATURES
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND, RANKER, ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
@@ -65,7 +66,7 @@ def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scop
     loaded = ModelBundle.load(artifact).ranker
     assert loaded == saved
     if entry["used"]:
-        assert saved.fitted and list(saved.weights) == list(entry["weights"].values())
+        assert saved.fitted and list(saved.weights) == [entry["weights"][f] for f in FEATURES]
         assert entry["validation"]["ndcg@10"] > entry["validation"]["default_ndcg@10"]
     else:
         assert saved == DEFAULT_RANKER and "did not beat" in entry["reason"]

@@ -1,0 +1,295 @@
+"""The ranking stage's offline side: leakage-free training lists, fitting, re-ranking.
+
+Training lists come from a leave-last-out cut of a tenant's log (`temporal_leave_last_out`):
+each user with at least 2 distinct items has the latest one held out. A two-tower model
+trained on the rest (the *prefix* log, which keeps no row of any held-out pair) retrieves
+the top-N unseen candidates for the user's prefix history, and the features
+(`atlasrec.features.ranking_features`, the definition serving uses) are computed as of the
+held-out interaction's time `t`:
+
+- item statistics (weighted counts, last-seen times) count only prefix rows with ts < t,
+  i.e. what an online store would have held just before the user's next interaction,
+  less the other users' held-out rows (so no held-out interaction is ever a feature);
+- `now` is `t` itself: the moment the list would have been served.
+
+At evaluation time, where the next interaction's time is unknown, a user's features are
+computed as of their last known interaction (statistics over rows with ts <= that time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from atlasrec.evaluation import Interactions, temporal_leave_last_out
+from atlasrec.features import FEATURES, NO_CATEGORY, ItemStats, ranking_features
+from atlasrec.models.ranker import LinearRanker, RankingLists, fit_ranker, select_ranker
+from atlasrec.models.recommender import user_sequences
+from atlasrec.models.training import Progress, TrainReport, train
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
+
+N_CANDIDATES = 100
+"""Candidates retrieved per user for the ranker (training lists and re-ranking)."""
+
+MAX_LISTS = 50_000
+"""Training lists at most (a seeded sample of users beyond that)."""
+
+_USER_BATCH = 1024
+
+
+def category_codes(categories: Sequence[str | None]) -> np.ndarray:
+    """Integer category codes per item (sorted names -> 0, 1, ...; None -> NO_CATEGORY)."""
+    names = {name: n for n, name in enumerate(sorted({c for c in categories if c is not None}))}
+    return np.array([NO_CATEGORY if c is None else names[c] for c in categories], dtype=np.int64)
+
+
+class StatsIndex:
+    """Item statistics of an interaction log as of any time, without looking past it."""
+
+    def __init__(self, log: Interactions) -> None:
+        order = np.lexsort((log.ts, log.items))
+        self._times = np.unique(log.ts)
+        self._stride = np.int64(len(self._times) + 1)
+        ranks = np.searchsorted(self._times, log.ts[order])
+        self._keys = log.items[order] * self._stride + ranks
+        self._ts = log.ts[order].astype(np.float64)
+        self._cum = np.concatenate([[0.0], np.cumsum(log.weights[order], dtype=np.float64)])
+        self._start = np.searchsorted(log.items[order], np.arange(log.n_items + 1))
+
+    def as_of(self, items: np.ndarray, at: np.ndarray, *, inclusive: bool) -> ItemStats:
+        """Stats of `items` [n, c] over rows with ts < `at` [n] (ts <= `at` if inclusive)."""
+        rank = np.searchsorted(self._times, np.asarray(at), side="right" if inclusive else "left")
+        pos = np.searchsorted(self._keys, items * self._stride + rank[:, None], side="left")
+        start = self._start[items]
+        counts = self._cum[pos] - self._cum[start]
+        seen = pos > start
+        last = np.where(seen, self._ts[np.maximum(pos - 1, 0)], np.nan)
+        return ItemStats(counts=counts, last_seen=last)
+
+
+def retrieve(
+    model: TwoTower, histories: Sequence[np.ndarray], n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-`n` unseen items per history: (items, cosine scores, valid mask), each [users, n].
+
+    Ordered by score, ties by item index; rows are padded (mask False) when fewer than `n`
+    unseen items exist.
+    """
+    items_vectors = model.all_item_vectors()
+    n = min(n, model.n_items)
+    out_items = np.zeros((len(histories), n), dtype=np.int64)
+    out_scores = np.zeros((len(histories), n), dtype=np.float32)
+    out_mask = np.zeros((len(histories), n), dtype=bool)
+    for start in range(0, len(histories), _USER_BATCH):
+        batch = histories[start : start + _USER_BATCH]
+        scores = model.encode_histories([h.tolist() for h in batch]) @ items_vectors.T
+        for row, seen in enumerate(batch):
+            scores[row, seen] = -np.inf
+        top = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else None
+        for row in range(len(batch)):
+            cand = top[row] if top is not None else np.arange(scores.shape[1])
+            s = scores[row, cand]
+            order = np.lexsort((cand, -s))
+            cand, s = cand[order], s[order]
+            r = start + row
+            out_items[r], out_scores[r] = cand, np.where(np.isfinite(s), s, 0.0)
+            out_mask[r] = np.isfinite(s)
+    return out_items, out_scores, out_mask
+
+
+def candidate_features(
+    items: np.ndarray,
+    scores: np.ndarray,
+    mask: np.ndarray,
+    histories: Sequence[np.ndarray],
+    codes: np.ndarray,
+    stats: ItemStats,
+    now: np.ndarray,
+) -> np.ndarray:
+    """Feature tensor [users, candidates, len(FEATURES)] via `ranking_features`, per user."""
+    out = np.zeros((*items.shape, len(FEATURES)), dtype=np.float32)
+    for row, history in enumerate(histories):
+        valid = mask[row]
+        out[row, valid] = ranking_features(
+            scores[row, valid],
+            codes[items[row, valid]],
+            codes[history].tolist(),
+            ItemStats(stats.counts[row, valid], stats.last_seen[row, valid]),
+            float(now[row]),
+        )
+    return out
+
+
+def build_ranking_lists(
+    model: TwoTower,
+    data: Interactions,
+    codes: np.ndarray,
+    *,
+    n_candidates: int = N_CANDIDATES,
+    max_lists: int = MAX_LISTS,
+    seed: int = 0,
+) -> RankingLists:
+    """One list per held-out user of `temporal_leave_last_out(data)`, as of the held-out time.
+
+    `model` must have been trained on that split's train log (the prefix) only; statistics
+    come from prefix rows strictly before each user's held-out interaction.
+    """
+    split = temporal_leave_last_out(data)
+    users = split.test_users()
+    if len(users) > max_lists:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_lists, replace=False))
+    held = np.array([split.test[int(u)][0] for u in users], dtype=np.int64)
+    cutoff = last_times(data)[users]  # the held-out row is the user's latest
+    sequences = user_sequences(split.train)
+    histories = [sequences[u] for u in users.tolist()]
+    items, scores, mask = retrieve(model, histories, n_candidates)
+    stats = StatsIndex(split.train).as_of(items, cutoff, inclusive=False)
+    features = candidate_features(items, scores, mask, histories, codes, stats, cutoff)
+    hit = (items == held[:, None]) & mask
+    positive = np.where(hit.any(1), hit.argmax(1), -1)
+    return RankingLists(features, mask, positive, users)
+
+
+def last_times(log: Interactions) -> np.ndarray:
+    """Each user's latest interaction time (float64; NaN for users without rows)."""
+    last = np.full(log.n_users, -np.inf)
+    np.maximum.at(last, log.users, log.ts.astype(np.float64))
+    return np.where(np.isfinite(last), last, np.nan)
+
+
+@dataclass
+class RankedModel:
+    """A retrieval model with the ranker fitted for it, and how both were obtained."""
+
+    model: TwoTower
+    report: TrainReport
+    ranker: LinearRanker
+    lineage: dict[str, Any]
+
+
+def train_with_ranker(
+    content: np.ndarray,
+    codes: np.ndarray,
+    data: Interactions,
+    config: TwoTowerConfig,
+    *,
+    retrain: bool = True,
+    n_candidates: int = N_CANDIDATES,
+    progress: Progress | None = None,
+) -> RankedModel:
+    """Train the two-tower model on `data` and fit its ranker without leakage.
+
+    A model trained on the leave-last-out prefix builds the ranker's lists. With `retrain`
+    the returned model is then trained again on all of `data`; without, the prefix model is
+    returned (half the training time; it lacks each user's latest interaction). The ranker
+    is `DEFAULT_RANKER` unless the fitted one beats it on validation users.
+    """
+    started = time.perf_counter()
+    split = temporal_leave_last_out(data)
+    again = retrain and len(split.test) > 0  # without held-out users the prefix is all data
+    phases = 2 if again else 1
+
+    def phase(offset: int) -> Progress | None:
+        if progress is None:
+            return None
+        report_to = progress  # one bar over both trainings
+        return lambda epoch, epochs, loss: report_to(offset + epoch, phases * epochs, loss)
+
+    prefix_model, prefix_report = train(
+        content, user_sequences(split.train), config, progress=phase(0)
+    )
+    fit_started = time.perf_counter()
+    lists = build_ranking_lists(prefix_model, data, codes, n_candidates=n_candidates)
+    ranker, entry = select_ranker(fit_ranker(lists, seed=config.seed))
+    entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
+    entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
+    entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
+    if again:
+        model, report = train(content, user_sequences(data), config, progress=phase(config.epochs))
+    else:
+        model, report = prefix_model, prefix_report
+    entry["total_seconds"] = round(time.perf_counter() - started, 2)
+    return RankedModel(model, report, ranker, entry)
+
+
+def rerank(
+    model: TwoTower,
+    ranker: LinearRanker,
+    log: Interactions,
+    codes: np.ndarray,
+    users: np.ndarray,
+    k: int,
+    *,
+    n_candidates: int = N_CANDIDATES,
+) -> np.ndarray:
+    """Top-`k` unseen items per user: top-N retrieval, re-ranked as of the user's last row.
+
+    Rows are padded with -1 when fewer than `k` unseen items exist.
+    """
+    sequences = user_sequences(log)
+    histories = [sequences[u] for u in users.tolist()]
+    items, scores, mask = retrieve(model, histories, max(n_candidates, k))
+    now = np.nan_to_num(last_times(log)[users], nan=0.0)
+    stats = StatsIndex(log).as_of(items, now, inclusive=True)
+    features = candidate_features(items, scores, mask, histories, codes, stats, now)
+    n, c, f = features.shape
+    ranked = ranker.score(features.reshape(n * c, f)).reshape(n, c)
+    ranked = np.where(mask, ranked, -np.inf)
+    order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
+    out = np.take_along_axis(items, order, 1)
+    out[~np.take_along_axis(mask, order, 1)] = -1
+    if out.shape[1] < k:
+        out = np.hstack([out, np.full((n, k - out.shape[1]), -1, dtype=np.int64)])
+    return out
+
+
+class TwoTowerRankerRecommender:
+    """The two-tower model with its ranker, as an evaluation `Recommender`.
+
+    `fit` runs what `atlasrec train --no-dp` runs (`train_with_ranker`) on the train log
+    alone; `recommend` re-ranks the top-N retrieval as of each user's last train row.
+    """
+
+    def __init__(
+        self,
+        content: np.ndarray,
+        codes: np.ndarray,
+        config: TwoTowerConfig | None = None,
+        *,
+        retrain: bool = True,
+        n_candidates: int = N_CANDIDATES,
+    ) -> None:
+        self.content, self.codes = content, codes
+        self.config = config or TwoTowerConfig()
+        self.retrain, self.n_candidates = retrain, n_candidates
+        self.fitted: RankedModel | None = None
+        self._log: Interactions | None = None
+
+    def fit(self, train_data: Interactions) -> None:
+        """Train the retrieval model and fit the ranker on `train_data`."""
+        self.fitted = train_with_ranker(
+            self.content,
+            self.codes,
+            train_data,
+            self.config,
+            retrain=self.retrain,
+            n_candidates=self.n_candidates,
+        )
+        self._log = train_data
+
+    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        """Top-k unseen items per user."""
+        assert self.fitted is not None and self._log is not None
+        return rerank(
+            self.fitted.model,
+            self.fitted.ranker,
+            self._log,
+            self.codes,
+            users,
+            k,
+            n_candidates=self.n_candidates,
+        )

@@ -1,0 +1,226 @@
+"""The ranker: fitting on synthetic lists, leakage-free training lists, re-ranking."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from atlasrec.evaluation import Interactions, temporal_leave_last_out
+from atlasrec.features import FEATURES, NO_CATEGORY, RECENCY_SCALE_S
+from atlasrec.models.ranker import (
+    DEFAULT_RANKER,
+    LinearRanker,
+    RankingLists,
+    fit_ranker,
+    lists_ndcg,
+    select_ranker,
+)
+from atlasrec.models.ranking import (
+    StatsIndex,
+    TwoTowerRankerRecommender,
+    build_ranking_lists,
+    category_codes,
+    rerank,
+)
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
+
+POP, REC, CAT = (
+    FEATURES.index("popularity"),
+    FEATURES.index("recency"),
+    FEATURES.index("category_affinity"),
+)
+CONFIG = TwoTowerConfig(dim=8, hidden=16, history=5, positives=2, negatives=8, epochs=2)
+
+
+def synthetic_lists(
+    n_lists: int = 400, n_candidates: int = 30, seed: int = 0, drop: int = 0
+) -> RankingLists:
+    """Lists whose positive is the candidate with the highest category affinity (+ noise)."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n_lists, n_candidates, len(FEATURES))).astype(np.float32)
+    features[:, :, CAT] *= 3.0  # another scale than the rest: standardisation must cope
+    noisy = features[:, :, CAT] + rng.normal(scale=1.0, size=(n_lists, n_candidates))
+    positive = noisy.argmax(1)
+    positive[:drop] = -1  # not retrieved
+    mask = np.ones((n_lists, n_candidates), dtype=bool)
+    return RankingLists(features, mask, positive, np.arange(n_lists))
+
+
+def test_fit_ranker_recovers_the_feature_that_picks_the_positive() -> None:
+    ranker = fit_ranker(synthetic_lists())
+    weights = np.asarray(ranker.weights)
+    assert ranker.fitted
+    assert weights[CAT] > 1.0
+    assert weights[CAT] > 5 * np.abs(np.delete(weights, CAT)).max()
+    validation = ranker.details["validation"]
+    assert validation["ndcg@10"] > validation["default_ndcg@10"] + 0.3
+    assert ranker.details["validation_users"] == 80 and ranker.details["train_users"] == 320
+    chosen, entry = select_ranker(ranker)
+    assert chosen is ranker and entry["used"] and entry["weights"]["category_affinity"] > 1.0
+
+
+def test_fit_ranker_is_deterministic_and_skips_lists_without_the_positive() -> None:
+    lists = synthetic_lists(drop=100)
+    first, second = fit_ranker(lists, seed=3), fit_ranker(lists, seed=3)
+    assert first.weights == second.weights and first.details == second.details
+    assert first.details["lists"] == 400 and first.details["lists_with_positive"] == 300
+    details = first.details
+    assert details["validation_lists"] == 80  # every list of the validation users
+    val_with_positive = round(details["validation"]["recall"] * 80)
+    assert details["train_lists"] + val_with_positive == 300  # positive-less lists never train
+    assert fit_ranker(lists, seed=4).details["validation_users"] == 80
+
+
+def test_a_ranker_that_does_not_beat_the_retrieval_order_is_not_published() -> None:
+    # the positive is always the retrieval's first candidate: nothing can beat that order
+    lists = synthetic_lists()
+    features = lists.features.copy()
+    features[:, :, 0] = -np.arange(features.shape[1], dtype=np.float32)
+    lists = RankingLists(features, lists.mask, np.zeros(len(lists), np.int64), lists.users)
+    candidate = fit_ranker(lists)
+    assert lists_ndcg(DEFAULT_RANKER, lists) == 1.0
+    chosen, entry = select_ranker(candidate)
+    assert chosen is DEFAULT_RANKER and entry["fitted"] and not entry["used"]
+    assert "did not beat" in entry["reason"]
+
+
+def test_too_few_lists_give_the_default() -> None:
+    candidate = fit_ranker(synthetic_lists(n_lists=8))
+    assert not candidate.fitted and "too few" in candidate.details["reason"]
+    chosen, entry = select_ranker(candidate)
+    assert chosen is DEFAULT_RANKER and entry["used"] is False
+
+
+def test_lists_ndcg_counts_missing_positives_as_zero() -> None:
+    features = np.zeros((2, 3, len(FEATURES)), np.float32)
+    features[:, :, 0] = [3.0, 2.0, 1.0]
+    lists = RankingLists(features, np.ones((2, 3), bool), np.array([1, -1]), np.array([0, 1]))
+    assert lists_ndcg(DEFAULT_RANKER, lists) == pytest.approx((1 / math.log2(3)) / 2)
+
+
+def test_category_codes() -> None:
+    codes = category_codes(["rock", None, "jazz", "rock"])
+    assert codes.tolist() == [1, NO_CATEGORY, 0, 1]
+
+
+def test_stats_index_counts_only_rows_before_the_time() -> None:
+    log = Interactions.from_arrays(
+        [0, 1, 2, 0], [0, 0, 0, 1], [10, 20, 30, 5], [1.0, 2.0, 4.0, 1.0], n_items=3
+    )
+    index = StatsIndex(log)
+    items, at = np.array([[0, 1, 2]] * 3), np.array([20.0, 30.5, 5.0])
+    strict = index.as_of(items, at, inclusive=False)
+    assert strict.counts.tolist() == [[1.0, 1.0, 0.0], [7.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    np.testing.assert_array_equal(
+        strict.last_seen, [[10, 5, np.nan], [30, 5, np.nan], [np.nan, np.nan, np.nan]]
+    )
+    inclusive = index.as_of(items, at, inclusive=True)
+    assert inclusive.counts.tolist() == [[3.0, 1.0, 0.0], [7.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+def _cutoff_log() -> Interactions:
+    """User 0 holds out item 2 at t=1000; other users' rows straddle that time."""
+    rows = [
+        (0, 0, 100, 1.0),
+        (0, 1, 200, 1.0),
+        (0, 2, 1000, 1.0),  # user 0's held-out interaction: the cut-off
+        (1, 3, 1000, 1.0),  # at the cut-off: must not count
+        (1, 4, 1500, 1.0),  # user 1's held-out
+        (2, 5, 50, 1.0),
+        (2, 3, 2000, 1.0),  # user 2's held-out
+        (3, 3, 999, 2.0),  # just before: counts (user 3 has one item, never held out)
+        (4, 4, 3000, 5.0),  # after: must not count
+        (4, 5, 3100, 1.0),  # user 4's held-out
+        (5, 2, 1001, 7.0),  # user 0's positive, popular right after the cut-off
+    ]
+    u, i, t, w = zip(*rows, strict=True)
+    return Interactions.from_arrays(u, i, t, w, n_users=6, n_items=7)
+
+
+def test_lists_use_no_statistics_from_at_or_after_the_cut_off() -> None:
+    log = _cutoff_log()
+    content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
+    codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
+    lists = build_ranking_lists(TwoTower(content, CONFIG), log, codes, n_candidates=7)
+    assert lists.users.tolist() == [0, 1, 2, 4]
+    row = 0  # user 0, cut-off t=1000, history items 0 and 1
+    candidates = lists.features[row][lists.mask[row]]
+    assert lists.mask[row].sum() == 5  # every item except the two of user 0's history
+    # the features of each candidate, as the online store would have had them at t=1000-
+    # items 2..6: counts {2: 0 (user 5 came after), 3: 2 (1000 excluded), 4: 0, 5: 1, 6: 0}
+    by_pop = sorted(np.round(np.expm1(candidates[:, POP]), 4).tolist())
+    assert by_pop == [0.0, 0.0, 0.0, 1.0, 2.0]
+    recency = sorted(np.round(candidates[:, REC], 6).tolist())
+    expected = sorted(
+        [0.0, 0.0, 0.0, math.exp(-(1000 - 999) / RECENCY_SCALE_S), math.exp(-950 / 86_400 / 30)]
+    )
+    assert recency == pytest.approx(expected, abs=1e-6)
+    positive = lists.features[row, lists.positive[row]]
+    assert positive[POP] == 0.0 and positive[REC] == 0.0  # item 2 was only seen later
+    assert positive[CAT] == 0.0  # category "b" is nowhere in a history of "a" items
+
+
+def test_lists_match_a_brute_force_as_of_computation() -> None:
+    rng = np.random.default_rng(1)
+    n = 400
+    log = Interactions.from_arrays(
+        rng.integers(0, 30, n),
+        rng.integers(0, 25, n),
+        rng.integers(0, 50, n),
+        rng.uniform(0.5, 2.0, n),
+        n_users=30,
+        n_items=25,
+    )
+    content = rng.normal(size=(25, 6)).astype(np.float32)
+    codes = category_codes([f"c{i % 4}" for i in range(25)])
+    model = TwoTower(content, CONFIG)
+    lists = build_ranking_lists(model, log, codes, n_candidates=10)
+    split = temporal_leave_last_out(log)
+    prefix = split.train
+    from atlasrec.models.ranking import retrieve
+    from atlasrec.models.recommender import user_sequences
+
+    sequences = user_sequences(prefix)
+    for row, user in enumerate(lists.users.tolist()):
+        cutoff = log.ts[log.users == user].max()
+        items, _, mask = retrieve(model, [sequences[user]], 10)
+        for col, item in enumerate(items[0][mask[0]].tolist()):
+            before = (prefix.items == item) & (prefix.ts < cutoff)
+            count = float(prefix.weights[before].sum())
+            assert lists.features[row, col, POP] == pytest.approx(math.log1p(count), rel=1e-5)
+            last = prefix.ts[before].max() if before.any() else None
+            recency = 0.0 if last is None else math.exp(-(cutoff - last) / RECENCY_SCALE_S)
+            assert lists.features[row, col, REC] == pytest.approx(recency, rel=1e-5)
+        held = split.test[user][0]
+        hit = np.flatnonzero(items[0][mask[0]] == held)
+        assert lists.positive[row] == (hit[0] if hit.size else -1)
+
+
+def test_rerank_orders_by_the_ranker_and_never_returns_seen_items() -> None:
+    log = _cutoff_log()
+    content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
+    codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
+    model = TwoTower(content, CONFIG)
+    by_popularity = LinearRanker(weights=(0.0, 1.0, 0.0, 0.0))
+    out = rerank(model, by_popularity, log, codes, np.array([0, 3]), 7)
+    assert out.shape == (2, 7)
+    assert (out[1, :6] >= 0).all() and out[1, 6] == -1  # user 3 has 6 unseen items
+    assert (out[0, :4] >= 0).all() and (out[0, 4:] == -1).all()
+    assert not set(out[0].tolist()) & {0, 1, 2}
+    # as of user 0's last row (t=1000, inclusive): item 3 weighs 2 + 1, item 5 weighs 1
+    assert out[0, :2].tolist() == [3, 5]
+
+
+def test_two_tower_with_ranker_as_a_recommender() -> None:
+    log = _cutoff_log()
+    content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
+    recommender = TwoTowerRankerRecommender(
+        content, category_codes(list("aabbcab")), CONFIG, n_candidates=5
+    )
+    recommender.fit(log)
+    assert recommender.fitted is not None
+    assert recommender.fitted.lineage["lists"] == 4
+    assert recommender.fitted.lineage["retrieval_model"] == "retrained on all data"
+    assert recommender.recommend(np.array([0, 1]), 3).shape == (2, 3)
