@@ -352,6 +352,8 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            http="httptools",
+            loop="uvloop",
             log_level="warning",
             access_log=False,
         )

@@ -52,6 +52,9 @@ class OnlineBackend(Protocol):
     def zset_scores(self, key: str, members: Sequence[str]) -> list[float | None]:
         """The scores of `members` in a sorted set, None where a member is missing."""
 
+    def zsets_scores(self, keys: Sequence[str], members: Sequence[str]) -> list[list[float | None]]:
+        """The scores of `members` in each of several sorted sets, in one round trip."""
+
     def zset_top(self, key: str, n: int) -> list[tuple[str, float]]:
         """The `n` highest-scored members, highest first (ties: member order, descending)."""
 
@@ -135,6 +138,10 @@ class MemoryBackend:
         with self._lock:
             stored = self._zsets.get(key, {})
             return [stored.get(member) for member in members]
+
+    def zsets_scores(self, keys: Sequence[str], members: Sequence[str]) -> list[list[float | None]]:
+        """The scores of `members` in each of several sorted sets."""
+        return [self.zset_scores(key, members) for key in keys]
 
     def zset_top(self, key: str, n: int) -> list[tuple[str, float]]:
         """The `n` highest-scored members, highest first (ties: member order, descending)."""
@@ -268,6 +275,19 @@ class RedisBackend:
             return []
         values = self._call(lambda: self._client.zmscore(key, list(members)))
         return [None if v is None else float(v) for v in values]
+
+    def zsets_scores(self, keys: Sequence[str], members: Sequence[str]) -> list[list[float | None]]:
+        """The scores of `members` in each of several sorted sets (one pipelined round trip)."""
+        if not members:
+            return [[] for _ in keys]
+
+        def do() -> list[Any]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zmscore(key, list(members))
+                return list(pipe.execute())
+
+        return [[None if v is None else float(v) for v in values] for values in self._call(do)]
 
     def zset_top(self, key: str, n: int) -> list[tuple[str, float]]:
         """The `n` highest-scored members, highest first (ties: member order, descending)."""
@@ -439,6 +459,12 @@ class ScopedOnlineStore:
         """When each item was last interacted with (epoch seconds), None if never."""
         ids = [_text(item, "item id") for item in item_ids]
         return dict(zip(ids, self._backend.zset_scores(self._key("last"), ids), strict=True))
+
+    def item_stats(self, item_ids: Sequence[str]) -> tuple[list[float], list[float | None]]:
+        """(counters, last-seen times) of `item_ids`, read together in one round trip."""
+        ids = [_text(item, "item id") for item in item_ids]
+        counts, last = self._backend.zsets_scores([self._key("items"), self._key("last")], ids)
+        return [0.0 if v is None else v for v in counts], last
 
     def top_items(self, n: int) -> list[tuple[str, float]]:
         """The `n` items with the highest counters, highest first."""

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     (the sum of the budgets up to it) is skipped and the response says it is degraded."""
     serving_reload_s: float = 2.0
     """How often the serving app looks for new model versions and catalog changes."""
+    serving_auth_cache_s: float = 2.0
+    """How long the serving app remembers an API key's tenant (revocation delay)."""
     serving_redis_timeout_s: float = 0.05
     """Socket timeout of the serving path's online-store calls."""
 

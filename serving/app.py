@@ -8,18 +8,22 @@ region's boundary), never data.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any, NoReturn
 
+import faiss
+import torch
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from atlasrec.catalog import PolicyAttributeError, parse_policy
 from atlasrec.control.models import Tenant, utcnow
@@ -60,6 +64,7 @@ class ServingApp:
         self.recorder = Recorder(self.plane)
         self.metrics = Metrics()
         self.budgets = dict(settings.serving_budget_ms)
+        self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
 
     def close(self) -> None:
         """Stop background work, writing every queued record first."""
@@ -78,32 +83,77 @@ def serving_of(request: Request) -> ServingApp:
     return value
 
 
-def authenticated(
+class KeyCache:
+    """API key -> tenant, remembered for `ttl_s` (a revoked key stops working within it).
+
+    Keys are held by their SHA-256, never in clear; unknown keys are remembered too, so a
+    flood of bad keys does not reach the control plane's database.
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, authenticate: Callable[[str], Tenant | None], ttl_s: float) -> None:
+        self._authenticate = authenticate
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Tenant | None]] = {}
+
+    def cached(self, api_key: str) -> tuple[bool, Tenant | None]:
+        """(whether the key's answer is cached and fresh, the tenant if so)."""
+        entry = self._entries.get(hashlib.sha256(api_key.encode()).hexdigest())
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def lookup(self, api_key: str) -> Tenant | None:
+        """Ask the control plane (blocking) and remember the answer."""
+        tenant = self._authenticate(api_key)
+        if self.ttl_s > 0:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            digest = hashlib.sha256(api_key.encode()).hexdigest()
+            self._entries[digest] = (time.monotonic() + self.ttl_s, tenant)
+        return tenant
+
+
+async def authenticated(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TenantRuntime:
-    """API key -> the tenant's runtime; 401 unknown/revoked, 421 homed elsewhere."""
+    """API key -> the tenant's runtime; 401 unknown/revoked, 421 homed elsewhere.
+
+    The usual path (a cached key of a loaded tenant) does no I/O and stays on the event
+    loop; database lookups, tenant loads and audited refusals run in the thread pool.
+    """
     serving = serving_of(request)
     tenant: Tenant | None = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        tenant = serving.platform.control.authenticate(credentials.credentials)
+        hit, tenant = serving.keys.cached(credentials.credentials)
+        if not hit:
+            tenant = await run_in_threadpool(serving.keys.lookup, credentials.credentials)
     if tenant is None:
         serving.metrics.refusals.labels("unauthenticated").inc()
         raise HTTPException(
             401, "missing, unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
         )
-    try:
+    if Region(tenant.home_region) != serving.region:
+        serving.metrics.refusals.labels("wrong_region").inc()
+        await run_in_threadpool(_refuse_foreign, serving, tenant)
+    runtime = serving.runtime.loaded_tenant(tenant.id)
+    if runtime is None:
+        runtime = await run_in_threadpool(serving.runtime.tenant, tenant)
+    return runtime
+
+
+def _refuse_foreign(serving: ServingApp, tenant: Tenant) -> NoReturn:
+    """Refuse (and audit, at the boundary) a tenant homed in another region: 421."""
+    with suppress(CrossRegionError):
         serving.plane.boundary.admit(
             Scope(tenant.id, serving.region), actor=f"api-key:{tenant.id}", action="serving.auth"
         )
-    except CrossRegionError:
-        serving.metrics.refusals.labels("wrong_region").inc()
-        home = Region(tenant.home_region).value
-        raise HTTPException(
-            421,
-            f"tenant {tenant.id!r} is served in region {home!r}, not {serving.region.value!r}",
-        ) from None
-    return serving.runtime.tenant(tenant)
+    home = Region(tenant.home_region).value
+    raise HTTPException(
+        421, f"tenant {tenant.id!r} is served in region {home!r}, not {serving.region.value!r}"
+    )
 
 
 Auth = Annotated[TenantRuntime, Depends(authenticated)]
@@ -151,15 +201,7 @@ def create_app(
         },
     )
     app.add_middleware(_BodyLimit)
-
-    @app.middleware("http")
-    async def request_ids(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.request_id = uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+    app.add_middleware(_RequestId)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -347,6 +389,10 @@ def app_from_settings() -> FastAPI:
     region = get_settings().region
     if region is None:
         raise ConfigError("ATLASREC_REGION must name the region this serving process serves")
+    # One request is too small to gain from intra-op threads, and they contend with the
+    # other requests' threads (and worker processes) for the same cores.
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     return create_app(region)
 
 
@@ -383,6 +429,30 @@ class _BodyLimit:
             await self.app(scope, limited, send)
         except _TooLarge:
             await _too_large(send)
+
+
+class _RequestId:
+    """Give each request an id (`request.state.request_id`) and the `X-Request-ID` header."""
+
+    def __init__(self, app: Callable[[Scope_, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def with_header(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
 
 
 class _TooLarge(Exception):

@@ -75,14 +75,10 @@ class OnlineFeatures:
         self._remember(user_key, items)
         return items, True
 
-    def item_stats(
-        self, item_ids: Sequence[str]
-    ) -> tuple[dict[str, float], dict[str, float | None]] | None:
+    def item_stats(self, item_ids: Sequence[str]) -> tuple[list[float], list[float | None]] | None:
         """(counts, last-seen times) of items, or None when the store is unreachable."""
         try:
-            return self.breaker.call(
-                lambda: (self.store.item_counts(item_ids), self.store.item_last_seen(item_ids))
-            )
+            return self.breaker.call(lambda: self.store.item_stats(item_ids))
         except OnlineStoreUnavailable:
             return None
 

@@ -8,6 +8,7 @@ items; ranking: the retrieval order; re-ranking: none), and the response lists i
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from serving.state import ServingState
 
 RETRIEVAL_DEPTH = 200
 POPULAR_CANDIDATES = 50
-FRESH_CANDIDATES = 20
 MMR_LAMBDA = 0.8
 MMR_POOL = 3
 BURY_OFFSET = 2.0
@@ -159,19 +159,8 @@ def history_positions(
 def _popular_positions(state: ServingState, online: OnlineFeatures) -> list[int]:
     top = online.popular(POPULAR_CANDIDATES)
     if top is None:
-        counts = np.where(state.alive, state.fallback_counts, -1.0)
-        n = min(POPULAR_CANDIDATES, state.size)
-        best = np.argpartition(-counts, n - 1)[:n] if n else np.zeros(0, np.int64)
-        return [int(p) for p in best[np.argsort(-counts[best], kind="stable")]]
+        return list(state.by_fallback_count[:POPULAR_CANDIDATES].tolist())
     return [state.position[i] for i, _ in top if i in state.position]
-
-
-def _fresh_positions(state: ServingState) -> np.ndarray:
-    n = min(FRESH_CANDIDATES, state.size)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    added = np.where(state.alive, state.added_at, -np.inf)
-    return np.argpartition(-added, n - 1)[:n]
 
 
 def _candidates(
@@ -186,20 +175,20 @@ def _candidates(
             best = delta[np.argsort(-(state.unit[delta] @ user))[:RETRIEVAL_DEPTH]]
             found += best.tolist()
     found += popular
-    found += _fresh_positions(state).tolist()
+    found += state.fresh.tolist()
     unique = dict.fromkeys(p for p in found if state.alive[p] and p not in seen)
     return np.fromiter(unique, dtype=np.int64, count=len(unique))
 
 
 def _stats(state: ServingState, online: OnlineFeatures, candidates: np.ndarray) -> ItemStats:
-    ids = [state.item_ids[p] for p in candidates]
+    ids = [state.item_ids[p] for p in candidates.tolist()]
     fetched = online.item_stats(ids)
     if fetched is None:
         return ItemStats(state.fallback_counts[candidates], np.full(len(ids), np.nan))
     counts, last = fetched
     return ItemStats(
-        np.array([counts[i] for i in ids], dtype=np.float64),
-        np.array([np.nan if last[i] is None else last[i] for i in ids], dtype=np.float64),
+        np.array(counts, dtype=np.float64),
+        np.array([np.nan if t is None else t for t in last], dtype=np.float64),
     )
 
 
@@ -211,11 +200,15 @@ def _rank(
     history: list[int],
     now: float,
 ) -> np.ndarray:
+    if state.ranker.uses_item_stats:
+        stats = _stats(state, online, candidates)
+    else:  # a ranker without popularity or recency weights: no online-store round trip
+        stats = ItemStats(np.zeros(len(candidates)), np.full(len(candidates), np.nan))
     features = ranking_features(
         scores,
         state.categories[candidates],
         state.categories[history].tolist(),
-        _stats(state, online, candidates),
+        stats,
         now,
     )
     return state.ranker.score(features).astype(np.float64)
@@ -299,8 +292,7 @@ def _backfill(
     """Further allowed items when too few candidates passed: popular first, then catalog."""
     names = state.category_names
     out: list[tuple[str, float]] = []
-    order = [*popular, *np.argsort(-state.fallback_counts, kind="stable").tolist()]
-    for position in order:
+    for position in itertools.chain(popular, map(int, state.by_fallback_count)):
         if position in taken or not state.alive[position]:
             continue
         taken.add(position)

@@ -103,6 +103,10 @@ class RegionRuntime:
                 self._tenants[tenant.id] = self._load(tenant)
             return self._tenants[tenant.id]
 
+    def loaded_tenant(self, tenant_id: str) -> TenantRuntime | None:
+        """The runtime of a tenant already loaded, without loading it."""
+        return self._tenants.get(tenant_id)
+
     def loaded(self) -> list[TenantRuntime]:
         """The tenants loaded so far."""
         return list(self._tenants.values())

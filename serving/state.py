@@ -26,6 +26,7 @@ from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower
 from serving.retrieval import VectorIndex, build_index
 
+FRESH = 20
 CONTENT_ONLY = "content-embeddings"
 """`model_version` of a tenant served before its first trained model."""
 
@@ -69,6 +70,21 @@ class ServingState:
     fallback_counts: np.ndarray
     """Interaction counts per position, read from the database at load (used when the
     online store is unreachable)."""
+
+    @cached_property
+    def fresh(self) -> np.ndarray:
+        """The live positions of the `FRESH` most recently added or updated items."""
+        n = min(FRESH, self.size)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        added = np.where(self.alive, self.added_at, -np.inf)
+        return np.argpartition(-added, n - 1)[:n]
+
+    @cached_property
+    def by_fallback_count(self) -> np.ndarray:
+        """Live positions by their load-time interaction counts, highest first."""
+        order = np.argsort(-self.fallback_counts, kind="stable")
+        return np.asarray(order[self.alive[order]], dtype=np.int64)
 
     @cached_property
     def category_names(self) -> dict[int, str]:

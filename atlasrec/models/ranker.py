@@ -37,6 +37,11 @@ class LinearRanker:
         if any(s <= 0 for s in self.scale):
             raise ValueError("ranker scales must be positive")
 
+    @property
+    def uses_item_stats(self) -> bool:
+        """Whether scores depend on item statistics (popularity or recency)."""
+        return any(self.weights[FEATURES.index(f)] != 0 for f in ("popularity", "recency"))
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """Scores [n] of a feature matrix [n, len(FEATURES)]."""
         z = (features - np.asarray(self.mean, np.float32)) / np.asarray(self.scale, np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from conftest import BOOKS, Region_, bearer, client_for
 from fastapi.testclient import TestClient
@@ -59,6 +60,13 @@ def test_keys_map_to_tenants_and_regions(region: Region_, client: TestClient) ->
     region.platform.control.revoke_api_key("shop", shop_keys[-1].key_id)
     revoked = client.post(url, json={"k": 3}, headers=bearer(region.keys["shop"]))
     assert revoked.status_code == 401
+    # a key in use stops working within the serving key cache's lifetime
+    label = bearer(region.keys["label"])
+    assert client.post(url, json={"k": 3}, headers=label).status_code == 200
+    label_key = region.platform.control.list_api_keys("label")[0]
+    region.platform.control.revoke_api_key("label", label_key.key_id)
+    time.sleep(region.platform.settings.serving_auth_cache_s + 0.1)
+    assert client.post(url, json={"k": 3}, headers=label).status_code == 401
     far = client.post(url, json={"k": 3, "user_id": "u"}, headers=bearer(region.keys["far"]))
     assert far.status_code == 421
     assert "'far' is served in region 'us'" in far.json()["detail"] and "items" not in far.json()
