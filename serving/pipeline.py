@@ -17,6 +17,7 @@ import numpy as np
 
 from atlasrec.catalog import ItemPolicy
 from atlasrec.features import ItemStats, ranking_features
+from atlasrec.models.ranking import N_CANDIDATES
 from serving.online import OnlineFeatures
 from serving.state import ServingState
 
@@ -200,18 +201,25 @@ def _rank(
     history: list[int],
     now: float,
 ) -> np.ndarray:
+    """Scores: the ranker's for the `N_CANDIDATES` best-retrieved candidates.
+
+    Those are the lists the ranker was fitted on; the other candidates follow below them,
+    in retrieval order.
+    """
+    head = np.argsort(-scores, kind="stable")[:N_CANDIDATES]
+    top = candidates[head]
     if state.ranker.uses_item_stats:
-        stats = _stats(state, online, candidates)
+        stats = _stats(state, online, top)
     else:  # a ranker without popularity or recency weights: no online-store round trip
-        stats = ItemStats(np.zeros(len(candidates)), np.full(len(candidates), np.nan))
+        stats = ItemStats(np.zeros(len(top)), np.full(len(top), np.nan))
     features = ranking_features(
-        scores,
-        state.categories[candidates],
-        state.categories[history].tolist(),
-        stats,
-        now,
+        scores[head], state.categories[top], state.categories[history].tolist(), stats, now
     )
-    return state.ranker.score(features).astype(np.float64)
+    head_scores = state.ranker.score(features).astype(np.float64)
+    # cosine scores are in [-1, 1]: the tail lands strictly below the head, order kept
+    ranked = scores.astype(np.float64) + (head_scores.min() - 3.0 if len(head) else 0.0)
+    ranked[head] = head_scores
+    return ranked
 
 
 def _popularity_scores(

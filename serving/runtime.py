@@ -183,8 +183,16 @@ class RegionRuntime:
     # background refresh -----------------------------------------------------------------
 
     def refresh(self, runtime: TenantRuntime) -> bool:
-        """Swap in a newer model or catalog changes; True if the snapshot changed."""
+        """Swap in a newer model or catalog changes; True if the snapshot changed.
+
+        Also re-materialises the online features if the online store lost them (a Redis
+        restart): the warm-up claim is gone then, and this process takes it.
+        """
         scope = runtime.scope
+        try:
+            self._warm(scope, runtime.online.store)
+        except OnlineStoreUnavailable as exc:
+            log.warning("serving %s: online features not warmed: %s", scope.tenant_id, exc)
         artifact = self.plane.artifacts.latest(scope, KIND, actor=ACTOR)
         current = runtime.state
         if artifact is not None and artifact.version != current.model_version:

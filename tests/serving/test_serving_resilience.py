@@ -292,3 +292,16 @@ def test_events_update_the_real_redis_under_the_tenants_namespace(
     assert keys and all(k.startswith(("atlasrec:eu:shop:", "atlasrec:eu:label:")) for k in keys)
     assert raw.zscore("atlasrec:eu:shop:last", "i2") == 1_800_000_000
     assert "i2" not in set(raw.zrange("atlasrec:eu:label:items", 0, -1))
+
+
+@pytest.mark.redis
+def test_online_features_come_back_after_redis_loses_its_data(
+    region: Region_, real_redis: RedisBackend
+) -> None:
+    with client_for(region.platform, backend=real_redis, refresh=False) as client:
+        key = region.keys["shop"]
+        assert not recs(client, key, user_id="user-3", k=3)["cold_start"]
+        redis.Redis.from_url(REDIS_URL).flushdb()  # a restarted Redis that kept nothing
+        assert recs(client, key, user_id="user-3", k=3)["cold_start"]
+        client.app.state.serving.runtime.refresh_all()  # type: ignore[attr-defined]
+        assert not recs(client, key, user_id="user-3", k=3)["cold_start"]
