@@ -8,6 +8,7 @@ processes. Everything a tenant's runtime reads goes through the tenant's scope.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -92,6 +93,7 @@ class RegionRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.swaps = 0
+        self.freeze_gc = False
 
     def tenant(self, tenant: Tenant) -> TenantRuntime:
         """The runtime of a tenant homed in this region (loaded on first use)."""
@@ -222,11 +224,17 @@ class RegionRuntime:
             runtime.watermark = max(i.updated_at for i in changed)
         return bool(changed)
 
+    def freeze(self) -> None:
+        """Collect, then exclude every object alive now from future collections."""
+        gc.collect()
+        gc.freeze()
+
     def refresh_all(self) -> None:
         """One refresh pass over every loaded tenant; a failing tenant does not stop the rest."""
         for runtime in self.loaded():
             try:
-                self.refresh(runtime)
+                if self.refresh(runtime) and self.freeze_gc:
+                    self.freeze()
             except AtlasRecError as exc:
                 log.warning("serving %s: refresh failed: %s", runtime.scope.tenant_id, exc)
             except Exception:

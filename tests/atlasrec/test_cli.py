@@ -112,7 +112,7 @@ def test_tenants_create_prints_json_with_the_key_once(
             ["recommend", "--tenant", "acme", "--users-file", "u.txt", "--k", "5"],
             "cannot read users file",
         ),
-        (["serve", "--region", "eu"], "not available yet"),
+        (["serve", "--region", "xx"], "unknown region 'xx'"),
         (["privacy", "report", "--tenant", "acme", "--json"], "unknown tenant 'acme'"),
         (["audit", "verify", "--region", "xx"], "unknown region 'xx'"),
     ],
