@@ -27,7 +27,7 @@ BOOKS = [
 
 
 @dataclass
-class Region_:
+class ServedRegion:
     """A region with two trained tenants (shop, label) and a tenant homed elsewhere (far)."""
 
     platform: Platform
@@ -40,7 +40,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def region(platform: Platform, tmp_path: Path) -> Region_:
+def region(platform: Platform, tmp_path: Path) -> ServedRegion:
     seed_music_tenant(platform, "shop", Region.EU, tmp_path)
     _, label_key = platform.create_tenant(
         "label", region=Region.EU, sharing=SharingPolicy.REGIONAL, actor="test"
@@ -76,7 +76,7 @@ def region(platform: Platform, tmp_path: Path) -> Region_:
         "label": label_key.api_key,
         "far": far_key.api_key,
     }
-    return Region_(platform, keys, versions)
+    return ServedRegion(platform, keys, versions)
 
 
 def client_for(
@@ -88,6 +88,6 @@ def client_for(
 
 
 @pytest.fixture
-def client(region: Region_) -> Iterator[TestClient]:
+def client(region: ServedRegion) -> Iterator[TestClient]:
     with client_for(region.platform, refresh=False) as c:
         yield c

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import BOOKS, Region_, bearer, client_for
+from conftest import BOOKS, ServedRegion, bearer, client_for
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +26,7 @@ def recs(client: TestClient, key: str, **body: object) -> dict:  # type: ignore[
     return response.json()  # type: ignore[no-any-return]
 
 
-def test_a_response_follows_the_contract_and_is_logged(region: Region_) -> None:
+def test_a_response_follows_the_contract_and_is_logged(region: ServedRegion) -> None:
     with client_for(region.platform, refresh=False) as client:
         body = recs(client, region.keys["shop"], user_id="user-0", k=5)
         assert body["tenant_id"] == "shop" and body["region"] == "eu"
@@ -52,7 +52,7 @@ def test_a_response_follows_the_contract_and_is_logged(region: Region_) -> None:
     assert plane.ledger.verify().ok
 
 
-def test_keys_map_to_tenants_and_regions(region: Region_, client: TestClient) -> None:
+def test_keys_map_to_tenants_and_regions(region: ServedRegion, client: TestClient) -> None:
     url = "/v1/recommendations"
     assert client.post(url, json={"k": 3}).status_code == 401
     assert client.post(url, json={"k": 3}, headers=bearer("ark_nope_nope")).status_code == 401
@@ -95,7 +95,7 @@ def test_keys_map_to_tenants_and_regions(region: Region_, client: TestClient) ->
     )
 )
 def test_tenants_never_see_each_others_items_or_users(
-    region: Region_, client: TestClient, steps: list[tuple[str, str, bool]]
+    region: ServedRegion, client: TestClient, steps: list[tuple[str, str, bool]]
 ) -> None:
     catalogs = {"shop": sorted(SHOP_ITEMS), "label": sorted(LABEL_ITEMS)}
     for tenant, user, post_event in steps:
@@ -119,7 +119,7 @@ def test_tenants_never_see_each_others_items_or_users(
     assert other.status_code == 422 and "'b1'" in other.json()["detail"]
 
 
-def test_an_event_changes_the_next_response(region: Region_, client: TestClient) -> None:
+def test_an_event_changes_the_next_response(region: ServedRegion, client: TestClient) -> None:
     key = region.keys["shop"]
     before = recs(client, key, user_id="newcomer", k=5)
     assert before["cold_start"] is True
@@ -148,7 +148,7 @@ def test_an_event_changes_the_next_response(region: Region_, client: TestClient)
 
 
 def test_an_anonymous_session_is_served_from_its_recent_items(
-    region: Region_, client: TestClient
+    region: ServedRegion, client: TestClient
 ) -> None:
     body = recs(client, region.keys["shop"], k=4, context={"recent_items": ["i2", "i5", "i8"]})
     assert body["cold_start"] is False
@@ -157,7 +157,7 @@ def test_an_anonymous_session_is_served_from_its_recent_items(
     assert popular["cold_start"] is True and len(popular["items"]) == 4
 
 
-def test_metrics_healthz_and_docs(region: Region_, client: TestClient) -> None:
+def test_metrics_healthz_and_docs(region: ServedRegion, client: TestClient) -> None:
     recs(client, region.keys["shop"], user_id="user-3", k=3)
     metrics = client.get("/metrics").text
     assert (
@@ -172,7 +172,7 @@ def test_metrics_healthz_and_docs(region: Region_, client: TestClient) -> None:
     assert {"/v1/recommendations", "/v1/events", "/v1/catalog/items"} <= set(spec["paths"])
 
 
-def test_bad_input_gets_a_4xx_naming_the_problem(region: Region_, client: TestClient) -> None:
+def test_bad_input_gets_a_4xx_naming_the_problem(region: ServedRegion, client: TestClient) -> None:
     key = bearer(region.keys["shop"])
     url = "/v1/recommendations"
     malformed = client.post(
@@ -208,7 +208,7 @@ def test_bad_input_gets_a_4xx_naming_the_problem(region: Region_, client: TestCl
     assert client.post("/v1/events", json={"events": []}, headers=key).status_code == 422
 
 
-def test_error_bodies_are_json_with_a_request_id(region: Region_, client: TestClient) -> None:
+def test_error_bodies_are_json_with_a_request_id(region: ServedRegion, client: TestClient) -> None:
     response = client.post(
         "/v1/recommendations", json={"k": "many"}, headers=bearer(region.keys["shop"])
     )

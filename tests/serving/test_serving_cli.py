@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import Region_, bearer
+from conftest import ServedRegion, bearer
 
 from atlasrec.platform import Platform
 
@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_serve_runs_workers_of_one_region(region: Region_, platform: Platform) -> None:
+def test_serve_runs_workers_of_one_region(region: ServedRegion, platform: Platform) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLASREC_")}
     env["ATLASREC_HOME"] = str(platform.settings.home)

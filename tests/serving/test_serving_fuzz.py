@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
-from conftest import Region_, client_for
+from conftest import ServedRegion, client_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 
-def test_no_generated_request_gets_a_server_error(region: Region_) -> None:
+def test_no_generated_request_gets_a_server_error(region: ServedRegion) -> None:
     with client_for(region.platform, refresh=False) as client:  # runs the app's start-up
         schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
         operations = [result.ok() for result in schema.get_all_operations()]

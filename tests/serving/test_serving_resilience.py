@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import FAST, Region_, bearer, client_for
+from conftest import FAST, ServedRegion, bearer, client_for
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from test_serving_app import recs
@@ -65,7 +65,7 @@ def served(client: TestClient, key: str, **body: Any) -> set[str]:
     return {i["item_id"] for i in recs(client, key, **body)["items"]}
 
 
-def test_the_policy_filter_applies_every_rule(region: Region_, client: TestClient) -> None:
+def test_the_policy_filter_applies_every_rule(region: ServedRegion, client: TestClient) -> None:
     key = region.keys["shop"]
     put_items(client, key, RULES)
     everything = {"user_id": "user-0", "k": 30}  # the whole catalog but user-0's 6 jazz items
@@ -81,7 +81,7 @@ def test_the_policy_filter_applies_every_rule(region: Region_, client: TestClien
     assert "i16" not in served(client, key, **everything, filters={"exclude_items": ["i16"]})
 
 
-def test_the_policy_filter_holds_when_every_stage_is_degraded(region: Region_) -> None:
+def test_the_policy_filter_holds_when_every_stage_is_degraded(region: ServedRegion) -> None:
     region.platform.settings.serving_budget_ms = {
         "features": 0.0,
         "retrieval": 0.0,
@@ -130,7 +130,7 @@ def real_redis() -> Iterator[RedisBackend]:
 
 @pytest.mark.redis
 def test_redis_loss_degrades_without_errors_and_recovers(
-    region: Region_, real_redis: RedisBackend
+    region: ServedRegion, real_redis: RedisBackend
 ) -> None:
     switch = Switchable(real_redis)
     with client_for(region.platform, backend=switch, refresh=False) as client:  # type: ignore[arg-type]
@@ -164,7 +164,7 @@ def test_redis_loss_degrades_without_errors_and_recovers(
         assert client.get("/healthz").json()["online_store"] == "ok"
 
 
-def test_an_unreachable_redis_still_serves(region: Region_) -> None:
+def test_an_unreachable_redis_still_serves(region: ServedRegion) -> None:
     dead = RedisBackend("redis://127.0.0.1:1/0", timeout_s=0.05)
     with client_for(region.platform, backend=dead, refresh=False) as client:
         for user in ("user-0", "stranger"):
@@ -172,7 +172,7 @@ def test_an_unreachable_redis_still_serves(region: Region_) -> None:
             assert body["degraded"] and len(body["items"]) == 5
 
 
-def test_a_new_model_swaps_in_while_requests_keep_succeeding(region: Region_) -> None:
+def test_a_new_model_swaps_in_while_requests_keep_succeeding(region: ServedRegion) -> None:
     with client_for(region.platform, refresh=False) as client:
         key = region.keys["shop"]
         runtime = client.app.state.serving.runtime  # type: ignore[attr-defined]
@@ -207,7 +207,7 @@ def test_a_new_model_swaps_in_while_requests_keep_succeeding(region: Region_) ->
 
 
 def test_a_put_item_is_recommendable_at_once_and_bad_items_write_nothing(
-    region: Region_, client: TestClient
+    region: ServedRegion, client: TestClient
 ) -> None:
     key = region.keys["shop"]
     started = time.perf_counter()
@@ -238,7 +238,7 @@ def test_a_put_item_is_recommendable_at_once_and_bad_items_write_nothing(
     assert "fresh-1" in ids and not ids & {"ok-2", "bad-3"}
 
 
-def test_catalog_changes_from_another_process_arrive_by_refresh(region: Region_) -> None:
+def test_catalog_changes_from_another_process_arrive_by_refresh(region: ServedRegion) -> None:
     with (
         client_for(region.platform, refresh=False) as a,
         client_for(region.platform, refresh=False) as b,
@@ -252,7 +252,7 @@ def test_catalog_changes_from_another_process_arrive_by_refresh(region: Region_)
         assert "elsewhere" in served(b, key, user_id="user-0", k=30)
 
 
-def test_business_rules_bury_and_boost(region: Region_, client: TestClient) -> None:
+def test_business_rules_bury_and_boost(region: ServedRegion, client: TestClient) -> None:
     key = region.keys["shop"]
     ranked = [i["item_id"] for i in recs(client, key, user_id="user-1", k=24)["items"]]
     top, last = ranked[0], ranked[-1]
@@ -276,7 +276,7 @@ def test_business_rules_bury_and_boost(region: Region_, client: TestClient) -> N
 
 @pytest.mark.redis
 def test_events_update_the_real_redis_under_the_tenants_namespace(
-    region: Region_, real_redis: RedisBackend
+    region: ServedRegion, real_redis: RedisBackend
 ) -> None:
     with client_for(region.platform, backend=real_redis, refresh=False) as client:
         key = region.keys["shop"]
@@ -296,7 +296,7 @@ def test_events_update_the_real_redis_under_the_tenants_namespace(
 
 @pytest.mark.redis
 def test_online_features_come_back_after_redis_loses_its_data(
-    region: Region_, real_redis: RedisBackend
+    region: ServedRegion, real_redis: RedisBackend
 ) -> None:
     with client_for(region.platform, backend=real_redis, refresh=False) as client:
         key = region.keys["shop"]
