@@ -410,16 +410,28 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class _BodyLimit:
-    """Refuse request bodies over `MAX_BODY_BYTES` with 413 (declared or streamed)."""
+class _HttpMiddleware:
+    """A pure ASGI middleware that acts on HTTP requests only (`handle`)."""
 
     def __init__(self, app: Callable[[Scope_, Receive, Send], Awaitable[None]]) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        """Process one HTTP request."""
+        raise NotImplementedError
+
+
+class _BodyLimit(_HttpMiddleware):
+    """Refuse request bodies over `MAX_BODY_BYTES` with 413 (declared or streamed)."""
+
+    async def handle(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        """Refuse a declared or streamed body over the limit."""
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             await _too_large(send)
@@ -440,16 +452,11 @@ class _BodyLimit:
             await _too_large(send)
 
 
-class _RequestId:
+class _RequestId(_HttpMiddleware):
     """Give each request an id (`request.state.request_id`) and the `X-Request-ID` header."""
 
-    def __init__(self, app: Callable[[Scope_, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        """Stamp the id on the request's state and on its response."""
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 

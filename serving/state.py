@@ -23,10 +23,13 @@ from atlasrec.catalog import ItemPolicy, parse_policy
 from atlasrec.features import NO_CATEGORY
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
-from atlasrec.models.two_tower import TwoTower
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from serving.retrieval import VectorIndex, build_index
 
 FRESH = 20
+POOLING = TwoTowerConfig()
+"""Before a model exists, histories are pooled as the user tower's input is (same length
+and recency half-life)."""
 CONTENT_ONLY = "content-embeddings"
 """`model_version` of a tenant served before its first trained model."""
 
@@ -107,8 +110,9 @@ class ServingState:
             return vector
         if not history:
             return None
-        recent = list(history)[-50:]
-        weights = np.power(0.5, np.arange(len(recent) - 1, -1, -1) / 10.0)[:, None]
+        recent = list(history)[-POOLING.history :]
+        age = np.arange(len(recent) - 1, -1, -1)
+        weights = np.power(0.5, age / POOLING.recency_half_life)[:, None]
         pooled = (self.raw[recent] * weights).sum(0)
         norm = float(np.linalg.norm(pooled))
         return None if norm == 0 else (pooled / norm).astype(np.float32)
@@ -191,7 +195,8 @@ def with_items(state: ServingState, items: Sequence[CatalogItem]) -> ServingStat
         at = position.get(item.item_id)
         if at is not None and state.content_shas[at] == item.content_sha:
             policies[at] = parse_policy(item.attributes)
-            categories[at], codes = _code_one(item.category, codes)
+            codes_of_one, codes = _codes([item.category], codes)
+            categories[at] = codes_of_one[0]
             continue
         if at is not None:
             alive[at] = False  # retired: its vector is stale
@@ -221,11 +226,3 @@ def with_items(state: ServingState, items: Sequence[CatalogItem]) -> ServingStat
         content_shas=state.content_shas + tuple(item.content_sha for item in appended),
         fallback_counts=np.concatenate([state.fallback_counts, np.zeros(len(appended))]),
     )
-
-
-def _code_one(category: str | None, codes: dict[str, int]) -> tuple[int, dict[str, int]]:
-    if category is None:
-        return NO_CATEGORY, codes
-    if category not in codes:
-        codes = {**codes, category: len(codes)}
-    return codes[category], codes
