@@ -1,0 +1,128 @@
+"""The key service: CKKS key material per key domain (e.g. "region-eu", "global").
+
+A domain's secret context lives in `<root>/<domain>.ckks` (mode 0600, folder 0700), created
+once and never replaced: `ensure` takes an exclusive lock, so concurrent callers, in any
+process, end with the same key. Aggregators get `public_context` only; `secret_context`
+is for the key holders (the domain's tenants' clients). The file is framed with a magic
+header and a SHA-256 digest, so a damaged file is reported as such, by name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from atlasrec.artifacts import write_atomic
+from atlasrec.errors import InvalidInputError
+from privacy.he import (
+    CkksParams,
+    Context,
+    KeyUnavailableError,
+    key_id,
+    load_context,
+    new_context,
+    public_bytes,
+    secret_bytes,
+)
+
+_DOMAIN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MAGIC = b"ATLASREC-CKKS-KEY\x01"
+_SUFFIX = ".ckks"
+
+
+class KeyFileError(InvalidInputError):
+    """A key file is damaged, holds no secret key, or is readable by other users."""
+
+
+def check_domain(domain: str) -> str:
+    """The domain name, if it is a safe file name (lowercase letters, digits, '-', '_')."""
+    if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
+        raise InvalidInputError(
+            f"invalid key domain {domain!r}: 1-64 characters of a-z, 0-9, '-', '_', "
+            "starting with a letter or digit"
+        )
+    return domain
+
+
+class KeyService:
+    """CKKS key material for named key domains under one root folder."""
+
+    def __init__(self, root: Path, params: CkksParams | None = None) -> None:
+        self.root = Path(root)
+        self.params = params or CkksParams()
+        self._cache: dict[str, tuple[str, bytes]] = {}
+
+    def path(self, domain: str) -> Path:
+        """The domain's key file."""
+        return self.root / f"{check_domain(domain)}{_SUFFIX}"
+
+    def ensure(self, domain: str) -> str:
+        """Create the domain's key unless it exists; its key id either way."""
+        path = self.path(domain)
+        if not path.exists():
+            with self._lock(domain):
+                if not path.exists():
+                    context = new_context(self.params)
+                    payload = secret_bytes(context)
+                    write_atomic(path, _MAGIC + hashlib.sha256(payload).digest() + payload)
+                    # mkstemp created the file 0600; say so explicitly in case that changes.
+                    os.chmod(path, 0o600)
+        return self.key_id(domain)
+
+    def key_id(self, domain: str) -> str:
+        """The domain's key id (fingerprint of its public context)."""
+        return self._load(domain)[0]
+
+    def public_context(self, domain: str) -> bytes:
+        """The domain's serialised public context: encrypts and adds, cannot decrypt."""
+        return public_bytes(load_context(self._load(domain)[1]))
+
+    def secret_context(self, domain: str) -> Context:
+        """The domain's context with its secret key (key holders only); a fresh object."""
+        return load_context(self._load(domain)[1])
+
+    def _load(self, domain: str) -> tuple[str, bytes]:
+        path = self.path(domain)
+        if domain in self._cache:
+            return self._cache[domain]
+        try:
+            mode = path.stat().st_mode
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyUnavailableError(f"no key for domain {domain!r} in {self.root}") from None
+        if stat.S_IMODE(mode) & 0o077:
+            raise KeyFileError(
+                f"key file {path} is accessible by other users (mode "
+                f"{stat.S_IMODE(mode):04o}); expected 0600"
+            )
+        head = len(_MAGIC) + hashlib.sha256().digest_size
+        if len(data) < head or not data.startswith(_MAGIC):
+            raise KeyFileError(f"key file {path} is not an AtlasRec CKKS key file")
+        payload = data[head:]
+        if hashlib.sha256(payload).digest() != data[len(_MAGIC) : head]:
+            raise KeyFileError(f"key file {path} is corrupted (SHA-256 mismatch)")
+        try:
+            context = load_context(payload)
+        except InvalidInputError as exc:
+            raise KeyFileError(f"key file {path}: {exc}") from None
+        if not context.has_secret_key():
+            raise KeyFileError(f"key file {path} holds no secret key")
+        self._cache[domain] = (key_id(context), payload)
+        return self._cache[domain]
+
+    @contextmanager
+    def _lock(self, domain: str) -> Iterator[None]:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        fd = os.open(self.root / f".{domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
