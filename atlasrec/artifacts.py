@@ -72,6 +72,54 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def new_version() -> str:
+    """A fresh version name: sortable UTC time plus a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+def publish_version(
+    kind_dir: Path,
+    write: Callable[[Path], None],
+    owner: dict[str, Any],
+    metadata: dict[str, Any],
+) -> tuple[str, Path, dict[str, Any]]:
+    """Publish a new version folder under `kind_dir` atomically and point LATEST at it.
+
+    `write(folder)` fills a private staging folder; the manifest (owner fields, file hashes,
+    metadata) is added, everything is fsynced, and the folder is renamed into place.
+    """
+    kind_dir.mkdir(parents=True, exist_ok=True)
+    version = new_version()
+    staging = Path(tempfile.mkdtemp(dir=kind_dir, prefix=f".staging-{version}-"))
+    try:
+        write(staging)
+        files = {
+            str(p.relative_to(staging)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(staging.rglob("*"))
+            if p.is_file()
+        }
+        manifest = {
+            **owner,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "files": files,
+            "metadata": metadata,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for p in staging.rglob("*"):
+            if p.is_file():
+                with p.open("rb") as fh:
+                    os.fsync(fh.fileno())
+        final = kind_dir / version
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(kind_dir)
+    write_atomic(kind_dir / "LATEST", version.encode())
+    return version, final, manifest
+
+
 class ArtifactStore:
     """Artifacts of one region's tenants, reachable only through the region's boundary."""
 
@@ -95,37 +143,8 @@ class ArtifactStore:
     ) -> Artifact:
         """Publish a new version: `write(folder)` fills a private folder, then it goes live."""
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.publish")
-        kind_dir.mkdir(parents=True, exist_ok=True)
-        version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
-        staging = Path(tempfile.mkdtemp(dir=kind_dir, prefix=f".staging-{version}-"))
-        try:
-            write(staging)
-            files = {
-                str(p.relative_to(staging)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(staging.rglob("*"))
-                if p.is_file()
-            }
-            manifest = {
-                "tenant_id": scope.tenant_id,
-                "region": scope.region.value,
-                "kind": kind,
-                "version": version,
-                "created_at": datetime.now(UTC).isoformat(),
-                "files": files,
-                "metadata": metadata or {},
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            for p in staging.rglob("*"):
-                if p.is_file():
-                    with p.open("rb") as fh:
-                        os.fsync(fh.fileno())
-            final = kind_dir / version
-            staging.rename(final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        _fsync_dir(kind_dir)
-        write_atomic(kind_dir / "LATEST", version.encode())
+        owner = {"tenant_id": scope.tenant_id, "region": scope.region.value, "kind": kind}
+        version, final, manifest = publish_version(kind_dir, write, owner, metadata or {})
         return Artifact(scope.tenant_id, self.region, kind, version, final, manifest)
 
     def latest(self, scope: Scope, kind: str, *, actor: str) -> Artifact | None:

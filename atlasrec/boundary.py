@@ -11,7 +11,7 @@ from atlasrec.errors import (
     CrossTenantError,
     UnknownTenantError,
 )
-from atlasrec.tenancy import Region, Scope
+from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.ledger import Ledger
 
 REFUSED = "boundary.refused"
@@ -95,3 +95,36 @@ class Boundary:
             },
         )
         raise error
+
+
+def federation_refusal(
+    tenant_id: str,
+    home: Region | None,
+    sharing: SharingPolicy | None,
+    region: Region,
+    *,
+    cross_region: bool = False,
+) -> str | None:
+    """Why `tenant_id` may not contribute to a federation in `region`, or None if it may.
+
+    The one rule every federation path checks (client join, the aggregator's residency
+    guard, the export of a region's share to the cross-region tier):
+    - a `solo` tenant never contributes;
+    - a tenant contributes only in its home region;
+    - what leaves the region (`cross_region`) may come only from `global` tenants.
+    """
+    if home is None or sharing is None:
+        return f"unknown tenant {tenant_id!r}"
+    if sharing == SharingPolicy.SOLO:
+        return f"tenant {tenant_id!r} is a solo tenant: it never joins a federation"
+    if home != region:
+        return (
+            f"tenant {tenant_id!r} is homed in region {home.value!r}, not in the aggregator's "
+            f"region {region.value!r}"
+        )
+    if cross_region and sharing != SharingPolicy.GLOBAL:
+        return (
+            f"tenant {tenant_id!r} has sharing {sharing.value!r}: nothing derived from it may "
+            f"leave region {region.value!r}"
+        )
+    return None

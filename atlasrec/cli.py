@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -268,10 +269,46 @@ def train(
 @app.command()
 def federate(
     region: RegionOpt,
-    rounds: Annotated[int, typer.Option("--rounds")] = 1,
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds to run")] = 1,
+    round_epsilon: Annotated[
+        float, typer.Option("--round-epsilon", help="Epsilon charged to each participant per round")
+    ] = 1.0,
+    local_epochs: Annotated[int, typer.Option("--local-epochs")] = 2,
+    min_participants: Annotated[int, typer.Option("--min-participants")] = 2,
+    no_encrypt: Annotated[
+        bool, typer.Option("--no-encrypt", help="Plaintext aggregation (benchmark baseline)")
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run federated rounds of a region's backbone."""
-    _not_yet("federation", 4)
+    """Run federated rounds of a region's backbone (resumes an unfinished run)."""
+    from server.embedded import run_embedded
+    from server.federation import FederationConfig
+
+    config = FederationConfig(
+        rounds=rounds,
+        round_epsilon=round_epsilon,
+        local_epochs=local_epochs,
+        min_participants=min_participants,
+        encrypt=not no_encrypt,
+    )
+    platform = _platform()
+    try:
+        result = run_embedded(platform, parse_region(region), config, actor=actor())
+    finally:
+        platform.close()
+    if as_json:
+        _print_json(asdict(result))
+        return
+    verb = "resumed" if result.resumed else "ran"
+    typer.echo(
+        f"region {result.region}: {verb} federation {result.run_id}: "
+        f"{result.rounds_done}/{result.rounds_planned} rounds, backbone {result.backbone_version}"
+    )
+    for entry in result.rounds:
+        eps = ", ".join(f"{t} eps {p['epsilon']:.3f}" for t, p in entry["participants"].items())
+        typer.echo(f"  round {entry['round']} ({entry['status']}): {eps or 'no participants'}")
+        for tenant, reason in {**entry["refused"], **entry["dropped"], **entry["failed"]}.items():
+            typer.echo(f"    {tenant}: {reason}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from atlasrec.control.models import utcnow
 from atlasrec.dataplane.models import DpRun
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.errors import AtlasRecError
+from audit.ledger import Ledger
 from privacy.accounting import Mechanism, epsilon
 
 
@@ -68,12 +69,19 @@ class PrivacyLedger:
                 {"t": f"dp-budget:{self.session.scope.tenant_id}"},
             )
 
+    def preview(self, mechanism: Mechanism) -> tuple[float, float]:
+        """(spent now, spent after `mechanism`): what `reserve` would compare to the cap."""
+        prior = self.mechanisms(self.runs())
+        return epsilon(prior, self.delta), epsilon([*prior, mechanism], self.delta)
+
+    def fits(self, mechanism: Mechanism) -> bool:
+        """Whether `mechanism` fits under the cap now (`reserve` still decides, under a lock)."""
+        return self.preview(mechanism)[1] <= self.cap + 1e-9
+
     def reserve(self, mechanism: Mechanism, *, kind: str, details: dict[str, Any]) -> DpRun:
         """Charge a run before it starts, or raise BudgetExceededError (nothing charged)."""
         self._lock()
-        prior = self.mechanisms(self.runs())
-        before = epsilon(prior, self.delta)
-        after = epsilon([*prior, mechanism], self.delta)
+        before, after = self.preview(mechanism)
         alone = epsilon([mechanism], self.delta)
         if after > self.cap + 1e-9:
             raise BudgetExceededError(
@@ -98,3 +106,26 @@ class PrivacyLedger:
         self.session.add(run)
         self.session.flush()
         return run
+
+
+def audit_charge(
+    ledger: Ledger, session: TenantSession, run: DpRun, *, cap: float, actor: str
+) -> None:
+    """Record a reserved charge in the region's audit ledger, in the same transaction."""
+    ledger.append(
+        actor=actor,
+        action="dp.charged",
+        subject=f"dp_run:{run.id}",
+        tenant_id=run.tenant_id,
+        session=session,
+        details={
+            "kind": run.kind,
+            "epsilon": run.epsilon,
+            "epsilon_total": run.epsilon_total,
+            "cap": cap,
+            "noise_multiplier": run.noise_multiplier,
+            "sample_rate": run.sample_rate,
+            "steps": run.steps,
+            "delta": run.delta,
+        },
+    )

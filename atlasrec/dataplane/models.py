@@ -140,6 +140,29 @@ class ServedRequest(RegionModel, table=True):
     timings_ms: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
 
 
+class FederationRun(RegionModel, table=True):
+    """One `federate` run of the region's aggregator (not a tenant table: no user data).
+
+    `rounds` lists each completed round: participants and the epsilon each was charged,
+    refusals, exclusions, dropped and failed updates, and the backbone version out.
+    """
+
+    __tablename__ = "federation_runs"
+    id: str = Field(primary_key=True, max_length=32)
+    region: str = Field(max_length=8)
+    status: str = Field(max_length=16, index=True)
+    rounds_planned: int
+    rounds_done: int = 0
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    backbone_in: str | None = Field(default=None, max_length=64)
+    backbone_out: str | None = Field(default=None, max_length=64)
+    rounds: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    started_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 TENANT_TABLES: tuple[type[RegionModel], ...] = (
     Item,
     Interaction,

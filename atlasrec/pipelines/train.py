@@ -23,7 +23,7 @@ from atlasrec.models.training import DpPlan, Progress, dp_schedule, require_secu
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.platform import Platform
 from privacy.accounting import Mechanism, calibrate_noise
-from privacy.budget import BudgetExceededError, PrivacyLedger
+from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
 
 DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
@@ -126,22 +126,7 @@ def train_tenant(
                 details={"requested_epsilon": run_epsilon, "users": n_users},
             )
             run_id = run.id
-            plane.ledger.append(
-                actor=actor,
-                action="dp.charged",
-                subject=f"dp_run:{run.id}",
-                tenant_id=tenant_id,
-                session=session,
-                details={
-                    "epsilon": run.epsilon,
-                    "epsilon_total": run.epsilon_total,
-                    "cap": tenant.epsilon_cap,
-                    "noise_multiplier": sigma,
-                    "sample_rate": rate,
-                    "steps": steps,
-                    "delta": tenant.delta,
-                },
-            )
+            audit_charge(plane.ledger, session, run, cap=tenant.epsilon_cap, actor=actor)
     ranker: LinearRanker = DEFAULT_RANKER
     ranker_lineage: dict[str, Any] = {"fitted": False, "reason": DP_RANKER_REASON}
     try:
@@ -159,7 +144,7 @@ def train_tenant(
             model, report = train(data.content, sequences, config, dp=plan, progress=progress)
     except BaseException:
         if run_id is not None:
-            _close_run(platform, scope, run_id, actor, status="failed", version=None)
+            close_dp_run(platform, scope, run_id, actor, status="failed", version=None)
         raise
 
     lineage = {
@@ -201,7 +186,7 @@ def train_tenant(
         metadata=lineage,
     )
     if run_id is not None:
-        _close_run(platform, scope, run_id, actor, status="completed", version=artifact.version)
+        close_dp_run(platform, scope, run_id, actor, status="completed", version=artifact.version)
     plane.ledger.append(
         actor=actor,
         action="model.trained",
@@ -216,12 +201,19 @@ def train_tenant(
     return TrainResult(tenant_id, scope.region.value, artifact.version, lineage)
 
 
-def _close_run(
-    platform: Platform, scope: Any, run_id: str, actor: str, *, status: str, version: str | None
+def close_dp_run(
+    platform: Platform,
+    scope: Any,
+    run_id: str,
+    actor: str,
+    *,
+    status: str,
+    version: str | None,
+    **details: Any,
 ) -> None:
     """Mark a charged run finished (its charge stays: the data was used either way)."""
     with platform.plane(scope.region).session(scope, actor=actor, action="train.finish") as s:
         run = s.get(DpRun, run_id)
         if run is not None:
             run.status, run.completed_at = status, utcnow()
-            run.details = {**run.details, "model_version": version}
+            run.details = {**run.details, "model_version": version, **details}

@@ -79,15 +79,22 @@ def music_interactions(n_users: int = 16) -> list[tuple[str, str, int, str, floa
 
 
 def seed_music_tenant(
-    platform: Platform, tenant_id: str, region: Region, folder: Path, **options: object
+    platform: Platform,
+    tenant_id: str,
+    region: Region,
+    folder: Path,
+    *,
+    sharing: SharingPolicy = SharingPolicy.SOLO,
+    n_users: int = 16,
+    **options: object,
 ) -> Scope:
-    """A solo tenant with the music catalog and interactions ingested."""
+    """A tenant (solo unless told) with the music catalog and interactions ingested."""
     from atlasrec.ingest import ingest
 
     platform.create_tenant(
         tenant_id,
         region=region,
-        sharing=SharingPolicy.SOLO,
+        sharing=sharing,
         actor="test",
         **options,  # type: ignore[arg-type]
     )
@@ -99,7 +106,9 @@ def seed_music_tenant(
         actor="test",
         items=write_csv(folder / f"{tenant_id}-items.csv", ITEMS_HEADER, MUSIC_ITEMS),
         interactions=write_csv(
-            folder / f"{tenant_id}-interactions.csv", INTERACTIONS_HEADER, music_interactions()
+            folder / f"{tenant_id}-interactions.csv",
+            INTERACTIONS_HEADER,
+            music_interactions(n_users),
         ),
     )
     return scope

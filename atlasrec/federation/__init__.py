@@ -1,0 +1,1 @@
+"""Federation plumbing shared by the aggregator and the clients: wire format, backbone store."""

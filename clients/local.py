@@ -1,0 +1,243 @@
+"""What a tenant's federated client does, without Flower: join checks, DP charge, local training.
+
+Everything here runs in the tenant's home region, through the tenant's scope. The update it
+returns holds only the ID-free backbone (`atlasrec.models.backbone`); the tenant's item-id
+residuals are not even trained. Each round is charged to the tenant's privacy ledger before
+its first step, for exactly the update that leaves the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from atlasrec.boundary import federation_refusal
+from atlasrec.dataplane.models import Interaction
+from atlasrec.dataplane.session import TenantSession
+from atlasrec.errors import AtlasRecError, InvalidInputError
+from atlasrec.models.backbone import BACKBONE_CONFIG, flatten
+from atlasrec.models.dataset import load_tenant_dataset
+from atlasrec.models.recommender import user_sequences
+from atlasrec.models.training import DpPlan, dp_schedule, require_secure_rng, train
+from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.pipelines.train import close_dp_run
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope, SharingPolicy
+from privacy.accounting import Mechanism, calibrate_noise
+from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
+
+JOIN = "federation.join"
+
+
+class FederationRefusedError(AtlasRecError):
+    """A tenant may not take part in this federation (its policy or its region forbids it)."""
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the aggregator asks of every client in one round."""
+
+    run_id: str
+    round: int
+    region: Region
+    round_epsilon: float
+    local_epochs: int
+    seed: int
+    backbone_in: str | None
+
+    def config(self) -> TwoTowerConfig:
+        """The local training configuration of this round."""
+        return replace(BACKBONE_CONFIG, epochs=self.local_epochs, seed=self.seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for messages and lineage)."""
+        return {
+            "run_id": self.run_id,
+            "round": self.round,
+            "region": self.region.value,
+            "round_epsilon": self.round_epsilon,
+            "local_epochs": self.local_epochs,
+            "seed": self.seed,
+            "backbone_in": self.backbone_in or "",
+        }
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """A client's answer before a round: who it is and whether its budget allows the round."""
+
+    tenant_id: str
+    region: str
+    sharing: str
+    users: int
+    round_cost: float
+    spent: float
+    cap: float
+
+    @property
+    def affordable(self) -> bool:
+        """Whether the round fits under the cap."""
+        return self.users > 0 and self.spent + self.round_cost <= self.cap + 1e-9
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """A client's trained backbone (flat vector) and what producing it cost."""
+
+    tenant_id: str
+    region: str
+    sharing: str
+    vector: np.ndarray
+    weight: float
+    users: int
+    epsilon: float
+    dp_run_id: str
+
+
+def join_scope(platform: Platform, tenant_id: str, region: Region, *, actor: str) -> Scope:
+    """The tenant's scope for federation in `region`, or an audited refusal.
+
+    A `solo` tenant never joins, whatever its client was told; a tenant only joins in its
+    home region (the boundary refuses any other).
+    """
+    tenant = platform.control.get_tenant(tenant_id)
+    scope = Scope(tenant_id, region)
+    plane = platform.plane(region)
+    plane.boundary.admit(scope, actor=actor, action=JOIN, subject=f"federation:{region.value}")
+    reason = federation_refusal(
+        tenant_id, Region(tenant.home_region), SharingPolicy(tenant.sharing), region
+    )
+    if reason is not None:
+        plane.boundary.refuse(
+            scope,
+            FederationRefusedError(reason),
+            actor=actor,
+            action=JOIN,
+            subject=f"federation:{region.value}",
+        )
+    return scope
+
+
+def _mechanism(users: int, plan: RoundPlan, delta: float) -> tuple[Mechanism, float]:
+    """The round's DP-SGD mechanism for `users` users, calibrated to `plan.round_epsilon`."""
+    rate, steps = dp_schedule(users, plan.config())
+    sigma = calibrate_noise(plan.round_epsilon, delta, rate, steps)
+    return Mechanism(sigma, rate, steps), plan.config().max_grad_norm
+
+
+def _seed(plan: RoundPlan, tenant_id: str) -> int:
+    digest = hashlib.sha256(f"{plan.run_id}:{plan.round}:{tenant_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def client_status(
+    platform: Platform, tenant_id: str, plan: RoundPlan, *, actor: str
+) -> ClientStatus:
+    """Identity and budget of a client for the coming round (charges nothing)."""
+    scope = join_scope(platform, tenant_id, plan.region, actor=actor)
+    tenant = platform.control.get_tenant(tenant_id)
+    plane = platform.plane(plan.region)
+    with plane.session(scope, actor=actor, action="federation.status") as session:
+        users = _user_count(session)
+        ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
+        if users == 0:
+            spent, after = ledger.preview(Mechanism(1.0, 1.0, 1))[0], float("inf")
+        else:
+            spent, after = ledger.preview(_mechanism(users, plan, tenant.delta)[0])
+    return ClientStatus(
+        tenant_id,
+        plan.region.value,
+        SharingPolicy(tenant.sharing).value,
+        users,
+        after - spent,
+        spent,
+        tenant.epsilon_cap,
+    )
+
+
+def _user_count(session: TenantSession) -> int:
+    query = select(func.count(func.distinct(Interaction.user_key))).where(
+        col(Interaction.tenant_id) == session.scope.tenant_id
+    )
+    return int(session.execute(query).scalar_one())
+
+
+def train_round(
+    platform: Platform,
+    tenant_id: str,
+    start: dict[str, torch.Tensor],
+    plan: RoundPlan,
+    *,
+    actor: str,
+) -> LocalUpdate:
+    """Charge this round to the tenant's ledger, then train the backbone with user-level DP."""
+    scope = join_scope(platform, tenant_id, plan.region, actor=actor)
+    tenant = platform.control.get_tenant(tenant_id)
+    plane = platform.plane(plan.region)
+    if platform.settings.dp_secure_mode:
+        require_secure_rng()
+    data = load_tenant_dataset(plane, scope, actor=actor)
+    sequences = user_sequences(data.interactions)
+    users = sum(1 for s in sequences if len(s))
+    if users == 0:
+        raise InvalidInputError(f"tenant {tenant_id!r} has no interactions to train on")
+    mechanism, clip = _mechanism(users, plan, tenant.delta)
+    with plane.session(scope, actor=actor, action="federation.reserve") as session:
+        ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
+        run = ledger.reserve(
+            mechanism,
+            kind="federation",
+            details={
+                "federation_run": plan.run_id,
+                "round": plan.round,
+                "region": plan.region.value,
+                "backbone_in": plan.backbone_in,
+                "users": users,
+                "data_snapshot": data.snapshot,
+            },
+        )
+        audit_charge(plane.ledger, session, run, cap=tenant.epsilon_cap, actor=actor)
+        run_id, run_epsilon = run.id, run.epsilon
+    dp = DpPlan(
+        mechanism.noise_multiplier,
+        mechanism.sample_rate,
+        mechanism.steps,
+        clip,
+        tenant.delta,
+        platform.settings.dp_secure_mode,
+    )
+    config = replace(plan.config(), seed=_seed(plan, tenant_id))
+    try:
+        model, _ = train(data.content, sequences, config, dp=dp, init_backbone=start)
+    except BaseException:
+        close_dp_run(platform, scope, run_id, actor, status="failed", version=None)
+        raise
+    close_dp_run(platform, scope, run_id, actor, status="completed", version=None)
+    return LocalUpdate(
+        tenant_id,
+        plan.region.value,
+        SharingPolicy(tenant.sharing).value,
+        flatten(model.backbone.state_dict()),
+        float(users),
+        users,
+        run_epsilon,
+        run_id,
+    )
+
+
+__all__ = [
+    "BudgetExceededError",
+    "ClientStatus",
+    "FederationRefusedError",
+    "LocalUpdate",
+    "RoundPlan",
+    "client_status",
+    "join_scope",
+    "train_round",
+]
