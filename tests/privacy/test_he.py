@@ -71,7 +71,7 @@ scales = st.sampled_from([1e-3, 1e-2, 0.1, 1.0, 10.0])
     data=st.data(),
 )
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_decrypted_weighted_sum_is_the_weighted_average(
     public: Context, secret: Context, n: int, length: int, seed: int, data: st.DataObject
