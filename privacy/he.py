@@ -258,7 +258,10 @@ def encrypt(context: Context, vector: npt.ArrayLike) -> EncryptedVector:
     slots = slot_count(context)
     chunks = []
     for start in range(0, values.size, slots):
-        encrypted = ts.ckks_vector(context, values[start : start + slots].tolist())
+        try:
+            encrypted = ts.ckks_vector(context, values[start : start + slots].tolist())
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise InvalidInputError(f"cannot encrypt under this context: {exc}") from None
         chunks.append(encrypted.serialize())
     return EncryptedVector(key_id(context), int(values.size), tuple(chunks))
 
