@@ -38,6 +38,8 @@ def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[st
                 "epsilon": r.epsilon,
                 "epsilon_total_after": r.epsilon_total,
                 "model_version": r.details.get("model_version"),
+                "federation_run": r.details.get("federation_run"),
+                "round": r.details.get("round"),
                 "created_at": r.created_at.isoformat(),
             }
             for r in runs

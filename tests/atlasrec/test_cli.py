@@ -106,7 +106,9 @@ def test_tenants_create_prints_json_with_the_key_once(
         (["ingest", "--tenant", "ghost", "--items", "x.csv"], "unknown tenant 'ghost'"),
         (["ingest", "--tenant", "ghost"], "give --items and/or --interactions"),
         (["train", "--tenant", "acme"], "unknown tenant 'acme'"),
-        (["federate", "--region", "eu", "--rounds", "1"], "not available yet"),
+        (["federate", "--region", "eu", "--rounds", "1"], "region 'eu' has no tenants"),
+        (["federate", "--region", "eu", "--rounds", "0"], "--rounds must be at least 1"),
+        (["federate", "--region", "xx"], "unknown region 'xx'"),
         (["evaluate", "--tenant", "acme", "--k", "10", "--json"], "unknown tenant 'acme'"),
         (
             ["recommend", "--tenant", "acme", "--users-file", "u.txt", "--k", "5"],
