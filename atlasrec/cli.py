@@ -35,6 +35,11 @@ audit_app = typer.Typer(help="The hash-chained audit ledger of each region.", no
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(audit_app, name="audit")
+officers_app = typer.Typer(
+    help="Privacy officer accounts of the audit UI (/audit on each regional server).",
+    no_args_is_help=True,
+)
+app.add_typer(officers_app, name="officers")
 
 RegionOpt = Annotated[str, typer.Option("--region", help="us, eu, in or sg")]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant id")]
@@ -456,6 +461,171 @@ def audit_log(
         typer.echo(
             f"{r.seq:>6} {r.ts} {r.tenant_id or '-':<20} {r.action:<18} {r.subject} {r.details}"
         )
+
+
+@audit_app.command("lineage")
+def audit_lineage(
+    request_id: Annotated[str, typer.Option("--request-id", help="A served request's id")],
+    region: Annotated[
+        str | None, typer.Option("--region", help="Region to search (default: every region)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The chain behind a served request: model, DP run, data snapshot, backbone, rounds."""
+    from atlasrec.tenancy import Region
+    from audit.lineage import find_request, lineage_lines, request_lineage
+
+    platform = _platform()
+    if region is not None:
+        regions = [parse_region(region)]
+    else:
+        regions = [platform.settings.region] if platform.settings.region else list(Region)
+    scope, row = find_request(platform, request_id, regions=regions, actor=actor())
+    chain = request_lineage(platform, scope, row, actor=actor())
+    if as_json:
+        _print_json(chain)
+        return
+    for line in lineage_lines(chain):
+        typer.echo(line)
+
+
+@audit_app.command("report")
+def audit_report(
+    tenant: TenantOpt,
+    fmt: Annotated[str, typer.Option("--format", help="json, csv or html")] = "json",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write to this file (default: stdout)")
+    ] = None,
+) -> None:
+    """A tenant's compliance report in its home region (runs, budget, artifacts, refusals)."""
+    from audit.reports import report_csv, tenant_report
+    from audit.ui.templating import report_html
+
+    if fmt not in ("json", "csv", "html"):
+        raise AtlasRecError(f"unknown --format {fmt!r} (expected json, csv or html)")
+    platform = _platform()
+    report = tenant_report(platform, platform.control.get_tenant(tenant), actor=actor())
+    text = {
+        "json": lambda: json.dumps(report, indent=2, default=str) + "\n",
+        "csv": lambda: report_csv(report),
+        "html": lambda: report_html(report),
+    }[fmt]()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise AtlasRecError(f"cannot write {str(output)!r}: {exc.strerror}") from None
+    typer.echo(f"{tenant}@{report['region']}: compliance report written to {output}")
+
+
+@privacy_app.command("set-cap")
+def privacy_set_cap(
+    tenant: TenantOpt,
+    epsilon: Annotated[str, typer.Option("--epsilon", help="The new epsilon cap")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger)")],
+) -> None:
+    """Raise or lower a tenant's epsilon cap, with a reason (a ledger record of its region)."""
+    from privacy.caps import change_epsilon_cap, parse_cap
+
+    change = change_epsilon_cap(
+        _platform(), tenant, parse_cap(epsilon), reason=reason, actor=actor()
+    )
+    state = (
+        "DP training and federation are stopped (nothing left to spend)"
+        if change.stops_training
+        else f"{change.new_cap - change.spent:.3f} left"
+    )
+    typer.echo(
+        f"{tenant}@{change.region}: epsilon cap {change.old_cap:g} -> {change.new_cap:g} "
+        f"(spent {change.spent:.3f}; {state}); ledger record seq={change.ledger_seq}"
+    )
+
+
+# officers ---------------------------------------------------------------------------------------
+
+
+def _officer_json(officer: Any) -> dict[str, Any]:
+    return {
+        "officer_id": officer.id,
+        "name": officer.name,
+        "role": officer.role,
+        "regions": officer.regions,
+        "tenant_id": officer.tenant_id,
+        "disabled": officer.disabled_at is not None,
+    }
+
+
+@officers_app.command("create")
+def officers_create(
+    officer_id: Annotated[str, typer.Option("--id", help="Officer id (a-z, 0-9, . _ @ -)")],
+    role: Annotated[str, typer.Option("--role", help="platform or tenant")],
+    regions: Annotated[
+        str | None, typer.Option("--regions", help="platform: regions, e.g. eu,us")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="tenant: the tenant id")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name")] = None,
+) -> None:
+    """Create an officer; prints JSON with the generated password (shown once)."""
+    from atlasrec.control.officers import OfficerRole, Officers
+
+    try:
+        officer_role = OfficerRole(role)
+    except ValueError:
+        raise AtlasRecError(f"unknown role {role!r} (expected platform or tenant)") from None
+    parsed = [parse_region(r.strip()) for r in regions.split(",") if r.strip()] if regions else []
+    platform = _platform()
+    issued = Officers(platform.control.engine).create(
+        officer_id, role=officer_role, regions=parsed, tenant_id=tenant, name=name
+    )
+    homes = parsed if officer_role.value == "platform" else [platform.scope(tenant or "").region]
+    for region in homes:
+        platform.plane(region).ledger.append(
+            actor=actor(),
+            action="officer.created",
+            subject=f"officer:{officer_id}",
+            tenant_id=tenant,
+            details={"role": officer_role.value, "regions": issued.officer.regions},
+        )
+    _print_json({**_officer_json(issued.officer), "password": issued.password})
+
+
+@officers_app.command("list")
+def officers_list(as_json: JsonOpt = False) -> None:
+    """List officers (no password hashes)."""
+    from atlasrec.control.officers import Officers
+
+    rows = [_officer_json(o) for o in Officers(_platform().control.engine).list()]
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        scope = ",".join(r["regions"]) if r["role"] == "platform" else r["tenant_id"]
+        typer.echo(
+            f"{r['officer_id']:<24} {r['role']:<9} {scope}"
+            + ("  (disabled)" if r["disabled"] else "")
+        )
+
+
+@officers_app.command("reset-password")
+def officers_reset_password(
+    officer_id: Annotated[str, typer.Option("--id", help="Officer id")],
+) -> None:
+    """Replace an officer's password with a generated one (printed once); sessions end."""
+    from atlasrec.control.officers import Officers
+
+    password = Officers(_platform().control.engine).reset_password(officer_id)
+    _print_json({"officer_id": officer_id, "password": password})
+
+
+@officers_app.command("disable")
+def officers_disable(officer_id: Annotated[str, typer.Option("--id", help="Officer id")]) -> None:
+    """Disable an officer: no more sign-ins, and open sessions end."""
+    from atlasrec.control.officers import Officers
+
+    Officers(_platform().control.engine).disable(officer_id)
+    typer.echo(f"officer {officer_id} disabled")
 
 
 @app.command()

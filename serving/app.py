@@ -35,6 +35,7 @@ from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region, Scope
+from audit.ui import router as audit_ui
 from serving import schemas
 from serving.metrics import Metrics
 from serving.pipeline import STAGES, Query, recommend
@@ -211,6 +212,7 @@ def create_app(
     )
     app.add_middleware(_BodyLimit)
     app.add_middleware(_RequestId)
+    app.include_router(audit_ui)  # the privacy officer's pages, under /audit
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -47,7 +47,7 @@ def _pg_url(dbname: str) -> str:
 
 
 RESET_SQL = {
-    "control": "TRUNCATE api_keys, tenants, ledger_anchors",
+    "control": "TRUNCATE api_keys, officers, tenants, ledger_anchors",
     "region": "ALTER TABLE audit_records ENABLE TRIGGER USER; "
     "TRUNCATE items, interactions, ingest_batches, tenant_secrets, audit_records, "
     "item_embeddings, dp_runs, served_requests",

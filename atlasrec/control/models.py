@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import String
+from sqlalchemy import JSON, Column, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -73,3 +73,21 @@ class LedgerAnchor(ControlModel, table=True):
     seq: int
     hash: str = Field(max_length=64)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Officer(ControlModel, table=True):
+    """A privacy officer who signs in to the audit UI (no user data: a name and a role).
+
+    A `platform` officer sees the tenants homed in `regions`; a `tenant` officer sees only
+    `tenant_id`. Only a salted scrypt hash of the password is stored.
+    """
+
+    __tablename__ = "officers"
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    regions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    tenant_id: str | None = Field(default=None, foreign_key="tenants.id", index=True, max_length=63)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None

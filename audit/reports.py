@@ -1,0 +1,385 @@
+"""A tenant's compliance report in its home region: budget, runs, artifacts, refusals.
+
+The same data backs the audit UI's pages and the exports (JSON, CSV, printable HTML):
+DP runs and federated rounds with the epsilon each charged, the cap and its history, what
+remains, the artifacts with the tenant and region they are attributed to, the refused
+crossing attempts, federation participation, and the state of the region's audit chain.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from atlasrec.artifacts import MANIFEST
+from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
+from atlasrec.control.models import Tenant
+from atlasrec.dataplane.models import AuditRecord, DpRun
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope, SharingPolicy
+from audit.access import REFUSED as ACCESS_REFUSED
+from audit.access import record_tenants
+from audit.lineage import FEDERATION_ROUND, details_of, federation_round, iso
+from privacy.budget import BudgetState, PrivacyLedger
+from privacy.caps import CAP_CHANGED
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+CSV_COLUMNS = (
+    "record_type",
+    "tenant_id",
+    "region",
+    "time",
+    "id",
+    "kind",
+    "status",
+    "epsilon",
+    "epsilon_total",
+    "epsilon_cap",
+    "epsilon_remaining",
+    "detail",
+)
+OTHER_TENANT = "(another tenant)"
+
+
+@dataclass(frozen=True)
+class CapPoint:
+    """The cap from a moment on."""
+
+    ts: str
+    cap: float
+
+
+def _record(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": record.seq,
+        "ts": record.ts,
+        "actor": record.actor,
+        "action": record.action,
+        "tenant_id": record.tenant_id,
+        "subject": record.subject,
+        "details": details_of(record),
+    }
+
+
+def cap_history(records: list[AuditRecord], current: float) -> list[CapPoint]:
+    """The cap over time from the tenant's creation and cap-change records."""
+    points: list[CapPoint] = []
+    for record in records:
+        details = details_of(record)
+        if record.action == "tenant.created" and "epsilon_cap" in details:
+            points.append(CapPoint(record.ts, float(details["epsilon_cap"])))
+        elif record.action == CAP_CHANGED and "new_cap" in details:
+            if not points and "old_cap" in details:
+                points.append(CapPoint("", float(details["old_cap"])))
+            points.append(CapPoint(record.ts, float(details["new_cap"])))
+    return points or [CapPoint("", current)]
+
+
+def cap_at(history: list[CapPoint], ts: str) -> float:
+    """The cap in force at time `ts` (ISO text)."""
+    cap = history[0].cap
+    for point in history:
+        if point.ts <= ts:
+            cap = point.cap
+    return cap
+
+
+def _artifacts(platform: Platform, scope: Scope, actor: str) -> list[dict[str, Any]]:
+    """Every published artifact version of the tenant, with its manifest's attribution."""
+    plane = platform.plane(scope.region)
+    plane.boundary.admit(scope, actor=actor, action="artifact.read", subject="audit.report")
+    root = plane.artifacts.root / scope.tenant_id
+    rows: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return rows
+    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name)):
+        latest_file = kind_dir / "LATEST"
+        latest = latest_file.read_text().strip() if latest_file.exists() else None
+        for version_dir in sorted(kind_dir.iterdir()):
+            manifest_path = version_dir / MANIFEST
+            if version_dir.name.startswith(".") or not manifest_path.is_file():
+                continue
+            manifest = json.loads(manifest_path.read_text())
+            region = manifest.get("region")
+            rows.append(
+                {
+                    "kind": kind_dir.name,
+                    "version": version_dir.name,
+                    "tenant_id": manifest.get("tenant_id"),
+                    "region": region,
+                    "stored_in": scope.region.value,
+                    "in_home_region": region == scope.region.value,
+                    "attributed": manifest.get("tenant_id") == scope.tenant_id
+                    and region == scope.region.value,
+                    "created_at": manifest.get("created_at"),
+                    "files": len(manifest.get("files", {})),
+                    "latest": version_dir.name == latest,
+                }
+            )
+    return rows
+
+
+def spent_of(runs: Iterable[DpRun]) -> float:
+    """The composed epsilon of a tenant's charged runs, as the ledger recorded it.
+
+    Each charge stores the composition of every run up to it (`epsilon_total`, computed
+    by `PrivacyLedger.reserve` under its lock), so the latest is the tenant's spent budget
+    without recomposing every run (which costs about 0.1 s per run).
+    """
+    return max((run.epsilon_total for run in runs), default=0.0)
+
+
+def tenant_report(
+    platform: Platform,
+    tenant: Tenant,
+    *,
+    actor: str,
+    redact_others: bool = False,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """The compliance report of `tenant` in its home region.
+
+    With `redact_others`, other tenants' ids in refusal records that targeted this tenant
+    are replaced (a tenant officer reads them). `verify` checks the region's audit chain
+    (the whole chain is read).
+    """
+    region = Region(tenant.home_region)
+    scope = Scope(tenant.id, region)
+    plane = platform.plane(region)
+    with plane.session(scope, actor=actor, action="audit.report") as session:
+        runs = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta).runs()
+    state = BudgetState(tenant.epsilon_cap, tenant.delta, spent_of(runs))
+    own = plane.ledger.records(tenant_id=tenant.id, action="tenant.created", limit=None)
+    changes = plane.ledger.records(tenant_id=tenant.id, action=CAP_CHANGED, limit=None)
+    history = cap_history(own + changes, tenant.epsilon_cap)
+
+    run_rows: list[dict[str, Any]] = []
+    previous = 0.0
+    for run in runs:
+        created = iso(run.created_at) or ""
+        run_rows.append(
+            {
+                "run_id": run.id,
+                "kind": run.kind,
+                "status": run.status,
+                "epsilon": run.epsilon,
+                "charge": max(0.0, run.epsilon_total - previous),
+                "epsilon_total_after": run.epsilon_total,
+                "cap_then": cap_at(history, created),
+                "noise_multiplier": run.noise_multiplier,
+                "sample_rate": run.sample_rate,
+                "steps": run.steps,
+                "delta": run.delta,
+                "round": run.details.get("round"),
+                "federation_run": run.details.get("federation_run"),
+                "model_version": run.details.get("model_version"),
+                "created_at": created,
+                "completed_at": iso(run.completed_at),
+            }
+        )
+        previous = max(previous, run.epsilon_total)
+
+    refusals = []
+    for record in plane.ledger.records(action=BOUNDARY_REFUSED, limit=None):
+        if tenant.id not in record_tenants(record):
+            continue
+        row = _record(record)
+        if redact_others and record.tenant_id != tenant.id:
+            row["tenant_id"] = OTHER_TENANT
+            row["details"] = {
+                k: (OTHER_TENANT if v == record.tenant_id else v)
+                for k, v in row["details"].items()
+                if k != "reason"
+            }
+        refusals.append(row)
+    access_refusals = [
+        _record(r)
+        for r in plane.ledger.records(tenant_id=tenant.id, action=ACCESS_REFUSED, limit=None)
+    ]
+    region_rounds = []
+    for record in plane.ledger.records(action=FEDERATION_ROUND, limit=None):
+        round_ = federation_round(record)
+        if tenant.id in round_["participants"]:
+            epsilon = round_.get("epsilon")
+            region_rounds.append(
+                {
+                    "seq": round_["seq"],
+                    "ts": round_["ts"],
+                    "round": round_.get("round"),
+                    "federation_run": round_["federation_run"],
+                    "status": round_.get("status"),
+                    "participants": len(round_["participants"]),
+                    "backbone_in": round_.get("backbone_in"),
+                    "backbone_out": round_.get("backbone_out"),
+                    "epsilon": epsilon.get(tenant.id) if isinstance(epsilon, dict) else None,
+                }
+            )
+    sharing = SharingPolicy(tenant.sharing)
+    exhausted = state.spent >= tenant.epsilon_cap - 1e-9
+    verification = plane.ledger.verify() if verify else None
+    return {
+        "tenant_id": tenant.id,
+        "name": tenant.name,
+        "region": region.value,
+        "sharing": sharing.value,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated_by": actor,
+        "budget": {
+            "epsilon_cap": tenant.epsilon_cap,
+            "delta": tenant.delta,
+            "epsilon_spent": state.spent,
+            "epsilon_remaining": state.remaining,
+            "exhausted": exhausted,
+            "accountant": "rdp (opacus): composed over every charged run by the ledger",
+        },
+        "cap_history": [{"ts": p.ts or None, "cap": p.cap} for p in history],
+        "cap_changes": [_record(r) for r in changes],
+        "runs": run_rows,
+        "artifacts": _artifacts(platform, scope, actor),
+        "refusals": refusals,
+        "access_refusals": access_refusals,
+        "federation": {
+            "eligible": sharing != SharingPolicy.SOLO,
+            "policy": {
+                SharingPolicy.SOLO: "solo: never joins a federation; parameters never leave "
+                "the tenant",
+                SharingPolicy.REGIONAL: "regional: federates within its home region only",
+                SharingPolicy.GLOBAL: "global: federates in its home region; the region's DP "
+                "aggregate may feed a cross-region backbone",
+            }[sharing],
+            "stopped": exhausted,
+            "rounds": [r for r in run_rows if r["kind"] == "federation"],
+            "region_rounds": region_rounds,
+        },
+        "chain": None
+        if verification is None
+        else {
+            "ok": verification.ok,
+            "records": verification.records,
+            "first_bad_seq": verification.first_bad_seq,
+            "reason": verification.reason,
+            "summary": verification.describe(region),
+        },
+    }
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    """The report as one CSV table: a row per run, artifact, refusal, round and cap change."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    base = {"tenant_id": report["tenant_id"], "region": report["region"]}
+    budget = report["budget"]
+    writer.writerow(
+        {
+            **base,
+            "record_type": "budget",
+            "time": report["generated_at"],
+            "epsilon_total": budget["epsilon_spent"],
+            "epsilon_cap": budget["epsilon_cap"],
+            "epsilon_remaining": budget["epsilon_remaining"],
+            "status": "exhausted" if budget["exhausted"] else "open",
+            "detail": json.dumps({"delta": budget["delta"], "sharing": report["sharing"]}),
+        }
+    )
+    for run in report["runs"]:
+        writer.writerow(
+            {
+                **base,
+                "record_type": "dp_run",
+                "time": run["created_at"],
+                "id": run["run_id"],
+                "kind": run["kind"],
+                "status": run["status"],
+                "epsilon": run["charge"],
+                "epsilon_total": run["epsilon_total_after"],
+                "epsilon_cap": run["cap_then"],
+                "detail": json.dumps(
+                    {
+                        "epsilon_alone": run["epsilon"],
+                        "noise_multiplier": run["noise_multiplier"],
+                        "sample_rate": run["sample_rate"],
+                        "steps": run["steps"],
+                        "round": run["round"],
+                        "federation_run": run["federation_run"],
+                        "model_version": run["model_version"],
+                    }
+                ),
+            }
+        )
+    for change in report["cap_changes"]:
+        d = change["details"]
+        writer.writerow(
+            {
+                **base,
+                "record_type": "cap_change",
+                "time": change["ts"],
+                "id": change["seq"],
+                "kind": change["actor"],
+                "epsilon_cap": d.get("new_cap"),
+                "epsilon_total": d.get("spent"),
+                "detail": json.dumps({"old_cap": d.get("old_cap"), "reason": d.get("reason")}),
+            }
+        )
+    for artifact in report["artifacts"]:
+        writer.writerow(
+            {
+                **base,
+                "record_type": "artifact",
+                "region": artifact["region"],
+                "time": artifact["created_at"],
+                "id": artifact["version"],
+                "kind": artifact["kind"],
+                "status": "attributed" if artifact["attributed"] else "MISATTRIBUTED",
+                "detail": json.dumps(
+                    {"stored_in": artifact["stored_in"], "files": artifact["files"]}
+                ),
+            }
+        )
+    for refusal in report["refusals"]:
+        writer.writerow(
+            {
+                **base,
+                "record_type": "refusal",
+                "time": refusal["ts"],
+                "id": refusal["seq"],
+                "kind": refusal["details"].get("attempted"),
+                "status": refusal["details"].get("error"),
+                "detail": json.dumps(refusal["details"], sort_keys=True),
+            }
+        )
+    for r in report["federation"]["region_rounds"]:
+        writer.writerow(
+            {
+                **base,
+                "record_type": "federation_round",
+                "time": r["ts"],
+                "id": r["seq"],
+                "kind": r["federation_run"],
+                "epsilon": r["epsilon"],
+                "detail": json.dumps(
+                    {
+                        "round": r["round"],
+                        "participants": r["participants"],
+                        "backbone_in": r["backbone_in"],
+                        "backbone_out": r["backbone_out"],
+                    }
+                ),
+            }
+        )
+    if report["chain"] is not None:
+        writer.writerow(
+            {
+                **base,
+                "record_type": "audit_chain",
+                "status": "intact" if report["chain"]["ok"] else "BROKEN",
+                "detail": report["chain"]["summary"],
+            }
+        )
+    return out.getvalue()
