@@ -5,6 +5,10 @@ once and never replaced: `ensure` takes an exclusive lock, so concurrent callers
 process, end with the same key. Aggregators get `public_context` only; `secret_context`
 is for the key holders (the domain's tenants' clients). The file is framed with a magic
 header and a SHA-256 digest, so a damaged file is reported as such, by name.
+
+An aggregator on another machine gets `<root>/<domain>.public` instead (`export_public`,
+framed the same way): its key service answers `public_context` from that file, and has no
+secret context to give.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from privacy.he import (
 _DOMAIN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MAGIC = b"ATLASREC-CKKS-KEY\x01"
 _SUFFIX = ".ckks"
+_PUBLIC_MAGIC = b"ATLASREC-CKKS-PUB\x01"
+_PUBLIC_SUFFIX = ".public"
 
 
 class KeyFileError(InvalidInputError):
@@ -57,10 +63,15 @@ class KeyService:
         self.root = Path(root)
         self.params = params or CkksParams()
         self._cache: dict[str, tuple[str, bytes]] = {}
+        self._public: dict[str, bytes] = {}
 
     def path(self, domain: str) -> Path:
         """The domain's key file."""
         return self.root / f"{check_domain(domain)}{_SUFFIX}"
+
+    def public_path(self, domain: str) -> Path:
+        """The domain's public key file (what an aggregator's key folder holds)."""
+        return self.root / f"{check_domain(domain)}{_PUBLIC_SUFFIX}"
 
     def ensure(self, domain: str) -> str:
         """Create the domain's key unless it exists; its key id either way."""
@@ -81,7 +92,17 @@ class KeyService:
 
     def public_context(self, domain: str) -> bytes:
         """The domain's serialised public context: encrypts and adds, cannot decrypt."""
+        if not self.path(domain).exists() and self.public_path(domain).exists():
+            return self._load_public(domain)
         return public_bytes(load_context(self._load(domain)[1]))
+
+    def export_public(self, domain: str, root: Path) -> Path:
+        """Write the domain's public context into another key folder (an aggregator's)."""
+        payload = self.public_context(domain)
+        path = KeyService(root).public_path(domain)
+        write_atomic(path, _PUBLIC_MAGIC + hashlib.sha256(payload).digest() + payload)
+        os.chmod(path, 0o644)  # public material: readable by the aggregator's service user
+        return path
 
     def secret_context(self, domain: str) -> Context:
         """The domain's context with its secret key (key holders only); a fresh object."""
@@ -115,6 +136,26 @@ class KeyService:
             raise KeyFileError(f"key file {path} holds no secret key")
         self._cache[domain] = (key_id(context), payload)
         return self._cache[domain]
+
+    def _load_public(self, domain: str) -> bytes:
+        if domain in self._public:
+            return self._public[domain]
+        path = self.public_path(domain)
+        data = path.read_bytes()
+        head = len(_PUBLIC_MAGIC) + hashlib.sha256().digest_size
+        if len(data) < head or not data.startswith(_PUBLIC_MAGIC):
+            raise KeyFileError(f"key file {path} is not an AtlasRec CKKS public key file")
+        payload = data[head:]
+        if hashlib.sha256(payload).digest() != data[len(_PUBLIC_MAGIC) : head]:
+            raise KeyFileError(f"key file {path} is corrupted (SHA-256 mismatch)")
+        try:
+            context = load_context(payload)
+        except InvalidInputError as exc:
+            raise KeyFileError(f"key file {path}: {exc}") from None
+        if context.has_secret_key():
+            raise KeyFileError(f"public key file {path} holds a secret key")
+        self._public[domain] = public_bytes(context)
+        return self._public[domain]
 
     @contextmanager
     def _lock(self, domain: str) -> Iterator[None]:

@@ -10,6 +10,7 @@ the refusal is audited), as a misconfigured deployment would see.
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from atlasrec.errors import InvalidInputError
 from atlasrec.platform import Platform
@@ -25,10 +26,21 @@ def node_id(tenant_id: str) -> int:
     return 2 + int.from_bytes(hashlib.sha256(tenant_id.encode()).digest()[:7], "big")
 
 
+def quiet_duplicate_logs() -> None:
+    """Print each Flower log record once.
+
+    Flower's logger has its own console handler; opacus installs a root handler at import
+    (`logging.basicConfig` in `opacus.utils.module_utils`), so records that also propagate
+    to the root were printed twice, the second time in opacus's format.
+    """
+    logging.getLogger("flwr").propagate = False
+
+
 def run_embedded(
     platform: Platform, region: Region, config: FederationConfig, *, actor: str, workers: int = 1
 ) -> FederationResult:
     """Run (or resume) the region's federation in this process, then the global tier."""
+    quiet_duplicate_logs()
     tenants = platform.control.list_tenants(region)
     if not tenants:
         raise InvalidInputError(f"region {region.value!r} has no tenants to federate")

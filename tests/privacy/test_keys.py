@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import stat
 import subprocess
 import sys
@@ -140,3 +141,39 @@ def test_processes_racing_to_create_a_key_end_with_one(tmp_path: Path) -> None:
     assert [p.name for p in root.iterdir() if not p.name.startswith(".region-eu.lock")] == [
         "region-eu.ckks"
     ]
+
+
+def test_an_aggregator_gets_public_key_files_only(tmp_path: Path) -> None:
+    holder = KeyService(tmp_path / "holder")
+    kid = holder.ensure("region-eu")
+    path = holder.export_public("region-eu", tmp_path / "aggregator")
+    assert path == tmp_path / "aggregator" / "region-eu.public"
+    assert [p.name for p in path.parent.iterdir()] == ["region-eu.public"]
+    aggregator = KeyService(tmp_path / "aggregator")
+    public = load(aggregator.public_context("region-eu"))
+    assert not public.has_secret_key() and key_id(public) == kid
+    enc = encrypt(public, [0.5, -0.25])
+    with pytest.raises(KeyUnavailableError):
+        aggregator.secret_context("region-eu")
+    with pytest.raises(KeyUnavailableError):
+        decrypt(public, enc)
+    np.testing.assert_allclose(
+        decrypt(holder.secret_context("region-eu"), enc), [0.5, -0.25], atol=1e-6
+    )
+    with pytest.raises(KeyUnavailableError):  # no other domain came with it
+        aggregator.public_context("global")
+
+
+def test_a_public_key_file_must_be_intact_and_hold_no_secret(tmp_path: Path) -> None:
+    holder = KeyService(tmp_path / "holder")
+    holder.ensure("region-eu")
+    path = holder.export_public("region-eu", tmp_path / "aggregator")
+    good = path.read_bytes()
+    path.write_bytes(good[:-100])
+    with pytest.raises(KeyFileError, match="corrupted"):
+        KeyService(path.parent).public_context("region-eu")
+    # the secret context, framed as a public key file, is refused
+    payload = (holder.root / "region-eu.ckks").read_bytes()[len(b"ATLASREC-CKKS-KEY\x01") + 32 :]
+    path.write_bytes(b"ATLASREC-CKKS-PUB\x01" + hashlib.sha256(payload).digest() + payload)
+    with pytest.raises(KeyFileError, match="holds a secret key"):
+        KeyService(path.parent).public_context("region-eu")
