@@ -350,7 +350,12 @@ def _backbone(
     region = declared["region"]
     contributors = declared.get("contributors") or {}
     note = None
-    if region != scope.region.value:
+    if region == "global":
+        note = (
+            "the cross-region backbone, combined from regions' DP aggregates: each share's "
+            "rounds are recorded in its own region's ledger, which this region does not read"
+        )
+    elif region != scope.region.value:
         note = (
             f"a backbone of region {region!r}: its rounds are recorded in that region's "
             "ledger, which this region does not read"
@@ -437,6 +442,8 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
     lines.append(f"    backbone {backbone['version']}  region {backbone['region']}")
     for tenant_id, epsilon in sorted(backbone["contributors"].items()):
         lines.append(f"      contributor {tenant_id}: epsilon charged {_eps(epsilon)}")
+    for share_region, share in sorted((backbone["declared"].get("shares") or {}).items()):
+        lines.append(f"      share of region {share_region}: {share}")
     for r in backbone["rounds"]:
         lines.append(
             f"      round {r.get('round')} of {r.get('federation_run')}  "

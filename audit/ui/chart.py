@@ -86,6 +86,17 @@ def budget_chart(runs: list[dict[str, Any]], cap: float, spent: float) -> Markup
     now_x = LEFT + (slots - 1) * slot
     cap_points += [f"{_num(now_x)},{_num(y(cap))}", f"{_num(LEFT + plot_w)},{_num(y(cap))}"]
     spent_points.append(f"{_num(LEFT + plot_w)},{_num(y(spent))}")
+    cap_y, spent_y = y(cap) + 4, y(spent) + 4
+    if abs(cap_y - spent_y) < 14:  # keep the two labels apart
+        shift = (14 - abs(cap_y - spent_y)) / 2
+        cap_y, spent_y = (
+            (cap_y - shift, spent_y + shift)
+            if cap >= spent
+            else (
+                cap_y + shift,
+                spent_y - shift,
+            )
+        )
     parts.append(
         f'<text class="tick" x="{_num(now_x + slot / 2)}" y="{TOP + plot_h + 16}" '
         f'text-anchor="middle">now</text>'
@@ -93,9 +104,9 @@ def budget_chart(runs: list[dict[str, Any]], cap: float, spent: float) -> Markup
         f'text-anchor="middle">charged runs and rounds, oldest first</text>'
         f'<polyline class="cap-line" points="{" ".join(cap_points)}"/>'
         f'<polyline class="spent-line" points="{" ".join(spent_points)}"/>'
-        f'<text class="cap-label" x="{LEFT + plot_w + 6}" y="{_num(y(cap) + 4)}">'
+        f'<text class="cap-label" x="{LEFT + plot_w + 6}" y="{_num(cap_y)}">'
         f"cap {cap:g}</text>"
-        f'<text class="spent-label" x="{LEFT + plot_w + 6}" y="{_num(y(spent) + 16)}">'
+        f'<text class="spent-label" x="{LEFT + plot_w + 6}" y="{_num(spent_y)}">'
         f"spent {spent:.2f}</text>"
         f'<line class="axis" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{_num(y(0))}" '
         f'y2="{_num(y(0))}"/>'

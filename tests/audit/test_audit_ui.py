@@ -127,6 +127,7 @@ def test_lineage_pages(world: AuditWorld, app_client: ClientFactory) -> None:
     text = page.text
     assert world.model_version in text and world.snapshot in text
     assert "verified against the ingested files" in text
+    assert "5 users, 10 items, 30 interactions" in text
     assert world.runs["shop"][3] in text  # the DP run that trained the model
     assert "bb-v1" in text and "bb-v2" in text and "(initial)" in text
     label = client.get(f"/audit/lineage?request_id={world.requests['label']}")

@@ -25,7 +25,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("disabled_at", sa.DateTime(), nullable=True),
         sa.CheckConstraint(
-            "(role = 'platform' AND tenant_id IS NULL) OR (role = 'tenant' AND tenant_id IS NOT NULL)",
+            "(role = 'platform' AND tenant_id IS NULL) "
+            "OR (role = 'tenant' AND tenant_id IS NOT NULL)",
             name="ck_officers_role",
         ),
     )
