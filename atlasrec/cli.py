@@ -214,20 +214,34 @@ def train(
         float | None, typer.Option("--epsilon", help="DP epsilon of this run (default 4)")
     ] = None,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Train without DP (tenant-local)")] = False,
+    no_backbone: Annotated[
+        bool,
+        typer.Option(
+            "--no-backbone",
+            help="Start from fresh towers, not the latest federated backbone (regional, global)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a tenant's model in its home region (user-level DP unless --no-dp)."""
+    """Train a tenant's model in its home region (user-level DP unless --no-dp).
+
+    A regional or global tenant starts from the latest federated backbone it may use.
+    """
     from atlasrec.jobs import run_train
     from atlasrec.pipelines.train import TrainResult, train_tenant
 
     platform = _platform()
     if platform.settings.broker_url is not None:  # a Celery task on a region worker
-        done = run_train(platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp)
+        done = run_train(
+            platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+        )
         result = TrainResult(
             done["tenant_id"], done["region"], done["model_version"], done["lineage"]
         )
     elif as_json or not sys.stderr.isatty():
-        result = train_tenant(platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp)
+        result = train_tenant(
+            platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+        )
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -244,7 +258,13 @@ def train(
                 bar.update(task, completed=epoch, total=epochs, loss=f"{loss:.3f}")
 
             result = train_tenant(
-                platform, tenant, actor=actor(), epsilon=epsilon, no_dp=no_dp, progress=progress
+                platform,
+                tenant,
+                actor=actor(),
+                epsilon=epsilon,
+                no_dp=no_dp,
+                no_backbone=no_backbone,
+                progress=progress,
             )
     summary = {
         "tenant_id": result.tenant_id,
@@ -264,10 +284,12 @@ def train(
             f"{dp['steps']} steps, q={dp['sample_rate']:.3f})"
         )
     )
+    parent = result.lineage.get("parent_backbone")
+    start = "fresh towers" if parent is None else f"backbone {parent['domain']}/{parent['version']}"
     typer.echo(
         f"{tenant}@{result.region}: model {result.model_version} "
         f"({result.lineage['users']} users, {result.lineage['items']} items, {privacy}, "
-        f"{result.lineage['train_seconds']}s)"
+        f"from {start}, {result.lineage['train_seconds']}s)"
     )
 
 

@@ -44,11 +44,15 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def _train_task(tenant_id: str, epsilon: float | None, no_dp: bool, actor: str) -> dict[str, Any]:
+def _train_task(
+    tenant_id: str, epsilon: float | None, no_dp: bool, actor: str, no_backbone: bool = False
+) -> dict[str, Any]:
     """The worker side of `train`: runs the same pipeline in the worker's process."""
     platform = Platform()
     try:
-        result = train_tenant(platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp)
+        result = train_tenant(
+            platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+        )
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}
     finally:
@@ -68,15 +72,18 @@ def run_train(
     actor: str,
     epsilon: float | None,
     no_dp: bool,
+    no_backbone: bool = False,
     timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Train in-process (embedded) or as a Celery task (broker configured); same result."""
     if platform.settings.broker_url is None:
-        result = train_tenant(platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp)
+        result = train_tenant(
+            platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+        )
         return _done(result, worker="in-process")
     platform.control.get_tenant(tenant_id)  # unknown tenants fail here, not on a worker
     app = make_celery(platform.settings)
-    outcome = app.send_task("atlasrec.train", args=[tenant_id, epsilon, no_dp, actor])
+    outcome = app.send_task("atlasrec.train", args=[tenant_id, epsilon, no_dp, actor, no_backbone])
     try:
         value: dict[str, Any] = outcome.get(timeout=timeout_s)
     except ResultTimeout:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from atlasrec.evaluation import Interactions, temporal_leave_last_out
 from atlasrec.features import FEATURES, NO_CATEGORY, ItemStats, ranking_features
@@ -179,6 +180,7 @@ def train_with_ranker(
     *,
     retrain: bool = True,
     n_candidates: int = N_CANDIDATES,
+    init_backbone: dict[str, torch.Tensor] | None = None,
     progress: Progress | None = None,
 ) -> RankedModel:
     """Train the two-tower model on `data` and fit its ranker without leakage.
@@ -186,7 +188,8 @@ def train_with_ranker(
     A model trained on the leave-last-out prefix builds the ranker's lists. With `retrain`
     the returned model is then trained again on all of `data`; without, the prefix model is
     returned (half the training time; it lacks each user's latest interaction). The ranker
-    is `DEFAULT_RANKER` unless the fitted one beats it on validation users.
+    is `DEFAULT_RANKER` unless the fitted one beats it on validation users. Both trainings
+    start from `init_backbone` when given.
     """
     started = time.perf_counter()
     split = temporal_leave_last_out(data)
@@ -200,7 +203,11 @@ def train_with_ranker(
         return lambda epoch, epochs, loss: report_to(offset + epoch, phases * epochs, loss)
 
     prefix_model, prefix_report = train(
-        content, user_sequences(split.train), config, progress=phase(0)
+        content,
+        user_sequences(split.train),
+        config,
+        init_backbone=init_backbone,
+        progress=phase(0),
     )
     fit_started = time.perf_counter()
     lists = build_ranking_lists(prefix_model, data, codes, n_candidates=n_candidates)
@@ -209,7 +216,13 @@ def train_with_ranker(
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
     if again:
-        model, report = train(content, user_sequences(data), config, progress=phase(config.epochs))
+        model, report = train(
+            content,
+            user_sequences(data),
+            config,
+            init_backbone=init_backbone,
+            progress=phase(config.epochs),
+        )
     else:
         model, report = prefix_model, prefix_report
     entry["total_seconds"] = round(time.perf_counter() - started, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from atlasrec.evaluation import Interactions, top_k
 from atlasrec.models.training import DpPlan, TrainReport, dp_schedule, train
@@ -24,7 +25,11 @@ def user_sequences(data: Interactions) -> list[np.ndarray]:
 
 
 class TwoTowerRecommender:
-    """Trains the two-tower model on `fit`; recommends by inner product over all items."""
+    """Trains the two-tower model on `fit`; recommends by inner product over all items.
+
+    With `init_backbone`, training starts from those backbone weights (a federated backbone;
+    `config` must have its layer sizes).
+    """
 
     def __init__(
         self,
@@ -33,10 +38,12 @@ class TwoTowerRecommender:
         *,
         epsilon: float | None = None,
         delta: float = 1e-5,
+        init_backbone: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.content = content
         self.config = config or TwoTowerConfig()
         self.epsilon, self.delta = epsilon, delta
+        self.init_backbone = init_backbone
         self.model: TwoTower | None = None
         self.report: TrainReport | None = None
         self._sequences: list[np.ndarray] = []
@@ -50,7 +57,9 @@ class TwoTowerRecommender:
             rate, steps = dp_schedule(n_users, self.config)
             sigma = calibrate_noise(self.epsilon, self.delta, rate, steps)
             plan = DpPlan(sigma, rate, steps, self.config.max_grad_norm, self.delta)
-        self.model, self.report = train(self.content, self._sequences, self.config, dp=plan)
+        self.model, self.report = train(
+            self.content, self._sequences, self.config, dp=plan, init_backbone=self.init_backbone
+        )
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
         """Top-k unseen items per user."""

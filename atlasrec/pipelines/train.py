@@ -1,4 +1,11 @@
-"""`atlasrec train`: solo training of a tenant's model, entirely inside its home region."""
+"""`atlasrec train`: training of a tenant's model, entirely inside its home region.
+
+A `regional` or `global` tenant starts from the latest federated backbone it may use
+(`parent_backbone`): its home region's, or, for a `global` tenant whose region has published
+none yet, the cross-region tier's. A `solo` tenant never does. The backbone is decrypted
+with the domain's key before anything is charged; the run's own DP guarantee is unchanged
+(the backbone is already a DP aggregate, charged to its contributors by the federation).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import atlasrec
-from atlasrec.control.models import utcnow
+from atlasrec.control.models import Tenant, utcnow
 from atlasrec.dataplane.models import DpRun
-from atlasrec.errors import InvalidInputError
+from atlasrec.errors import AtlasRecError, InvalidInputError
+from atlasrec.federation.store import (
+    BackboneVersion,
+    global_store,
+    open_backbone,
+    region_store,
+)
+from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, write_bundle
 from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
@@ -22,6 +37,7 @@ from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, Progress, dp_schedule, require_secure_rng, train
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, SharingPolicy
 from privacy.accounting import Mechanism, calibrate_noise
 from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
 
@@ -61,7 +77,71 @@ def code_version() -> str:
 
 def dp_config(config: TwoTowerConfig) -> TwoTowerConfig:
     """DP runs train the compact ID-free towers only: fewer parameters, less noise."""
-    return replace(config, residuals=False, hidden=128, batch_size=128)
+    return replace(
+        config,
+        residuals=BACKBONE_CONFIG.residuals,
+        hidden=BACKBONE_CONFIG.hidden,
+        batch_size=BACKBONE_CONFIG.batch_size,
+    )
+
+
+def backbone_config(config: TwoTowerConfig) -> TwoTowerConfig:
+    """`config` with the shared backbone's layer sizes, so a published backbone loads into it."""
+    return replace(config, hidden=BACKBONE_CONFIG.hidden, dim=BACKBONE_CONFIG.dim)
+
+
+@dataclass(frozen=True)
+class ParentBackbone:
+    """The federated backbone a training run starts from, decrypted."""
+
+    version: BackboneVersion
+    state: dict[str, torch.Tensor]
+
+    def lineage(self) -> dict[str, Any]:
+        """What the model's lineage records about it."""
+        meta = self.version.metadata
+        entry: dict[str, Any] = {
+            "version": self.version.version,
+            "domain": self.version.domain,
+            "region": meta.get("region") or self.version.domain,  # "global": the cross-region tier
+            "federation_run": meta.get("federation_run"),
+            "round": meta.get("round"),
+            "contributors": dict(meta.get("contributors", {})),
+        }
+        if "shares" in meta:  # the cross-region tier: which regional share of each region
+            entry["shares"] = dict(meta["shares"])
+        return entry
+
+
+def latest_backbone(platform: Platform, tenant: Tenant) -> BackboneVersion | None:
+    """The backbone version a tenant's training starts from, or None.
+
+    `solo`: never one. `regional`: its home region's latest. `global`: its home region's
+    latest too (fresher, published every round, and it holds the regional tenants' updates
+    as well), else the cross-region tier's latest.
+    """
+    sharing = SharingPolicy(tenant.sharing)
+    if sharing is SharingPolicy.SOLO:
+        return None
+    latest = region_store(platform.settings, Region(tenant.home_region)).latest()
+    if latest is None and sharing is SharingPolicy.GLOBAL:
+        latest = global_store(platform.settings).latest()
+    return latest
+
+
+def load_parent_backbone(platform: Platform, tenant: Tenant) -> ParentBackbone | None:
+    """Find and decrypt the tenant's starting backbone; a damaged one raises InvalidInputError."""
+    version = latest_backbone(platform, tenant)
+    if version is None:
+        return None
+    try:
+        state = open_backbone(platform.settings, version)
+    except (AtlasRecError, KeyError, ValueError) as exc:
+        raise InvalidInputError(
+            f"tenant {tenant.id!r}: cannot open backbone {version.domain}/{version.version} "
+            f"({exc}); train with --no-backbone to start without it"
+        ) from None
+    return ParentBackbone(version, state)
 
 
 def train_tenant(
@@ -71,14 +151,18 @@ def train_tenant(
     actor: str,
     epsilon: float | None = None,
     no_dp: bool = False,
+    no_backbone: bool = False,
     config: TwoTowerConfig | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train, charge the DP budget before the first step, publish atomically, audit.
 
-    Without DP the tenant's ranker is fitted too (`atlasrec.models.ranking`) and published
-    when it beats the retrieval order on validation users. A DP run publishes
-    `DEFAULT_RANKER`: a ranker fitted on user data would fall outside the run's guarantee.
+    A `regional` or `global` tenant starts from its latest federated backbone
+    (`latest_backbone`) unless `no_backbone`; the model then takes the backbone's layer
+    sizes (`backbone_config`). Without DP the tenant's ranker is fitted too
+    (`atlasrec.models.ranking`) and published when it beats the retrieval order on
+    validation users. A DP run publishes `DEFAULT_RANKER`: a ranker fitted on user data
+    would fall outside the run's guarantee.
     """
     if no_dp and epsilon is not None:
         raise InvalidInputError("give either --epsilon or --no-dp, not both")
@@ -89,6 +173,11 @@ def train_tenant(
     plane = platform.plane(scope.region)
     base = config or TwoTowerConfig()
     config = base if no_dp else dp_config(base)
+
+    parent = None if no_backbone else load_parent_backbone(platform, tenant)  # fails early
+    init = None
+    if parent is not None:
+        config, init = backbone_config(config), parent.state
 
     data = load_tenant_dataset(plane, scope, actor=actor)
     if data.n_interactions == 0:
@@ -136,12 +225,15 @@ def train_tenant(
                 category_codes(data.categories),
                 data.interactions,
                 config,
+                init_backbone=init,
                 progress=progress,
             )
             model, report = fitted.model, fitted.report
             ranker, ranker_lineage = fitted.ranker, fitted.lineage
         else:
-            model, report = train(data.content, sequences, config, dp=plan, progress=progress)
+            model, report = train(
+                data.content, sequences, config, dp=plan, init_backbone=init, progress=progress
+            )
     except BaseException:
         if run_id is not None:
             close_dp_run(platform, scope, run_id, actor, status="failed", version=None)
@@ -164,7 +256,7 @@ def train_tenant(
             "accountant": "rdp",
             "secure_mode": plan.secure_mode,
         },
-        "parent_backbone": None,
+        "parent_backbone": None if parent is None else parent.lineage(),
         "items": len(data.item_ids),
         "users": n_users,
         "interactions": data.n_interactions,
@@ -196,6 +288,9 @@ def train_tenant(
             "data_snapshot": data.snapshot,
             "dp_run_id": run_id,
             "code_version": lineage["code_version"],
+            "parent_backbone": None
+            if parent is None
+            else f"{parent.version.domain}/{parent.version.version}",
         },
     )
     return TrainResult(tenant_id, scope.region.value, artifact.version, lineage)
