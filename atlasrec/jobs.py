@@ -4,6 +4,11 @@ With `ATLASREC_BROKER_URL` (Redis), a job runs as a Celery task on a worker of t
 
     ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs worker --pool=solo
 
+Federated rounds are scheduled per region by Celery beat (`beat_schedule`: one entry per
+region every `ATLASREC_FEDERATION_INTERVAL_S`, on that region's queue):
+
+    ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs beat
+
 Errors travel back as plain data (type and one-line reason) and are raised again here with
 the same message, so the CLI behaves the same either way.
 """
@@ -22,6 +27,7 @@ from atlasrec.errors import AtlasRecError
 from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings, get_settings
+from atlasrec.tenancy import Region, parse_region
 
 
 class JobError(AtlasRecError):
@@ -41,7 +47,39 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=f"atlasrec-{settings.region.value}" if settings.region else "atlasrec",
     )
     app.task(name="atlasrec.train")(_train_task)
+    app.task(name="atlasrec.federate")(_federate_task)
+    app.conf.beat_schedule = federation_schedule(settings)
     return app
+
+
+def federation_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """One periodic `federate` per region, routed to the region's own queue."""
+    return {
+        f"federate-{region.value}": {
+            "task": "atlasrec.federate",
+            "schedule": settings.federation_interval_s,
+            "args": [region.value, settings.federation_rounds, "celery-beat"],
+            "options": {"queue": f"atlasrec-{region.value}"},
+        }
+        for region in Region
+    }
+
+
+def _federate_task(region: str, rounds: int, actor: str) -> dict[str, Any]:
+    """The worker side of `federate`: the region's rounds, in the worker's process."""
+    from server.embedded import run_embedded
+    from server.federation import FederationConfig
+
+    platform = Platform()
+    try:
+        result = run_embedded(
+            platform, parse_region(region), FederationConfig(rounds=rounds), actor=actor
+        )
+    except AtlasRecError as exc:
+        return {"ok": False, "error": str(exc), "type": type(exc).__name__}
+    finally:
+        platform.close()
+    return {"ok": True, **asdict(result), "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 def _train_task(

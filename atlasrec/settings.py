@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     """How often the serving app looks for new model versions and catalog changes."""
     serving_auth_cache_s: float = 2.0
     """How long the serving app remembers an API key's tenant (revocation delay)."""
+    federation_interval_s: float = Field(default=86_400.0, gt=0)
+    """How often Celery beat runs each region's federated rounds."""
+    federation_rounds: int = Field(default=2, ge=1)
+    """Rounds per scheduled federation run."""
     serving_redis_timeout_s: float = 0.05
     """Socket timeout of the serving path's online-store calls."""
 

@@ -82,3 +82,15 @@ def test_train_runs_on_the_worker(
             run_train(platform, "ghost", actor="t", epsilon=None, no_dp=True, timeout_s=5)
     finally:
         platform.close()
+
+
+def test_beat_schedules_one_federation_per_region_on_its_own_queue() -> None:
+    from atlasrec.jobs import make_celery
+
+    settings = Settings(broker_url=BROKER, federation_interval_s=3600, federation_rounds=3)
+    schedule = make_celery(settings).conf.beat_schedule
+    assert {e["args"][0] for e in schedule.values()} == {r.value for r in Region}
+    for entry in schedule.values():
+        assert entry["task"] == "atlasrec.federate" and entry["schedule"] == 3600
+        assert entry["args"][1] == 3
+        assert entry["options"]["queue"] == f"atlasrec-{entry['args'][0]}"
