@@ -12,6 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 
 from atlasrec.dataplane.models import FederationRun
@@ -22,6 +23,7 @@ from tests.utils.flower import (
     BIN,
     EU_TENANTS,
     environment,
+    federation_completed,
     flwr,
     free_port,
     processes,
@@ -35,6 +37,8 @@ from tests.utils.flower import (
 CONNECTION = "local-simulation"
 
 
+@pytest.mark.flower
+@pytest.mark.timeout(480)
 def test_flwr_run_on_the_simulation_engine(tmp_path: Path) -> None:
     settings = seed_eu(tmp_path / "home")
     port = free_port()
@@ -71,10 +75,16 @@ def test_flwr_run_on_the_simulation_engine(tmp_path: Path) -> None:
         )
         assert run["success"], run
         status = wait_for_run(
-            CONNECTION, run["run-id"], env, timeout=240, logs=lambda: started.log("superlink")
+            CONNECTION,
+            run["run-id"],
+            env,
+            timeout=300,
+            done=federation_completed(settings, Region.EU),
+            logs=lambda: started.log("superlink"),
         )
         assert status == "finished:completed", started.log("superlink")
-    assert not started.alive()  # the SuperLink, its SuperExec and Ray's workers are gone
+    assert len(started.stopped) > len(started.started)  # its SuperExec, Ray's processes
+    assert not started.survivors()
 
     platform = Platform(settings)
     try:

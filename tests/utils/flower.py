@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy import create_engine
+from sqlmodel import Session, col, select
 
+from atlasrec.dataplane.models import FederationRun
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, SharingPolicy
@@ -113,6 +116,7 @@ class Processes:
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
+        self.stopped: list[int] = []
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -143,6 +147,7 @@ class Processes:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every started process and its descendants; SIGKILL what outlives `grace`."""
         targets = self.alive()
+        self.stopped += targets
         for pid in targets:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -157,6 +162,10 @@ class Processes:
         for process in self.started:
             with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
+
+    def survivors(self) -> list[int]:
+        """Processes `stop` signalled (ours and all they had spawned) that still run."""
+        return [pid for pid in self.stopped if _running(pid)]
 
 
 def _running(pid: int) -> bool:
@@ -222,15 +231,45 @@ def run_status(connection: str, run_id: str, env: Mapping[str, str]) -> str:
 
 
 def wait_for_run(
-    connection: str, run_id: str, env: Mapping[str, str], timeout: float, logs: Callable[[], str]
+    connection: str,
+    run_id: str,
+    env: Mapping[str, str],
+    *,
+    timeout: float,
+    done: Callable[[], bool],
+    logs: Callable[[], str],
 ) -> str:
-    """Poll `flwr ls` until the run has finished; its final status."""
+    """Wait for the run to finish; Flower's final status for it (e.g. "finished:completed").
+
+    `done` (cheap: the federation's own record) is polled every second; Flower is asked
+    (`flwr ls`, a CLI start: costly on 2 cores) every 15 s, and every second once `done`.
+    """
+    deadline = time.monotonic() + timeout
+    ask_at = time.monotonic() + 15
+    while not done():
+        if time.monotonic() >= ask_at:
+            status = run_status(connection, run_id, env)
+            if status.startswith("finished"):
+                return status
+            ask_at = time.monotonic() + 15
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} did not finish in {timeout:.0f} s\n{logs()}")
+        time.sleep(1.0)
 
     def finished() -> str | None:
         status = run_status(connection, run_id, env)
         return status if status.startswith("finished") else None
 
-    try:
-        return wait_for(f"run {run_id} to finish", finished, timeout, every=2.0)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{logs()}") from None
+    return wait_for(f"Flower to mark run {run_id} finished", finished, 60, every=1.0)
+
+
+def federation_completed(settings: Settings, region: Region) -> Callable[[], bool]:
+    """Whether the region has a completed federation run (read from its database)."""
+    engine = create_engine(settings.region_url(region))
+
+    def completed() -> bool:
+        query = select(FederationRun.status).where(col(FederationRun.region) == region.value)
+        with Session(engine) as session:
+            return "completed" in session.execute(query).scalars().all()
+
+    return completed
