@@ -80,11 +80,6 @@ class ClientStatus:
     spent: float
     cap: float
 
-    @property
-    def affordable(self) -> bool:
-        """Whether the round fits under the cap."""
-        return self.users > 0 and self.spent + self.round_cost <= self.cap + 1e-9
-
 
 @dataclass(frozen=True)
 class LocalUpdate:
@@ -94,7 +89,6 @@ class LocalUpdate:
     region: str
     sharing: str
     vector: np.ndarray
-    weight: float
     users: int
     epsilon: float
     dp_run_id: str
@@ -146,8 +140,8 @@ def client_status(
     with plane.session(scope, actor=actor, action="federation.status") as session:
         users = _user_count(session)
         ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
-        if users == 0:
-            spent, after = ledger.preview(Mechanism(1.0, 1.0, 1))[0], float("inf")
+        if users == 0:  # nothing to train on: never affordable
+            spent, after = ledger.state().spent, float("inf")
         else:
             spent, after = ledger.preview(_mechanism(users, plan, tenant.delta)[0])
     return ClientStatus(
@@ -224,7 +218,6 @@ def train_round(
         plan.region.value,
         SharingPolicy(tenant.sharing).value,
         flatten(model.backbone.state_dict()),
-        float(users),
         users,
         run_epsilon,
         run_id,

@@ -103,15 +103,13 @@ class LocalGrid(Grid):
         batch = list(messages)
         if not batch:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(batch))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(batch)))
+        try:
             futures = [pool.submit(self._deliver, message) for message in batch]
             done, _ = wait(futures, timeout=timeout)
-            replies = []
-            for future in futures:
-                if future in done:
-                    replies.append(future.result())
-            pool.shutdown(wait=False, cancel_futures=True)
-        return replies
+            return [future.result() for future in futures if future in done]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # a stalled node is left behind
 
     def _deliver(self, message: Message) -> Message:
         node_id = message.metadata.dst_node_id

@@ -50,7 +50,7 @@ RESET_SQL = {
     "control": "TRUNCATE api_keys, officers, tenants, ledger_anchors",
     "region": "ALTER TABLE audit_records ENABLE TRIGGER USER; "
     "TRUNCATE items, interactions, ingest_batches, tenant_secrets, audit_records, "
-    "item_embeddings, dp_runs, served_requests",
+    "item_embeddings, dp_runs, served_requests, federation_runs",
 }
 
 

@@ -196,6 +196,53 @@ def parameter_sweep(
     return [encrypted_aggregation(tenants, parameters, repeats, p) for p in candidates]
 
 
+def flower_rounds(tenants: int, rounds: int, *, encrypt: bool) -> dict[str, Any]:
+    """Full Flower rounds of one region's real aggregator against `tenants` scripted clients.
+
+    Each round: the roster query, every client's (synthetic) update weighted and, with
+    `encrypt`, CKKS-encrypted, the guards, the sum, the published backbone version and the
+    ledger record. Clients run in threads of this process (`server.local_grid.LocalGrid`);
+    no training, so the time is the federation machinery's own.
+    """
+    import logging
+    import tempfile
+
+    from atlasrec.platform import Platform
+    from atlasrec.settings import Settings
+    from atlasrec.tenancy import Region, SharingPolicy
+    from simulations.scripted import Script, run_scripted
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="atlasrec-bench-fed-") as home:
+        platform = Platform(Settings(home=Path(home)))
+        try:
+            for k in range(tenants):
+                platform.create_tenant(
+                    f"sim-{k:03d}", region=Region.EU, sharing=SharingPolicy.REGIONAL, actor="bench"
+                )
+            started = time.perf_counter()
+            result = run_scripted(
+                platform, Region.EU, Script(), rounds=rounds, timeout=600, encrypt=encrypt
+            )
+            wall = time.perf_counter() - started
+            latest = result.backbone_version
+            stored = Path(home) / "backbones" / "region-eu" / str(latest) / "backbone.bin"
+            size = stored.stat().st_size
+        finally:
+            platform.close()
+    seconds = [entry["seconds"] for entry in result.rounds]
+    return {
+        "tenants": tenants,
+        "rounds": rounds,
+        "encrypted": encrypt,
+        "participants": [len(e["participants"]) for e in result.rounds],
+        "round_s": seconds,
+        "median_round_s": _median(seconds),
+        "wall_s": round(wall, 2),
+        "aggregate_bytes": size,
+    }
+
+
 def _summary(result: dict[str, Any]) -> str:
     ckks = result["ckks"]
     return (
@@ -217,6 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="10,000 parameters, 3 repeats")
     parser.add_argument("--sweep", action="store_true", help="compare CKKS parameter sets")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
+    parser.add_argument(
+        "--flower-rounds",
+        type=int,
+        default=0,
+        help="also run this many full Flower rounds per tenant count, encrypted and plaintext",
+    )
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--parameters", type=int, default=PARAMETERS)
     parser.add_argument("--tenants", type=int, nargs="+", default=list(TENANTS))
@@ -254,6 +307,19 @@ def main(argv: list[str] | None = None) -> None:
                     f"target: {TARGET_TENANTS} tenants x {PARAMETERS:,} parameters in "
                     f"<= {TARGET_ROUND_S} s per round: {'met' if met else 'NOT met'} "
                     f"(median {result['aggregator_round_s']:.3f} s)",
+                    file=sys.stderr,
+                )
+    if args.flower_rounds:
+        results["flower_rounds"] = []
+        for tenants in args.tenants:
+            for encrypt in (False, True):
+                result = flower_rounds(tenants, args.flower_rounds, encrypt=encrypt)
+                results["flower_rounds"].append(result)
+                print(
+                    f"flower rounds, {tenants} tenants, "
+                    f"{'encrypted' if encrypt else 'plaintext'}: median round "
+                    f"{result['median_round_s']:.3f} s ({result['round_s']}), aggregate "
+                    f"{result['aggregate_bytes'] / 1e6:.2f} MB",
                     file=sys.stderr,
                 )
     results["load_average_end"] = os.getloadavg()

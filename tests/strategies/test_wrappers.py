@@ -8,19 +8,16 @@ encrypted sum is checked against the exact plaintext one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atlasrec.federation.store import key_service, region_domain, region_store
-from atlasrec.federation.wire import Update, status_content
-from atlasrec.models.backbone import backbone_size
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, SharingPolicy
@@ -29,95 +26,9 @@ from server import global_tier
 from server.embedded import node_id
 from server.federation import FederationConfig, run_federation
 from server.local_grid import LocalGrid
+from simulations.scripted import Script, run_scripted, scripted_app
 from strategies.round_state import Contribution
 from tests.utils.factories import make_tenant
-
-N = backbone_size()
-
-
-@dataclass
-class Script:
-    """What each scripted client claims and sends."""
-
-    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per tenant: overrides of the roster answer (e.g. a false region)."""
-    tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Per tenant: overrides of the update's tags."""
-    crash: set[str] = field(default_factory=set)
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
-    weights: dict[str, float] = field(default_factory=dict)
-    trained: list[str] = field(default_factory=list)
-
-
-def scripted_app(platform: Platform, region: Region, script: Script) -> ClientApp:
-    app = ClientApp()
-    keys = key_service(platform.settings)
-
-    @app.query()
-    def query(message: Message, context: Context) -> Message:
-        tenant = platform.control.get_tenant(str(context.node_config["tenant-id"]))
-        keys.ensure(region_domain(region))
-        keys.ensure("global")
-        status = {
-            "tenant_id": tenant.id,
-            "region": region.value,
-            "sharing": str(tenant.sharing),
-            "users": 10,
-            "round_cost": 1.0,
-            "spent": 0.0,
-            "cap": tenant.epsilon_cap,
-            **script.claims.get(tenant.id, {}),
-        }
-        return Message(status_content(status), reply_to=message)
-
-    @app.train()
-    def train(message: Message, context: Context) -> Message:
-        tenant_id = str(context.node_config["tenant-id"])
-        script.trained.append(tenant_id)
-        if tenant_id in script.crash:
-            raise RuntimeError(f"{tenant_id} crashed mid-round")
-        tenant = platform.control.get_tenant(tenant_id)
-        rng = np.random.default_rng(len(tenant_id))
-        vector = script.vectors.setdefault(tenant_id, rng.normal(0, 0.1, N).astype(np.float32))
-        weight = script.weights.setdefault(tenant_id, 0.01 * (1 + len(tenant_id)))
-        weighted = (vector.astype(np.float64) * weight).astype(np.float32)
-        region_ctx = he.load_context(keys.public_context(region_domain(region)))
-        global_ctx = he.load_context(keys.public_context("global"))
-        tags = {"tenant_id": tenant_id, "region": region.value, **script.tags.get(tenant_id, {})}
-        update = Update(
-            tags["tenant_id"],
-            tags["region"],
-            str(tenant.sharing),
-            weight,
-            10,
-            1.0,
-            f"run-{tenant_id}",
-            he.encrypt(region_ctx, weighted).to_bytes(),
-            he.encrypt(global_ctx, weighted).to_bytes()
-            if tenant.sharing == SharingPolicy.GLOBAL
-            else None,
-        )
-        return Message(update.to_content(), reply_to=message)
-
-    return app
-
-
-def run(
-    platform: Platform,
-    region: Region,
-    script: Script,
-    *,
-    rounds: int = 1,
-    min_participants: int = 1,
-    timeout: float = 120.0,
-) -> Any:
-    tenants = platform.control.list_tenants(region)
-    nodes: dict[int, dict[str, bool | float | int | str]] = {
-        node_id(t.id): {"tenant-id": t.id} for t in tenants
-    }
-    grid = LocalGrid(scripted_app(platform, region, script), nodes, workers=len(nodes))
-    config = FederationConfig(rounds=rounds, min_participants=min_participants, timeout_s=timeout)
-    return run_federation(platform, region, grid, config, actor="test")
 
 
 @dataclass(frozen=True)
@@ -144,7 +55,7 @@ def test_encrypted_sum_equals_plaintext_average_and_only_global_tenants_leave(
     eu: Platform,
 ) -> None:
     script = Script()
-    result = run(eu, Region.EU, script)
+    result = run_scripted(eu, Region.EU, script)
     entry = result.rounds[0]
     assert entry["status"] == "completed"
     assert set(entry["participants"]) == {"shop", "label"}  # the solo tenant never trains
@@ -216,7 +127,7 @@ def test_mismatched_tags_and_false_claims_are_dropped_and_audited(eu: Platform) 
         claims={"books": {"region": "us"}},  # a node claiming another region is refused
         tags={"label": {"tenant_id": "shop"}},  # label's node sends an update tagged as shop
     )
-    result = run(eu, Region.EU, script)
+    result = run_scripted(eu, Region.EU, script)
     entry = result.rounds[0]
     assert set(entry["participants"]) == {"shop"}
     assert "label" in entry["dropped"] and "books" in entry["refused"]
@@ -228,20 +139,29 @@ def test_mismatched_tags_and_false_claims_are_dropped_and_audited(eu: Platform) 
 
 
 def test_a_crashing_client_does_not_stop_the_round_but_too_few_fail_it(eu: Platform) -> None:
-    result = run(eu, Region.EU, Script(crash={"label"}), min_participants=1)
+    result = run_scripted(eu, Region.EU, Script(crash={"label"}), min_participants=1)
     entry = result.rounds[0]
     assert entry["status"] == "completed" and set(entry["participants"]) == {"shop"}
     assert "crashed mid-round" in entry["failed"]["label"]
     before = region_store(eu.settings, Region.EU).latest()
     # a second run needs two participants and gets one: it fails, the backbone stays
-    failed = run(eu, Region.EU, Script(crash={"label"}), min_participants=2).rounds[0]
+    failed = run_scripted(eu, Region.EU, Script(crash={"label"}), min_participants=2).rounds[0]
     assert failed["status"] == "failed" and failed["backbone_out"] == before.version  # type: ignore[union-attr]
     assert region_store(eu.settings, Region.EU).latest() == before
 
 
+def test_a_client_past_the_timeout_is_left_out(eu: Platform) -> None:
+    started = time.perf_counter()
+    result = run_scripted(eu, Region.EU, Script(stall={"label": 8.0}), timeout=2.0)
+    assert time.perf_counter() - started < 7
+    entry = result.rounds[0]
+    assert set(entry["participants"]) == {"shop"}
+    assert entry["failed"]["label"] == "no reply before the round's timeout"
+
+
 def test_budget_gate_excludes_a_tenant_before_the_round(eu: Platform) -> None:
     script = Script(claims={"label": {"spent": 9.5, "cap": 10.0, "round_cost": 1.0}})
-    result = run(eu, Region.EU, script)
+    result = run_scripted(eu, Region.EU, script)
     entry = result.rounds[0]
     assert set(entry["participants"]) == {"shop"} and "label" not in script.trained
     excluded = actions(eu, Region.EU, "federation.excluded")
@@ -266,9 +186,9 @@ def test_aggregator_restart_resumes_after_the_last_completed_round(eu: Platform)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(global_tier, "export_share", crash_in_round_two)
         with pytest.raises(Crash):
-            run(eu, Region.EU, script, rounds=3)
+            run_scripted(eu, Region.EU, script, rounds=3)
     assert [r.details["round"] for r in actions(eu, Region.EU, "federation.round")] == [1]
-    resumed = run(eu, Region.EU, Script(), rounds=99)  # the unfinished run's plan wins
+    resumed = run_scripted(eu, Region.EU, Script(), rounds=99)  # the unfinished run's plan wins
     assert resumed.resumed and resumed.rounds_planned == 3 and resumed.rounds_done == 3
     assert [e["round"] for e in resumed.rounds] == [1, 2, 3]
     assert resumed.rounds[1]["backbone_in"] == resumed.rounds[0]["backbone_out"]
