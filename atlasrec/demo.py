@@ -18,6 +18,7 @@ from atlasrec.dataplane.models import IngestBatch
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData, TenantStats
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
+from atlasrec.demo_audit import audit_demo
 from atlasrec.demo_serving import first_user, serve_regions
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
@@ -85,7 +86,7 @@ def run_demo(*, fresh: bool, actor: str, keep_serving: bool = False) -> None:
     serve_regions(console, datasets, keys, keep_serving=keep_serving)
     platform = Platform(settings)
     _verify(console, platform)
-    console.print("\nNext capabilities: federation (#4), the privacy officer UI (#6).")
+    audit_demo(console, platform, datasets, actor)  # lineage, reports, officers' sign-in
     platform.close()
 
 

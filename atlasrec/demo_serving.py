@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atlasrec.datasets import TenantDataset
+from atlasrec.demo_audit import print_audit_access
 from atlasrec.errors import AtlasRecError
 
 START_TIMEOUT_S = 120.0
@@ -114,6 +115,7 @@ def serve_regions(
             for region, url in urls.items():
                 console.print(f"  {region}: {url}  (OpenAPI: {url}/docs)")
             console.print("  API keys: demo-api-keys.json in the data folder")
+            print_audit_access(console, urls, datasets, actor="demo")
             try:
                 while True:
                     time.sleep(3600)

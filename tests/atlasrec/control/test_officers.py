@@ -21,7 +21,7 @@ from tests.atlasrec.test_cli import cli
 from tests.utils.factories import make_tenant
 
 
-def test_hashes_are_salted_and_checked(platform: Platform) -> None:
+def test_hashes_are_salted_and_checked() -> None:
     first, second = hash_password("same password"), hash_password("same password")
     assert first != second and first.startswith("scrypt$16384$8$1$")
     assert verify_password("same password", first) and verify_password("same password", second)
@@ -56,35 +56,29 @@ def test_accounts(platform: Platform) -> None:
     assert officers.authenticate("shop-dpo", new) is None
 
 
-@pytest.mark.parametrize(
-    ("officer_id", "options", "error", "message"),
-    [
-        ("Bad Id", {"role": OfficerRole.PLATFORM, "regions": [Region.EU]}, InvalidInputError,
-         "invalid officer id"),
-        ("o1", {"role": OfficerRole.PLATFORM}, InvalidInputError, "needs --regions"),
-        ("o1", {"role": OfficerRole.PLATFORM, "regions": [Region.EU], "tenant_id": "shop"},
-         InvalidInputError, "not --tenant"),
-        ("o1", {"role": OfficerRole.TENANT}, InvalidInputError, "needs --tenant"),
-        ("o1", {"role": OfficerRole.TENANT, "tenant_id": "shop", "regions": [Region.EU]},
-         InvalidInputError, "not --regions"),
-        ("o1", {"role": OfficerRole.TENANT, "tenant_id": "ghost"}, UnknownTenantError,
-         "unknown tenant 'ghost'"),
-        ("taken", {"role": OfficerRole.PLATFORM, "regions": [Region.EU]}, InvalidInputError,
-         "already exists"),
-    ],
-)  # fmt: skip
-def test_bad_accounts_are_refused(
-    platform: Platform,
-    officer_id: str,
-    options: dict[str, object],
-    error: type[Exception],
-    message: str,
-) -> None:
+BAD_ACCOUNTS: list[tuple[str, dict[str, object], type[Exception], str]] = [
+    ("Bad Id", {"role": OfficerRole.PLATFORM, "regions": [Region.EU]}, InvalidInputError,
+     "invalid officer id"),
+    ("o1", {"role": OfficerRole.PLATFORM}, InvalidInputError, "needs --regions"),
+    ("o1", {"role": OfficerRole.PLATFORM, "regions": [Region.EU], "tenant_id": "shop"},
+     InvalidInputError, "not --tenant"),
+    ("o1", {"role": OfficerRole.TENANT}, InvalidInputError, "needs --tenant"),
+    ("o1", {"role": OfficerRole.TENANT, "tenant_id": "shop", "regions": [Region.EU]},
+     InvalidInputError, "not --regions"),
+    ("o1", {"role": OfficerRole.TENANT, "tenant_id": "ghost"}, UnknownTenantError,
+     "unknown tenant 'ghost'"),
+    ("taken", {"role": OfficerRole.PLATFORM, "regions": [Region.EU]}, InvalidInputError,
+     "already exists"),
+]  # fmt: skip
+
+
+def test_bad_accounts_are_refused(platform: Platform) -> None:
     make_tenant(platform, "shop", Region.EU)
     officers = Officers(platform.control.engine)
     officers.create("taken", role=OfficerRole.PLATFORM, regions=[Region.EU])
-    with pytest.raises(error, match=message):
-        officers.create(officer_id, **options)  # type: ignore[arg-type]
+    for officer_id, options, error, message in BAD_ACCOUNTS:
+        with pytest.raises(error, match=message):
+            officers.create(officer_id, **options)  # type: ignore[arg-type]
     assert [o.id for o in officers.list()] == ["taken"]
 
 
