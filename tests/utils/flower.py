@@ -71,6 +71,9 @@ def environment(**values: str | Path) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    # A SuperLink would otherwise `uv sync` the app's dependencies into a fresh environment
+    # for every run (gigabytes: torch's CUDA wheels); they are installed already.
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env.update({k: str(v) for k, v in values.items()})
     return env
 
