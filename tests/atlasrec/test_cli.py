@@ -203,7 +203,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert run.returncode == 0, run.stderr
@@ -218,7 +218,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert again.returncode == 0 and "unchanged" in again.stdout
