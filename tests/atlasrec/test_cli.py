@@ -213,6 +213,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert f"region {region}: audit chain intact" in run.stdout
     assert "Solo training" in run.stdout
     assert "refused" in run.stdout
+    # the privacy officer's part: a request followed back, reports, credentials and the UI
+    assert "lineage of" in run.stdout and "data snapshot" in run.stdout
+    assert "officer privacy-officer / " in run.stdout and "/audit/" in run.stdout
+    officers = tmp_path / "demo-home" / "demo-officers.json"
+    assert officers.stat().st_mode & 0o777 == 0o600
+    reports = sorted(p.name for p in (tmp_path / "demo-home" / "reports").iterdir())
+    assert "ml-docs-in-compliance.csv" in reports and len(reports) == 7 * 3
     again = subprocess.run(
         [sys.executable, "-m", "atlasrec", "demo"],
         env=env,

@@ -25,6 +25,8 @@ VISIBLE_IN_EU = {
 }
 TENANT_ROW = re.compile(r'<tr data-tenant="([^"]+)"')
 LOG_ROW = re.compile(r'data-seq="(\d+)" data-tenant="([^"]*)" data-action="([^"]+)"')
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+"""For what does not depend on the database (sessions, forms, headers)."""
 
 
 def signed_in(factory: ClientFactory, world: AuditWorld, officer: str) -> TestClient:
@@ -85,6 +87,7 @@ def test_officers_without_authority_here_cannot_sign_in(
     assert set(TENANT_ROW.findall(us.get("/audit/tenants").text)) == {"far"}
 
 
+@sqlite_only
 def test_a_session_is_bound_to_its_region(world: AuditWorld, app_client: ClientFactory) -> None:
     eu = signed_in(app_client, world, "po-all")
     us = app_client(Region.US)
@@ -145,6 +148,7 @@ def test_lineage_pages(world: AuditWorld, app_client: ClientFactory) -> None:
     )
 
 
+@sqlite_only
 def test_sign_in_is_protected(world: AuditWorld, app_client: ClientFactory) -> None:
     client = app_client(Region.EU)
     wrong = sign_in(client, "po-eu", "not-the-password")
@@ -179,6 +183,7 @@ def test_sign_in_is_protected(world: AuditWorld, app_client: ClientFactory) -> N
     assert blocked.status_code == 429
 
 
+@sqlite_only
 def test_sessions_end_with_logout_disable_and_password_reset(
     world: AuditWorld, app_client: ClientFactory
 ) -> None:
@@ -283,6 +288,7 @@ def test_exports(world: AuditWorld, app_client: ClientFactory) -> None:
     assert printable.text.count('class="bar bar-') == 4
 
 
+@sqlite_only
 def test_unknown_pages_and_static(world: AuditWorld, app_client: ClientFactory) -> None:
     client = signed_in(app_client, world, "po-eu")
     assert client.get("/audit/static/audit.css").status_code == 200

@@ -13,7 +13,7 @@ from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
-from atlasrec.tenancy import Region, Scope
+from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.lineage import (
     NO_BACKBONE,
     UnknownRequestError,
@@ -197,4 +197,33 @@ def test_from_a_served_request_to_its_dp_run_and_a_lowered_cap_stops_training(
     with platform.plane(Region.EU).session(scope, actor="t", action="t") as session:
         ledger = PrivacyLedger(session, cap=5.0, delta=tenant.delta)
         assert ledger.fits(Mechanism(50.0, 0.01, 1))
+    platform.close()
+
+
+def test_a_model_trained_from_federated_rounds(tmp_path: Path, cli_home: Path) -> None:
+    """The real federation's records (its rounds, backbone versions and charges) are what the
+    chain follows: regional tenants federate twice, one trains from the backbone."""
+    from server.embedded import run_embedded
+    from server.federation import FederationConfig
+
+    platform = Platform(get_settings())
+    for tenant_id in ("shop-a", "shop-b"):
+        seed_music_tenant(platform, tenant_id, Region.EU, tmp_path, sharing=SharingPolicy.REGIONAL)
+    config = FederationConfig(rounds=2, round_epsilon=1.0, local_epochs=1, encrypt=False)
+    federated = run_embedded(platform, Region.EU, config, actor="t")
+    trained = train_tenant(platform, "shop-a", actor="t", epsilon=1.0, config=FAST)
+    request_id = serve_record(platform, Scope("shop-a", Region.EU), trained.model_version)
+    scope, row = find_request(platform, request_id, regions=[Region.EU], actor="t")
+    chain = request_lineage(platform, scope, row, actor="t")
+    backbone = chain["backbone"]
+    assert backbone["version"] == federated.backbone_version
+    assert set(backbone["contributors"]) == {"shop-a", "shop-b"}
+    assert [r["round"] for r in backbone["rounds"]] == [1, 2]
+    assert backbone["rounds"][0]["backbone_in"] is None
+    assert backbone["rounds"][1]["backbone_in"] == backbone["rounds"][0]["backbone_out"]
+    assert {r["federation_run"] for r in backbone["rounds"]} == {federated.run_id}
+    assert all(r["participants"] == ["shop-a", "shop-b"] for r in backbone["rounds"])
+    assert [r["details"]["round"] for r in backbone["tenant_rounds"]] == [1, 2]
+    run = chain["training"]["run"]
+    assert run["epsilon_total_after"] > run["epsilon"] + 0.5  # composed over the rounds too
     platform.close()
