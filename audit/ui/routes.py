@@ -9,6 +9,7 @@ naming the field at fault; never a 500 for bad input.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import threading
@@ -211,6 +212,8 @@ class AuditRoute(APIRoute):
                 return await handler(request)
             except SignInRequiredError:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                if request.method != "GET":  # a form of an expired session: start over
+                    target = "/audit/tenants"
                 response = RedirectResponse(f"/audit/login?next={quote(target, safe='')}", 303)
                 response.delete_cookie(SESSION_COOKIE, path="/audit")
                 return response
@@ -427,7 +430,9 @@ def change_cap(
         try:
             expected = float(expected_cap)
         except ValueError:
-            raise InvalidInputError("field 'expected_cap': not a number") from None
+            expected = math.nan
+        if not math.isfinite(expected):
+            raise InvalidInputError("field 'expected_cap': not a number")
     change_epsilon_cap(
         who.ui.platform,
         tenant.id,
@@ -505,9 +510,9 @@ def audit_log(
     request: Request,
     who: SignedInDep,
     tenant: Annotated[str | None, Query(max_length=63)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9._-]*$")] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=LOG_LIMIT_MAX)] = 100,
 ) -> HTMLResponse:
     """Search the region's ledger (what the officer may read), with the chain's status."""

@@ -36,6 +36,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of texts (any characters: bytes are compared)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+
+
 class Signer:
     """HMAC-SHA256 signed, expiring JSON tokens."""
 
@@ -60,7 +65,7 @@ class Signer:
         if not token or token.count(".") != 1:
             return None
         body, mac = token.split(".")
-        if not hmac.compare_digest(mac, self._mac(purpose, body)):
+        if not _same(mac, self._mac(purpose, body)):
             return None
         try:
             payload = json.loads(_unb64(body))
@@ -76,7 +81,7 @@ class Signer:
 
     def check_token(self, purpose: str, value: str, token: str) -> bool:
         """Whether `token` is the CSRF token of `value`."""
-        return hmac.compare_digest(self.token(purpose, value), token)
+        return _same(self.token(purpose, value), token)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import html
 import json
 import re
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from atlasrec.control.officers import Officers
 from atlasrec.tenancy import Region
@@ -120,6 +123,10 @@ def test_the_log_shows_what_the_officer_may_read(
     older = LOG_ROW.findall(platform.get(f"/audit/log?limit=3&before={paged[-1][0]}").text)
     assert len(paged) == 3 and int(older[0][0]) == int(paged[-1][0]) - 1
     assert platform.get("/audit/log?limit=0").status_code == 422
+    for bad in ("q=%00", "action=%00", "action=DROP%20TABLE", "before=99999999999999999999"):
+        response = platform.get(f"/audit/log?{bad}")
+        assert response.status_code == 422, bad
+        assert f"field '{bad.split('=')[0]}'" in html.unescape(response.text)
     assert "field 'limit'" in html.unescape(platform.get("/audit/log?limit=x").text)
 
 
@@ -195,6 +202,12 @@ def test_sessions_end_with_logout_disable_and_password_reset(
     )
     assert out.status_code == 303
     assert client.get("/audit/tenants", follow_redirects=False).status_code == 303
+    expired = client.post(
+        "/audit/tenants/shop/cap",
+        data={"cap": "1", "reason": "x" * 20, "csrf_token": "t"},
+        follow_redirects=False,
+    )
+    assert expired.headers["location"] == "/audit/login?next=%2Faudit%2Ftenants"
 
     officers = Officers(world.platform.control.engine)
     reset = signed_in(app_client, world, "to-shop")
@@ -238,6 +251,7 @@ def test_the_cap_form(world: AuditWorld, app_client: ClientFactory) -> None:
     assert details["stops_training"] is True  # 1.318 spent
     page = client.get("/audit/tenants/shop?changed=1").text
     assert "Budget exhausted" in page and reason in page
+    assert post(cap="3", reason=reason, csrf_token=token, expected_cap="nan")[0] == 422
     stale = post(cap="3", reason=reason, csrf_token=token, expected_cap="10.0")
     assert stale[0] == 409 and world.platform.control.get_tenant("shop").epsilon_cap == 1.0
 
@@ -300,3 +314,28 @@ def test_unknown_pages_and_static(world: AuditWorld, app_client: ClientFactory) 
     assert response.status_code == 303
     assert response.headers["location"] == "/audit/login?next=%2Faudit%2Ftenants%2Fshop"
     assert set(OFFICERS) >= set(VISIBLE_IN_EU)
+
+
+def test_no_input_makes_a_server_error(world: AuditWorld, app_client: ClientFactory) -> None:
+    """Arbitrary text in every path, query and form field: a page or a 4xx, never a 5xx."""
+    client = signed_in(app_client, world, "po-eu")
+    token = csrf_of(client.get("/audit/tenants/shop").text)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(text=st.text(max_size=80), number=st.integers(min_value=-(2**70), max_value=2**70))
+    def check(text: str, number: int) -> None:
+        for method, url, params, data in (
+            ("GET", f"/audit/tenants/{quote(text, safe='')}", None, None),
+            ("GET", "/audit/log", {"tenant": text, "action": text, "q": text}, None),
+            ("GET", "/audit/log", {"before": str(number), "limit": str(number)}, None),
+            ("GET", "/audit/lineage", {"request_id": text}, None),
+            ("POST", "/audit/tenants/label/cap", None,
+             {"cap": text, "reason": text, "csrf_token": token, "expected_cap": text}),
+            ("POST", "/audit/login", None, {"officer_id": text, "password": text,
+                                            "csrf_token": text, "next": text}),
+        ):  # fmt: skip
+            response = client.request(method, url, params=params, data=data)
+            assert response.status_code < 500, (url, params, data, response.text[-300:])
+
+    check()
+    assert world.platform.control.get_tenant("label").epsilon_cap == 10.0
