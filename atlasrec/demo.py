@@ -19,6 +19,7 @@ from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData, TenantStats
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
 from atlasrec.demo_audit import audit_demo
+from atlasrec.demo_federation import federate_regions
 from atlasrec.demo_serving import first_user, serve_regions
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
@@ -80,6 +81,7 @@ def run_demo(*, fresh: bool, actor: str, keep_serving: bool = False) -> None:
     console.print(f"API keys (shown once at creation) saved to {keys_file} (mode 600)\n")
 
     _summary(console, datasets, stats)
+    federate_regions(console, platform, datasets, actor)
     _train_all(console, platform, datasets, actor)
     _boundaries(console, platform, datasets, actor)
     platform.close()
