@@ -152,12 +152,20 @@ def _summary(
 def _train_all(
     console: Console, platform: Platform, datasets: list[TenantDataset], actor: str
 ) -> None:
-    """Solo DP training of every tenant in its home region, then a sample and the budgets."""
-    table = Table(title="Solo training (user-level DP, each tenant in its home region)")
+    """DP training of every tenant in its home region, then a sample and the budgets.
+
+    Regional and global tenants start from their region's federated backbone; solo tenants
+    train alone.
+    """
+    table = Table(
+        title="Training (user-level DP, in each tenant's home region; regional and global "
+        "tenants start from the region's federated backbone, solo tenants alone)"
+    )
     for col in (
         "tenant",
         "region",
         "model version",
+        "starts from",
         "epsilon spent / cap",
         "sample for first user",
     ):
@@ -168,9 +176,10 @@ def _train_all(
         latest = plane.artifacts.latest(scope, KIND, actor=actor)
         if latest is None or _files_newer(plane, scope, actor, latest.manifest["created_at"]):
             console.print(f"training {ds.tenant_id} ({ds.n_users} users, {ds.n_items} items) ...")
-            version = train_tenant(platform, ds.tenant_id, actor=actor).model_version
+            trained = train_tenant(platform, ds.tenant_id, actor=actor)
+            version, parent = trained.model_version, trained.lineage.get("parent_backbone")
         else:
-            version = latest.version
+            version, parent = latest.version, latest.manifest["metadata"].get("parent_backbone")
         user = first_user(ds)
         [rec] = recommend_users(platform, ds.tenant_id, [user], 3, actor=actor)
         report = privacy_report(platform, ds.tenant_id, actor=actor)
@@ -178,6 +187,7 @@ def _train_all(
             ds.tenant_id,
             scope.region.value,
             version,
+            f"backbone {parent['version']}" if parent else "alone",
             f"{report['epsilon_spent']:.2f} / {report['epsilon_cap']:g}",
             f"{user}: {', '.join(rec.items)}",
         )

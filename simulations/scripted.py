@@ -88,11 +88,16 @@ def scripted_app(
         )
         weight = script.weights.setdefault(tenant_id, 0.01 * (1 + len(tenant_id)))
         weighted = (vector.astype(np.float64) * weight).astype(np.float32)
-        tags = {"tenant_id": tenant_id, "region": region.value, **script.tags.get(tenant_id, {})}
+        tags = {
+            "tenant_id": tenant_id,
+            "region": region.value,
+            "sharing": str(tenant.sharing),
+            **script.tags.get(tenant_id, {}),
+        }
         update = Update(
             tags["tenant_id"],
             tags["region"],
-            str(tenant.sharing),
+            tags["sharing"],
             weight,
             10,
             1.0,

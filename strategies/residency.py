@@ -59,6 +59,8 @@ class ResidencyGuard(StrategyWrapper):
             reason = federation_refusal(member.tenant_id, home, sharing, self.region)
             if reason is None and member.region != self.region.value:
                 reason = f"node of {member.tenant_id!r} claims region {member.region!r}"
+            if reason is None and sharing is not None and member.sharing != sharing.value:
+                reason = f"node of {member.tenant_id!r} claims sharing {member.sharing!r}"
             if reason is None:
                 self.state.admitted[node_id] = member
             else:
@@ -86,10 +88,15 @@ class ResidencyGuard(StrategyWrapper):
                 tags = reply.content.config_records.get(TAGS)
                 tenant = None if tags is None else tags.get("tenant_id")
                 region = None if tags is None else tags.get("region")
-                if tenant != member.tenant_id or region != self.region.value:
+                sharing = None if tags is None else tags.get("sharing")
+                if (tenant, region, sharing) != (
+                    member.tenant_id,
+                    self.region.value,
+                    member.sharing,
+                ):
                     reason = (
-                        f"update tagged tenant={tenant!r} region={region!r} from the node of "
-                        f"{member.tenant_id!r} in {self.region.value!r}"
+                        f"update tagged tenant={tenant!r} region={region!r} sharing={sharing!r} "
+                        f"from the node of {member.tenant_id!r} in {self.region.value!r}"
                     )
             if reason is None:
                 kept.append(reply)

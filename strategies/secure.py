@@ -94,9 +94,9 @@ class SecureAggregation(StrategyWrapper):
                 self.state.failed[tenant] = str(exc)
                 continue
             updates.append(update)
+        answered = {u.tenant_id for u in updates} | set(self.state.failed) | set(self.state.dropped)
         for member in self.state.admitted.values():
-            answered = {u.tenant_id for u in updates} | set(self.state.failed)
-            if member.tenant_id not in answered and member.tenant_id not in self.state.dropped:
+            if member.tenant_id not in answered:
                 self.state.failed[member.tenant_id] = "no reply before the round's timeout"
         metrics = MetricRecord({"participants": len(updates), "failed": len(self.state.failed)})
         if len(updates) < self.min_participants:

@@ -195,6 +195,7 @@ def test_process_pinned_to_a_region_refuses_foreign_tenants(
     assert code == 0 and json.loads(out)[0]["tenant_id"] == "shop"
 
 
+@pytest.mark.timeout(900)  # two demo runs in subprocesses
 def test_demo_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLASREC_")}
     env["ATLASREC_HOME"] = str(tmp_path / "demo-home")
@@ -211,7 +212,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert tenant in run.stdout
     for region in ("us", "eu", "in", "sg"):
         assert f"region {region}: audit chain intact" in run.stdout
-    assert "Solo training" in run.stdout
+    assert "Training (user-level DP" in run.stdout
+    assert "Federated backbone" in run.stdout and "ml-thrill (solo)" in run.stdout
+    assert "global backbone" in run.stdout
     assert "refused" in run.stdout
     # the privacy officer's part: a request followed back, reports, credentials and the UI
     assert "lineage of" in run.stdout and "data snapshot" in run.stdout

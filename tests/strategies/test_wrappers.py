@@ -125,15 +125,21 @@ def test_mismatched_tags_and_false_claims_are_dropped_and_audited(eu: Platform) 
     make_tenant(eu, "books", Region.EU, SharingPolicy.REGIONAL)
     script = Script(
         claims={"books": {"region": "us"}},  # a node claiming another region is refused
-        tags={"label": {"tenant_id": "shop"}},  # label's node sends an update tagged as shop
+        tags={
+            "label": {"tenant_id": "shop"},  # label's node sends an update tagged as shop
+            "shop": {"sharing": "global"},  # shop's tags it global (its share would leave)
+        },
     )
     result = run_scripted(eu, Region.EU, script)
     entry = result.rounds[0]
-    assert set(entry["participants"]) == {"shop"}
-    assert "label" in entry["dropped"] and "books" in entry["refused"]
-    dropped = actions(eu, Region.EU, "federation.update_dropped")
-    assert [r.tenant_id for r in dropped] == ["label"]
-    assert "tagged tenant='shop'" in dropped[0].details["reason"]
+    assert entry["participants"] == {} and entry["status"] == "failed"
+    assert {"label", "shop"} <= set(entry["dropped"]) and "books" in entry["refused"]
+    dropped = {
+        r.tenant_id: r.details["reason"]
+        for r in actions(eu, Region.EU, "federation.update_dropped")
+    }
+    assert "tagged tenant='shop'" in dropped["label"] and "sharing='global'" in dropped["shop"]
+    assert global_tier.latest_shares(eu) == []  # nothing left the region
     refused = {r.tenant_id for r in actions(eu, Region.EU, "federation.refused")}
     assert {"books", "vault"} <= refused
 
