@@ -35,9 +35,9 @@ from atlasrec.models.backbone import backbone_size
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
 from server import global_tier
-from strategies.audit import RoundAudit
+from strategies.audit import Recorder, RoundAudit
 from strategies.budget import BudgetGate
-from strategies.residency import ResidencyGuard
+from strategies.residency import Registry, ResidencyGuard
 from strategies.round_state import RoundState
 from strategies.secure import SecureAggregation
 
@@ -79,7 +79,7 @@ class FederationResult:
     rounds: list[dict[str, Any]]
 
 
-def _registry(platform: Platform) -> Any:
+def _registry(platform: Platform) -> Registry:
     def lookup(tenant_id: str) -> tuple[Region | None, SharingPolicy | None]:
         home = platform.control.home_region_of(tenant_id)
         return (
@@ -226,7 +226,7 @@ def build_strategy(
     config: FederationConfig,
     *,
     state: RoundState,
-    recorder: Any,
+    recorder: Recorder,
     round_offset: int,
     backbone_in: str | None,
     actor: str,
