@@ -82,11 +82,15 @@ def publish_version(
     write: Callable[[Path], None],
     owner: dict[str, Any],
     metadata: dict[str, Any],
+    *,
+    point_latest: bool = True,
 ) -> tuple[str, Path, dict[str, Any]]:
     """Publish a new version folder under `kind_dir` atomically and point LATEST at it.
 
     `write(folder)` fills a private staging folder; the manifest (owner fields, file hashes,
-    metadata) is added, everything is fsynced, and the folder is renamed into place.
+    metadata) is added, everything is fsynced, and the folder is renamed into place. With
+    `point_latest=False` the caller moves LATEST later (`write_atomic`), once the version is
+    recorded elsewhere.
     """
     kind_dir.mkdir(parents=True, exist_ok=True)
     version = new_version()
@@ -116,7 +120,8 @@ def publish_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _fsync_dir(kind_dir)
-    write_atomic(kind_dir / "LATEST", version.encode())
+    if point_latest:
+        write_atomic(kind_dir / "LATEST", version.encode())
     return version, final, manifest
 
 

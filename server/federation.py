@@ -120,8 +120,11 @@ class _Recorder:
                 if isinstance(start.payload, bytes)
                 else np.asarray(start.payload, dtype=np.float32).tobytes()
             )
+            # LATEST moves only once the round is recorded: a crash before that leaves an
+            # unreferenced version, and the resumed run redoes the round from the last one.
             version = region_store(self.platform.settings, self.region).publish(
                 payload,
+                point_latest=False,
                 metadata={
                     "region": self.region.value,
                     "federation_run": self.run.id,
@@ -166,6 +169,8 @@ class _Recorder:
                 },
                 session=session,
             )
+        if version is not None:
+            region_store(self.platform.settings, self.region).point_latest(version.version)
         self.run = row
         self.started = time.perf_counter()
         return version.version if version else None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlasrec.artifacts import MANIFEST, publish_version
+from atlasrec.artifacts import MANIFEST, publish_version, write_atomic
 from atlasrec.errors import InvalidInputError
 from atlasrec.models.backbone import unflatten
 from atlasrec.settings import Settings
@@ -84,15 +84,22 @@ class BackboneStore:
         self.domain = domain
         self.folder = root / domain
 
-    def publish(self, payload: bytes, *, metadata: dict[str, Any]) -> BackboneVersion:
-        """Publish a new version atomically."""
+    def publish(
+        self, payload: bytes, *, metadata: dict[str, Any], point_latest: bool = True
+    ) -> BackboneVersion:
+        """Publish a new version atomically (LATEST moves now, or with `point_latest`)."""
         version, path, manifest = publish_version(
             self.folder,
             lambda folder: _write(folder / PAYLOAD, payload),
             {"domain": self.domain, "kind": "backbone"},
             metadata,
+            point_latest=point_latest,
         )
         return BackboneVersion(self.domain, version, path, manifest)
+
+    def point_latest(self, version: str) -> None:
+        """Make a published version the newest (after it is recorded)."""
+        write_atomic(self.folder / "LATEST", self.get(version).version.encode())
 
     def latest(self) -> BackboneVersion | None:
         """The newest version, or None."""

@@ -194,6 +194,8 @@ def test_aggregator_restart_resumes_after_the_last_completed_round(eu: Platform)
         with pytest.raises(Crash):
             run_scripted(eu, Region.EU, script, rounds=3)
     assert [r.details["round"] for r in actions(eu, Region.EU, "federation.round")] == [1]
+    latest = region_store(eu.settings, Region.EU).latest()  # the recorded round, not the lost one
+    assert latest is not None and latest.metadata["round"] == 1
     resumed = run_scripted(eu, Region.EU, Script(), rounds=99)  # the unfinished run's plan wins
     assert resumed.resumed and resumed.rounds_planned == 3 and resumed.rounds_done == 3
     assert [e["round"] for e in resumed.rounds] == [1, 2, 3]
