@@ -16,7 +16,6 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Callable
-from dataclasses import asdict
 from functools import lru_cache
 
 import numpy as np
@@ -32,7 +31,6 @@ from atlasrec.federation.wire import (
     Start,
     Update,
     scalar,
-    status_content,
 )
 from atlasrec.models.backbone import initial_backbone, unflatten
 from atlasrec.platform import Platform
@@ -99,27 +97,28 @@ def make_client_app(platform_for: Callable[[], Platform]) -> ClientApp:
     """A ClientApp whose handlers reach the platform through `platform_for`."""
     app = ClientApp()
 
+    def request(message: Message, context: Context) -> tuple[Platform, str, RoundPlan]:
+        platform = platform_for()
+        tenant_id, region = _identity(platform, context, message)
+        return platform, tenant_id, _plan(message, region)
+
     @app.query()
     def query(message: Message, context: Context) -> Message:
         try:
-            platform = platform_for()
-            tenant_id, region = _identity(platform, context, message)
-            plan = _plan(message, region)
+            platform, tenant_id, plan = request(message, context)
             status = client_status(platform, tenant_id, plan, actor=actor(tenant_id))
         except AtlasRecError as exc:
             return Message(Error(REFUSED, str(exc)), reply_to=message)
         keys = key_service(platform.settings)
-        keys.ensure(region_domain(region))  # the tenants are the region key's holders
+        keys.ensure(region_domain(plan.region))  # the tenants are the region key's holders
         if status.sharing == SharingPolicy.GLOBAL.value:
             keys.ensure("global")
-        return Message(status_content(asdict(status)), reply_to=message)
+        return Message(status.to_content(), reply_to=message)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
         try:
-            platform = platform_for()
-            tenant_id, region = _identity(platform, context, message)
-            plan = _plan(message, region)
+            platform, tenant_id, plan = request(message, context)
             return Message(_train(platform, tenant_id, plan, message), reply_to=message)
         except AtlasRecError as exc:
             return Message(Error(REFUSED, str(exc)), reply_to=message)

@@ -21,6 +21,7 @@ from atlasrec.boundary import federation_refusal
 from atlasrec.dataplane.models import Interaction
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.errors import AtlasRecError, InvalidInputError
+from atlasrec.federation.wire import Status
 from atlasrec.models.backbone import BACKBONE_CONFIG, flatten
 from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.recommender import user_sequences
@@ -66,19 +67,6 @@ class RoundPlan:
             "seed": self.seed,
             "backbone_in": self.backbone_in or "",
         }
-
-
-@dataclass(frozen=True)
-class ClientStatus:
-    """A client's answer before a round: who it is and whether its budget allows the round."""
-
-    tenant_id: str
-    region: str
-    sharing: str
-    users: int
-    round_cost: float
-    spent: float
-    cap: float
 
 
 @dataclass(frozen=True)
@@ -130,9 +118,7 @@ def _seed(plan: RoundPlan, tenant_id: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def client_status(
-    platform: Platform, tenant_id: str, plan: RoundPlan, *, actor: str
-) -> ClientStatus:
+def client_status(platform: Platform, tenant_id: str, plan: RoundPlan, *, actor: str) -> Status:
     """Identity and budget of a client for the coming round (charges nothing)."""
     scope = join_scope(platform, tenant_id, plan.region, actor=actor)
     tenant = platform.control.get_tenant(tenant_id)
@@ -144,7 +130,7 @@ def client_status(
             spent, after = ledger.state().spent, float("inf")
         else:
             spent, after = ledger.preview(_mechanism(users, plan, tenant.delta)[0])
-    return ClientStatus(
+    return Status(
         tenant_id,
         plan.region.value,
         SharingPolicy(tenant.sharing).value,
@@ -226,7 +212,6 @@ def train_round(
 
 __all__ = [
     "BudgetExceededError",
-    "ClientStatus",
     "FederationRefusedError",
     "LocalUpdate",
     "RoundPlan",

@@ -56,6 +56,20 @@ def check_domain(domain: str) -> str:
     return domain
 
 
+def _unframe(path: Path, data: bytes, magic: bytes, what: str) -> tuple[Context, bytes]:
+    """The context in a key file's bytes (magic, SHA-256, payload), and the payload."""
+    head = len(magic) + hashlib.sha256().digest_size
+    if len(data) < head or not data.startswith(magic):
+        raise KeyFileError(f"key file {path} is not an AtlasRec CKKS {what} file")
+    payload = data[head:]
+    if hashlib.sha256(payload).digest() != data[len(magic) : head]:
+        raise KeyFileError(f"key file {path} is corrupted (SHA-256 mismatch)")
+    try:
+        return load_context(payload), payload
+    except InvalidInputError as exc:
+        raise KeyFileError(f"key file {path}: {exc}") from None
+
+
 class KeyService:
     """CKKS key material for named key domains under one root folder."""
 
@@ -122,16 +136,7 @@ class KeyService:
                 f"key file {path} is accessible by other users (mode "
                 f"{stat.S_IMODE(mode):04o}); expected 0600"
             )
-        head = len(_MAGIC) + hashlib.sha256().digest_size
-        if len(data) < head or not data.startswith(_MAGIC):
-            raise KeyFileError(f"key file {path} is not an AtlasRec CKKS key file")
-        payload = data[head:]
-        if hashlib.sha256(payload).digest() != data[len(_MAGIC) : head]:
-            raise KeyFileError(f"key file {path} is corrupted (SHA-256 mismatch)")
-        try:
-            context = load_context(payload)
-        except InvalidInputError as exc:
-            raise KeyFileError(f"key file {path}: {exc}") from None
+        context, payload = _unframe(path, data, _MAGIC, "key")
         if not context.has_secret_key():
             raise KeyFileError(f"key file {path} holds no secret key")
         self._cache[domain] = (key_id(context), payload)
@@ -142,16 +147,7 @@ class KeyService:
             return self._public[domain]
         path = self.public_path(domain)
         data = path.read_bytes()
-        head = len(_PUBLIC_MAGIC) + hashlib.sha256().digest_size
-        if len(data) < head or not data.startswith(_PUBLIC_MAGIC):
-            raise KeyFileError(f"key file {path} is not an AtlasRec CKKS public key file")
-        payload = data[head:]
-        if hashlib.sha256(payload).digest() != data[len(_PUBLIC_MAGIC) : head]:
-            raise KeyFileError(f"key file {path} is corrupted (SHA-256 mismatch)")
-        try:
-            context = load_context(payload)
-        except InvalidInputError as exc:
-            raise KeyFileError(f"key file {path}: {exc}") from None
+        context, _ = _unframe(path, data, _PUBLIC_MAGIC, "public key")
         if context.has_secret_key():
             raise KeyFileError(f"public key file {path} holds a secret key")
         self._public[domain] = public_bytes(context)

@@ -10,46 +10,24 @@ global backbone version; it too only adds ciphertexts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from atlasrec.artifacts import MANIFEST, publish_version
 from atlasrec.boundary import federation_refusal
 from atlasrec.errors import BoundaryViolation
-from atlasrec.federation.store import BackboneVersion, global_store, key_service
+from atlasrec.federation.store import BackboneStore, BackboneVersion, global_store, key_service
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
 from privacy import he
 from strategies.round_state import Contribution
 
-SHARE = "share.bin"
 EXPORTED, EXPORT_REFUSED = "federation.exported", "federation.export_refused"
 
 
-@dataclass(frozen=True)
-class Share:
-    """One region's exported share."""
-
-    region: str
-    version: str
-    path: Path
-    manifest: dict[str, Any]
-
-    def payload(self) -> bytes:
-        """The ciphertext (under the global key)."""
-        return (self.path / SHARE).read_bytes()
-
-
-def outbox(platform: Platform, region: Region) -> Path:
-    """Where a region's exported shares wait for the global aggregator."""
-    return platform.settings.home / "global" / "outbox" / region.value
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
+def share_store(platform: Platform, region: Region) -> BackboneStore:
+    """The tier's outbox for a region: its exported shares, waiting for the global aggregator."""
+    return BackboneStore(
+        platform.settings.home / "global" / "outbox", region.value, kind="global-share"
+    )
 
 
 def export_share(
@@ -62,7 +40,7 @@ def export_share(
     weight: float,
     contributors: Sequence[Contribution],
     actor: str,
-) -> Share:
+) -> BackboneVersion:
     """Write the region's global share to the outbox; refuse (audited) a foreign contributor.
 
     Every contributor must be a `global` tenant homed in `region`.
@@ -89,32 +67,20 @@ def export_share(
         "key_id": he.EncryptedVector.from_bytes(payload).key_id,
         "contributors": {c.tenant_id: c.epsilon for c in contributors},
     }
-    version, path, manifest = publish_version(
-        outbox(platform, region),
-        lambda folder: _write(folder / SHARE, payload),
-        {"region": region.value, "kind": "global-share"},
-        metadata,
-    )
+    share = share_store(platform, region).publish(payload, metadata=metadata)
     ledger.append(
         actor=actor,
         action=EXPORTED,
-        subject=f"global-share:{version}",
+        subject=f"global-share:{share.version}",
         details={**metadata, "bytes": len(payload)},
     )
-    return Share(region.value, version, path, manifest)
+    return share
 
 
-def latest_shares(platform: Platform) -> list[Share]:
+def latest_shares(platform: Platform) -> list[BackboneVersion]:
     """The newest share of every region that exported one."""
-    shares = []
-    for region in Region:
-        folder = outbox(platform, region)
-        pointer = folder / "LATEST"
-        if pointer.exists():
-            path = folder / pointer.read_text().strip()
-            manifest = json.loads((path / MANIFEST).read_text())
-            shares.append(Share(region.value, path.name, path, manifest))
-    return shares
+    latest = (share_store(platform, region).latest() for region in Region)
+    return [share for share in latest if share is not None]
 
 
 def combine(platform: Platform, *, actor: str) -> BackboneVersion | None:
@@ -127,22 +93,22 @@ def combine(platform: Platform, *, actor: str) -> BackboneVersion | None:
     total = he.add(context, [he.EncryptedVector.from_bytes(s.payload()) for s in shares])
     contributors: dict[str, float] = {}
     for share in shares:
-        contributors.update(share.manifest["metadata"]["contributors"])
+        contributors.update(share.metadata["contributors"])
     version = global_store(platform.settings).publish(
         total.to_bytes(),
         metadata={
             "encrypted": True,
             "key_id": total.key_id,
-            "weight": sum(float(s.manifest["metadata"]["weight"]) for s in shares),
-            "shares": {s.region: s.version for s in shares},
+            "weight": sum(s.weight for s in shares),
+            "shares": {s.domain: s.version for s in shares},
             "contributors": contributors,
         },
     )
     for share in shares:
-        platform.plane(Region(share.region)).ledger.append(
+        platform.plane(Region(share.domain)).ledger.append(
             actor=actor,
             action="federation.global_combined",
             subject=f"backbone:global/{version.version}",
-            details={"share": share.version, "regions": sorted(s.region for s in shares)},
+            details={"share": share.version, "regions": sorted(s.domain for s in shares)},
         )
     return version

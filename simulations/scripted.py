@@ -19,7 +19,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from atlasrec.federation.store import key_service, region_domain
-from atlasrec.federation.wire import Update, status_content
+from atlasrec.federation.wire import Status, Update
 from atlasrec.models.backbone import backbone_size
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
@@ -62,7 +62,7 @@ def scripted_app(
         tenant = platform.control.get_tenant(str(context.node_config["tenant-id"]))
         keys.ensure(region_domain(region))
         keys.ensure("global")
-        status = {
+        status: dict[str, Any] = {
             "tenant_id": tenant.id,
             "region": region.value,
             "sharing": str(tenant.sharing),
@@ -72,7 +72,7 @@ def scripted_app(
             "cap": tenant.epsilon_cap,
             **script.claims.get(tenant.id, {}),
         }
-        return Message(status_content(status), reply_to=message)
+        return Message(Status(**status).to_content(), reply_to=message)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:

@@ -8,36 +8,24 @@ secure aggregation records who contributed; the audit wrapper writes it all down
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from atlasrec.errors import InvalidInputError
-from atlasrec.federation.wire import CONFIG, read_status
+from atlasrec.federation.wire import CONFIG, Status
 
 Audit = Callable[[str | None, str, dict[str, Any]], None]
 """Writes one audit record: (tenant_id or None, action, details)."""
 
 
 @dataclass(frozen=True)
-class Member:
-    """A node's answer to the roster query."""
+class Member(Status):
+    """A node's answer to the roster query, and the node."""
 
     node_id: int
-    tenant_id: str
-    region: str
-    sharing: str
-    users: int
-    round_cost: float
-    spent: float
-    cap: float
-
-    @property
-    def affordable(self) -> bool:
-        """Whether the round fits under the tenant's cap."""
-        return self.users > 0 and self.spent + self.round_cost <= self.cap + 1e-9
 
 
 @dataclass(frozen=True)
@@ -95,19 +83,11 @@ class RoundState:
                 self.refused[f"node:{node_id}"] = f"refused to join: {reply.error.reason}"
                 continue
             try:
-                status = read_status(reply.content)
-                self.members[node_id] = Member(
-                    node_id,
-                    str(status["tenant_id"]),
-                    str(status["region"]),
-                    str(status["sharing"]),
-                    int(status["users"]),
-                    float(status["round_cost"]),
-                    float(status["spent"]),
-                    float(status["cap"]),
-                )
-            except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
-                self.refused[f"node:{node_id}"] = f"malformed status reply: {exc}"
+                status = Status.from_content(reply.content)
+            except InvalidInputError as exc:
+                self.refused[f"node:{node_id}"] = str(exc)
+                continue
+            self.members[node_id] = Member(**asdict(status), node_id=node_id)
         for message in messages:
             node_id = message.metadata.dst_node_id
             if node_id not in answered:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform as host
 import shutil
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from atlasrec.benchmarks.output import emit
 from atlasrec.datasets import build_movielens_tenant_mix
 from atlasrec.datasets.spec import INTERACTIONS_HEADER, TenantDataset
 from atlasrec.evaluation import Interactions, PopScorer, Recommender, evaluate
@@ -421,10 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         results = run(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

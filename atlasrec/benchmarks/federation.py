@@ -23,7 +23,6 @@ one function per measurement, selected in `main`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform as host
 import statistics
@@ -40,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal as ts
 
+from atlasrec.benchmarks.output import emit
 from privacy.he import (
     CkksParams,
     EncryptedVector,
@@ -324,10 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
     results["load_average_end"] = os.getloadavg()
     results["wall_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

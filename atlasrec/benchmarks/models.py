@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from atlasrec.benchmarks.output import emit
 from atlasrec.datasets import MOVIELENS_DIR, build_movielens_tenant_mix
 from atlasrec.evaluation import (
     ALS,
@@ -344,20 +345,14 @@ def main(argv: list[str] | None = None) -> None:
                 else ranker_cost(data, content, categories, args.repeats)
             ),
         }
-        text = json.dumps(study, indent=2)
-        if args.out:
-            args.out.write_text(text)
-        print(text)
+        emit(study, args.out)
         return
     if args.seed_study:
         study = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             **seed_study(data, content, args.seeds, args.shares),
         }
-        text = json.dumps(study, indent=2)
-        if args.out:
-            args.out.write_text(text)
-        print(text)
+        emit(study, args.out)
         return
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -381,10 +376,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
         results["tenants"] = tenants
     results["total_s"] = time.perf_counter() - started
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ class BackboneVersion:
         return meta
 
     @property
+    def region(self) -> str | None:
+        """The region the aggregate comes from (None for the cross-region tier's)."""
+        value = self.metadata.get("region")
+        return None if value is None else str(value)
+
+    @property
     def weight(self) -> float:
         """Total aggregation weight of the sum."""
         return float(self.metadata["weight"])
@@ -80,8 +86,9 @@ def _write(path: Path, data: bytes) -> None:
 class BackboneStore:
     """Backbone versions of one key domain, under `<root>/<domain>/`."""
 
-    def __init__(self, root: Path, domain: str) -> None:
+    def __init__(self, root: Path, domain: str, *, kind: str = "backbone") -> None:
         self.domain = domain
+        self.kind = kind
         self.folder = root / domain
 
     def publish(
@@ -91,7 +98,7 @@ class BackboneStore:
         version, path, manifest = publish_version(
             self.folder,
             lambda folder: _write(folder / PAYLOAD, payload),
-            {"domain": self.domain, "kind": "backbone"},
+            {"domain": self.domain, "kind": self.kind},
             metadata,
             point_latest=point_latest,
         )

@@ -13,8 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -145,14 +144,40 @@ class Update:
         return cls(tenant_id, region, sharing, weight, users, eps, dp_run_id, body, glob)
 
 
-def status_content(status: dict[str, Any]) -> RecordDict:
-    """A query reply."""
-    return RecordDict({STATUS: ConfigRecord(status)})
+@dataclass(frozen=True)
+class Status:
+    """A client's answer to the roster query: who it is, and whether the round fits its budget."""
 
+    tenant_id: str
+    region: str
+    sharing: str
+    users: int
+    round_cost: float
+    spent: float
+    cap: float
 
-def read_status(content: RecordDict) -> dict[str, Any]:
-    """Read a query reply."""
-    try:
-        return dict(content.config_records[STATUS])
-    except KeyError:
-        raise InvalidInputError("malformed status reply") from None
+    @property
+    def affordable(self) -> bool:
+        """Whether the round fits under the tenant's cap."""
+        return self.users > 0 and self.spent + self.round_cost <= self.cap + 1e-9
+
+    def to_content(self) -> RecordDict:
+        """As a query reply's content."""
+        return RecordDict({STATUS: ConfigRecord(asdict(self))})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> Status:
+        """Read a query reply; InvalidInputError names what is missing or malformed."""
+        try:
+            record = content.config_records[STATUS]
+            return cls(
+                str(record["tenant_id"]),
+                str(record["region"]),
+                str(record["sharing"]),
+                int(scalar(record["users"], int)),
+                float(scalar(record["round_cost"], float)),
+                float(scalar(record["spent"], float)),
+                float(scalar(record["cap"], float)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"malformed status reply: {exc}") from None

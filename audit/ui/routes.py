@@ -398,14 +398,7 @@ def tenants(request: Request, who: SignedInDep) -> HTMLResponse:
 @router.get("/tenants/{tenant_id}", response_class=HTMLResponse)
 def tenant_page(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
     """A tenant's DP budget over time, remaining budget, federation, and the cap form."""
-    tenant = who.ui.access.tenant(who.principal, tenant_id, action="audit.tenant")
-    report = tenant_report(
-        who.ui.platform,
-        tenant,
-        actor=who.principal.actor,
-        redact_others=who.principal.tenant_id is not None,
-        verify=False,
-    )
+    report = _report(who, tenant_id, action="audit.tenant", verify=False)
     chart = report_chart(report)
     changed = request.query_params.get("changed") == "1"
     return render(request, "tenant.html", who=who, r=report, chart=chart, changed=changed)
@@ -447,24 +440,21 @@ def change_cap(
 @router.get("/tenants/{tenant_id}/residency", response_class=HTMLResponse)
 def residency(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
     """Artifacts and the regions they are attributed to; refused crossing attempts."""
-    tenant = who.ui.access.tenant(who.principal, tenant_id, action="audit.residency")
-    report = tenant_report(
-        who.ui.platform,
-        tenant,
-        actor=who.principal.actor,
-        redact_others=who.principal.tenant_id is not None,
-        verify=False,
-    )
+    report = _report(who, tenant_id, action="audit.residency", verify=False)
     return render(request, "residency.html", who=who, r=report)
 
 
-def _report(who: SignedIn, tenant_id: str) -> dict[str, Any]:
-    tenant = who.ui.access.tenant(who.principal, tenant_id, action="audit.export")
+def _report(
+    who: SignedIn, tenant_id: str, *, action: str = "audit.export", verify: bool = True
+) -> dict[str, Any]:
+    """The tenant's report as `who` may see it (the access check audits a refusal)."""
+    tenant = who.ui.access.tenant(who.principal, tenant_id, action=action)
     return tenant_report(
         who.ui.platform,
         tenant,
         actor=who.principal.actor,
         redact_others=who.principal.tenant_id is not None,
+        verify=verify,
     )
 
 

@@ -9,14 +9,10 @@ database by URL; the tenants' SuperNodes run with the key holders' home.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
 
-from atlasrec.dataplane.models import FederationRun
 from atlasrec.federation.store import (
     global_store,
     key_service,
@@ -24,15 +20,15 @@ from atlasrec.federation.store import (
     region_domain,
     region_store,
 )
-from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region
 from privacy.he import KeyUnavailableError
 from tests.utils.flower import (
-    BIN,
     EU_TENANTS,
+    audit_verify,
     environment,
     federation_completed,
+    federation_outcome,
     flwr,
     free_port,
     processes,
@@ -122,22 +118,15 @@ def test_flwr_run_on_the_deployment_engine(tmp_path: Path) -> None:
     assert len(started.stopped) > len(started.started)  # their SuperExecs and apps too
     assert not started.survivors()
 
-    platform = Platform(tenants)
-    try:
-        plane = platform.plane(Region.EU)
-        with Session(plane.engine) as session:
-            (fed_run,) = session.execute(select(FederationRun)).scalars().all()
-        assert fed_run.status == "completed" and fed_run.rounds_done == 2
-        assert [set(r["participants"]) for r in fed_run.rounds] == [{"shop", "label"}] * 2
-        for entry in fed_run.rounds:
-            (reason,) = entry["refused"].values()
-            assert "'vault' is a solo tenant" in reason
-        refusals = plane.ledger.records(action="boundary.refused", limit=None)
-        attempts = [(r.tenant_id, json.loads(r.details)["attempted"]) for r in refusals]
-        assert attempts == [("vault", "federation.join")] * 2  # refused in each round
-        assert len(plane.ledger.records(action="federation.round", limit=None)) == 2
-    finally:
-        platform.close()
+    outcome = federation_outcome(tenants)
+    fed_run = outcome.run
+    assert fed_run.status == "completed" and fed_run.rounds_done == 2
+    assert [set(r["participants"]) for r in fed_run.rounds] == [{"shop", "label"}] * 2
+    for entry in fed_run.rounds:
+        (reason,) = entry["refused"].values()
+        assert "'vault' is a solo tenant" in reason
+    assert outcome.refused == [("vault", "federation.join")] * 2  # refused in each round
+    assert outcome.rounds_recorded == 2
 
     # the aggregator published into its own store, under the region's key it cannot open
     published = region_store(aggregator, Region.EU).latest()
@@ -157,12 +146,5 @@ def test_flwr_run_on_the_deployment_engine(tmp_path: Path) -> None:
     weights = open_backbone(tenants, published)  # the key holders can
     assert all(bool(w.isfinite().all()) for w in weights.values())
 
-    verified = subprocess.run(
-        [str(BIN / "atlasrec"), "audit", "verify", "--region", "eu"],
-        env=environment(ATLASREC_HOME=tenants.home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    verified = audit_verify(tenants.home)
     assert verified.returncode == 0, verified.stdout + verified.stderr

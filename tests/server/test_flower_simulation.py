@@ -8,22 +8,18 @@ region's tenants.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
 
-from atlasrec.dataplane.models import FederationRun
 from atlasrec.federation.store import region_store
-from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
 from tests.utils.flower import (
-    BIN,
     EU_TENANTS,
+    audit_verify,
     environment,
     federation_completed,
+    federation_outcome,
     flwr,
     free_port,
     processes,
@@ -86,28 +82,14 @@ def test_flwr_run_on_the_simulation_engine(tmp_path: Path) -> None:
     assert len(started.stopped) > len(started.started)  # its SuperExec, Ray's processes
     assert not started.survivors()
 
-    platform = Platform(settings)
-    try:
-        plane = platform.plane(Region.EU)
-        with Session(plane.engine) as session:
-            (fed_run,) = session.execute(select(FederationRun)).scalars().all()
-        assert fed_run.status == "completed" and fed_run.rounds_done == 2
-        assert [set(r["participants"]) for r in fed_run.rounds] == [{"shop", "label"}] * 2
-        refusals = plane.ledger.records(action="boundary.refused", limit=None)
-        attempts = [(r.tenant_id, json.loads(r.details)["attempted"]) for r in refusals]
-        assert attempts == [("vault", "federation.join")] * 2
-    finally:
-        platform.close()
+    outcome = federation_outcome(settings)
+    fed_run = outcome.run
+    assert fed_run.status == "completed" and fed_run.rounds_done == 2
+    assert [set(r["participants"]) for r in fed_run.rounds] == [{"shop", "label"}] * 2
+    assert outcome.refused == [("vault", "federation.join")] * 2
     published = region_store(settings, Region.EU).latest()
     assert published is not None and published.version == fed_run.backbone_out
     assert published.encrypted and set(published.metadata["contributors"]) == {"shop", "label"}
 
-    verified = subprocess.run(
-        [str(BIN / "atlasrec"), "audit", "verify", "--region", "eu"],
-        env=environment(ATLASREC_HOME=settings.home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    verified = audit_verify(settings.home)
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -276,3 +277,40 @@ def federation_completed(settings: Settings, region: Region) -> Callable[[], boo
             return "completed" in session.execute(query).scalars().all()
 
     return completed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a federation left in the region: its run row and ledger records."""
+
+    run: FederationRun
+    refused: list[tuple[str | None, str]]
+    """(tenant, attempted action) of every `boundary.refused` record."""
+    rounds_recorded: int
+
+
+def federation_outcome(settings: Settings) -> Outcome:
+    """The region's one federation run, its refusals and its `federation.round` records."""
+    platform = Platform(settings)
+    try:
+        plane = platform.plane(Region.EU)
+        with Session(plane.engine) as session:
+            (fed_run,) = session.execute(select(FederationRun)).scalars().all()
+        refusals = plane.ledger.records(action="boundary.refused", limit=None)
+        rounds = plane.ledger.records(action="federation.round", limit=None)
+    finally:
+        platform.close()
+    attempts = [(r.tenant_id, json.loads(r.details)["attempted"]) for r in refusals]
+    return Outcome(fed_run, attempts, len(rounds))
+
+
+def audit_verify(home: Path) -> subprocess.CompletedProcess[str]:
+    """`atlasrec audit verify --region eu` as a command, on the tenants' home."""
+    return subprocess.run(
+        [str(BIN / "atlasrec"), "audit", "verify", "--region", "eu"],
+        env=environment(ATLASREC_HOME=home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
