@@ -24,6 +24,7 @@ from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.wire import Status
 from atlasrec.models.backbone import BACKBONE_CONFIG, flatten
 from atlasrec.models.dataset import load_tenant_dataset
+from atlasrec.models.pretrain import pretrain_backbone
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, dp_schedule, require_secure_rng, train
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -193,6 +194,9 @@ def train_round(
         platform.settings.dp_secure_mode,
     )
     config = replace(plan.config(), seed=_seed(plan, tenant_id))
+    if plan.backbone_in is None:  # a new federation: first fit the shared start to the
+        # catalog's content (no user data, nothing to charge), as solo training does
+        start = pretrain_backbone(data.content, replace(config, seed=plan.seed), start)
     try:
         model, _ = train(data.content, sequences, config, dp=dp, init_backbone=start)
     except BaseException:

@@ -21,7 +21,7 @@ federation nor any model sees a held-out interaction. Per seed, both federations
 (in a copy of the ingested home, federation seed = seed), then the training `atlasrec
 train` runs (DP at the default epsilon with the DP towers; and without DP, the retrieval
 model without its ranker) from fresh towers (solo) and from the backbone, training seed =
-seed; plus the backbone with no local training at all (zero-shot), untrained towers and
+seed; plus the backbone with no local training at all (zero-shot), content-pretrained towers and
 popularity for reference. Medians over seeds, the ratio of medians backbone / solo (the
 target: >= 1.3) and the per-seed ratios.
 """
@@ -198,7 +198,8 @@ def recommenders(
 def references(content: np.ndarray) -> dict[str, Recommender]:
     """Rows without a seed or a backbone: popularity, towers as initialised (no training)."""
     frozen = replace(dp_config(TwoTowerConfig()), epochs=0)
-    return {"popularity": PopScorer(), "untrained towers": TwoTowerRecommender(content, frozen)}
+    towers = TwoTowerRecommender(content, frozen)
+    return {"popularity": PopScorer(), "pretrained towers, no training": towers}
 
 
 def ndcg(report: Any) -> float:
@@ -335,7 +336,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     recs.update(references(data.content))
                 split = splits[case.tenant_id]
                 for name, r in evaluate(recs, split, K).items():
-                    if name in ("popularity", "untrained towers"):
+                    if name in ("popularity", "pretrained towers, no training"):
                         fixed.setdefault(case.tenant_id, {})[name] = ndcg(r)
                         continue
                     runs[case.tenant_id].setdefault(name, []).append(

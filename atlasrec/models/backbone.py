@@ -17,8 +17,9 @@ from atlasrec.errors import InvalidInputError
 from atlasrec.models.text import DIM as EMBEDDING_DIM
 from atlasrec.models.two_tower import Backbone, TwoTowerConfig
 
-BACKBONE_CONFIG = TwoTowerConfig(residuals=False, hidden=128, batch_size=128)
-"""The towers federated and DP runs train (compact: fewer parameters, less noise)."""
+BACKBONE_CONFIG = TwoTowerConfig(residuals=False, hidden=128, batch_size=128, pretrain_steps=400)
+"""The towers federated and DP runs train (compact: fewer parameters, less noise), starting
+from content-only pretraining (`atlasrec.models.pretrain`)."""
 
 
 def backbone_shapes(

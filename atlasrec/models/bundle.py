@@ -17,6 +17,8 @@ from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 KIND = "two-tower"
 WEIGHTS, ITEMS, VECTORS, POPULARITY = "model.pt", "items.json", "item_vectors.npy", "popularity.npy"
 RANKER = "ranker.json"
+PRIOR_KEYS = frozenset({"log_popularity", "popularity.weight"})
+"""Weights a model saved before the popularity prior lacks."""
 
 
 def write_bundle(
@@ -54,7 +56,15 @@ class ModelBundle:
         config = TwoTowerConfig(**saved["config"])
         state = saved["state"]
         model = TwoTower(state["content"][:-1].numpy(), config)
-        model.load_state_dict(state)
+        loaded = model.load_state_dict(state, strict=False)
+        if loaded.unexpected_keys or set(loaded.missing_keys) - PRIOR_KEYS:
+            raise ValueError(
+                f"model {artifact.version}: weights do not match the two-tower model "
+                f"(missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys})"
+            )
+        if loaded.missing_keys:  # saved before the popularity prior existed: no prior
+            with torch.no_grad():
+                model.popularity.weight.zero_()
         model.eval()
         ranker_file = artifact.path / RANKER
         return cls(

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from atlasrec.evaluation import Interactions, top_k
+from atlasrec.models.popularity import release_counts, release_mechanism, weighted_counts
 from atlasrec.models.training import DpPlan, TrainReport, dp_schedule, train
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from privacy.accounting import calibrate_noise
@@ -25,7 +26,12 @@ def user_sequences(data: Interactions) -> list[np.ndarray]:
 
 
 class TwoTowerRecommender:
-    """Trains the two-tower model on `fit`; recommends by inner product over all items.
+    """Trains the two-tower model on `fit`; recommends by its scoring over all items.
+
+    Scores are cosine / temperature + w * log(1 + count), with the train log's exact counts
+    (what serving reads from the tenant's online store). Only DP runs have the popularity
+    prior (w != 0): training sees a DP release of the counts, composed into the run's
+    epsilon as `atlasrec train` does.
 
     With `init_backbone`, training starts from those backbone weights (a federated backbone;
     `config` must have its layer sizes).
@@ -47,18 +53,31 @@ class TwoTowerRecommender:
         self.model: TwoTower | None = None
         self.report: TrainReport | None = None
         self._sequences: list[np.ndarray] = []
+        self._counts = np.zeros(0)
 
     def fit(self, train_data: Interactions) -> None:
         """Train on `train_data` (with DP when an epsilon was given)."""
         self._sequences = user_sequences(train_data)
-        plan = None
-        if self.epsilon is not None:
+        self._counts = weighted_counts(train_data)
+        plan: DpPlan | None = None
+        popularity: np.ndarray | None = None  # non-DP: the item-id residuals learn popularity
+        if self.epsilon is not None:  # as `atlasrec train`: a DP count release, then DP-SGD
             n_users = sum(1 for s in self._sequences if len(s))
             rate, steps = dp_schedule(n_users, self.config)
-            sigma = calibrate_noise(self.epsilon, self.delta, rate, steps)
+            release = release_mechanism(self.epsilon, self.delta)
+            prior = [] if release is None else [release]
+            popularity = None
+            if release is not None:
+                popularity = release_counts(self._sequences, train_data.n_items, release)
+            sigma = calibrate_noise(self.epsilon, self.delta, rate, steps, prior)
             plan = DpPlan(sigma, rate, steps, self.config.max_grad_norm, self.delta)
         self.model, self.report = train(
-            self.content, self._sequences, self.config, dp=plan, init_backbone=self.init_backbone
+            self.content,
+            self._sequences,
+            self.config,
+            dp=plan,
+            init_backbone=self.init_backbone,
+            popularity=popularity,
         )
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
@@ -66,7 +85,8 @@ class TwoTowerRecommender:
         assert self.model is not None
         items = self.model.all_item_vectors()
         vectors = self.model.encode_histories([self._sequences[u] for u in users.tolist()])
-        scores = vectors @ items.T
+        prior = self.model.popularity_weight * np.log1p(np.maximum(self._counts, 0.0))
+        scores = vectors @ items.T / self.model.config.temperature + prior
         for row, u in enumerate(users.tolist()):
             scores[row, self._sequences[u]] = -np.inf
         return top_k(scores, k)

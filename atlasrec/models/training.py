@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from atlasrec.errors import ConfigError, InvalidInputError
+from atlasrec.models.pretrain import pretrain_backbone
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig, sampled_softmax_loss
 
 Progress = Callable[[int, int, float], None]
@@ -138,16 +139,29 @@ def train(
     *,
     dp: DpPlan | None = None,
     init_backbone: dict[str, torch.Tensor] | None = None,
+    popularity: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> tuple[TwoTower, TrainReport]:
-    """Train a tenant's two-tower model; with `dp`, exactly `dp.steps` DP-SGD steps."""
+    """Train a tenant's two-tower model; with `dp`, exactly `dp.steps` DP-SGD steps.
+
+    The towers start from `init_backbone`, else from content-only pretraining
+    (`pretrain_backbone`). `popularity` is the prior's per-item counts: with `dp` they must
+    be a DP release (`atlasrec.models.popularity.release_counts`), never exact counts.
+    """
     if not sequences or all(len(s) == 0 for s in sequences):
         raise InvalidInputError("the tenant has no interactions to train on")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = TwoTower(content, config)
-    if init_backbone is not None:
-        model.backbone.load_state_dict(init_backbone)
+    model.backbone.load_state_dict(
+        init_backbone if init_backbone is not None else pretrain_backbone(content, config)
+    )
+    if popularity is not None:
+        model.set_popularity(popularity)
+    else:  # no counts, no prior: its weight stays 0 (and DP-SGD leaves it alone)
+        with torch.no_grad():
+            model.popularity.weight.zero_()
+        model.popularity.weight.requires_grad_(False)
     users = [u for u, s in enumerate(sequences) if len(s) > 0]
     builder = ExampleBuilder([sequences[u] for u in users], model.n_items, config)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)

@@ -31,14 +31,21 @@ from atlasrec.federation.store import (
 from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, write_bundle
 from atlasrec.models.dataset import load_tenant_dataset
+from atlasrec.models.popularity import (
+    CONTRIBUTION_CAP,
+    release_counts,
+    release_mechanism,
+    weighted_counts,
+)
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
-from atlasrec.models.ranking import category_codes, train_with_ranker
+from atlasrec.models.ranking import category_codes, model_ranker, train_with_ranker
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, Progress, dp_schedule, require_secure_rng, train
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
 from privacy.accounting import Mechanism, calibrate_noise
+from privacy.accounting import epsilon as epsilon_of
 from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
 
 DEFAULT_EPSILON = 4.0
@@ -76,12 +83,13 @@ def code_version() -> str:
 
 
 def dp_config(config: TwoTowerConfig) -> TwoTowerConfig:
-    """DP runs train the compact ID-free towers only: fewer parameters, less noise."""
+    """DP runs train the compact ID-free towers only, from content-only pretraining."""
     return replace(
         config,
         residuals=BACKBONE_CONFIG.residuals,
         hidden=BACKBONE_CONFIG.hidden,
         batch_size=BACKBONE_CONFIG.batch_size,
+        pretrain_steps=BACKBONE_CONFIG.pretrain_steps,
     )
 
 
@@ -161,8 +169,10 @@ def train_tenant(
     (`latest_backbone`) unless `no_backbone`; the model then takes the backbone's layer
     sizes (`backbone_config`). Without DP the tenant's ranker is fitted too
     (`atlasrec.models.ranking`) and published when it beats the retrieval order on
-    validation users. A DP run publishes `DEFAULT_RANKER`: a ranker fitted on user data
-    would fall outside the run's guarantee.
+    validation users. A DP run releases the item counts with DP first (`kind` "popularity",
+    composed with its DP-SGD steps to the run's epsilon) for the popularity prior, and
+    publishes the model's own scoring as its ranker: a ranker fitted on user data would
+    fall outside the run's guarantee.
     """
     if no_dp and epsilon is not None:
         raise InvalidInputError("give either --epsilon or --no-dp, not both")
@@ -187,6 +197,8 @@ def train_tenant(
 
     plan: DpPlan | None = None
     run_id: str | None = None
+    release_id: str | None = None
+    release: Mechanism | None = None
     if not no_dp:
         if platform.settings.dp_secure_mode:
             require_secure_rng()  # before anything is charged
@@ -200,7 +212,9 @@ def train_tenant(
                     f"tenant {tenant_id!r}: DP budget exhausted ({remaining:.3f} of "
                     f"{tenant.epsilon_cap:g} left); raise the cap or train with --no-dp"
                 )
-            sigma = calibrate_noise(run_epsilon, tenant.delta, rate, steps)
+            release = release_mechanism(run_epsilon, tenant.delta)  # None: no prior
+            prior = [] if release is None else [release]
+            sigma = calibrate_noise(run_epsilon, tenant.delta, rate, steps, prior)
             plan = DpPlan(
                 sigma,
                 rate,
@@ -209,15 +223,25 @@ def train_tenant(
                 tenant.delta,
                 platform.settings.dp_secure_mode,
             )
-            run = ledger.reserve(
-                Mechanism(sigma, rate, steps),
-                kind="train",
-                details={"requested_epsilon": run_epsilon, "users": n_users},
-            )
+            # One run, two mechanisms composed to `run_epsilon`: the popularity prior's count
+            # release, then the DP-SGD steps. Both are charged here, or neither.
+            details: dict[str, Any] = {"requested_epsilon": run_epsilon, "users": n_users}
+            charged = []
+            if release is not None:
+                counted = ledger.reserve(
+                    release,
+                    kind="popularity",
+                    details={**details, "contribution_cap": CONTRIBUTION_CAP},
+                )
+                release_id, details["popularity_run"] = counted.id, counted.id
+                charged.append(counted)
+            run = ledger.reserve(Mechanism(sigma, rate, steps), kind="train", details=details)
             run_id = run.id
-            audit_charge(plane.ledger, session, run, cap=tenant.epsilon_cap, actor=actor)
+            for each in (*charged, run):
+                audit_charge(plane.ledger, session, each, cap=tenant.epsilon_cap, actor=actor)
     ranker: LinearRanker = DEFAULT_RANKER
     ranker_lineage: dict[str, Any] = {"fitted": False, "reason": DP_RANKER_REASON}
+    counts = weighted_counts(data.interactions)
     try:
         if plan is None:
             fitted = train_with_ranker(
@@ -231,12 +255,25 @@ def train_tenant(
             model, report = fitted.model, fitted.report
             ranker, ranker_lineage = fitted.ranker, fitted.lineage
         else:
+            released = None
+            if release is not None:
+                secure = plan.secure_mode
+                released = release_counts(sequences, len(data.item_ids), release, secure=secure)
             model, report = train(
-                data.content, sequences, config, dp=plan, init_backbone=init, progress=progress
+                data.content,
+                sequences,
+                config,
+                dp=plan,
+                init_backbone=init,
+                popularity=released,
+                progress=progress,
             )
+            counts = np.zeros(len(data.item_ids)) if released is None else released
+            ranker = model_ranker(model)
     except BaseException:
-        if run_id is not None:
-            close_dp_run(platform, scope, run_id, actor, status="failed", version=None)
+        for charged_id in (release_id, run_id):
+            if charged_id is not None:
+                close_dp_run(platform, scope, charged_id, actor, status="failed", version=None)
         raise
 
     lineage = {
@@ -245,17 +282,7 @@ def train_tenant(
         "hyperparameters": config.as_dict(),
         "dp": None
         if plan is None
-        else {
-            "dp_run_id": run_id,
-            "noise_multiplier": plan.noise_multiplier,
-            "sample_rate": plan.sample_rate,
-            "steps": plan.steps,
-            "delta": plan.delta,
-            "max_grad_norm": plan.max_grad_norm,
-            "epsilon": report.epsilon_spent,
-            "accountant": "rdp",
-            "secure_mode": plan.secure_mode,
-        },
+        else dp_lineage(plan, release, release_id, run_id, report.epsilon_spent),
         "parent_backbone": None if parent is None else parent.lineage(),
         "items": len(data.item_ids),
         "users": n_users,
@@ -264,21 +291,19 @@ def train_tenant(
         "final_loss": report.losses[-1] if report.losses else None,
         "ranker": ranker_lineage,
     }
-    # Exact counts would leak individual users past DP: a DP model keeps none (cold start
-    # then uses the user tower) until a DP count release is charged.
-    popularity = np.bincount(
-        data.interactions.items if plan is None else np.empty(0, np.int64),
-        minlength=len(data.item_ids),
-    )
+    # A DP model keeps the DP release of the counts, never the exact ones.
     artifact = plane.artifacts.publish(
         scope,
         KIND,
-        lambda folder: write_bundle(folder, model, data.item_ids, popularity, ranker),
+        lambda folder: write_bundle(folder, model, data.item_ids, counts, ranker),
         actor=actor,
         metadata=lineage,
     )
-    if run_id is not None:
-        close_dp_run(platform, scope, run_id, actor, status="completed", version=artifact.version)
+    for charged_id in (release_id, run_id):
+        if charged_id is not None:
+            close_dp_run(
+                platform, scope, charged_id, actor, status="completed", version=artifact.version
+            )
     plane.ledger.append(
         actor=actor,
         action="model.trained",
@@ -294,6 +319,37 @@ def train_tenant(
         },
     )
     return TrainResult(tenant_id, scope.region.value, artifact.version, lineage)
+
+
+def dp_lineage(
+    plan: DpPlan,
+    release: Mechanism | None,
+    release_id: str | None,
+    run_id: str | None,
+    sgd_epsilon: float | None,
+) -> dict[str, Any]:
+    """The lineage's DP entry: the charged mechanisms and their composed epsilon."""
+    sgd = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps)
+    mechanisms = [sgd] if release is None else [release, sgd]
+    return {
+        "dp_run_id": run_id,
+        "noise_multiplier": plan.noise_multiplier,
+        "sample_rate": plan.sample_rate,
+        "steps": plan.steps,
+        "delta": plan.delta,
+        "max_grad_norm": plan.max_grad_norm,
+        "epsilon": epsilon_of(mechanisms, plan.delta),
+        "dp_sgd_epsilon": sgd_epsilon,
+        "popularity_release": None
+        if release is None
+        else {
+            "dp_run_id": release_id,
+            "noise_multiplier": release.noise_multiplier,
+            "contribution_cap": CONTRIBUTION_CAP,
+        },
+        "accountant": "rdp",
+        "secure_mode": plan.secure_mode,
+    }
 
 
 def close_dp_run(

@@ -96,3 +96,22 @@ def test_federate_cli(cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     payload = json.loads(out[out.index("{") :])
     assert payload["rounds_done"] == 1 and payload["backbone_version"]
     assert set(payload["rounds"][0]["participants"]) == {"shop", "label"}
+
+
+def test_only_a_new_federations_first_round_pretrains_on_content(
+    eu_tenants: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clients.local
+
+    calls: list[str] = []
+    real = clients.local.pretrain_backbone
+
+    def spy(content: np.ndarray, config: object, start: object) -> object:
+        calls.append(f"{len(content)} items")
+        return real(content, config, start)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clients.local, "pretrain_backbone", spy)
+    config = FederationConfig(rounds=2, local_epochs=1, min_participants=2)
+    result = run_embedded(eu_tenants, Region.EU, config, actor="test")
+    assert result.rounds_done == 2
+    assert calls == ["30 items", "30 items"]  # round 1, each of shop and label; round 2: none

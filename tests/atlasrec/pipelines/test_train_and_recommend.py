@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atlasrec.errors import InvalidInputError
 from atlasrec.features import FEATURES
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND, RANKER, ModelBundle
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker, prior_ranker
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.privacy_report import privacy_report
 from atlasrec.pipelines.recommend import recommend_users
@@ -68,7 +69,8 @@ def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scop
     if entry["used"]:
         assert saved.fitted and list(saved.weights) == [entry["weights"][f] for f in FEATURES]
         assert entry["validation"]["ndcg@10"] > entry["validation"]["default_ndcg@10"]
-    else:
+    else:  # the retrieval order: a non-DP model has no popularity prior
+        assert ModelBundle.load(artifact).model.popularity_weight == 0.0
         assert saved == DEFAULT_RANKER and "did not beat" in entry["reason"]
     assert saved.to_json() == LinearRanker.from_json(saved.to_json()).to_json()
 
@@ -76,20 +78,47 @@ def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scop
 def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop: Scope) -> None:
     result = train_tenant(platform, "shop", actor="t", epsilon=2.0, config=FAST)
     dp = result.lineage["dp"]
-    assert dp is not None and dp["steps"] > 0 and 0 < dp["epsilon"] <= 2.0 + 1e-6
+    assert dp is not None and dp["steps"] > 0 and dp["epsilon"] == pytest.approx(2.0, rel=0.01)
     report = privacy_report(platform, "shop", actor="t")
-    [run] = report["runs"]
-    assert run["status"] == "completed" and run["model_version"] == result.model_version
-    assert run["epsilon"] == pytest.approx(dp["epsilon"], rel=0.01)  # Opacus' own accountant
+    # one training run is two charged mechanisms: the count release, then DP-SGD
+    release, run = report["runs"]
+    assert [release["kind"], run["kind"]] == ["popularity", "train"]
+    assert dp["popularity_release"]["dp_run_id"] == release["run_id"]
+    assert (release["sample_rate"], release["steps"]) == (1.0, 1)
+    for charged in (release, run):
+        assert charged["status"] == "completed"
+        assert charged["model_version"] == result.model_version
+    assert run["epsilon_total_after"] == pytest.approx(dp["epsilon"], rel=0.01)
+    assert report["epsilon_spent"] == pytest.approx(dp["epsilon"], rel=0.01)
     assert report["epsilon_spent"] == pytest.approx(report["epsilon_spent_independent"], rel=0.01)
     assert report["epsilon_remaining"] == pytest.approx(6.0 - report["epsilon_spent"])
-    assert len(platform.plane(Region.SG).ledger.records(action="dp.charged")) == 1
+    assert len(platform.plane(Region.SG).ledger.records(action="dp.charged")) == 2
     assert result.lineage["ranker"] == {
         "fitted": False,
         "reason": "DP run: not fitted on user data",
     }
     artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
-    assert artifact is not None and ModelBundle.load(artifact).ranker == DEFAULT_RANKER
+    assert artifact is not None
+    bundle = ModelBundle.load(artifact)
+    # the published ranker is the model's own DP-trained scoring, with its popularity prior
+    assert bundle.ranker == prior_ranker(FAST.temperature, bundle.model.popularity_weight)
+    # and the artifact holds the released counts (noisy), never the exact whole-number ones
+    assert {r[4] for r in interactions()} == {1.0}
+    noisy = bundle.popularity[bundle.popularity > 0]
+    assert len(noisy) and not np.allclose(noisy, np.round(noisy))
+
+
+def test_a_small_epsilon_trains_without_a_popularity_prior(platform: Platform, shop: Scope) -> None:
+    result = train_tenant(platform, "shop", actor="t", epsilon=0.3, config=FAST)
+    runs = privacy_report(platform, "shop", actor="t")["runs"]
+    assert [r["kind"] for r in runs] == ["train"]  # a share of 0.3 buys no useful release
+    dp = result.lineage["dp"]
+    assert dp["popularity_release"] is None and dp["epsilon"] == pytest.approx(0.3, rel=0.01)
+    artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
+    assert artifact is not None
+    bundle = ModelBundle.load(artifact)
+    assert bundle.model.popularity_weight == 0.0 and not bundle.popularity.any()
+    assert bundle.ranker.weights[FEATURES.index("popularity")] == 0.0
 
 
 def test_a_run_over_the_cap_is_refused_before_it_starts(platform: Platform, shop: Scope) -> None:
@@ -98,7 +127,8 @@ def test_a_run_over_the_cap_is_refused_before_it_starts(platform: Platform, shop
     with pytest.raises(BudgetExceededError, match="cap is 6"):
         train_tenant(platform, "shop", actor="t", epsilon=3.0, config=FAST)
     assert platform.plane(Region.SG).artifacts.versions(shop, KIND, actor="t") == before
-    assert len(privacy_report(platform, "shop", actor="t")["runs"]) == 1
+    runs = privacy_report(platform, "shop", actor="t")["runs"]
+    assert [r["kind"] for r in runs] == ["popularity", "train"]  # the first run's, no more
 
 
 @pytest.mark.parametrize(
