@@ -215,10 +215,16 @@ def _training(session: TenantSession, dp: dict[str, Any] | None) -> dict[str, An
         }
     run_id = dp.get("dp_run_id")
     run = session.get(DpRun, run_id) if isinstance(run_id, str) else None
+    release_id = (dp.get("popularity_release") or {}).get("dp_run_id")
+    release = session.get(DpRun, release_id) if isinstance(release_id, str) else None
+    missing = [r for r, found in ((run_id, run), (release_id, release)) if r and found is None]
     return {
         "dp": dp,
         "run": None if run is None else _run_dict(run),
-        "note": None if run is not None else f"DP run {run_id!r} is not in the budget ledger",
+        "popularity_release": None if release is None else _run_dict(release),
+        "note": None
+        if not missing
+        else f"DP run {', '.join(map(repr, missing))} is not in the budget ledger",
     }
 
 
@@ -419,6 +425,12 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
             f"steps={dp.get('steps')}  delta={dp.get('delta')}"
             + (f"  tenant total after {_eps(run['epsilon_total_after'])}" if run else "")
         )
+        release = training.get("popularity_release")
+        if release:
+            lines.append(
+                f"      popularity prior: count release {release['run_id']} ({release['status']})"
+                f"  epsilon {_eps(release['epsilon'])}  noise {_eps(release['noise_multiplier'])}"
+            )
         if training.get("note"):
             lines.append(f"      {training['note']}")
     snapshot = chain.get("data_snapshot")

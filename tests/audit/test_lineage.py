@@ -169,6 +169,11 @@ def test_from_a_served_request_to_its_dp_run_and_a_lowered_cap_stops_training(
     assert chain["model"]["version"] == trained.model_version == served["model_version"]
     assert chain["training"]["run"]["run_id"] == trained.lineage["dp"]["dp_run_id"]
     assert chain["training"]["run"]["status"] == "completed"
+    release = chain["training"]["popularity_release"]  # the same run's count release
+    assert release["kind"] == "popularity" and release["status"] == "completed"
+    assert release["run_id"] == trained.lineage["dp"]["popularity_release"]["dp_run_id"]
+    code, text, _ = cli(capsys, "audit", "lineage", "--request-id", served["request_id"])
+    assert code == 0 and f"popularity prior: count release {release['run_id']}" in text
     assert chain["data_snapshot"]["hash"] == trained.lineage["data_snapshot"]
     assert chain["data_snapshot"]["verified"]
     assert chain["backbone"]["note"] == NO_BACKBONE
