@@ -218,7 +218,10 @@ def train(
         bool,
         typer.Option(
             "--no-backbone",
-            help="Start from fresh towers, not the latest federated backbone (regional, global)",
+            help=(
+                "Start a DP run from fresh towers, not the latest federated backbone "
+                "(regional, global; --no-dp runs never use it)"
+            ),
         ),
     ] = False,
     as_json: JsonOpt = False,
