@@ -445,7 +445,7 @@ def privacy_report(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     )
     for r in report["runs"]:
         typer.echo(
-            f"  {r['created_at'][:19]} {r['kind']:<6} {r['status']:<9} "
+            f"  {r['created_at'][:19]} {r['kind']:<10} {r['status']:<9} "
             f"eps={r['epsilon']:.3f} total={r['epsilon_total_after']:.3f} "
             f"sigma={r['noise_multiplier']:.3f} q={r['sample_rate']:.4f} steps={r['steps']}"
         )

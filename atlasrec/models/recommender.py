@@ -66,7 +66,6 @@ class TwoTowerRecommender:
             rate, steps = dp_schedule(n_users, self.config)
             release = release_mechanism(self.epsilon, self.delta)
             prior = [] if release is None else [release]
-            popularity = None
             if release is not None:
                 popularity = release_counts(self._sequences, train_data.n_items, release)
             sigma = calibrate_noise(self.epsilon, self.delta, rate, steps, prior)

@@ -90,8 +90,8 @@ class TwoTower(nn.Module):
     """Backbone plus tenant-local item-id residuals over one tenant's catalog.
 
     Item index `n_items` is padding: zero content, zero residual, always masked.
-    The popularity prior's counts (`set_popularity`) are what training saw: exact counts
-    without DP, a DP release with it; without counts the prior is 0.
+    The popularity prior's counts (`set_popularity`) are a DP run's release of them
+    (`atlasrec.models.popularity`); a model trained without counts has no prior (w = 0).
     """
 
     def __init__(self, content: np.ndarray, config: TwoTowerConfig) -> None:
