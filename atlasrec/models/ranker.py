@@ -1,11 +1,11 @@
 """The tenant's ranker: a linear scorer over the ranking features (`atlasrec.features`).
 
 Features are standardised with the statistics of the data it was fitted on, then weighted.
-Until a ranker is fitted, a model ranks by its own scoring: `prior_ranker` (cosine /
-temperature + w * log-popularity) for a model with a popularity prior, `DEFAULT_RANKER`
-(retrieval score only) for older ones. `fit_ranker` fits one on candidate lists
-(`RankingLists`, built without leakage by `atlasrec.models.ranking`); `select_ranker`
-keeps it only if it beats the model's own order.
+Until a ranker is fitted, `DEFAULT_RANKER` keeps the retrieval order (weight on the retrieval
+score only); a DP model ranks by its own scoring, `prior_ranker` (cosine / temperature +
+w * log-popularity). `fit_ranker` fits one on candidate lists (`RankingLists`, built without
+leakage by `atlasrec.models.ranking`); `select_ranker` keeps it only if it beats the
+retrieval order.
 """
 
 from __future__ import annotations
@@ -141,15 +141,14 @@ def fit_ranker(
     seed: int = 0,
     k: int = 10,
     min_lists: int = 10,
-    baseline: LinearRanker = DEFAULT_RANKER,
 ) -> LinearRanker:
     """Fit a `LinearRanker` with a listwise softmax loss over standardised features.
 
     Each list's loss is the cross-entropy of its positive against the other candidates;
     lists whose positive was not retrieved are skipped. A seeded `validation_share` of the
     users is held out: `details["validation"]` compares the fitted ranker's NDCG@k there with
-    `baseline`'s (the retrieval model's own order). With fewer than `min_lists` usable
-    training lists, `baseline` comes back (`fitted` False, the reason in `details`).
+    `DEFAULT_RANKER`'s. With fewer than `min_lists` usable training lists, the default
+    ranker comes back (`fitted` False, the reason in `details`).
     """
     if not 0.0 <= validation_share < 1.0:
         raise ValueError(f"validation_share must lie in [0, 1), got {validation_share}")
@@ -175,7 +174,7 @@ def fit_ranker(
     }
     if len(train) < min_lists:
         details["reason"] = f"too few lists with the positive retrieved ({len(train)})"
-        return LinearRanker(baseline.weights, baseline.mean, baseline.scale, details=details)
+        return LinearRanker(DEFAULT_RANKER.weights, details=details)
 
     rows = train.features[train.mask].astype(np.float64)
     mean = rows.mean(0)
@@ -191,12 +190,12 @@ def fit_ranker(
     details["train_loss"] = loss
     details["validation"] = {
         f"ndcg@{k}": lists_ndcg(ranker, val, k),
-        f"default_ndcg@{k}": lists_ndcg(baseline, val, k),
+        f"default_ndcg@{k}": lists_ndcg(DEFAULT_RANKER, val, k),
         "recall": float((val.positive >= 0).mean()) if len(val) else 0.0,
     }
     details["train"] = {
         f"ndcg@{k}": lists_ndcg(ranker, train, k),
-        f"default_ndcg@{k}": lists_ndcg(baseline, train, k),
+        f"default_ndcg@{k}": lists_ndcg(DEFAULT_RANKER, train, k),
     }
     return LinearRanker(ranker.weights, ranker.mean, ranker.scale, True, details)
 
@@ -234,14 +233,11 @@ def _fit_softmax(
     return w.detach().numpy().copy(), final
 
 
-def select_ranker(
-    candidate: LinearRanker, k: int = 10, baseline: LinearRanker = DEFAULT_RANKER
-) -> tuple[LinearRanker, dict[str, Any]]:
+def select_ranker(candidate: LinearRanker, k: int = 10) -> tuple[LinearRanker, dict[str, Any]]:
     """The ranker to publish and its lineage entry.
 
-    A fitted ranker is kept only if it beats `baseline`'s NDCG@k on its validation lists
-    (`fit_ranker` with the same baseline); otherwise `baseline` is published and the
-    lineage says why.
+    A fitted ranker is kept only if it beats `DEFAULT_RANKER`'s NDCG@k on its validation
+    lists; otherwise the default is published and the lineage says why.
     """
     entry: dict[str, Any] = {"features": list(FEATURES), **candidate.details}
     validation = candidate.details.get("validation", {})
@@ -250,7 +246,7 @@ def select_ranker(
     fitted_weights = dict(zip(FEATURES, candidate.weights, strict=True))
     if not candidate.fitted:
         entry.update(fitted=False, used=False)
-        return baseline, entry
+        return DEFAULT_RANKER, entry
     if fitted_ndcg is None or default_ndcg is None or not fitted_ndcg > default_ndcg:
         entry.update(
             fitted=True,
@@ -258,7 +254,7 @@ def select_ranker(
             fitted_weights=fitted_weights,
             reason=f"did not beat the retrieval order's NDCG@{k} on the validation users",
         )
-        return baseline, entry
+        return DEFAULT_RANKER, entry
     entry.update(
         fitted=True,
         used=True,

@@ -202,9 +202,9 @@ def train_with_ranker(
     A model trained on the leave-last-out prefix builds the ranker's lists. With `retrain`
     the returned model is then trained again on all of `data`; without, the prefix model is
     returned (half the training time; it lacks each user's latest interaction). The ranker
-    is the model's own scoring (`model_ranker`) unless the fitted one beats it on validation
-    users. Both trainings start from `init_backbone` when given. Neither has a popularity
-    prior (that is for DP runs): the item-id residuals learn popularity here.
+    is `DEFAULT_RANKER` unless the fitted one beats it on validation users. Both trainings
+    start from `init_backbone` when given. Neither has a popularity prior (that is for DP
+    runs): the item-id residuals learn popularity here.
     """
     started = time.perf_counter()
     split = temporal_leave_last_out(data)
@@ -226,10 +226,7 @@ def train_with_ranker(
     )
     fit_started = time.perf_counter()
     lists = build_ranking_lists(prefix_model, data, codes, n_candidates=n_candidates)
-    baseline = model_ranker(prefix_model)
-    ranker, entry = select_ranker(
-        fit_ranker(lists, seed=config.seed, baseline=baseline), baseline=baseline
-    )
+    ranker, entry = select_ranker(fit_ranker(lists, seed=config.seed))
     entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
@@ -243,8 +240,6 @@ def train_with_ranker(
         )
     else:
         model, report = prefix_model, prefix_report
-    if ranker is baseline:  # the published model ranks by its own prior
-        ranker = model_ranker(model)
     entry["total_seconds"] = round(time.perf_counter() - started, 2)
     return RankedModel(model, report, ranker, entry)
 
