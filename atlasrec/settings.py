@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     broker_url: str | None = None
     dp_secure_mode: bool = False
-    """Opacus secure mode (cryptographically strong noise; needs the torchcsprng package)."""
+    """DP secure mode: DP noise and Poisson sampling from the OS CSPRNG (`privacy.secure_mode`)."""
     serving_budget_ms: dict[str, float] = Field(
         default_factory=lambda: {
             "features": 20.0,

@@ -26,7 +26,7 @@ from atlasrec.models.backbone import BACKBONE_CONFIG, flatten
 from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.pretrain import pretrain_backbone
 from atlasrec.models.recommender import user_sequences
-from atlasrec.models.training import DpPlan, dp_schedule, require_secure_rng, train
+from atlasrec.models.training import DpPlan, dp_schedule, train
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import close_dp_run
 from atlasrec.platform import Platform
@@ -161,8 +161,6 @@ def train_round(
     scope = join_scope(platform, tenant_id, plan.region, actor=actor)
     tenant = platform.control.get_tenant(tenant_id)
     plane = platform.plane(plan.region)
-    if platform.settings.dp_secure_mode:
-        require_secure_rng()
     data = load_tenant_dataset(plane, scope, actor=actor)
     sequences = user_sequences(data.interactions)
     users = sum(1 for s in sequences if len(s))

@@ -267,11 +267,10 @@ def cost_worker(mode: str, epochs: int) -> None:
         last[0] = now
 
     plan = None
-    if mode == "dp":
+    if mode != "plain":
         rate, steps = dp_schedule(sum(1 for s in sequences if len(s)), config)
-        plan = DpPlan(
-            calibrate_noise(8.0, DELTA, rate, steps), rate, steps, config.max_grad_norm, DELTA
-        )
+        sigma = calibrate_noise(8.0, DELTA, rate, steps)
+        plan = DpPlan(sigma, rate, steps, config.max_grad_norm, DELTA, mode == "dp-secure")
     before = _rss_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak: measure training alone
     last[0] = time.perf_counter()
@@ -298,16 +297,20 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def cost(epochs: int, repeats: int = 3) -> dict[str, Any]:
-    """Epoch time and peak memory, non-private vs DP, each run in a fresh process.
+COST_MODES = ("plain", "dp", "dp-secure")
 
-    The two modes alternate `repeats` times (the machine is shared and noisy); each pair's
-    ratio compares median epoch times, and the result is the median over pairs.
+
+def cost(epochs: int, repeats: int = 3) -> dict[str, Any]:
+    """Epoch time and peak memory: non-private, DP, and DP in secure mode, each in a process.
+
+    The modes alternate `repeats` times (the machine is shared and noisy); each round's
+    ratios compare median epoch times with its non-private run, and the results are the
+    medians over rounds.
     """
     pairs: list[dict[str, Any]] = []
     for _ in range(repeats):
         results = {}
-        for mode in ("plain", "dp"):
+        for mode in COST_MODES:
             run = subprocess.run(  # noqa: S603 - our own module, fixed arguments
                 [
                     sys.executable,
@@ -326,17 +329,17 @@ def cost(epochs: int, repeats: int = 3) -> dict[str, Any]:
         pairs.append(results)
     epoch = [{m: statistics.median(r["epoch_seconds"]) for m, r in p.items()} for p in pairs]
     return {
-        "epoch_s_median": {m: statistics.median(e[m] for e in epoch) for m in ("plain", "dp")},
+        "epoch_s_median": {m: statistics.median(e[m] for e in epoch) for m in COST_MODES},
         "ratio_to_plain": {
-            "plain": 1.0,
-            "dp": statistics.median(e["dp"] / e["plain"] for e in epoch),
+            m: statistics.median(e[m] / e["plain"] for e in epoch) for m in COST_MODES
         },
         "ratio_per_pair": [e["dp"] / e["plain"] for e in epoch],
+        "secure_ratio_per_round": [e["dp-secure"] / e["plain"] for e in epoch],
         "rss_before_training_mb": {
-            m: statistics.median(p[m]["rss_before_mb"] for p in pairs) for m in ("plain", "dp")
+            m: statistics.median(p[m]["rss_before_mb"] for p in pairs) for m in COST_MODES
         },
         "training_peak_rss_mb": {
-            m: statistics.median(p[m]["train_peak_rss_mb"] for p in pairs) for m in ("plain", "dp")
+            m: statistics.median(p[m]["train_peak_rss_mb"] for p in pairs) for m in COST_MODES
         },
         "epochs_timed": epochs,
         "repeats": repeats,
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="atlasrec-bench-models")
     parser.add_argument("--quick", action="store_true", help="skip DP quality and tenants")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
-    parser.add_argument("--cost-worker", choices=["plain", "dp"])
+    parser.add_argument("--cost-worker", choices=COST_MODES)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only-cost", action="store_true", help="only the DP cost part")
     parser.add_argument("--seed-study", action="store_true", help="two-tower over seeds only")

@@ -16,7 +16,6 @@ A model trained without counts has no prior (its weight is held at 0).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from atlasrec.errors import InvalidInputError
 from atlasrec.evaluation import Interactions
 from privacy.accounting import Mechanism, calibrate_noise
+from privacy.secure_mode import normal as secure_normal
 
 CONTRIBUTION_CAP = 32
 """Distinct items a user adds to the released counts (their latest ones)."""
@@ -73,16 +73,15 @@ def release_counts(
 ) -> np.ndarray:
     """Per-item counts released with user-level DP under `mechanism` (clipped at 0).
 
-    `secure` (DP secure mode) draws the noise from the OS's CSPRNG (`random.SystemRandom`,
-    slower) instead of NumPy's generator seeded from OS entropy.
+    `secure` (DP secure mode) draws the noise from the OS's CSPRNG (`privacy.secure_mode`)
+    instead of NumPy's generator seeded from OS entropy.
     """
     if mechanism.sample_rate != 1.0 or mechanism.steps != 1:
         raise ValueError("a count release is one Gaussian mechanism over all users")
     counts = item_counts(sequences, n_items, CONTRIBUTION_CAP)
     scale = mechanism.noise_multiplier * np.sqrt(CONTRIBUTION_CAP)
     if secure:
-        system = random.SystemRandom()
-        noise = np.array([system.gauss(0.0, scale) for _ in range(n_items)], dtype=np.float64)
+        noise = secure_normal(n_items, scale)
     else:
         noise = np.random.default_rng().normal(0.0, scale, n_items)  # OS entropy, no seed
     released: np.ndarray = np.maximum(counts + noise, 0.0)

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from atlasrec.errors import ConfigError, InvalidInputError
+from atlasrec.errors import InvalidInputError
 from atlasrec.models.pretrain import pretrain_backbone
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig, sampled_softmax_loss
+from privacy.secure_mode import privacy_engine
 
 Progress = Callable[[int, int, float], None]
 """Called after each epoch with (epoch, epochs, mean loss)."""
@@ -57,16 +58,6 @@ def dp_schedule(n_users: int, config: TwoTowerConfig) -> tuple[float, int]:
     """Sample rate and total steps of DP training (as Opacus' Poisson loader will run it)."""
     steps_per_epoch = max(1, math.ceil(n_users / config.batch_size))
     return 1.0 / steps_per_epoch, steps_per_epoch * config.epochs
-
-
-def require_secure_rng() -> None:
-    """Raise ConfigError unless Opacus secure mode can run (it needs `torchcsprng`)."""
-    try:
-        import torchcsprng  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "ATLASREC_DP_SECURE_MODE needs the torchcsprng package, which is not installed"
-        ) from None
 
 
 class _Users(Dataset[tuple[torch.Tensor]]):
@@ -210,18 +201,11 @@ def _train_private(
     plan: DpPlan,
     progress: Progress | None,
 ) -> TrainReport:
-    from opacus import PrivacyEngine
-
     c = model.config
     sample_rate, steps = dp_schedule(n_users, c)
     if not math.isclose(sample_rate, plan.sample_rate) or steps != plan.steps:
         raise InvalidInputError("the DP plan does not match this training schedule")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # secure mode is in the lineage
-            engine = PrivacyEngine(accountant="rdp", secure_mode=plan.secure_mode)
-    except ImportError as exc:
-        raise ConfigError(f"DP secure mode is unavailable here: {exc}") from exc
+    engine = privacy_engine(secure=plan.secure_mode)
     loader = DataLoader(_Users(n_users), batch_size=c.batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus' notes on secure mode and optimizer state

@@ -40,7 +40,7 @@ from atlasrec.models.popularity import (
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.ranking import category_codes, model_ranker, train_with_ranker
 from atlasrec.models.recommender import user_sequences
-from atlasrec.models.training import DpPlan, Progress, dp_schedule, require_secure_rng, train
+from atlasrec.models.training import DpPlan, Progress, dp_schedule, train
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
@@ -203,8 +203,6 @@ def train_tenant(
     release_id: str | None = None
     release: Mechanism | None = None
     if not no_dp:
-        if platform.settings.dp_secure_mode:
-            require_secure_rng()  # before anything is charged
         rate, steps = dp_schedule(n_users, config)
         with plane.session(scope, actor=actor, action="train.reserve") as session:
             ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)

@@ -240,14 +240,14 @@ def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: S
         evaluate_tenant(platform, "shop", 0, actor="t")
 
 
-def test_secure_mode_without_its_rng_fails_before_charging(make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from atlasrec.errors import ConfigError
-
+def test_secure_mode_trains_charges_and_records_it(make_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     platform = Platform(make_settings(dp_secure_mode=True))
     try:
         seed_music_tenant(platform, "sec", Region.EU, tmp_path)
-        with pytest.raises(ConfigError, match="torchcsprng"):
-            train_tenant(platform, "sec", actor="t", epsilon=1.0, config=FAST)
-        assert privacy_report(platform, "sec", actor="t")["runs"] == []
+        result = train_tenant(platform, "sec", actor="t", epsilon=2.0, config=FAST)
+        assert result.lineage["dp"]["secure_mode"] is True
+        assert result.lineage["dp"]["popularity_release"] is not None
+        runs = privacy_report(platform, "sec", actor="t")["runs"]
+        assert sorted(r["kind"] for r in runs) == ["popularity", "train"]
     finally:
         platform.close()
