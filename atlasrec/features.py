@@ -2,8 +2,9 @@
 
 The ranker scores retrieval candidates from these features. Training computes them from a
 tenant's interactions as of a cut-off time; serving computes them from the online store's
-fresh state (the user's recent items, item counters and last-seen times). Both call
-`ranking_features`, so the same history and item statistics give identical values.
+fresh state (the user's recent items, item counters and last-seen times) and the model
+version's co-occurrence neighbours. Both call `ranking_features` and
+`cooccurrence_affinity`, so the same history and item statistics give identical values.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
-FEATURES = ("retrieval_score", "popularity", "recency", "category_affinity")
+FEATURES = ("retrieval_score", "popularity", "recency", "category_affinity", "cooccurrence")
 """Column order of the feature matrix."""
 
 RECENCY_SCALE_S = 30 * 86_400.0
@@ -23,9 +25,11 @@ HISTORY_HALF_LIFE = 10.0
 """In the category affinity, an item this many positions back weighs half the newest."""
 
 AFFINITY_HISTORY = 50
-"""The category affinity looks at the user's latest this many distinct items."""
+"""The category and co-occurrence affinities look at the user's latest this many items."""
 
 NO_CATEGORY = -1
+UNKNOWN_ITEM = -1
+"""A history entry that the co-occurrence neighbours do not know (it weighs, adds nothing)."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,7 @@ def category_affinity(
     out = np.zeros(len(candidate_categories), dtype=np.float64)
     if len(cats) == 0:
         return out
-    age = np.arange(len(cats) - 1, -1, -1, dtype=np.float64)
-    weights = np.power(0.5, age / HISTORY_HALF_LIFE)
+    weights = _history_weights(len(cats))
     known = cats != NO_CATEGORY
     if not known.any():
         return out
@@ -64,22 +67,54 @@ def category_affinity(
     return out
 
 
+def cooccurrence_affinity(
+    neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    """Recency-weighted mean co-occurrence of each candidate with the user's history.
+
+    `neighbours` is `atlasrec.models.cooccurrence.item_neighbours`' matrix; `history` (oldest
+    first) and `candidates` are its row indices. Only the latest `AFFINITY_HISTORY` entries
+    count; `UNKNOWN_ITEM` entries count in the denominator only, and candidates equal to
+    `UNKNOWN_ITEM` get 0, as does everything without a matrix.
+    """
+    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
+    candidates = np.asarray(candidates, dtype=np.int64)
+    out = np.zeros(len(candidates), dtype=np.float64)
+    known = items != UNKNOWN_ITEM
+    valid = candidates != UNKNOWN_ITEM
+    if neighbours is None or not known.any() or not valid.any():
+        return out
+    weights = _history_weights(len(items))
+    rows = neighbours[items[known]][:, candidates[valid]]  # [known history, valid candidates]
+    out[valid] = rows.T @ weights[known] / weights.sum()
+    return out
+
+
+def _history_weights(n: int) -> np.ndarray:
+    """Weights of `n` history entries (oldest first): halving every `HISTORY_HALF_LIFE`."""
+    age = np.arange(n - 1, -1, -1, dtype=np.float64)
+    return np.asarray(np.power(0.5, age / HISTORY_HALF_LIFE), dtype=np.float64)
+
+
 def ranking_features(
     retrieval_scores: np.ndarray,
     candidate_categories: np.ndarray,
     history_categories: Sequence[int],
     stats: ItemStats,
     now: float,
+    cooccurrence: np.ndarray,
 ) -> np.ndarray:
     """The feature matrix [candidates, len(FEATURES)] (float32) in `FEATURES` order.
 
     - `retrieval_score`: the retrieval model's cosine similarity;
     - `popularity`: log(1 + weighted interaction count);
     - `recency`: exp(-(now - last seen) / 30 days), 0 for items never seen;
-    - `category_affinity`: see `category_affinity`.
+    - `category_affinity`: see `category_affinity`;
+    - `cooccurrence`: the candidates' `cooccurrence_affinity`, passed in.
     """
     n = len(retrieval_scores)
-    if not (len(candidate_categories) == len(stats.counts) == len(stats.last_seen) == n):
+    lengths = (len(candidate_categories), len(stats.counts), len(stats.last_seen))
+    if lengths != (n, n, n) or len(cooccurrence) != n:
         raise ValueError("features: candidates, categories and stats differ in length")
     counts = np.maximum(np.asarray(stats.counts, dtype=np.float64), 0.0)
     last = np.asarray(stats.last_seen, dtype=np.float64)
@@ -90,4 +125,5 @@ def ranking_features(
     out[:, 1] = np.log1p(counts)
     out[:, 2] = recency
     out[:, 3] = category_affinity(history_categories, np.asarray(candidate_categories))
+    out[:, 4] = cooccurrence
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlasrec.catalog import ItemPolicy
-from atlasrec.features import ItemStats, ranking_features
+from atlasrec.features import ItemStats, cooccurrence_affinity, ranking_features
 from atlasrec.models.ranking import N_CANDIDATES
 from serving.online import OnlineFeatures
 from serving.state import ServingState
@@ -212,14 +212,30 @@ def _rank(
         stats = _stats(state, online, top)
     else:  # a ranker without popularity or recency weights: no online-store round trip
         stats = ItemStats(np.zeros(len(top)), np.full(len(top), np.nan))
+    if state.ranker.uses_cooccurrence:
+        cooccurrence = _cooccurrence(state, history, top)
+    else:  # a ranker without a co-occurrence weight: no neighbour lookups
+        cooccurrence = np.zeros(len(top))
     features = ranking_features(
-        scores[head], state.categories[top], state.categories[history].tolist(), stats, now
+        scores[head],
+        state.categories[top],
+        state.categories[history].tolist(),
+        stats,
+        now,
+        cooccurrence,
     )
     head_scores = state.ranker.score(features).astype(np.float64)
     # cosine scores are in [-1, 1]: the tail lands strictly below the head, order kept
     ranked = scores.astype(np.float64) + (head_scores.min() - 3.0 if len(head) else 0.0)
     ranked[head] = head_scores
     return ranked
+
+
+def _cooccurrence(state: ServingState, history: list[int], candidates: np.ndarray) -> np.ndarray:
+    """The candidates' co-occurrence feature (0 where the model version has no neighbours)."""
+    return cooccurrence_affinity(
+        state.neighbours, state.neighbour_index(history), state.neighbour_index(candidates)
+    )
 
 
 def _popularity_scores(

@@ -13,14 +13,15 @@ next rebuild, so catalog updates are recommendable at once without a full rebuil
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from atlasrec.catalog import ItemPolicy, parse_policy
-from atlasrec.features import NO_CATEGORY
+from atlasrec.features import NO_CATEGORY, UNKNOWN_ITEM
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -73,6 +74,15 @@ class ServingState:
     fallback_counts: np.ndarray
     """Interaction counts per position, read from the database at load (used when the
     online store is unreachable)."""
+    neighbours: sp.csr_matrix | None = None
+    """The model's co-occurrence neighbours (rows: `neighbour_rows`), where its ranker uses them."""
+    neighbour_rows: Mapping[str, int] = field(default_factory=dict)
+    """Item id -> row of `neighbours` (the model's training order)."""
+
+    def neighbour_index(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows of `neighbours` for catalog positions (`UNKNOWN_ITEM` for untrained items)."""
+        rows, ids = self.neighbour_rows, self.item_ids
+        return np.array([rows.get(ids[p], UNKNOWN_ITEM) for p in positions], dtype=np.int64)
 
     @cached_property
     def fresh(self) -> np.ndarray:
@@ -176,6 +186,10 @@ def build_state(
         indexed=len(ids),
         content_shas=tuple(item.content_sha for item in items),
         fallback_counts=np.array([counts.get(i, 0.0) for i in ids], dtype=np.float64),
+        neighbours=None if bundle is None else bundle.neighbours,
+        neighbour_rows={}
+        if bundle is None or bundle.neighbours is None
+        else {item_id: n for n, item_id in enumerate(bundle.item_ids)},
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from atlasrec.artifacts import Artifact
@@ -16,7 +17,7 @@ from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
 KIND = "two-tower"
 WEIGHTS, ITEMS, VECTORS, POPULARITY = "model.pt", "items.json", "item_vectors.npy", "popularity.npy"
-RANKER = "ranker.json"
+RANKER, NEIGHBOURS = "ranker.json", "neighbours.npz"
 PRIOR_KEYS = frozenset({"log_popularity", "popularity.weight"})
 """Weights a model saved before the popularity prior lacks."""
 
@@ -27,14 +28,22 @@ def write_bundle(
     item_ids: list[str],
     popularity: np.ndarray,
     ranker: LinearRanker | None = None,
+    neighbours: sp.csr_matrix | None = None,
 ) -> None:
-    """Write a model's files into an artifact's staging folder."""
+    """Write a model's files into an artifact's staging folder.
+
+    `neighbours` (`atlasrec.models.cooccurrence`) only where the ranker scores with them.
+    """
     torch.save({"config": model.config.as_dict(), "state": model.state_dict()}, folder / WEIGHTS)
     (folder / ITEMS).write_text(json.dumps(item_ids))
     np.save(folder / VECTORS, model.all_item_vectors())
     np.save(folder / POPULARITY, popularity.astype(np.float32))
     if ranker is not None:
         (folder / RANKER).write_text(ranker.to_json())
+    if neighbours is not None:
+        if neighbours.shape != (len(item_ids), len(item_ids)):
+            raise ValueError("co-occurrence neighbours do not match the model's items")
+        sp.save_npz(folder / NEIGHBOURS, neighbours.tocsr())
 
 
 @dataclass
@@ -48,6 +57,8 @@ class ModelBundle:
     popularity: np.ndarray
     lineage: dict[str, Any]
     ranker: LinearRanker = DEFAULT_RANKER
+    neighbours: sp.csr_matrix | None = None
+    """Co-occurrence neighbours, rows in `item_ids` order (present where the ranker uses them)."""
 
     @classmethod
     def load(cls, artifact: Artifact) -> ModelBundle:
@@ -67,6 +78,7 @@ class ModelBundle:
                 model.popularity.weight.zero_()
         model.eval()
         ranker_file = artifact.path / RANKER
+        neighbours_file = artifact.path / NEIGHBOURS
         return cls(
             version=artifact.version,
             model=model,
@@ -79,4 +91,5 @@ class ModelBundle:
                 if ranker_file.is_file()
                 else DEFAULT_RANKER
             ),
+            neighbours=sp.load_npz(neighbours_file).tocsr() if neighbours_file.is_file() else None,
         )

@@ -44,6 +44,11 @@ class LinearRanker:
         """Whether scores depend on item statistics (popularity or recency)."""
         return any(self.weights[FEATURES.index(f)] != 0 for f in ("popularity", "recency"))
 
+    @property
+    def uses_cooccurrence(self) -> bool:
+        """Whether scores depend on the co-occurrence neighbours."""
+        return self.weights[FEATURES.index("cooccurrence")] != 0
+
     def score(self, features: np.ndarray) -> np.ndarray:
         """Scores [n] of a feature matrix [n, len(FEATURES)]."""
         z = (features - np.asarray(self.mean, np.float32)) / np.asarray(self.scale, np.float32)
@@ -56,14 +61,27 @@ class LinearRanker:
 
     @classmethod
     def from_json(cls, text: str) -> LinearRanker:
-        """Load a serialised ranker; refuses one built for other features."""
+        """Load a serialised ranker; refuses one with features this code does not compute.
+
+        A ranker saved before a feature existed loads with weight 0 on it (mean 0, scale 1).
+        """
         data = json.loads(text)
-        if tuple(data.pop("features")) != FEATURES:
-            raise ValueError("ranker was fitted on a different feature set")
+        saved = list(data.pop("features"))
+        unknown = sorted(set(saved) - set(FEATURES))
+        if unknown or len(set(saved)) != len(saved):
+            raise ValueError(f"ranker was fitted on a different feature set ({saved})")
+        columns = {name: n for n, name in enumerate(saved)}
+
+        def values(key: str, missing: float) -> tuple[float, ...]:
+            given = list(data[key])
+            if len(given) != len(saved):
+                raise ValueError(f"ranker {key} must be {len(saved)} numbers")
+            return tuple(given[columns[f]] if f in columns else missing for f in FEATURES)
+
         return cls(
-            weights=tuple(data["weights"]),
-            mean=tuple(data["mean"]),
-            scale=tuple(data["scale"]),
+            weights=values("weights", 0.0),
+            mean=values("mean", 0.0),
+            scale=values("scale", 1.0),
             fitted=bool(data["fitted"]),
             details=dict(data.get("details", {})),
         )

@@ -10,7 +10,9 @@ held-out interaction's time `t`:
 - item statistics (weighted counts, last-seen times) count only prefix rows with ts < t,
   i.e. what an online store would have held just before the user's next interaction,
   less the other users' held-out rows (so no held-out interaction is ever a feature);
-- `now` is `t` itself: the moment the list would have been served.
+- `now` is `t` itself: the moment the list would have been served;
+- the co-occurrence neighbours come from the prefix log (which holds no held-out pair, so
+  a user's own next item never raises its feature).
 
 At evaluation time, where the next interaction's time is unknown, a user's features are
 computed as of their last known interaction (statistics over rows with ts <= that time).
@@ -24,10 +26,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from atlasrec.evaluation import Interactions, temporal_leave_last_out
-from atlasrec.features import FEATURES, NO_CATEGORY, ItemStats, ranking_features
+from atlasrec.features import (
+    FEATURES,
+    NO_CATEGORY,
+    ItemStats,
+    cooccurrence_affinity,
+    ranking_features,
+)
+from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranker import (
     DEFAULT_RANKER,
     LinearRanker,
@@ -117,6 +127,7 @@ def candidate_features(
     codes: np.ndarray,
     stats: ItemStats,
     now: np.ndarray,
+    neighbours: sp.csr_matrix | None,
 ) -> np.ndarray:
     """Feature tensor [users, candidates, len(FEATURES)] via `ranking_features`, per user."""
     out = np.zeros((*items.shape, len(FEATURES)), dtype=np.float32)
@@ -128,6 +139,7 @@ def candidate_features(
             codes[history].tolist(),
             ItemStats(stats.counts[row, valid], stats.last_seen[row, valid]),
             float(now[row]),
+            cooccurrence_affinity(neighbours, history, items[row, valid]),
         )
     return out
 
@@ -156,7 +168,8 @@ def build_ranking_lists(
     histories = [sequences[u] for u in users.tolist()]
     items, scores, mask = retrieve(model, histories, n_candidates)
     stats = StatsIndex(split.train).as_of(items, cutoff, inclusive=False)
-    features = candidate_features(items, scores, mask, histories, codes, stats, cutoff)
+    neighbours = item_neighbours(sequences, data.n_items)
+    features = candidate_features(items, scores, mask, histories, codes, stats, cutoff, neighbours)
     hit = (items == held[:, None]) & mask
     positive = np.where(hit.any(1), hit.argmax(1), -1)
     return RankingLists(features, mask, positive, users)
@@ -184,6 +197,8 @@ class RankedModel:
     report: TrainReport
     ranker: LinearRanker
     lineage: dict[str, Any]
+    neighbours: sp.csr_matrix
+    """Co-occurrence neighbours over all of the training data (what serving ranks with)."""
 
 
 def train_with_ranker(
@@ -240,8 +255,9 @@ def train_with_ranker(
         )
     else:
         model, report = prefix_model, prefix_report
+    neighbours = item_neighbours(user_sequences(data), data.n_items)
     entry["total_seconds"] = round(time.perf_counter() - started, 2)
-    return RankedModel(model, report, ranker, entry)
+    return RankedModel(model, report, ranker, entry, neighbours)
 
 
 def rerank(
@@ -252,6 +268,7 @@ def rerank(
     users: np.ndarray,
     k: int,
     *,
+    neighbours: sp.csr_matrix | None = None,
     n_candidates: int = N_CANDIDATES,
 ) -> np.ndarray:
     """Top-`k` unseen items per user: top-N retrieval, re-ranked as of the user's last row.
@@ -263,7 +280,7 @@ def rerank(
     items, scores, mask = retrieve(model, histories, max(n_candidates, k))
     now = np.nan_to_num(last_times(log)[users], nan=0.0)
     stats = StatsIndex(log).as_of(items, now, inclusive=True)
-    features = candidate_features(items, scores, mask, histories, codes, stats, now)
+    features = candidate_features(items, scores, mask, histories, codes, stats, now, neighbours)
     n, c, f = features.shape
     ranked = ranker.score(features.reshape(n * c, f)).reshape(n, c)
     ranked = np.where(mask, ranked, -np.inf)
@@ -319,5 +336,6 @@ class TwoTowerRankerRecommender:
             self.codes,
             users,
             k,
+            neighbours=self.fitted.neighbours,
             n_candidates=self.n_candidates,
         )

@@ -242,6 +242,7 @@ def train_tenant(
                 audit_charge(plane.ledger, session, each, cap=tenant.epsilon_cap, actor=actor)
     ranker: LinearRanker = DEFAULT_RANKER
     ranker_lineage: dict[str, Any] = {"fitted": False, "reason": DP_RANKER_REASON}
+    neighbours = None  # exact co-occurrences: only a non-DP model's ranker may use them
     counts = weighted_counts(data.interactions)
     try:
         if plan is None:
@@ -255,6 +256,8 @@ def train_tenant(
             )
             model, report = fitted.model, fitted.report
             ranker, ranker_lineage = fitted.ranker, fitted.lineage
+            if ranker.uses_cooccurrence:
+                neighbours = fitted.neighbours
         else:
             released = None
             if release is not None:
@@ -296,7 +299,7 @@ def train_tenant(
     artifact = plane.artifacts.publish(
         scope,
         KIND,
-        lambda folder: write_bundle(folder, model, data.item_ids, counts, ranker),
+        lambda folder: write_bundle(folder, model, data.item_ids, counts, ranker, neighbours),
         actor=actor,
         metadata=lineage,
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from conftest import FAST
 from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
-from atlasrec.features import ranking_features
+from atlasrec.features import cooccurrence_affinity, ranking_features
 from atlasrec.ingest import ingest
+from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.ranking import StatsIndex, category_codes
 from atlasrec.models.recommender import user_sequences
@@ -17,7 +19,7 @@ from atlasrec.online_store import MemoryBackend, OnlineStore
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
-from serving.pipeline import _stats, history_positions
+from serving.pipeline import _cooccurrence, _stats, history_positions
 from serving.runtime import RegionRuntime
 
 
@@ -47,6 +49,12 @@ def test_offline_and_online_features_are_identical(platform: Platform, tmp_path:
     data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
     assert list(state.item_ids) == data.item_ids
     sequences = user_sequences(data.interactions)
+    neighbours = item_neighbours(sequences, len(data.item_ids))
+    if state.neighbours is None:  # this model's ranker did not use them: serve them anyway
+        rows = {item_id: n for n, item_id in enumerate(data.item_ids)}
+        state = replace(state, neighbours=neighbours, neighbour_rows=rows)
+    assert state.neighbours is not None
+    assert (state.neighbours != neighbours).nnz == 0  # what training built, in serving
     stats_index = StatsIndex(data.interactions)
     codes = category_codes(data.categories)
     now = float(data.interactions.ts.max()) + 3600.0
@@ -69,6 +77,7 @@ def test_offline_and_online_features_are_identical(platform: Platform, tmp_path:
             state.categories[online_history].tolist(),
             _stats(state, runtime.online, candidates),
             now,
+            _cooccurrence(state, online_history, candidates),
         )
         offline_stats = stats_index.as_of(candidates[None, :], np.array([now]), inclusive=True)
         offline_features = ranking_features(
@@ -77,6 +86,8 @@ def test_offline_and_online_features_are_identical(platform: Platform, tmp_path:
             codes[sequence].tolist(),
             type(offline_stats)(offline_stats.counts[0], offline_stats.last_seen[0]),
             now,
+            cooccurrence_affinity(neighbours, sequence, candidates),
         )
         np.testing.assert_array_equal(online_features, offline_features)
         assert online_features[:, 1].max() > 0  # popularity is really there
+        assert online_features[:, 4].max() > 0  # and co-occurrence

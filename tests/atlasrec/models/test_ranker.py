@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from atlasrec.evaluation import Interactions, temporal_leave_last_out
-from atlasrec.features import FEATURES, NO_CATEGORY, RECENCY_SCALE_S
+from atlasrec.features import FEATURES, NO_CATEGORY, RECENCY_SCALE_S, cooccurrence_affinity
+from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranker import (
     DEFAULT_RANKER,
     LinearRanker,
@@ -24,12 +25,14 @@ from atlasrec.models.ranking import (
     category_codes,
     rerank,
 )
+from atlasrec.models.recommender import user_sequences
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
-POP, REC, CAT = (
+POP, REC, CAT, CO = (
     FEATURES.index("popularity"),
     FEATURES.index("recency"),
     FEATURES.index("category_affinity"),
+    FEATURES.index("cooccurrence"),
 )
 CONFIG = TwoTowerConfig(dim=8, hidden=16, history=5, positives=2, negatives=8, epochs=2)
 
@@ -198,12 +201,24 @@ def test_lists_match_a_brute_force_as_of_computation() -> None:
         assert lists.positive[row] == (hit[0] if hit.size else -1)
 
 
+def test_a_users_own_held_out_item_never_raises_its_cooccurrence() -> None:
+    """Only user 0 has items 0, 1 and 2 together, and 0 -> 2 is user 0's held-out pair."""
+    log = _cutoff_log()
+    content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
+    codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
+    lists = build_ranking_lists(TwoTower(content, CONFIG), log, codes, n_candidates=7)
+    assert lists.users[0] == 0 and lists.positive[0] >= 0
+    assert lists.features[0, lists.positive[0], CO] == 0.0
+    leaky = item_neighbours(user_sequences(log), log.n_items)  # neighbours over all rows
+    assert cooccurrence_affinity(leaky, [0, 1], np.array([2]))[0] > 0  # what a leak would give
+
+
 def test_rerank_orders_by_the_ranker_and_never_returns_seen_items() -> None:
     log = _cutoff_log()
     content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
     model = TwoTower(content, CONFIG)
-    by_popularity = LinearRanker(weights=(0.0, 1.0, 0.0, 0.0))
+    by_popularity = LinearRanker(weights=tuple(float(n == POP) for n in range(len(FEATURES))))
     out = rerank(model, by_popularity, log, codes, np.array([0, 3]), 7)
     assert out.shape == (2, 7)
     assert (out[1, :6] >= 0).all() and out[1, 6] == -1  # user 3 has 6 unseen items

@@ -11,7 +11,7 @@ import pytest
 from atlasrec.errors import InvalidInputError
 from atlasrec.features import FEATURES
 from atlasrec.ingest import ingest
-from atlasrec.models.bundle import KIND, RANKER, ModelBundle
+from atlasrec.models.bundle import KIND, NEIGHBOURS, RANKER, ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker, prior_ranker
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.privacy_report import privacy_report
@@ -73,6 +73,8 @@ def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scop
         assert ModelBundle.load(artifact).model.popularity_weight == 0.0
         assert saved == DEFAULT_RANKER and "did not beat" in entry["reason"]
     assert saved.to_json() == LinearRanker.from_json(saved.to_json()).to_json()
+    # the co-occurrence neighbours ship exactly when the published ranker scores with them
+    assert (artifact.path / NEIGHBOURS).is_file() == saved.uses_cooccurrence
 
 
 def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop: Scope) -> None:
@@ -102,6 +104,8 @@ def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop:
     bundle = ModelBundle.load(artifact)
     # the published ranker is the model's own DP-trained scoring, with its popularity prior
     assert bundle.ranker == prior_ranker(FAST.temperature, bundle.model.popularity_weight)
+    # and no exact co-occurrence neighbours: they would fall outside the run's guarantee
+    assert bundle.neighbours is None and not (artifact.path / NEIGHBOURS).exists()
     # and the artifact holds the released counts (noisy), never the exact whole-number ones
     assert {r[4] for r in interactions()} == {1.0}
     noisy = bundle.popularity[bundle.popularity > 0]
