@@ -140,22 +140,25 @@ def lists_ndcg(ranker: LinearRanker, lists: RankingLists, k: int = 10) -> float:
 
     Ties keep the candidates' order (the retrieval order).
     """
-    if len(lists) == 0:
-        return 0.0
+    return float(_gains(ranker, lists, k).mean()) if len(lists) else 0.0
+
+
+def _gains(ranker: LinearRanker, lists: RankingLists, k: int) -> np.ndarray:
+    """Each list's NDCG@k under `ranker` (its single positive's discounted gain)."""
     n, c, f = lists.features.shape
     scores = ranker.score(lists.features.reshape(n * c, f)).reshape(n, c)
     scores = np.where(lists.mask, scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")
     rank = np.argmax(order == lists.positive[:, None], axis=1)  # 0-based position
-    gain = np.where((lists.positive >= 0) & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0)
-    return float(gain.mean())
+    gains: np.ndarray = np.where((lists.positive >= 0) & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0)
+    return gains
 
 
 def fit_ranker(
     lists: RankingLists,
     *,
     l2: float = 1e-3,
-    validation_share: float = 0.2,
+    folds: int = 5,
     seed: int = 0,
     k: int = 10,
     min_lists: int = 10,
@@ -163,59 +166,71 @@ def fit_ranker(
     """Fit a `LinearRanker` with a listwise softmax loss over standardised features.
 
     Each list's loss is the cross-entropy of its positive against the other candidates;
-    lists whose positive was not retrieved are skipped. A seeded `validation_share` of the
-    users is held out: `details["validation"]` compares the fitted ranker's NDCG@k there with
-    `DEFAULT_RANKER`'s. With fewer than `min_lists` usable training lists, the default
-    ranker comes back (`fitted` False, the reason in `details`).
+    lists whose positive was not retrieved are skipped. The check is cross-validated over
+    users: they are dealt (seeded) into `folds` groups, each group's lists are ranked by a
+    ranker fitted on the other groups' lists, and `details["validation"]` compares the NDCG@k
+    of every list ranked so with `DEFAULT_RANKER`'s. The ranker returned is fitted on all
+    usable lists. With fewer than `min_lists` of them, the default ranker comes back
+    (`fitted` False, the reason in `details`).
     """
-    if not 0.0 <= validation_share < 1.0:
-        raise ValueError(f"validation_share must lie in [0, 1), got {validation_share}")
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, got {l2}")
     users = np.unique(lists.users)
-    rng = np.random.default_rng(seed)
-    n_val = round(validation_share * len(users))
-    val_users = rng.permutation(users)[:n_val]
-    is_val = np.isin(lists.users, val_users)
+    dealt = np.random.default_rng(seed).permutation(users)
+    fold_of = np.empty(len(users), dtype=np.int64)
+    fold_of[np.searchsorted(users, dealt)] = np.arange(len(users)) % folds
+    fold = fold_of[np.searchsorted(users, lists.users)]
     usable = lists.positive >= 0
-    train, val = lists.subset(~is_val & usable), lists.subset(is_val)
     details: dict[str, Any] = {
         "lists": len(lists),
         "lists_with_positive": int(usable.sum()),
-        "train_lists": len(train),
-        "train_users": len(np.unique(train.users)),
-        "validation_lists": len(val),
-        "validation_users": len(np.unique(val.users)),
+        "train_lists": int(usable.sum()),
+        "users": len(users),
+        "folds": folds,
         "candidates": int(lists.features.shape[1]),
         "l2": l2,
         "seed": seed,
     }
-    if len(train) < min_lists:
-        details["reason"] = f"too few lists with the positive retrieved ({len(train)})"
+    if usable.sum() < min_lists:
+        details["reason"] = f"too few lists with the positive retrieved ({int(usable.sum())})"
         return LinearRanker(DEFAULT_RANKER.weights, details=details)
 
-    rows = train.features[train.mask].astype(np.float64)
+    default = _gains(DEFAULT_RANKER, lists, k)
+    held_out = default.copy()  # a fold with nothing to fit on keeps the retrieval order
+    for f in range(folds):
+        rest = lists.subset((fold != f) & usable)
+        if len(rest) and (fold == f).any():
+            held_out[fold == f] = _gains(_fit(rest, l2)[0], lists.subset(fold == f), k)
+    ranker, loss = _fit(lists.subset(usable), l2)
+    details["train_loss"] = loss
+    details["validation"] = {
+        f"ndcg@{k}": float(held_out.mean()),
+        f"default_ndcg@{k}": float(default.mean()),
+        "recall": float(usable.mean()),
+    }
+    details["train"] = {
+        f"ndcg@{k}": lists_ndcg(ranker, lists.subset(usable), k),
+        f"default_ndcg@{k}": float(default[usable].mean()),
+    }
+    return LinearRanker(ranker.weights, ranker.mean, ranker.scale, True, details)
+
+
+def _fit(lists: RankingLists, l2: float) -> tuple[LinearRanker, float]:
+    """The softmax-fitted ranker of `lists` (all with a positive) and its final loss."""
+    rows = lists.features[lists.mask].astype(np.float64)
     mean = rows.mean(0)
     scale = rows.std(0)
     scale = np.where(scale > 1e-8, scale, 1.0)  # a constant feature gets weight ~0 anyway
-    weights, loss = _fit_softmax(train, mean, scale, l2)
+    weights, loss = _fit_softmax(lists, mean, scale, l2)
     ranker = LinearRanker(
         weights=tuple(float(w) for w in weights),
         mean=tuple(float(m) for m in mean),
         scale=tuple(float(s) for s in scale),
         fitted=True,
     )
-    details["train_loss"] = loss
-    details["validation"] = {
-        f"ndcg@{k}": lists_ndcg(ranker, val, k),
-        f"default_ndcg@{k}": lists_ndcg(DEFAULT_RANKER, val, k),
-        "recall": float((val.positive >= 0).mean()) if len(val) else 0.0,
-    }
-    details["train"] = {
-        f"ndcg@{k}": lists_ndcg(ranker, train, k),
-        f"default_ndcg@{k}": lists_ndcg(DEFAULT_RANKER, train, k),
-    }
-    return LinearRanker(ranker.weights, ranker.mean, ranker.scale, True, details)
+    return ranker, loss
 
 
 def _fit_softmax(
@@ -270,7 +285,7 @@ def select_ranker(candidate: LinearRanker, k: int = 10) -> tuple[LinearRanker, d
             fitted=True,
             used=False,
             fitted_weights=fitted_weights,
-            reason=f"did not beat the retrieval order's NDCG@{k} on the validation users",
+            reason=f"did not beat the retrieval order's cross-validated NDCG@{k}",
         )
         return DEFAULT_RANKER, entry
     entry.update(

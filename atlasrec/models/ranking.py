@@ -217,7 +217,7 @@ def train_with_ranker(
     A model trained on the leave-last-out prefix builds the ranker's lists. With `retrain`
     the returned model is then trained again on all of `data`; without, the prefix model is
     returned (half the training time; it lacks each user's latest interaction). The ranker
-    is `DEFAULT_RANKER` unless the fitted one beats it on validation users. Both trainings
+    is `DEFAULT_RANKER` unless the fitted one beats it in cross-validation. Both trainings
     start from `init_backbone` when given. Neither has a popularity prior (that is for DP
     runs): the item-id residuals learn popularity here.
     """

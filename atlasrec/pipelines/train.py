@@ -171,7 +171,7 @@ def train_tenant(
     tenants, the backbone never raised no-DP NDCG@10 and lowered it to 0.65-0.87x solo once
     the federation started from content pretraining (`docs/benchmarks.md`, cold start).
     Without DP the tenant's ranker is fitted too (`atlasrec.models.ranking`) and published
-    when it beats the retrieval order on validation users. A DP run releases the item
+    when it beats the retrieval order in cross-validation. A DP run releases the item
     counts with DP first (`kind` "popularity", composed with its DP-SGD steps to the run's
     epsilon) for the popularity prior, and publishes the model's own scoring as its ranker:
     a ranker fitted on user data would fall outside the run's guarantee.

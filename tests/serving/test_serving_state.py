@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from atlasrec.features import NO_CATEGORY
+from atlasrec.features import FEATURES, NO_CATEGORY, UNKNOWN_ITEM
+from atlasrec.models.bundle import ModelBundle
+from atlasrec.models.cooccurrence import item_neighbours
+from atlasrec.models.ranker import LinearRanker
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
+from serving.pipeline import _cooccurrence, _rank
 from serving.retrieval import build_index
 from serving.state import CONTENT_ONLY, CatalogItem, build_state, with_items
 
@@ -52,3 +57,37 @@ def test_upserts_append_to_the_delta_and_retire_changed_items() -> None:
     np.testing.assert_allclose(updated.unit[3], item("x", 9).content, rtol=1e-6)
     # the old snapshot is untouched (requests in flight keep reading it)
     assert state.size == 3 and state.alive.all() and not state.policies[1].blocked
+
+
+def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> None:
+    items = [item(f"i{k}", k) for k in range(5)]
+    content = np.stack([i.content for i in items])
+    model = TwoTower(content, TwoTowerConfig(dim=4, hidden=8, history=5))
+    # i0 co-occurs with i1 (two users) and i2 (one user); the model was trained on i0..i3
+    neighbours = item_neighbours([np.array([0, 1, 2]), np.array([0, 1]), np.array([3])], 4)
+    weights = tuple(float(f == "cooccurrence") for f in FEATURES)
+    bundle = ModelBundle(
+        "v1",
+        model,
+        ["i0", "i1", "i2", "i3"],
+        model.all_item_vectors(),
+        np.ones(4),
+        {},
+        LinearRanker(weights=weights, fitted=True),
+        neighbours,
+    )
+    state = build_state(items, bundle, {})
+    assert state.neighbour_index(range(5)).tolist() == [0, 1, 2, 3, UNKNOWN_ITEM]
+    # i1's content changes (a new position; same id, same neighbours row); i9 is new
+    state = with_items(state, [item("i1", 11), item("i9", 9)])
+    assert state.position["i1"] == 5 and state.neighbour_index([5, 6]).tolist() == [1, -1]
+    candidates = np.array([2, 3, 4, 5, 6])  # i2, i3, i4, i1 (moved), i9
+    scores = np.linspace(0.5, 0.1, 5)  # retrieval prefers the reverse of co-occurrence
+    ranked = _rank(state, None, candidates, scores, [0], now=0.0)  # type: ignore[arg-type]
+    top = candidates[np.argsort(-ranked, kind="stable")]
+    assert [state.item_ids[p] for p in top[:2]] == ["i1", "i2"]
+    np.testing.assert_allclose(
+        _cooccurrence(state, [0], candidates),
+        [neighbours[0, 2], 0.0, 0.0, neighbours[0, 1], 0.0],
+        rtol=1e-6,
+    )
