@@ -79,10 +79,16 @@ class ModelBundle:
         model.eval()
         ranker_file = artifact.path / RANKER
         neighbours_file = artifact.path / NEIGHBOURS
+        item_ids = json.loads((artifact.path / ITEMS).read_text())
+        neighbours = sp.load_npz(neighbours_file).tocsr() if neighbours_file.is_file() else None
+        if neighbours is not None and neighbours.shape != (len(item_ids), len(item_ids)):
+            raise ValueError(
+                f"model {artifact.version}: co-occurrence neighbours do not match its items"
+            )
         return cls(
             version=artifact.version,
             model=model,
-            item_ids=json.loads((artifact.path / ITEMS).read_text()),
+            item_ids=item_ids,
             item_vectors=np.load(artifact.path / VECTORS),
             popularity=np.load(artifact.path / POPULARITY),
             lineage=artifact.manifest.get("metadata", {}),
@@ -91,5 +97,5 @@ class ModelBundle:
                 if ranker_file.is_file()
                 else DEFAULT_RANKER
             ),
-            neighbours=sp.load_npz(neighbours_file).tocsr() if neighbours_file.is_file() else None,
+            neighbours=neighbours,
         )

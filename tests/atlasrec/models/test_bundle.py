@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from atlasrec.artifacts import Artifact
 from atlasrec.features import FEATURES
-from atlasrec.models.bundle import PRIOR_KEYS, WEIGHTS, ModelBundle, write_bundle
+from atlasrec.models.bundle import NEIGHBOURS, PRIOR_KEYS, WEIGHTS, ModelBundle, write_bundle
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranker import LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -62,6 +63,9 @@ def test_a_bundle_keeps_its_ranker_and_cooccurrence_neighbours(tmp_path: Path) -
     assert (loaded.neighbours != neighbours).nnz == 0
     with pytest.raises(ValueError, match="do not match the model's items"):
         write_bundle(tmp_path, model, ids, np.ones(6), ranker, item_neighbours([], 5))
+    sp.save_npz(tmp_path / NEIGHBOURS, item_neighbours([], 5))  # a damaged bundle
+    with pytest.raises(ValueError, match="v1: co-occurrence neighbours do not match"):
+        ModelBundle.load(Artifact("shop", Region.EU, "two-tower", "v1", tmp_path, {}))
 
 
 def test_a_ranker_saved_before_a_feature_existed_loads_without_it() -> None:
