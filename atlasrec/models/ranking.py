@@ -197,8 +197,8 @@ class RankedModel:
     report: TrainReport
     ranker: LinearRanker
     lineage: dict[str, Any]
-    neighbours: sp.csr_matrix
-    """Co-occurrence neighbours over all of the training data (what serving ranks with)."""
+    neighbours: sp.csr_matrix | None
+    """Co-occurrence neighbours over all of the training data, where the ranker uses them."""
 
 
 def train_with_ranker(
@@ -255,7 +255,9 @@ def train_with_ranker(
         )
     else:
         model, report = prefix_model, prefix_report
-    neighbours = item_neighbours(user_sequences(data), data.n_items)
+    neighbours = (
+        item_neighbours(user_sequences(data), data.n_items) if ranker.uses_cooccurrence else None
+    )
     entry["total_seconds"] = round(time.perf_counter() - started, 2)
     return RankedModel(model, report, ranker, entry, neighbours)
 

@@ -255,9 +255,7 @@ def train_tenant(
                 progress=progress,
             )
             model, report = fitted.model, fitted.report
-            ranker, ranker_lineage = fitted.ranker, fitted.lineage
-            if ranker.uses_cooccurrence:
-                neighbours = fitted.neighbours
+            ranker, ranker_lineage, neighbours = fitted.ranker, fitted.lineage, fitted.neighbours
         else:
             released = None
             if release is not None:
