@@ -68,6 +68,20 @@ def release_mechanism(epsilon: float, delta: float) -> Mechanism | None:
     return Mechanism(noise, 1.0, 1) if noise <= MAX_NOISE_MULTIPLIER else None
 
 
+def run_mechanisms(
+    epsilon: float, delta: float, sample_rate: float, steps: int
+) -> tuple[Mechanism | None, Mechanism]:
+    """A DP run's two mechanisms: the count release (None: no prior) and the DP-SGD steps.
+
+    Composed (RDP), they spend `epsilon`: the release its `POPULARITY_SHARE`, the DP-SGD
+    noise multiplier calibrated to what is left of the composition.
+    """
+    release = release_mechanism(epsilon, delta)
+    prior = [] if release is None else [release]
+    sigma = calibrate_noise(epsilon, delta, sample_rate, steps, prior)
+    return release, Mechanism(sigma, sample_rate, steps)
+
+
 def release_counts(
     sequences: Sequence[np.ndarray], n_items: int, mechanism: Mechanism, *, secure: bool = False
 ) -> np.ndarray:

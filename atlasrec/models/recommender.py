@@ -6,10 +6,9 @@ import numpy as np
 import torch
 
 from atlasrec.evaluation import Interactions, top_k
-from atlasrec.models.popularity import release_counts, release_mechanism, weighted_counts
+from atlasrec.models.popularity import release_counts, run_mechanisms, weighted_counts
 from atlasrec.models.training import DpPlan, TrainReport, dp_schedule, train
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
-from privacy.accounting import calibrate_noise
 
 
 def user_sequences(data: Interactions) -> list[np.ndarray]:
@@ -64,12 +63,10 @@ class TwoTowerRecommender:
         if self.epsilon is not None:  # as `atlasrec train`: a DP count release, then DP-SGD
             n_users = sum(1 for s in self._sequences if len(s))
             rate, steps = dp_schedule(n_users, self.config)
-            release = release_mechanism(self.epsilon, self.delta)
-            prior = [] if release is None else [release]
+            release, sgd = run_mechanisms(self.epsilon, self.delta, rate, steps)
             if release is not None:
                 popularity = release_counts(self._sequences, train_data.n_items, release)
-            sigma = calibrate_noise(self.epsilon, self.delta, rate, steps, prior)
-            plan = DpPlan(sigma, rate, steps, self.config.max_grad_norm, self.delta)
+            plan = DpPlan(sgd.noise_multiplier, rate, steps, self.config.max_grad_norm, self.delta)
         self.model, self.report = train(
             self.content,
             self._sequences,

@@ -34,7 +34,7 @@ from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.popularity import (
     CONTRIBUTION_CAP,
     release_counts,
-    release_mechanism,
+    run_mechanisms,
     weighted_counts,
 )
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
@@ -44,7 +44,7 @@ from atlasrec.models.training import DpPlan, Progress, dp_schedule, train
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
-from privacy.accounting import Mechanism, calibrate_noise
+from privacy.accounting import Mechanism
 from privacy.accounting import epsilon as epsilon_of
 from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
 
@@ -213,11 +213,9 @@ def train_tenant(
                     f"tenant {tenant_id!r}: DP budget exhausted ({remaining:.3f} of "
                     f"{tenant.epsilon_cap:g} left); raise the cap or train with --no-dp"
                 )
-            release = release_mechanism(run_epsilon, tenant.delta)  # None: no prior
-            prior = [] if release is None else [release]
-            sigma = calibrate_noise(run_epsilon, tenant.delta, rate, steps, prior)
+            release, sgd = run_mechanisms(run_epsilon, tenant.delta, rate, steps)
             plan = DpPlan(
-                sigma,
+                sgd.noise_multiplier,
                 rate,
                 steps,
                 config.max_grad_norm,
@@ -236,16 +234,16 @@ def train_tenant(
                 )
                 release_id, details["popularity_run"] = counted.id, counted.id
                 charged.append(counted)
-            run = ledger.reserve(Mechanism(sigma, rate, steps), kind="train", details=details)
+            run = ledger.reserve(sgd, kind="train", details=details)
             run_id = run.id
             for each in (*charged, run):
                 audit_charge(plane.ledger, session, each, cap=tenant.epsilon_cap, actor=actor)
     ranker: LinearRanker = DEFAULT_RANKER
     ranker_lineage: dict[str, Any] = {"fitted": False, "reason": DP_RANKER_REASON}
     neighbours = None  # exact co-occurrences: only a non-DP model's ranker may use them
-    counts = weighted_counts(data.interactions)
     try:
         if plan is None:
+            counts = weighted_counts(data.interactions)
             fitted = train_with_ranker(
                 data.content,
                 category_codes(data.categories),
@@ -293,7 +291,7 @@ def train_tenant(
         "final_loss": report.losses[-1] if report.losses else None,
         "ranker": ranker_lineage,
     }
-    # A DP model keeps the DP release of the counts, never the exact ones.
+    # A DP model keeps the DP release of the counts (zeros without one), never exact ones.
     artifact = plane.artifacts.publish(
         scope,
         KIND,
