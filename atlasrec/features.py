@@ -4,7 +4,8 @@ The ranker scores retrieval candidates from these features. Training computes th
 tenant's interactions as of a cut-off time; serving computes them from the online store's
 fresh state (the user's recent items, item counters and last-seen times) and the model
 version's co-occurrence neighbours. Both call `ranking_features` and
-`cooccurrence_affinity`, so the same history and item statistics give identical values.
+`cooccurrence_affinity`, so the same history and item statistics give identical values, and
+both take the item-item source's candidates from `cooccurrence_candidates`.
 """
 
 from __future__ import annotations
@@ -77,17 +78,63 @@ def cooccurrence_affinity(
     count; `UNKNOWN_ITEM` entries count in the denominator only, and candidates equal to
     `UNKNOWN_ITEM` get 0, as does everything without a matrix.
     """
-    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
     candidates = np.asarray(candidates, dtype=np.int64)
+    columns, values = _pooled_rows(neighbours, history)
     out = np.zeros(len(candidates), dtype=np.float64)
-    known = items != UNKNOWN_ITEM
-    valid = candidates != UNKNOWN_ITEM
-    if neighbours is None or not known.any() or not valid.any():
+    if not len(columns):
         return out
-    weights = _history_weights(len(items))
-    rows = neighbours[items[known]][:, candidates[valid]]  # [known history, valid candidates]
-    out[valid] = rows.T @ weights[known] / weights.sum()
+    at = np.minimum(np.searchsorted(columns, candidates), len(columns) - 1)
+    found = columns[at] == candidates  # columns are >= 0: never UNKNOWN_ITEM
+    out[found] = values[at[found]]
     return out
+
+
+def cooccurrence_candidates(
+    neighbours: sp.csr_matrix | None,
+    history: Sequence[int] | np.ndarray,
+    n: int,
+    exclude: Sequence[int] | np.ndarray = (),
+) -> np.ndarray:
+    """The `n` rows of `neighbours` with the highest positive `cooccurrence_affinity`.
+
+    Candidates of the item-item retrieval source: rows other than `exclude` (and `history`),
+    best first, ties by row. Only rows some history item points to can score above 0, so
+    this reads the history's rows alone (`AFFINITY_HISTORY` * neighbours entries at most).
+    """
+    columns, values = _pooled_rows(neighbours, history)
+    if n < 1 or not len(columns):
+        return np.zeros(0, dtype=np.int64)
+    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
+    drop = np.concatenate([items, np.asarray(exclude, dtype=np.int64)])
+    keep = (values > 0) & ~np.isin(columns, drop)
+    columns, values = columns[keep], values[keep]
+    return np.asarray(columns[np.lexsort((columns, -values))[:n]], dtype=np.int64)
+
+
+def _pooled_rows(
+    neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, values): the recency-weighted mean of the history's rows, as a sparse vector.
+
+    Columns are sorted; a column no history row holds is 0 (and absent). Read straight from
+    the CSR arrays: a request touches at most `AFFINITY_HISTORY` rows.
+    """
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
+    known = items != UNKNOWN_ITEM
+    if neighbours is None or not known.any():
+        return empty
+    weights = _history_weights(len(items))
+    share = weights[known] / weights.sum()
+    starts, ends = neighbours.indptr[items[known]], neighbours.indptr[items[known] + 1]
+    lengths = ends - starts
+    if not lengths.sum():
+        return empty
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    entries = np.arange(int(lengths.sum())) + offsets
+    columns, inverse = np.unique(neighbours.indices[entries], return_inverse=True)
+    contributions = neighbours.data[entries].astype(np.float64) * np.repeat(share, lengths)
+    return columns.astype(np.int64), np.bincount(inverse, weights=contributions)
 
 
 def _history_weights(n: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from atlasrec.catalog import ItemPolicy
 from atlasrec.features import ItemStats, cooccurrence_affinity, ranking_features
-from atlasrec.models.ranking import N_CANDIDATES
+from atlasrec.models.ranking import N_CANDIDATES, NEIGHBOUR_CANDIDATES
 from serving.online import OnlineFeatures
 from serving.state import ServingState
 
@@ -119,7 +119,8 @@ def recommend(
     if user is None:
         ranked = _popularity_scores(state, online, candidates)
     elif clock.may_start("ranking"):
-        ranked = _rank(state, online, candidates, scores, history, now)
+        candidates, scores, head = _ranking_head(state, candidates, scores, user, history, seen)
+        ranked = _rank(state, online, candidates, scores, head, history, now)
     else:
         degraded.append("ranking")
         ranked = scores.astype(np.float64)
@@ -193,20 +194,48 @@ def _stats(state: ServingState, online: OnlineFeatures, candidates: np.ndarray) 
     )
 
 
+def _ranking_head(
+    state: ServingState,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    user: np.ndarray,
+    history: list[int],
+    seen: set[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidates, scores, indices of the ranked head), as offline `retrieve` builds lists.
+
+    The head is the `N_CANDIDATES` best-retrieved candidates and, where the ranker uses
+    co-occurrence, the item-item source's best `NEIGHBOUR_CANDIDATES` beyond them (appended
+    to the candidates with their retrieval scores if retrieval did not find them).
+    """
+    head = np.argsort(-scores, kind="stable")[:N_CANDIDATES]
+    if not state.ranker.uses_cooccurrence:
+        return candidates, scores, head
+    beyond = seen | set(candidates[head].tolist())
+    extra = state.neighbour_candidates(history, NEIGHBOUR_CANDIDATES, beyond)
+    at = {p: n for n, p in enumerate(candidates.tolist())}
+    new = [p for p in extra.tolist() if p not in at]
+    at.update((p, len(candidates) + n) for n, p in enumerate(new))
+    candidates = np.concatenate([candidates, np.array(new, dtype=np.int64)])
+    scores = np.concatenate([scores, (state.unit[new] @ user).astype(scores.dtype)])
+    extra_at = np.array([at[p] for p in extra.tolist()], dtype=np.int64)
+    return candidates, scores, np.concatenate([head, extra_at])
+
+
 def _rank(
     state: ServingState,
     online: OnlineFeatures,
     candidates: np.ndarray,
     scores: np.ndarray,
+    head: np.ndarray,
     history: list[int],
     now: float,
 ) -> np.ndarray:
-    """Scores: the ranker's for the `N_CANDIDATES` best-retrieved candidates.
+    """Scores: the ranker's for the candidates at `head` (`_ranking_head`).
 
     Those are the lists the ranker was fitted on; the other candidates follow below them,
     in retrieval order.
     """
-    head = np.argsort(-scores, kind="stable")[:N_CANDIDATES]
     top = candidates[head]
     if state.ranker.uses_item_stats:
         stats = _stats(state, online, top)

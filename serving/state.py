@@ -12,7 +12,7 @@ next rebuild, so catalog updates are recommendable at once without a full rebuil
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasrec.catalog import ItemPolicy, parse_policy
-from atlasrec.features import NO_CATEGORY, UNKNOWN_ITEM
+from atlasrec.features import NO_CATEGORY, UNKNOWN_ITEM, cooccurrence_candidates
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -75,14 +75,38 @@ class ServingState:
     """Interaction counts per position, read from the database at load (used when the
     online store is unreachable)."""
     neighbours: sp.csr_matrix | None = None
-    """The model's co-occurrence neighbours (rows: `neighbour_rows`), where its ranker uses them."""
+    """The model's co-occurrence neighbours (rows: the model's training order), where its
+    ranker uses them (`with_neighbours`)."""
     neighbour_rows: Mapping[str, int] = field(default_factory=dict)
-    """Item id -> row of `neighbours` (the model's training order)."""
+    """Item id -> row of `neighbours`."""
+    position_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Catalog position -> row of `neighbours` (`UNKNOWN_ITEM` for untrained items)."""
+    row_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Row of `neighbours` -> the item's current catalog position (-1: not in the catalog)."""
 
     def neighbour_index(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """Rows of `neighbours` for catalog positions (`UNKNOWN_ITEM` for untrained items)."""
-        rows, ids = self.neighbour_rows, self.item_ids
-        return np.array([rows.get(ids[p], UNKNOWN_ITEM) for p in positions], dtype=np.int64)
+        if self.neighbours is None:
+            return np.full(len(positions), UNKNOWN_ITEM, dtype=np.int64)
+        return np.asarray(self.position_rows[np.asarray(positions, dtype=np.int64)])
+
+    def neighbour_candidates(
+        self, history: Sequence[int], n: int, exclude: Iterable[int]
+    ) -> np.ndarray:
+        """Live positions of the item-item source's best `n` candidates (none without neighbours).
+
+        `history` and `exclude` are positions; see `atlasrec.features.cooccurrence_candidates`.
+        A candidate retired since the model was trained is dropped.
+        """
+        rows = cooccurrence_candidates(
+            self.neighbours,
+            self.neighbour_index(history),
+            n,
+            self.neighbour_index(np.fromiter(exclude, dtype=np.int64)),
+        )
+        positions = self.row_positions[rows] if len(rows) else rows
+        positions = positions[positions >= 0]
+        return np.asarray(positions[self.alive[positions]], dtype=np.int64)
 
     @cached_property
     def fresh(self) -> np.ndarray:
@@ -168,7 +192,7 @@ def build_state(
             raw[new] = bundle.model.content_item_vectors(content[new])
     unit = _unit(raw)
     categories, codes = _codes([item.category for item in items], {})
-    return ServingState(
+    state = ServingState(
         model_version=CONTENT_ONLY if bundle is None else bundle.version,
         model=None if bundle is None else bundle.model,
         ranker=DEFAULT_RANKER if bundle is None else bundle.ranker,
@@ -186,10 +210,25 @@ def build_state(
         indexed=len(ids),
         content_shas=tuple(item.content_sha for item in items),
         fallback_counts=np.array([counts.get(i, 0.0) for i in ids], dtype=np.float64),
-        neighbours=None if bundle is None else bundle.neighbours,
-        neighbour_rows={}
-        if bundle is None or bundle.neighbours is None
-        else {item_id: n for n, item_id in enumerate(bundle.item_ids)},
+    )
+    if bundle is None or bundle.neighbours is None:
+        return state
+    return with_neighbours(state, bundle.neighbours, bundle.item_ids)
+
+
+def with_neighbours(
+    state: ServingState, neighbours: sp.csr_matrix, item_ids: Sequence[str]
+) -> ServingState:
+    """`state` serving `neighbours`, whose rows are `item_ids` (the model's training order)."""
+    rows = {item_id: n for n, item_id in enumerate(item_ids)}
+    position_rows = np.array([rows.get(i, UNKNOWN_ITEM) for i in state.item_ids], dtype=np.int64)
+    row_positions = np.array([state.position.get(i, -1) for i in item_ids], dtype=np.int64)
+    return replace(
+        state,
+        neighbours=neighbours,
+        neighbour_rows=rows,
+        position_rows=position_rows,
+        row_positions=row_positions,
     )
 
 
@@ -223,6 +262,12 @@ def with_items(state: ServingState, items: Sequence[CatalogItem]) -> ServingStat
             categories=categories,
             category_codes=codes,
         )
+    trained = state.neighbour_rows  # empty without neighbours
+    rows = [trained.get(item.item_id, UNKNOWN_ITEM) for item in appended] if trained else []
+    row_positions = state.row_positions.copy()
+    for n, row in enumerate(rows):
+        if row != UNKNOWN_ITEM:  # a trained item re-added with new content: its row follows
+            row_positions[row] = state.size + n
     content = np.stack([item.content for item in appended]).astype(np.float32)
     raw = content if state.model is None else state.model.content_item_vectors(content)
     new_categories, codes = _codes([item.category for item in appended], codes)
@@ -239,4 +284,6 @@ def with_items(state: ServingState, items: Sequence[CatalogItem]) -> ServingStat
         added_at=np.concatenate([state.added_at, [item.added_at for item in appended]]),
         content_shas=state.content_shas + tuple(item.content_sha for item in appended),
         fallback_counts=np.concatenate([state.fallback_counts, np.zeros(len(appended))]),
+        position_rows=np.concatenate([state.position_rows, np.array(rows, dtype=np.int64)]),
+        row_positions=row_positions,
     )

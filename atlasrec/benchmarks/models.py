@@ -1,6 +1,7 @@
 """Model benchmark: quality against baselines, DP against non-DP, DP-SGD cost.
 
-    scripts/bench models [--quick | --only-cost | --seed-study | --ranker-study | --ranker-cost]
+    scripts/bench models [--quick | --only-cost | --seed-study | --ranker-study | --ranker-cost
+                          | --neighbours-study]
 
 Everything is measured in one run on this machine, side by side: the baselines and the
 models share each split; DP and non-private training time the same architecture.
@@ -36,7 +37,10 @@ from atlasrec.evaluation import (
     evaluate,
     random_user_split,
     temporal_leave_last_out,
+    top_k,
 )
+from atlasrec.features import cooccurrence_affinity, cooccurrence_candidates
+from atlasrec.models.cooccurrence import Weighting, item_neighbours
 from atlasrec.models.popularity import CONTRIBUTION_CAP, item_counts
 from atlasrec.models.ranking import TwoTowerRankerRecommender, category_codes, train_with_ranker
 from atlasrec.models.recommender import TwoTowerRecommender, user_sequences
@@ -162,10 +166,14 @@ def seed_study(
 
 
 def ranker_study(
-    data: Interactions, content: np.ndarray, categories: list[str | None], seeds: list[int]
+    data: Interactions,
+    content: np.ndarray,
+    categories: list[str | None],
+    seeds: list[int],
+    split_name: str = "temporal",
 ) -> dict[str, Any]:
-    """Temporal split: two-tower without and with its ranker (retrained or prefix), and EASE."""
-    split = temporal_leave_last_out(data)
+    """Two-tower without and with its ranker (retrained or prefix), and EASE, on one split."""
+    split = temporal_leave_last_out(data) if split_name == "temporal" else random_user_split(data)
     codes = category_codes(categories)
     ease = evaluate({"ease": EASE()}, split, K)["ease"]
     runs = []
@@ -210,6 +218,88 @@ def ranker_study(
             n: median[n]["fit_s"] / median["two_tower"]["fit_s"] for n in names
         },
     }
+
+
+class NeighbourScorer:
+    """Ranks every unseen item by its item-item neighbours' weights from the user's history.
+
+    `recent=False` sums each history item's row (EASE's own scoring, rows truncated);
+    `recent=True` scores by the ranker's `cooccurrence` feature (latest 50, recency-weighted).
+    """
+
+    def __init__(self, weighting: Weighting, *, recent: bool) -> None:
+        self.weighting, self.recent = weighting, recent
+        self._sequences: list[np.ndarray] = []
+        self._neighbours: Any = None
+
+    def fit(self, train_data: Interactions) -> None:
+        """Build the neighbours of `train_data`."""
+        self._sequences = user_sequences(train_data)
+        n_items = train_data.n_items
+        self._neighbours = item_neighbours(self._sequences, n_items, weighting=self.weighting)
+
+    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        """Top-k unseen items per user."""
+        n_items = self._neighbours.shape[0]
+        everything = np.arange(n_items)
+        scores = np.zeros((len(users), n_items))
+        for row, u in enumerate(users.tolist()):
+            seq = self._sequences[u]
+            if self.recent:
+                scores[row] = cooccurrence_affinity(self._neighbours, seq, everything)
+            else:
+                scores[row] = np.asarray(self._neighbours[seq].sum(0)).ravel()
+            scores[row, seq] = -np.inf
+        return top_k(scores, k)
+
+
+def neighbours_study(data: Interactions) -> dict[str, Any]:
+    """Item-item neighbours alone as recommenders (EASE vs cosine weights), both splits."""
+    out: dict[str, Any] = {}
+    for split in (temporal_leave_last_out(data), random_user_split(data)):
+        recs: dict[str, Recommender] = {"ease (dense)": EASE()}
+        for weighting in ("ease", "cosine"):
+            recs[f"{weighting} neighbours, whole history"] = NeighbourScorer(
+                weighting, recent=False
+            )
+            recs[f"{weighting} neighbours, cooccurrence feature"] = NeighbourScorer(
+                weighting, recent=True
+            )
+        report = evaluate(recs, split, K)
+        out[split.name] = {
+            n: {"ndcg": r["all"]["ndcg"], "recall": r["all"]["recall"], "fit_s": r["fit_seconds"]}
+            for n, r in report.items()
+        }
+    out["request_cost_ms"] = neighbour_request_cost(data)
+    return out
+
+
+def neighbour_request_cost(data: Interactions, users: int = 200) -> dict[str, Any]:
+    """Per-request cost (ms, p50/p99) of the item-item source and of the feature it feeds.
+
+    For `users` users' histories on the EASE neighbours of all `data`: the source's 50
+    candidates (`cooccurrence_candidates`, excluding the user's items and 100 others, as
+    serving excludes the retrieval head), and the `cooccurrence` feature for 100 candidates
+    (the retrieval head alone) and for 150 (the head with the source's).
+    """
+    sequences = [s for s in user_sequences(data) if len(s)][:users]
+    neighbours = item_neighbours(user_sequences(data), data.n_items)
+    rng = np.random.default_rng(0)
+    timings: dict[str, list[float]] = {"candidates_50": [], "feature_100": [], "feature_150": []}
+    for seq in sequences:
+        head = rng.choice(np.setdiff1d(np.arange(data.n_items), seq), 150, replace=False)
+        exclude = np.concatenate([seq, head[:100]])
+        started = time.perf_counter()
+        cooccurrence_candidates(neighbours, seq, 50, exclude)
+        timings["candidates_50"].append((time.perf_counter() - started) * 1000.0)
+        for n in (100, 150):
+            started = time.perf_counter()
+            cooccurrence_affinity(neighbours, seq, head[:n])
+            timings[f"feature_{n}"].append((time.perf_counter() - started) * 1000.0)
+    return {
+        name: {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+        for name, t in timings.items()
+    } | {"users": len(sequences), "neighbour_entries": int(neighbours.nnz)}
 
 
 def ranker_cost(
@@ -346,6 +436,15 @@ def cost(epochs: int, repeats: int = 3) -> dict[str, Any]:
     }
 
 
+def _stamped(results: dict[str, Any]) -> dict[str, Any]:
+    """`results` after the date and the machine they were measured on."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{host.machine()} {os.cpu_count()} cores, {host.platform()}",
+        **results,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its results as JSON (and write them with --out)."""
     parser = argparse.ArgumentParser(prog="atlasrec-bench-models")
@@ -357,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-study", action="store_true", help="two-tower over seeds only")
     parser.add_argument("--ranker-study", action="store_true", help="ranker over seeds only")
     parser.add_argument("--ranker-cost", action="store_true", help="training time with ranker")
+    parser.add_argument("--neighbours-study", action="store_true", help="item-item weights")
+    parser.add_argument("--split", choices=["temporal", "random"], default="temporal")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dp-repeats", type=int, default=3, help="runs per DP model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -367,29 +468,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     if args.only_cost:
-        emit(
-            {
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": f"{host.machine()} {os.cpu_count()} cores, {host.platform()}",
-                **cost(args.epochs, args.repeats),
-            },
-            args.out,
-        )
+        emit(_stamped(cost(args.epochs, args.repeats)), args.out)
         return
     cache = Path(tempfile.gettempdir()) / "atlasrec-bench-ml-content.npy"
     data, content = movielens(MOVIELENS_DIR / "movies.csv", MOVIELENS_DIR / "ratings.csv", cache)
     categories = movielens_categories(MOVIELENS_DIR / "movies.csv")
-    if args.ranker_study or args.ranker_cost:
-        study = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{host.machine()} {os.cpu_count()} cores, {host.platform()}",
-            **(
-                ranker_study(data, content, categories, args.seeds)
-                if args.ranker_study
-                else ranker_cost(data, content, categories, args.repeats)
-            ),
-        }
-        emit(study, args.out)
+    if args.neighbours_study:
+        emit(_stamped(neighbours_study(data)), args.out)
+        return
+    if args.ranker_study:
+        emit(_stamped(ranker_study(data, content, categories, args.seeds, args.split)), args.out)
+        return
+    if args.ranker_cost:
+        emit(_stamped(ranker_cost(data, content, categories, args.repeats)), args.out)
         return
     if args.seed_study:
         study = {

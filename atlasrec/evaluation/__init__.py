@@ -10,6 +10,7 @@ from atlasrec.evaluation.baselines import (
     PopConfig,
     PopScorer,
     Recommender,
+    ease_weights,
     top_k,
 )
 from atlasrec.evaluation.data import Interactions
@@ -32,6 +33,7 @@ __all__ = [
     "RecommenderReport",
     "Split",
     "coverage_at_k",
+    "ease_weights",
     "evaluate",
     "map_at_k",
     "ndcg_at_k",

@@ -166,34 +166,43 @@ class EASE(_ScoringRecommender):
         self._b: FloatArray | None = None
 
     def _fit(self, train: Interactions, x: sp.csr_matrix) -> None:
-        n_users, n_items = x.shape
+        n_items = x.shape[1]
         if n_items > self.config.max_items:
             raise InvalidInputError(
                 f"EASE keeps a dense {n_items} x {n_items} item matrix; n_items={n_items} exceeds "
                 f"max_items={self.config.max_items} (raise EASEConfig.max_items or filter items)"
             )
-        lam = float(self.config.l2)
-        xd = x.astype(np.float64)
-        if n_users < n_items:
-            gram_users = (xd @ xd.T).toarray()
-            gram_users[np.diag_indices(n_users)] += lam
-            chol = sla.cholesky(gram_users, lower=True, check_finite=False)
-            z = sla.solve_triangular(chol, xd.toarray(), lower=True, check_finite=False)
-            p = z.T @ z
-            p *= -1.0 / lam
-            p[np.diag_indices(n_items)] += 1.0 / lam
-        else:
-            gram = (xd.T @ xd).toarray()
-            gram[np.diag_indices(n_items)] += lam
-            p = _spd_inverse(gram)
-        diag = p.diagonal().copy()
-        p /= -diag[None, :]
-        p[np.diag_indices(n_items)] = 0.0
-        self._b = p
+        self._b = ease_weights(x, float(self.config.l2))
 
     def _score(self, users: IntArray) -> FloatArray:
         assert self._b is not None and self._train is not None
         return np.asarray(self._train[users].astype(np.float64) @ self._b)
+
+
+def ease_weights(x: sp.csr_matrix, l2: float) -> FloatArray:
+    """EASE's dense item x item weights ``B`` (float64, zero diagonal) for binary users x items.
+
+    ``B_ij = -P_ij / P_jj`` with ``P = (XᵀX + λI)⁻¹``, via Woodbury when there are fewer users
+    than items (see `EASE`); a user's scores are ``x_u B``.
+    """
+    n_users, n_items = x.shape
+    xd = x.astype(np.float64)
+    if n_users < n_items:
+        gram_users = (xd @ xd.T).toarray()
+        gram_users[np.diag_indices(n_users)] += l2
+        chol = sla.cholesky(gram_users, lower=True, check_finite=False)
+        z = sla.solve_triangular(chol, xd.toarray(), lower=True, check_finite=False)
+        p = z.T @ z
+        p *= -1.0 / l2
+        p[np.diag_indices(n_items)] += 1.0 / l2
+    else:
+        gram = (xd.T @ xd).toarray()
+        gram[np.diag_indices(n_items)] += l2
+        p = _spd_inverse(gram)
+    diag = p.diagonal().copy()
+    p /= -diag[None, :]
+    p[np.diag_indices(n_items)] = 0.0
+    return np.asarray(p)
 
 
 def _spd_inverse(a: FloatArray) -> FloatArray:

@@ -3,7 +3,8 @@
 Training lists come from a leave-last-out cut of a tenant's log (`temporal_leave_last_out`):
 each user with at least 2 distinct items has the latest one held out. A two-tower model
 trained on the rest (the *prefix* log, which keeps no row of any held-out pair) retrieves
-the top-N unseen candidates for the user's prefix history, and the features
+the top-N unseen candidates for the user's prefix history, the item-item source adds its
+best `NEIGHBOUR_CANDIDATES` (`retrieve`), and the features
 (`atlasrec.features.ranking_features`, the definition serving uses) are computed as of the
 held-out interaction's time `t`:
 
@@ -11,8 +12,8 @@ held-out interaction's time `t`:
   i.e. what an online store would have held just before the user's next interaction,
   less the other users' held-out rows (so no held-out interaction is ever a feature);
 - `now` is `t` itself: the moment the list would have been served;
-- the co-occurrence neighbours come from the prefix log (which holds no held-out pair, so
-  a user's own next item never raises its feature).
+- the item-item neighbours (`atlasrec.models.cooccurrence`) come from the prefix log (which
+  holds no held-out pair, so a user's own next item never raises its feature).
 
 At evaluation time, where the next interaction's time is unknown, a user's features are
 computed as of their last known interaction (statistics over rows with ts <= that time).
@@ -35,9 +36,10 @@ from atlasrec.features import (
     NO_CATEGORY,
     ItemStats,
     cooccurrence_affinity,
+    cooccurrence_candidates,
     ranking_features,
 )
-from atlasrec.models.cooccurrence import item_neighbours
+from atlasrec.models.cooccurrence import item_neighbours, weighting_for
 from atlasrec.models.ranker import (
     DEFAULT_RANKER,
     LinearRanker,
@@ -51,7 +53,10 @@ from atlasrec.models.training import Progress, TrainReport, train
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
 N_CANDIDATES = 100
-"""Candidates retrieved per user for the ranker (training lists and re-ranking)."""
+"""Candidates retrieved per user by the two-tower model for the ranker (lists and re-ranking)."""
+
+NEIGHBOUR_CANDIDATES = 50
+"""Further candidates per user from the item-item source, where the ranker uses it."""
 
 MAX_LISTS = 50_000
 """Training lists at most (a seeded sample of users beyond that)."""
@@ -90,32 +95,43 @@ class StatsIndex:
 
 
 def retrieve(
-    model: TwoTower, histories: Sequence[np.ndarray], n: int
+    model: TwoTower,
+    histories: Sequence[np.ndarray],
+    n: int,
+    neighbours: sp.csr_matrix | None = None,
+    n_neighbours: int = NEIGHBOUR_CANDIDATES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-`n` unseen items per history: (items, cosine scores, valid mask), each [users, n].
+    """Candidates per history: (items, cosine scores, valid mask), each [users, width].
 
-    Ordered by score, ties by item index; rows are padded (mask False) when fewer than `n`
-    unseen items exist.
+    The top-`n` unseen items by the two-tower model (by score, ties by item index), then,
+    with `neighbours`, up to `n_neighbours` more from the item-item source
+    (`cooccurrence_candidates`), best first. Rows are padded (mask False) where fewer exist.
     """
     items_vectors = model.all_item_vectors()
     n = min(n, model.n_items)
-    out_items = np.zeros((len(histories), n), dtype=np.int64)
-    out_scores = np.zeros((len(histories), n), dtype=np.float32)
-    out_mask = np.zeros((len(histories), n), dtype=bool)
+    width = n + (n_neighbours if neighbours is not None else 0)
+    out_items = np.zeros((len(histories), width), dtype=np.int64)
+    out_scores = np.zeros((len(histories), width), dtype=np.float32)
+    out_mask = np.zeros((len(histories), width), dtype=bool)
     for start in range(0, len(histories), _USER_BATCH):
         batch = histories[start : start + _USER_BATCH]
         scores = model.encode_histories([h.tolist() for h in batch]) @ items_vectors.T
         for row, seen in enumerate(batch):
             scores[row, seen] = -np.inf
         top = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else None
-        for row in range(len(batch)):
+        for row, seen in enumerate(batch):
             cand = top[row] if top is not None else np.arange(scores.shape[1])
             s = scores[row, cand]
             order = np.lexsort((cand, -s))
-            cand, s = cand[order], s[order]
+            cand = cand[order][np.isfinite(s[order])]
+            if neighbours is not None:
+                exclude = np.concatenate([seen, cand])
+                extra = cooccurrence_candidates(neighbours, seen, n_neighbours, exclude)
+                cand = np.concatenate([cand, extra])
             r = start + row
-            out_items[r], out_scores[r] = cand, np.where(np.isfinite(s), s, 0.0)
-            out_mask[r] = np.isfinite(s)
+            out_items[r, : len(cand)] = cand
+            out_scores[r, : len(cand)] = scores[row, cand]  # unseen items: all finite
+            out_mask[r, : len(cand)] = True
     return out_items, out_scores, out_mask
 
 
@@ -166,9 +182,9 @@ def build_ranking_lists(
     cutoff = last_times(data)[users]  # the held-out row is the user's latest
     sequences = user_sequences(split.train)
     histories = [sequences[u] for u in users.tolist()]
-    items, scores, mask = retrieve(model, histories, n_candidates)
-    stats = StatsIndex(split.train).as_of(items, cutoff, inclusive=False)
     neighbours = item_neighbours(sequences, data.n_items)
+    items, scores, mask = retrieve(model, histories, n_candidates, neighbours)
+    stats = StatsIndex(split.train).as_of(items, cutoff, inclusive=False)
     features = candidate_features(items, scores, mask, histories, codes, stats, cutoff, neighbours)
     hit = (items == held[:, None]) & mask
     positive = np.where(hit.any(1), hit.argmax(1), -1)
@@ -245,6 +261,7 @@ def train_with_ranker(
     entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
+    entry["neighbours"] = weighting_for(data.n_items)
     if again:
         model, report = train(
             content,
@@ -273,13 +290,14 @@ def rerank(
     neighbours: sp.csr_matrix | None = None,
     n_candidates: int = N_CANDIDATES,
 ) -> np.ndarray:
-    """Top-`k` unseen items per user: top-N retrieval, re-ranked as of the user's last row.
+    """Top-`k` unseen items per user: `retrieve`'s candidates, re-ranked as of the last row.
 
-    Rows are padded with -1 when fewer than `k` unseen items exist.
+    With `neighbours`, the candidates include the item-item source's. Rows are padded with -1
+    when fewer than `k` unseen items exist.
     """
     sequences = user_sequences(log)
     histories = [sequences[u] for u in users.tolist()]
-    items, scores, mask = retrieve(model, histories, max(n_candidates, k))
+    items, scores, mask = retrieve(model, histories, max(n_candidates, k), neighbours)
     now = np.nan_to_num(last_times(log)[users], nan=0.0)
     stats = StatsIndex(log).as_of(items, now, inclusive=True)
     features = candidate_features(items, scores, mask, histories, codes, stats, now, neighbours)
@@ -298,7 +316,7 @@ class TwoTowerRankerRecommender:
     """The two-tower model with its ranker, as an evaluation `Recommender`.
 
     `fit` runs what `atlasrec train --no-dp` runs (`train_with_ranker`) on the train log
-    alone; `recommend` re-ranks the top-N retrieval as of each user's last train row.
+    alone; `recommend` re-ranks the candidates as of each user's last train row (`rerank`).
     """
 
     def __init__(

@@ -40,10 +40,10 @@ def evaluate_tenant(
 ) -> dict[str, Any]:
     """Recall, NDCG, MAP and coverage at k (all, cold and warm users) on two splits.
 
-    On the temporal split the two-tower model with its ranker (`two_tower+ranker`) is
-    reported too: trained and fitted as `atlasrec train --no-dp` does, on the split's train
-    part alone (the ranker predicts the next interaction, which the random split does not
-    ask for).
+    The two-tower model with its ranker (`two_tower+ranker`, what `atlasrec train --no-dp`
+    publishes) is trained and fitted on each split's train part alone. Its ranker learns to
+    predict the next interaction, which is what the temporal split asks; the random split
+    shows what that model does with items hidden anywhere in a history.
     """
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"--k must be between 1 and {MAX_K}, got {k}")
@@ -59,11 +59,10 @@ def evaluate_tenant(
             "popularity": PopScorer(),
             "als": ALS(),
             "two_tower": TwoTowerRecommender(data.content, config),
-        }
-        if split.name == "temporal-leave-last-out":
-            recommenders["two_tower+ranker"] = TwoTowerRankerRecommender(
+            "two_tower+ranker": TwoTowerRankerRecommender(
                 data.content, category_codes(data.categories), config
-            )
+            ),
+        }
         if len(data.item_ids) <= EASEConfig().max_items:
             recommenders["ease"] = EASE()
         if epsilon is not None:

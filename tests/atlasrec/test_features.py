@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atlasrec.features import (
     AFFINITY_HISTORY,
@@ -16,6 +18,7 @@ from atlasrec.features import (
     ItemStats,
     category_affinity,
     cooccurrence_affinity,
+    cooccurrence_candidates,
     ranking_features,
 )
 
@@ -67,3 +70,41 @@ def test_cooccurrence_affinity_is_the_recency_weighted_mean_over_the_history() -
     assert cooccurrence_affinity(neighbours, [UNKNOWN_ITEM], np.array([2])).tolist() == [0.0]
     old = [0] * 30  # beyond the latest AFFINITY_HISTORY entries: ignored
     assert cooccurrence_affinity(neighbours, old + [1] * AFFINITY_HISTORY, np.array([3])) == [0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(-1, 19), max_size=60),
+    st.lists(st.integers(0, 19), max_size=5),
+    st.integers(1, 8),
+)
+def test_cooccurrence_candidates_are_the_best_unseen_rows_by_the_feature(
+    seed: int, history: list[int], exclude: list[int], n: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    dense = rng.uniform(0.0, 1.0, (20, 20)) * (rng.random((20, 20)) < 0.3)
+    neighbours = sp.csr_matrix(dense.astype(np.float32))
+    got = cooccurrence_candidates(neighbours, history, n, exclude)
+    # brute force, dense: the feature of every row, then the best positive unseen ones
+    latest = np.array(history[-AFFINITY_HISTORY:], dtype=np.int64)
+    weights = 0.5 ** (np.arange(len(latest) - 1, -1, -1) / 10.0)
+    known = latest != UNKNOWN_ITEM
+    rows = neighbours.toarray().astype(np.float64)[latest[known]]
+    feature = weights[known] @ rows / max(weights.sum(), 1e-12)
+    np.testing.assert_allclose(cooccurrence_affinity(neighbours, history, np.arange(20)), feature)
+    window = [i for i in history[-AFFINITY_HISTORY:] if i != UNKNOWN_ITEM]
+    allowed = [r for r in range(20) if feature[r] > 0 and r not in window + exclude]
+    best = sorted(allowed, key=lambda r: (-feature[r], r))[:n]
+    assert len(got) == len(best) and len(set(got.tolist())) == len(got)
+    assert not set(got.tolist()) & set(window + exclude)
+    np.testing.assert_allclose(feature[got], feature[best], rtol=1e-5)
+
+
+def test_cooccurrence_candidates_without_neighbours_or_history_are_none() -> None:
+    neighbours = sp.csr_matrix(np.ones((3, 3), dtype=np.float32))
+    assert cooccurrence_candidates(None, [0], 5).size == 0
+    assert cooccurrence_candidates(neighbours, [], 5).size == 0
+    assert cooccurrence_candidates(neighbours, [UNKNOWN_ITEM], 5).size == 0
+    assert cooccurrence_candidates(neighbours, [0], 0).size == 0
+    assert cooccurrence_candidates(neighbours, [0], 5).tolist() == [1, 2]

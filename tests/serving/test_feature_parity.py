@@ -6,24 +6,30 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import FAST
 from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
-from atlasrec.features import cooccurrence_affinity, ranking_features
+from atlasrec.features import FEATURES, cooccurrence_affinity, ranking_features
 from atlasrec.ingest import ingest
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.dataset import load_tenant_dataset
-from atlasrec.models.ranking import StatsIndex, category_codes
+from atlasrec.models.ranker import LinearRanker
+from atlasrec.models.ranking import StatsIndex, category_codes, retrieve
 from atlasrec.models.recommender import user_sequences
 from atlasrec.online_store import MemoryBackend, OnlineStore
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
-from serving.pipeline import _cooccurrence, _stats, history_positions
+from serving import pipeline
+from serving.pipeline import _cooccurrence, _ranking_head, _stats, history_positions
 from serving.runtime import RegionRuntime
+from serving.state import with_neighbours
 
 
-def test_offline_and_online_features_are_identical(platform: Platform, tmp_path: Path) -> None:
+def test_offline_and_online_features_are_identical(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scope = seed_music_tenant(platform, "shop", Region.EU, tmp_path)
     plane = platform.plane(Region.EU)
     # repeats and out-of-order rows: the history must still be each item at its latest time
@@ -51,8 +57,10 @@ def test_offline_and_online_features_are_identical(platform: Platform, tmp_path:
     sequences = user_sequences(data.interactions)
     neighbours = item_neighbours(sequences, len(data.item_ids))
     if state.neighbours is None:  # this model's ranker did not use them: serve them anyway
-        rows = {item_id: n for n, item_id in enumerate(data.item_ids)}
-        state = replace(state, neighbours=neighbours, neighbour_rows=rows)
+        state = with_neighbours(state, neighbours, data.item_ids)
+    if not state.ranker.uses_cooccurrence:  # and rank with them
+        weights = tuple(float(f == "cooccurrence") for f in FEATURES)
+        state = replace(state, ranker=LinearRanker(weights=weights, fitted=True))
     assert state.neighbours is not None
     assert (state.neighbours != neighbours).nnz == 0  # what training built, in serving
     stats_index = StatsIndex(data.interactions)
@@ -89,5 +97,15 @@ def test_offline_and_online_features_are_identical(platform: Platform, tmp_path:
             cooccurrence_affinity(neighbours, sequence, candidates),
         )
         np.testing.assert_array_equal(online_features, offline_features)
+
+        # the ranked head: 3 retrieved candidates and 2 from the item-item source
+        monkeypatch.setattr(pipeline, "N_CANDIDATES", 3)
+        monkeypatch.setattr(pipeline, "NEIGHBOUR_CANDIDATES", 2)
+        every, every_score, head = _ranking_head(
+            state, candidates, scores, online_user, online_history, set(online_history)
+        )
+        items, item_scores, mask = retrieve(state.model, [np.array(sequence)], 3, neighbours, 2)
+        assert every[head].tolist() == items[0][mask[0]].tolist()
+        np.testing.assert_allclose(every_score[head], item_scores[0][mask[0]], rtol=1e-5)
         assert online_features[:, 1].max() > 0  # popularity is really there
         assert online_features[:, 4].max() > 0  # and co-occurrence

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import scipy.sparse as sp
 
 from atlasrec.features import FEATURES, NO_CATEGORY, UNKNOWN_ITEM
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.cooccurrence import item_neighbours
-from atlasrec.models.ranker import LinearRanker
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
-from serving.pipeline import _cooccurrence, _rank
+from serving.pipeline import _cooccurrence, _rank, _ranking_head
 from serving.retrieval import build_index
-from serving.state import CONTENT_ONLY, CatalogItem, build_state, with_items
+from serving.state import CONTENT_ONLY, CatalogItem, ServingState, build_state, with_items
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -59,7 +62,8 @@ def test_upserts_append_to_the_delta_and_retire_changed_items() -> None:
     assert state.size == 3 and state.alive.all() and not state.policies[1].blocked
 
 
-def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> None:
+def _cooccurrence_state() -> tuple[ServingState, sp.csr_matrix]:
+    """i0..i3 trained; i1's content then changes (a new position) and i9 is added."""
     items = [item(f"i{k}", k) for k in range(5)]
     content = np.stack([i.content for i in items])
     model = TwoTower(content, TwoTowerConfig(dim=4, hidden=8, history=5))
@@ -78,12 +82,16 @@ def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> N
     )
     state = build_state(items, bundle, {})
     assert state.neighbour_index(range(5)).tolist() == [0, 1, 2, 3, UNKNOWN_ITEM]
-    # i1's content changes (a new position; same id, same neighbours row); i9 is new
-    state = with_items(state, [item("i1", 11), item("i9", 9)])
+    return with_items(state, [item("i1", 11), item("i9", 9)]), neighbours
+
+
+def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> None:
+    state, neighbours = _cooccurrence_state()
     assert state.position["i1"] == 5 and state.neighbour_index([5, 6]).tolist() == [1, -1]
     candidates = np.array([2, 3, 4, 5, 6])  # i2, i3, i4, i1 (moved), i9
     scores = np.linspace(0.5, 0.1, 5)  # retrieval prefers the reverse of co-occurrence
-    ranked = _rank(state, None, candidates, scores, [0], now=0.0)  # type: ignore[arg-type]
+    head = np.arange(5)
+    ranked = _rank(state, None, candidates, scores, head, [0], now=0.0)  # type: ignore[arg-type]
     top = candidates[np.argsort(-ranked, kind="stable")]
     assert [state.item_ids[p] for p in top[:2]] == ["i1", "i2"]
     np.testing.assert_allclose(
@@ -91,3 +99,27 @@ def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> N
         [neighbours[0, 2], 0.0, 0.0, neighbours[0, 1], 0.0],
         rtol=1e-6,
     )
+
+
+def test_the_item_item_source_adds_candidates_beyond_the_retrieval_head() -> None:
+    state, neighbours = _cooccurrence_state()
+    assert neighbours[0, 1] > neighbours[0, 2] > 0 and neighbours[0, 3] == 0
+    # i0's neighbours by id: i1 now lives at position 5, i2 at 2
+    assert state.neighbour_candidates([0], 5, set()).tolist() == [5, 2]
+    assert state.neighbour_candidates([0], 1, set()).tolist() == [5]
+    assert state.neighbour_candidates([0], 5, {5}).tolist() == [2]
+    retired = replace(state, alive=np.where(np.arange(state.size) == 2, False, state.alive))
+    assert retired.neighbour_candidates([0], 5, set()).tolist() == [5]
+    # retrieval found i3 and i4 only: i1 and i2 join the ranked head with their scores
+    user = np.full(4, 0.5, dtype=np.float32)
+    candidates, scores, head = _ranking_head(
+        state, np.array([3, 4]), np.array([0.5, 0.4], dtype=np.float32), user, [0], {0}
+    )
+    assert candidates.tolist() == [3, 4, 5, 2] and head.tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(scores[2:], state.unit[[5, 2]] @ user, rtol=1e-6)
+    # a ranker without co-occurrence gets retrieval's candidates only
+    plain = replace(state, ranker=DEFAULT_RANKER)
+    candidates, _, head = _ranking_head(
+        plain, np.array([3, 4]), np.array([0.5, 0.4], dtype=np.float32), user, [0], {0}
+    )
+    assert candidates.tolist() == [3, 4] and head.tolist() == [0, 1]

@@ -1,4 +1,4 @@
-"""Item-item co-occurrence neighbours."""
+"""Item-item neighbours: EASE weights for catalogs that fit, cosine above."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlasrec.models.cooccurrence import item_neighbours
+from atlasrec.models.cooccurrence import (
+    EASE_L2,
+    EASE_MAX_ITEMS,
+    Weighting,
+    item_neighbours,
+    weighting_for,
+)
 
 
 def seqs(*users: list[int]) -> list[np.ndarray]:
@@ -18,7 +24,7 @@ def seqs(*users: list[int]) -> list[np.ndarray]:
 
 def test_values_are_the_cosine_of_the_items_user_sets() -> None:
     # item 0: users a, b, c; item 1: users a, b; item 2: user c; item 3: nobody
-    m = item_neighbours(seqs([0, 1], [1, 0, 0], [0, 2]), 4).toarray()
+    m = item_neighbours(seqs([0, 1], [1, 0, 0], [0, 2]), 4, weighting="cosine").toarray()
     assert m[0, 1] == pytest.approx(2 / math.sqrt(3 * 2))
     assert m[0, 2] == pytest.approx(1 / math.sqrt(3 * 1))
     assert m[1, 2] == 0.0 and np.all(np.diag(m) == 0.0) and not m[3].any()
@@ -27,22 +33,54 @@ def test_values_are_the_cosine_of_the_items_user_sets() -> None:
 
 def test_each_item_keeps_its_k_strongest_neighbours() -> None:
     # item 0 co-occurs with 1 (3 users), 2 (2 users), 3 (1 user)
-    m = item_neighbours(seqs([0, 1, 2, 3], [0, 1, 2], [0, 1]), 4, k=2).toarray()
+    m = item_neighbours(seqs([0, 1, 2, 3], [0, 1, 2], [0, 1]), 4, k=2, weighting="cosine")
+    m = m.toarray()
     assert np.count_nonzero(m[0]) == 2 and m[0, 1] > m[0, 2] > 0 and m[0, 3] == 0
     with pytest.raises(ValueError, match="k must"):
         item_neighbours(seqs([0]), 1, k=0)
 
 
-def test_no_interactions_give_an_empty_matrix() -> None:
-    m = item_neighbours(seqs([], []), 5)
+@pytest.mark.parametrize("weighting", ["ease", "cosine"])
+def test_no_interactions_give_an_empty_matrix(weighting: Weighting) -> None:
+    m = item_neighbours(seqs([], []), 5, weighting=weighting)
     assert m.shape == (5, 5) and m.nnz == 0
 
 
+def test_ease_weights_solve_the_ridge_regression_of_each_item_on_the_others() -> None:
+    rng = np.random.default_rng(3)
+    users = [rng.choice(9, size=int(rng.integers(1, 6)), replace=False) for _ in range(14)]
+    x = np.zeros((14, 9))
+    for u, items in enumerate(users):
+        x[u, items] = 1.0
+    m = item_neighbours(seqs(*[list(u) for u in users]), 9, k=9, weighting="ease").toarray()
+    for j in range(9):  # column j: ridge regression of item j on every other item
+        others = [i for i in range(9) if i != j]
+        a = x[:, others]
+        w = np.linalg.solve(a.T @ a + EASE_L2 * np.eye(8), a.T @ x[:, j])
+        expected = np.where(w > 0, w, 0.0)  # only positive weights are kept
+        np.testing.assert_allclose(m[others, j], expected, rtol=1e-4, atol=1e-9)
+    assert np.all(np.diag(m) == 0.0)
+
+
+def test_the_catalog_size_chooses_the_weighting() -> None:
+    assert weighting_for(EASE_MAX_ITEMS) == "ease"
+    assert weighting_for(EASE_MAX_ITEMS + 1) == "cosine"
+    users = seqs([0, 1, 2], [1, 2], [0, 3])
+    default = item_neighbours(users, 4)
+    assert (default != item_neighbours(users, 4, weighting="ease")).nnz == 0
+    assert (default != item_neighbours(users, 4, weighting="cosine")).nnz > 0
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 11), max_size=8), min_size=1, max_size=10))
-def test_truncation_keeps_the_largest_entries_of_each_row(users: list[list[int]]) -> None:
-    full = item_neighbours(seqs(*users), 12, k=12).toarray()
-    top = item_neighbours(seqs(*users), 12, k=3).toarray()
+@given(
+    st.lists(st.lists(st.integers(0, 11), max_size=8), min_size=1, max_size=10),
+    st.sampled_from(["ease", "cosine"]),
+)
+def test_truncation_keeps_the_largest_entries_of_each_row(
+    users: list[list[int]], weighting: Weighting
+) -> None:
+    full = item_neighbours(seqs(*users), 12, k=12, weighting=weighting).toarray()
+    top = item_neighbours(seqs(*users), 12, k=3, weighting=weighting).toarray()
     for row in range(12):
         kept = top[row][top[row] > 0]
         assert len(kept) == min(3, np.count_nonzero(full[row]))

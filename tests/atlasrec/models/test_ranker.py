@@ -201,9 +201,10 @@ def test_lists_match_a_brute_force_as_of_computation() -> None:
     from atlasrec.models.recommender import user_sequences
 
     sequences = user_sequences(prefix)
+    neighbours = item_neighbours(sequences, log.n_items)
     for row, user in enumerate(lists.users.tolist()):
         cutoff = log.ts[log.users == user].max()
-        items, _, mask = retrieve(model, [sequences[user]], 10)
+        items, _, mask = retrieve(model, [sequences[user]], 10, neighbours)
         for col, item in enumerate(items[0][mask[0]].tolist()):
             before = (prefix.items == item) & (prefix.ts < cutoff)
             count = float(prefix.weights[before].sum())
