@@ -52,7 +52,7 @@ def load_tenant_dataset(plane: RegionDataPlane, scope: Scope, *, actor: str) -> 
 
 def _read(session: TenantSession, item_ids: list[str], content: np.ndarray) -> TenantDataset:
     index = {item_id: n for n, item_id in enumerate(item_ids)}
-    categories = dict(session.execute(select(Item.item_id, Item.category)).tuples().all())
+    categories = dict(session.execute(select(Item.item_id, Item.category)).all())
     rows = session.execute(
         select(
             Interaction.user_key, Interaction.item_id, Interaction.ts, Interaction.weight
