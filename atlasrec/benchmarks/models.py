@@ -172,7 +172,7 @@ def ranker_study(
     seeds: list[int],
     split_name: str = "temporal",
 ) -> dict[str, Any]:
-    """Two-tower without and with its ranker (retrained or prefix), and EASE, on one split."""
+    """Two-tower without and with its ranker (with and without mid-history lists), and EASE."""
     split = temporal_leave_last_out(data) if split_name == "temporal" else random_user_split(data)
     codes = category_codes(categories)
     ease = evaluate({"ease": EASE()}, split, K)["ease"]
@@ -182,8 +182,8 @@ def ranker_study(
         recs: dict[str, Recommender] = {
             "two_tower": TwoTowerRecommender(content, config),
             "two_tower+ranker": TwoTowerRankerRecommender(content, codes, config),
-            "two_tower+ranker(prefix model)": TwoTowerRankerRecommender(
-                content, codes, config, retrain=False
+            "two_tower+ranker(mid-history lists too)": TwoTowerRankerRecommender(
+                content, codes, config, mid_history=True
             ),
         }
         report = evaluate(recs, split, K)
@@ -198,7 +198,7 @@ def ranker_study(
             if isinstance(rec, TwoTowerRankerRecommender) and rec.fitted is not None:
                 run[name]["ranker"] = rec.fitted.lineage
         runs.append(run)
-    names = ["two_tower", "two_tower+ranker", "two_tower+ranker(prefix model)"]
+    names = ["two_tower", "two_tower+ranker", "two_tower+ranker(mid-history lists too)"]
     median = {
         n: {
             "ndcg": statistics.median(float(r[n]["ndcg"]) for r in runs),

@@ -128,6 +128,16 @@ class RankingLists:
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
+    @staticmethod
+    def concatenate(parts: list[RankingLists]) -> RankingLists:
+        """The lists of `parts`, in order (all of the same width)."""
+        return RankingLists(
+            np.concatenate([p.features for p in parts]),
+            np.concatenate([p.mask for p in parts]),
+            np.concatenate([p.positive for p in parts]),
+            np.concatenate([p.users for p in parts]),
+        )
+
     def subset(self, rows: np.ndarray) -> RankingLists:
         """The lists at `rows` (a boolean mask or indices)."""
         return RankingLists(

@@ -1,12 +1,13 @@
 """The ranking stage's offline side: leakage-free training lists, fitting, re-ranking.
 
-Training lists come from a leave-last-out cut of a tenant's log (`temporal_leave_last_out`):
-each user with at least 2 distinct items has the latest one held out. A two-tower model
-trained on the rest (the *prefix* log, which keeps no row of any held-out pair) retrieves
-the top-N unseen candidates for the user's prefix history, the item-item source adds its
-best `NEIGHBOUR_CANDIDATES` (`retrieve`), and the features
-(`atlasrec.features.ranking_features`, the definition serving uses) are computed as of the
-held-out interaction's time `t`:
+Training lists come from a cut of a tenant's log (`ranking_cut`): each user with at least 2
+distinct items has the latest one held out (`temporal_leave_last_out`) and, with
+`MID_HISTORY` lists, each user with at least 2 distinct items left then has one more, drawn
+at random, held out too. A two-tower model trained on the rest (the *prefix* log, which
+keeps no row of any held-out pair) retrieves the top-N unseen candidates for the user's
+prefix history, the item-item source adds its best `NEIGHBOUR_CANDIDATES` (`retrieve`), and
+the features (`atlasrec.features.ranking_features`, the definition serving uses) of a
+latest-item list are computed as of the held-out interaction's time `t`:
 
 - item statistics (weighted counts, last-seen times) count only prefix rows with ts < t,
   i.e. what an online store would have held just before the user's next interaction,
@@ -15,8 +16,10 @@ held-out interaction's time `t`:
 - the item-item neighbours (`atlasrec.models.cooccurrence`) come from the prefix log (which
   holds no held-out pair, so a user's own next item never raises its feature).
 
-At evaluation time, where the next interaction's time is unknown, a user's features are
-computed as of their last known interaction (statistics over rows with ts <= that time).
+A mid-history list asks what serving asks of a user whose history has a gap: its features
+are computed as of the user's last prefix row (statistics over prefix rows with ts <= that
+time), as at evaluation time, where the next interaction's time is unknown and a user's
+features are computed as of their last known interaction.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from atlasrec.evaluation import Interactions, temporal_leave_last_out
+from atlasrec.evaluation import Interactions, random_user_split, temporal_leave_last_out
 from atlasrec.features import (
     FEATURES,
     NO_CATEGORY,
@@ -59,7 +62,14 @@ NEIGHBOUR_CANDIDATES = 50
 """Further candidates per user from the item-item source, where the ranker uses it."""
 
 MAX_LISTS = 50_000
-"""Training lists at most (a seeded sample of users beyond that)."""
+"""Training lists of each kind at most (a seeded sample of users beyond that)."""
+
+MID_HISTORY = False
+"""Whether the ranker also learns from mid-history held-out items, not only the latest.
+
+Off: on ml-latest-small such lists raised the random split's NDCG@10 by 18% and cost the
+temporal split (next-item, what serving answers) 13% (docs/benchmarks.md, ranker section).
+"""
 
 _USER_BATCH = 1024
 
@@ -160,6 +170,34 @@ def candidate_features(
     return out
 
 
+@dataclass(frozen=True)
+class RankingCut:
+    """What the ranker's lists hold out of a log: per user, the latest item, and one more."""
+
+    prefix: Interactions
+    """The log without a row of any held-out pair: what the list model trains on."""
+    latest: dict[int, int]
+    """User -> their latest item (users with at least 2 distinct items)."""
+    middle: dict[int, int]
+    """User -> a random earlier item (users with at least 2 distinct items before the latest)."""
+
+
+def ranking_cut(
+    data: Interactions, *, mid_history: bool = MID_HISTORY, seed: int = 0
+) -> RankingCut:
+    """Hold out each user's latest item and, with `mid_history`, one random earlier one."""
+    latest = temporal_leave_last_out(data)
+    if not mid_history:
+        return RankingCut(latest.train, _single(latest.test), {})
+    # a vanishing fraction holds out exactly one item of each user with 2 or more
+    middle = random_user_split(latest.train, test_fraction=1e-9, seed=seed)
+    return RankingCut(middle.train, _single(latest.test), _single(middle.test))
+
+
+def _single(test: dict[int, np.ndarray]) -> dict[int, int]:
+    return {u: int(items[0]) for u, items in test.items()}
+
+
 def build_ranking_lists(
     model: TwoTower,
     data: Interactions,
@@ -167,28 +205,38 @@ def build_ranking_lists(
     *,
     n_candidates: int = N_CANDIDATES,
     max_lists: int = MAX_LISTS,
+    mid_history: bool = MID_HISTORY,
     seed: int = 0,
 ) -> RankingLists:
-    """One list per held-out user of `temporal_leave_last_out(data)`, as of the held-out time.
+    """The lists of `ranking_cut(data)`: latest-item lists first, then mid-history ones.
 
-    `model` must have been trained on that split's train log (the prefix) only; statistics
-    come from prefix rows strictly before each user's held-out interaction.
+    `model` must have been trained on that cut's prefix log only. A latest-item list's
+    statistics come from prefix rows strictly before the held-out interaction; a mid-history
+    list's from prefix rows up to the user's last prefix row.
     """
-    split = temporal_leave_last_out(data)
-    users = split.test_users()
-    if len(users) > max_lists:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_lists, replace=False))
-    held = np.array([split.test[int(u)][0] for u in users], dtype=np.int64)
-    cutoff = last_times(data)[users]  # the held-out row is the user's latest
-    sequences = user_sequences(split.train)
-    histories = [sequences[u] for u in users.tolist()]
+    cut = ranking_cut(data, mid_history=mid_history, seed=seed)
+    sequences = user_sequences(cut.prefix)
     neighbours = item_neighbours(sequences, data.n_items)
-    items, scores, mask = retrieve(model, histories, n_candidates, neighbours)
-    stats = StatsIndex(split.train).as_of(items, cutoff, inclusive=False)
-    features = candidate_features(items, scores, mask, histories, codes, stats, cutoff, neighbours)
-    hit = (items == held[:, None]) & mask
-    positive = np.where(hit.any(1), hit.argmax(1), -1)
-    return RankingLists(features, mask, positive, users)
+    stats = StatsIndex(cut.prefix)
+    parts = []
+    for held_out, at, inclusive in (
+        (cut.latest, last_times(data), False),  # the held-out row is the user's latest
+        (cut.middle, last_times(cut.prefix), True),
+    ):
+        users = np.array(sorted(held_out), dtype=np.int64)
+        if len(users) > max_lists:
+            users = np.sort(np.random.default_rng(seed).choice(users, max_lists, replace=False))
+        held = np.array([held_out[int(u)] for u in users], dtype=np.int64)
+        histories = [sequences[u] for u in users.tolist()]
+        items, scores, mask = retrieve(model, histories, n_candidates, neighbours)
+        as_of = stats.as_of(items, at[users], inclusive=inclusive)
+        features = candidate_features(
+            items, scores, mask, histories, codes, as_of, at[users], neighbours
+        )
+        hit = (items == held[:, None]) & mask
+        positive = np.where(hit.any(1), hit.argmax(1), -1)
+        parts.append(RankingLists(features, mask, positive, users))
+    return RankingLists.concatenate(parts)
 
 
 def model_ranker(model: TwoTower) -> LinearRanker:
@@ -227,10 +275,11 @@ def train_with_ranker(
     n_candidates: int = N_CANDIDATES,
     init_backbone: dict[str, torch.Tensor] | None = None,
     progress: Progress | None = None,
+    mid_history: bool = MID_HISTORY,
 ) -> RankedModel:
     """Train the two-tower model on `data` and fit its ranker without leakage.
 
-    A model trained on the leave-last-out prefix builds the ranker's lists. With `retrain`
+    A model trained on the prefix of `ranking_cut` builds the ranker's lists. With `retrain`
     the returned model is then trained again on all of `data`; without, the prefix model is
     returned (half the training time; it lacks each user's latest interaction). The ranker
     is `DEFAULT_RANKER` unless the fitted one beats it in cross-validation. Both trainings
@@ -238,8 +287,8 @@ def train_with_ranker(
     runs): the item-id residuals learn popularity here.
     """
     started = time.perf_counter()
-    split = temporal_leave_last_out(data)
-    again = retrain and len(split.test) > 0  # without held-out users the prefix is all data
+    cut = ranking_cut(data, mid_history=mid_history)
+    again = retrain and len(cut.latest) > 0  # without held-out users the prefix is all data
     phases = 2 if again else 1
 
     def phase(offset: int) -> Progress | None:
@@ -250,18 +299,21 @@ def train_with_ranker(
 
     prefix_model, prefix_report = train(
         content,
-        user_sequences(split.train),
+        user_sequences(cut.prefix),
         config,
         init_backbone=init_backbone,
         progress=phase(0),
     )
     fit_started = time.perf_counter()
-    lists = build_ranking_lists(prefix_model, data, codes, n_candidates=n_candidates)
+    lists = build_ranking_lists(
+        prefix_model, data, codes, n_candidates=n_candidates, mid_history=mid_history
+    )
     ranker, entry = select_ranker(fit_ranker(lists, seed=config.seed))
     entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
     entry["neighbours"] = weighting_for(data.n_items)
+    entry["mid_history_lists"] = mid_history
     if again:
         model, report = train(
             content,
@@ -327,10 +379,12 @@ class TwoTowerRankerRecommender:
         *,
         retrain: bool = True,
         n_candidates: int = N_CANDIDATES,
+        mid_history: bool = MID_HISTORY,
     ) -> None:
         self.content, self.codes = content, codes
         self.config = config or TwoTowerConfig()
         self.retrain, self.n_candidates = retrain, n_candidates
+        self.mid_history = mid_history
         self.fitted: RankedModel | None = None
         self._log: Interactions | None = None
 
@@ -343,6 +397,7 @@ class TwoTowerRankerRecommender:
             self.config,
             retrain=self.retrain,
             n_candidates=self.n_candidates,
+            mid_history=self.mid_history,
         )
         self._log = train_data
 

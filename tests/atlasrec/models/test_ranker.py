@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atlasrec.evaluation import Interactions, temporal_leave_last_out
 from atlasrec.features import FEATURES, NO_CATEGORY, RECENCY_SCALE_S, cooccurrence_affinity
@@ -23,7 +25,9 @@ from atlasrec.models.ranking import (
     TwoTowerRankerRecommender,
     build_ranking_lists,
     category_codes,
+    ranking_cut,
     rerank,
+    retrieve,
 )
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -161,7 +165,9 @@ def test_lists_use_no_statistics_from_at_or_after_the_cut_off() -> None:
     log = _cutoff_log()
     content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
-    lists = build_ranking_lists(TwoTower(content, CONFIG), log, codes, n_candidates=7)
+    lists = build_ranking_lists(
+        TwoTower(content, CONFIG), log, codes, n_candidates=7, mid_history=False
+    )
     assert lists.users.tolist() == [0, 1, 2, 4]
     row = 0  # user 0, cut-off t=1000, history items 0 and 1
     candidates = lists.features[row][lists.mask[row]]
@@ -180,7 +186,8 @@ def test_lists_use_no_statistics_from_at_or_after_the_cut_off() -> None:
     assert positive[CAT] == 0.0  # category "b" is nowhere in a history of "a" items
 
 
-def test_lists_match_a_brute_force_as_of_computation() -> None:
+@pytest.mark.parametrize("mid_history", [False, True])
+def test_lists_match_a_brute_force_as_of_computation(mid_history: bool) -> None:
     rng = np.random.default_rng(1)
     n = 400
     log = Interactions.from_arrays(
@@ -194,27 +201,63 @@ def test_lists_match_a_brute_force_as_of_computation() -> None:
     content = rng.normal(size=(25, 6)).astype(np.float32)
     codes = category_codes([f"c{i % 4}" for i in range(25)])
     model = TwoTower(content, CONFIG)
-    lists = build_ranking_lists(model, log, codes, n_candidates=10)
-    split = temporal_leave_last_out(log)
-    prefix = split.train
-    from atlasrec.models.ranking import retrieve
-    from atlasrec.models.recommender import user_sequences
-
+    lists = build_ranking_lists(model, log, codes, n_candidates=10, mid_history=mid_history)
+    cut = ranking_cut(log, mid_history=mid_history)
+    assert len(cut.latest) == len(temporal_leave_last_out(log).test)
+    assert bool(cut.middle) == mid_history
+    prefix = cut.prefix
     sequences = user_sequences(prefix)
     neighbours = item_neighbours(sequences, log.n_items)
-    for row, user in enumerate(lists.users.tolist()):
-        cutoff = log.ts[log.users == user].max()
+    kinds = [(u, held, True) for u, held in sorted(cut.latest.items())]
+    kinds += [(u, held, False) for u, held in sorted(cut.middle.items())]
+    assert lists.users.tolist() == [u for u, _, _ in kinds]
+    for row, (user, held, latest) in enumerate(kinds):
+        if latest:  # as of the held-out row, strictly before it
+            cutoff = log.ts[log.users == user].max()
+            known = prefix.ts < cutoff
+        else:  # as of the user's last prefix row, inclusive
+            cutoff = prefix.ts[prefix.users == user].max()
+            known = prefix.ts <= cutoff
         items, _, mask = retrieve(model, [sequences[user]], 10, neighbours)
         for col, item in enumerate(items[0][mask[0]].tolist()):
-            before = (prefix.items == item) & (prefix.ts < cutoff)
+            before = (prefix.items == item) & known
             count = float(prefix.weights[before].sum())
             assert lists.features[row, col, POP] == pytest.approx(math.log1p(count), rel=1e-5)
             last = prefix.ts[before].max() if before.any() else None
             recency = 0.0 if last is None else math.exp(-(cutoff - last) / RECENCY_SCALE_S)
             assert lists.features[row, col, REC] == pytest.approx(recency, rel=1e-5)
-        held = split.test[user][0]
         hit = np.flatnonzero(items[0][mask[0]] == held)
         assert lists.positive[row] == (hit[0] if hit.size else -1)
+
+
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7), st.integers(0, 20)), max_size=60),
+    seed=st.integers(0, 3),
+)
+@settings(max_examples=100, deadline=None)
+def test_the_cut_holds_out_the_latest_and_one_earlier_item_and_keeps_no_row_of_either(
+    rows: list[tuple[int, int, int]], seed: int
+) -> None:
+    u, i, t = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
+    log = Interactions.from_arrays(u, i, t, [1.0] * len(u), n_users=6, n_items=8)
+    cut = ranking_cut(log, mid_history=True, seed=seed)
+    kept = set(zip(cut.prefix.users.tolist(), cut.prefix.items.tolist(), strict=True))
+    assert len(cut.prefix) <= len(log)
+    for user in range(6):
+        mine = log.users == user
+        distinct = set(log.items[mine].tolist())
+        if len(distinct) < 2:
+            assert user not in cut.latest and user not in cut.middle
+            continue
+        latest, middle = cut.latest[user], cut.middle.get(user)
+        last_row = max(np.flatnonzero(mine).tolist(), key=lambda r: (log.ts[r], r))
+        assert latest == log.items[last_row]
+        assert (user, latest) not in kept
+        assert (middle is not None) == (len(distinct) >= 3)
+        if middle is not None:
+            assert middle in distinct and middle != latest and (user, middle) not in kept
+        left = {item for v, item in kept if v == user}
+        assert left == distinct - {latest, middle}
 
 
 def test_a_users_own_held_out_item_never_raises_its_cooccurrence() -> None:
@@ -222,7 +265,9 @@ def test_a_users_own_held_out_item_never_raises_its_cooccurrence() -> None:
     log = _cutoff_log()
     content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
-    lists = build_ranking_lists(TwoTower(content, CONFIG), log, codes, n_candidates=7)
+    lists = build_ranking_lists(
+        TwoTower(content, CONFIG), log, codes, n_candidates=7, mid_history=False
+    )
     assert lists.users[0] == 0 and lists.positive[0] >= 0
     assert lists.features[0, lists.positive[0], CO] == 0.0
     leaky = item_neighbours(user_sequences(log), log.n_items)  # neighbours over all rows
@@ -244,14 +289,17 @@ def test_rerank_orders_by_the_ranker_and_never_returns_seen_items() -> None:
     assert out[0, :2].tolist() == [3, 5]
 
 
-def test_two_tower_with_ranker_as_a_recommender() -> None:
+@pytest.mark.parametrize(("mid_history", "lists"), [(False, 4), (True, 5)])
+def test_two_tower_with_ranker_as_a_recommender(mid_history: bool, lists: int) -> None:
     log = _cutoff_log()
     content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     recommender = TwoTowerRankerRecommender(
-        content, category_codes(list("aabbcab")), CONFIG, n_candidates=5
+        content, category_codes(list("aabbcab")), CONFIG, n_candidates=5, mid_history=mid_history
     )
     recommender.fit(log)
     assert recommender.fitted is not None
-    assert recommender.fitted.lineage["lists"] == 4
+    # 4 users with a latest item; only user 0 (items 0, 1, 2) has another one to hold out
+    assert recommender.fitted.lineage["lists"] == lists
+    assert recommender.fitted.lineage["mid_history_lists"] is mid_history
     assert recommender.fitted.lineage["retrieval_model"] == "retrained on all data"
     assert recommender.recommend(np.array([0, 1]), 3).shape == (2, 3)
