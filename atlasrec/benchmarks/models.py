@@ -40,7 +40,7 @@ from atlasrec.evaluation import (
     top_k,
 )
 from atlasrec.features import cooccurrence_affinity, cooccurrence_candidates
-from atlasrec.models.cooccurrence import Weighting, item_neighbours
+from atlasrec.models.cooccurrence import EASE_HEAD, Weighting, item_neighbours
 from atlasrec.models.popularity import CONTRIBUTION_CAP, item_counts
 from atlasrec.models.ranking import TwoTowerRankerRecommender, category_codes, train_with_ranker
 from atlasrec.models.recommender import TwoTowerRecommender, user_sequences
@@ -227,8 +227,8 @@ class NeighbourScorer:
     `recent=True` scores by the ranker's `cooccurrence` feature (latest 50, recency-weighted).
     """
 
-    def __init__(self, weighting: Weighting, *, recent: bool) -> None:
-        self.weighting, self.recent = weighting, recent
+    def __init__(self, weighting: Weighting, *, recent: bool, head: int = EASE_HEAD) -> None:
+        self.weighting, self.recent, self.head = weighting, recent, head
         self._sequences: list[np.ndarray] = []
         self._neighbours: Any = None
 
@@ -236,7 +236,9 @@ class NeighbourScorer:
         """Build the neighbours of `train_data`."""
         self._sequences = user_sequences(train_data)
         n_items = train_data.n_items
-        self._neighbours = item_neighbours(self._sequences, n_items, weighting=self.weighting)
+        self._neighbours = item_neighbours(
+            self._sequences, n_items, weighting=self.weighting, head=self.head
+        )
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
         """Top-k unseen items per user."""
@@ -254,17 +256,21 @@ class NeighbourScorer:
 
 
 def neighbours_study(data: Interactions) -> dict[str, Any]:
-    """Item-item neighbours alone as recommenders (EASE vs cosine weights), both splits."""
+    """Item-item neighbours alone as recommenders (EASE, EASE over heads, cosine), both splits."""
     out: dict[str, Any] = {}
+    variants: list[tuple[str, Weighting, int]] = [
+        ("ease", "ease", EASE_HEAD),
+        ("ease over the 2000 most-interacted items", "ease", 2000),
+        ("ease over the 500 most-interacted items", "ease", 500),
+        ("cosine", "cosine", EASE_HEAD),
+    ]
     for split in (temporal_leave_last_out(data), random_user_split(data)):
         recs: dict[str, Recommender] = {"ease (dense)": EASE()}
-        for weighting in ("ease", "cosine"):
-            recs[f"{weighting} neighbours, whole history"] = NeighbourScorer(
-                weighting, recent=False
-            )
-            recs[f"{weighting} neighbours, cooccurrence feature"] = NeighbourScorer(
-                weighting, recent=True
-            )
+        for label, weighting, head in variants:
+            for recent, scoring in ((False, "whole history"), (True, "cooccurrence feature")):
+                recs[f"{label} neighbours, {scoring}"] = NeighbourScorer(
+                    weighting, recent=recent, head=head
+                )
         report = evaluate(recs, split, K)
         out[split.name] = {
             n: {"ndcg": r["all"]["ndcg"], "recall": r["all"]["recall"], "fit_s": r["fit_seconds"]}

@@ -1,14 +1,15 @@
 """Item-item neighbours: the tenant-local signal of the `cooccurrence` feature.
 
 Row i of the matrix holds how strongly having interacted with item i points to each other
-item. Two weightings, by catalog size:
-
-- `"ease"` (catalogs up to `EASE_MAX_ITEMS`): EASE's item-item regression weights (Steck,
-  WWW 2019; `atlasrec.evaluation.ease_weights`), which discount what other history items
-  already explain. On ml-latest-small their top-100 rows score 0.94x dense EASE's NDCG@10
-  on the random split, where cosine rows score 0.71x (`docs/benchmarks.md`).
-- `"cosine"` (larger catalogs, where EASE's dense n_items² inverse does not fit): the cosine
-  of the two items' user sets.
+item. The weights are EASE's item-item regression weights (Steck, WWW 2019;
+`atlasrec.evaluation.ease_weights`), which discount what other history items already
+explain, computed over the catalog's head: the `EASE_HEAD` items with the most users (the
+whole catalog when it is smaller). EASE needs a dense head² inverse, so the head bounds the
+memory whatever the catalog's size; items outside it have no neighbours and are no one's
+neighbour (the two-tower model still retrieves them). On ml-latest-small, EASE over the
+500 most-interacted of 9,742 items scores as well as over all of them, and both well above
+the cosine of user sets over all items (`docs/benchmarks.md`, neighbours study); the
+cosine weighting stays for that comparison.
 
 Each item keeps its `NEIGHBOURS` strongest positive weights, which bounds what a model
 version ships to `NEIGHBOURS` entries per item. Built from raw interactions, the matrix stays
@@ -28,8 +29,8 @@ from atlasrec.evaluation import ease_weights
 NEIGHBOURS = 100
 """Neighbours kept per item."""
 
-EASE_MAX_ITEMS = 12_000
-"""Largest catalog given EASE weights (a dense float64 n_items² matrix: 1.15 GB at 12,000)."""
+EASE_HEAD = 12_000
+"""Items (the most-interacted) given EASE weights (a dense float64 head² matrix: 1.15 GB)."""
 
 EASE_L2 = 500.0
 """EASE's ridge penalty (the evaluation baseline's)."""
@@ -39,24 +40,28 @@ _ROW_BLOCK = 1024
 Weighting = Literal["ease", "cosine"]
 
 
-def weighting_for(n_items: int) -> Weighting:
-    """The weighting `item_neighbours` uses for a catalog of `n_items`."""
-    return "ease" if n_items <= EASE_MAX_ITEMS else "cosine"
+def head_size(n_items: int, head: int = EASE_HEAD) -> int:
+    """How many of a catalog's items `item_neighbours` gives EASE weights."""
+    return min(n_items, head)
 
 
 def item_neighbours(
     sequences: Sequence[np.ndarray],
     n_items: int,
     k: int = NEIGHBOURS,
-    weighting: Weighting | None = None,
+    weighting: Weighting = "ease",
+    head: int = EASE_HEAD,
 ) -> sp.csr_matrix:
     """[n_items, n_items] float32 CSR: row i holds item i's `k` strongest positive weights.
 
-    `sequences` are the users' item indices (duplicates count once); `weighting` defaults to
-    `weighting_for(n_items)`. The diagonal is empty.
+    `sequences` are the users' item indices (duplicates count once). With `"ease"`, only the
+    `head` items with the most users (ties: lower index) have rows and columns; `"cosine"`
+    covers every item. The diagonal is empty.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if head < 1:
+        raise ValueError(f"head must be >= 1, got {head}")
     lengths = [len(s) for s in sequences]
     users = np.repeat(np.arange(len(sequences)), lengths)
     items = np.concatenate(sequences).astype(np.int64) if sum(lengths) else np.zeros(0, np.int64)
@@ -66,8 +71,19 @@ def item_neighbours(
     x.data[:] = 1.0  # a repeated (user, item) pair counts once
     if x.nnz == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    if (weighting or weighting_for(n_items)) == "ease":
-        return _strongest_dense(ease_weights(x, EASE_L2), k)
+    if weighting == "ease":
+        if n_items <= head:
+            return _strongest_dense(ease_weights(x, EASE_L2), k)
+        counts = np.asarray(x.sum(axis=0)).ravel()
+        top = np.sort(np.argsort(-counts, kind="stable")[:head])
+        weights = _strongest_dense(ease_weights(x[:, top].tocsr(), EASE_L2), k).tocoo()
+        out = sp.csr_matrix(
+            (weights.data, (top[weights.row], top[weights.col])),
+            shape=(n_items, n_items),
+            dtype=np.float32,
+        )
+        out.sort_indices()
+        return out
     gram = (x.T @ x).tocsr()
     inverse_norm = 1.0 / np.sqrt(np.maximum(gram.diagonal(), 1.0)).astype(np.float32)
     gram.setdiag(0.0)

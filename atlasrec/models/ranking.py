@@ -42,7 +42,7 @@ from atlasrec.features import (
     cooccurrence_candidates,
     ranking_features,
 )
-from atlasrec.models.cooccurrence import item_neighbours, weighting_for
+from atlasrec.models.cooccurrence import head_size, item_neighbours
 from atlasrec.models.ranker import (
     DEFAULT_RANKER,
     LinearRanker,
@@ -312,7 +312,7 @@ def train_with_ranker(
     entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
-    entry["neighbours"] = weighting_for(data.n_items)
+    entry["neighbours"] = {"weighting": "ease", "head_items": head_size(data.n_items)}
     entry["mid_history_lists"] = mid_history
     if again:
         model, report = train(

@@ -1,4 +1,4 @@
-"""Item-item neighbours: EASE weights for catalogs that fit, cosine above."""
+"""Item-item neighbours: EASE weights over the catalog's head, and cosine for comparison."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlasrec.models.cooccurrence import (
+    EASE_HEAD,
     EASE_L2,
-    EASE_MAX_ITEMS,
     Weighting,
+    head_size,
     item_neighbours,
-    weighting_for,
 )
 
 
@@ -62,13 +62,37 @@ def test_ease_weights_solve_the_ridge_regression_of_each_item_on_the_others() ->
     assert np.all(np.diag(m) == 0.0)
 
 
-def test_the_catalog_size_chooses_the_weighting() -> None:
-    assert weighting_for(EASE_MAX_ITEMS) == "ease"
-    assert weighting_for(EASE_MAX_ITEMS + 1) == "cosine"
+def test_ease_is_the_default_and_the_head_bounds_it() -> None:
     users = seqs([0, 1, 2], [1, 2], [0, 3])
     default = item_neighbours(users, 4)
     assert (default != item_neighbours(users, 4, weighting="ease")).nnz == 0
     assert (default != item_neighbours(users, 4, weighting="cosine")).nnz > 0
+    assert head_size(4) == 4 and head_size(EASE_HEAD + 1) == EASE_HEAD
+    with pytest.raises(ValueError, match="head must"):
+        item_neighbours(users, 4, head=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 9), max_size=7), min_size=1, max_size=12),
+    st.integers(1, 10),
+)
+def test_beyond_the_head_ease_covers_the_most_interacted_items_alone(
+    users: list[list[int]], head: int
+) -> None:
+    n = 10
+    got = item_neighbours(seqs(*users), n, k=n, head=head).toarray()
+    counts = np.zeros(n, dtype=np.int64)
+    for items in users:
+        counts[sorted(set(items))] += 1
+    top = sorted(range(n), key=lambda i: (-counts[i], i))[:head]  # ties: lower index
+    outside = [i for i in range(n) if i not in top]
+    assert not got[outside].any() and not got[:, outside].any()
+    # the head's block is EASE over a catalog of the head items alone
+    relabel = {item: pos for pos, item in enumerate(sorted(top))}
+    alone = [[relabel[i] for i in items if i in relabel] for items in users]
+    want = item_neighbours(seqs(*alone), len(top), k=n).toarray()
+    np.testing.assert_allclose(got[np.ix_(sorted(top), sorted(top))], want, rtol=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
