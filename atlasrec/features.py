@@ -3,9 +3,9 @@
 The ranker scores retrieval candidates from these features. Training computes them from a
 tenant's interactions as of a cut-off time; serving computes them from the online store's
 fresh state (the user's recent items, item counters and last-seen times) and the model
-version's co-occurrence neighbours. Both call `ranking_features` and
-`cooccurrence_affinity`, so the same history and item statistics give identical values, and
-both take the item-item source's candidates from `cooccurrence_candidates`.
+version's co-occurrence neighbours. Both call `ranking_features` and pool a history's
+neighbours with `cooccurrence_profile` (the `cooccurrence` feature and the item-item
+source's candidates), so the same history and item statistics give identical values.
 """
 
 from __future__ import annotations
@@ -68,25 +68,80 @@ def category_affinity(
     return out
 
 
+@dataclass(frozen=True)
+class CooccurrenceProfile:
+    """A history's co-occurrence with every row: the recency-weighted mean of its rows.
+
+    Sparse: `columns` (sorted rows of the neighbours matrix) and their `values`; every other
+    row scores 0. `window` holds the history entries it was pooled from (the latest
+    `AFFINITY_HISTORY`). One profile per request serves both the feature and the source.
+    """
+
+    columns: np.ndarray
+    values: np.ndarray
+    window: np.ndarray
+
+    def affinity(self, candidates: np.ndarray) -> np.ndarray:
+        """The candidates' `cooccurrence` feature (rows; `UNKNOWN_ITEM` gets 0)."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        out = np.zeros(len(candidates), dtype=np.float64)
+        if not len(self.columns):
+            return out
+        at = np.minimum(np.searchsorted(self.columns, candidates), len(self.columns) - 1)
+        found = self.columns[at] == candidates  # columns are >= 0: never UNKNOWN_ITEM
+        out[found] = self.values[at[found]]
+        return out
+
+    def best(self, n: int, exclude: Sequence[int] | np.ndarray = ()) -> np.ndarray:
+        """The `n` rows with the highest positive affinity, best first, ties by row.
+
+        Rows of the window and of `exclude` are left out.
+        """
+        if n < 1 or not len(self.columns):
+            return np.zeros(0, dtype=np.int64)
+        drop = np.concatenate([self.window, np.asarray(exclude, dtype=np.int64)])
+        keep = (self.values > 0) & ~np.isin(self.columns, drop)
+        columns, values = self.columns[keep], self.values[keep]
+        return np.asarray(columns[np.lexsort((columns, -values))[:n]], dtype=np.int64)
+
+
+def cooccurrence_profile(
+    neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray
+) -> CooccurrenceProfile:
+    """The profile of `history` (rows of `neighbours`, oldest first; see `CooccurrenceProfile`).
+
+    Only the latest `AFFINITY_HISTORY` entries count; `UNKNOWN_ITEM` entries count in the
+    denominator only. Read straight from the CSR arrays: at most `AFFINITY_HISTORY` rows.
+    """
+    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
+    empty = CooccurrenceProfile(np.zeros(0, dtype=np.int64), np.zeros(0), items)
+    known = items != UNKNOWN_ITEM
+    if neighbours is None or not known.any():
+        return empty
+    weights = _history_weights(len(items))
+    share = weights[known] / weights.sum()
+    starts, ends = neighbours.indptr[items[known]], neighbours.indptr[items[known] + 1]
+    lengths = ends - starts
+    if not lengths.sum():
+        return empty
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    entries = np.arange(int(lengths.sum())) + offsets
+    columns, inverse = np.unique(neighbours.indices[entries], return_inverse=True)
+    contributions = neighbours.data[entries].astype(np.float64) * np.repeat(share, lengths)
+    values = np.bincount(inverse, weights=contributions)
+    return CooccurrenceProfile(columns.astype(np.int64), values, items)
+
+
 def cooccurrence_affinity(
     neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray, candidates: np.ndarray
 ) -> np.ndarray:
     """Recency-weighted mean co-occurrence of each candidate with the user's history.
 
     `neighbours` is `atlasrec.models.cooccurrence.item_neighbours`' matrix; `history` (oldest
-    first) and `candidates` are its row indices. Only the latest `AFFINITY_HISTORY` entries
-    count; `UNKNOWN_ITEM` entries count in the denominator only, and candidates equal to
-    `UNKNOWN_ITEM` get 0, as does everything without a matrix.
+    first) and `candidates` are its row indices. See `cooccurrence_profile`; everything is 0
+    without a matrix.
     """
-    candidates = np.asarray(candidates, dtype=np.int64)
-    columns, values = _pooled_rows(neighbours, history)
-    out = np.zeros(len(candidates), dtype=np.float64)
-    if not len(columns):
-        return out
-    at = np.minimum(np.searchsorted(columns, candidates), len(columns) - 1)
-    found = columns[at] == candidates  # columns are >= 0: never UNKNOWN_ITEM
-    out[found] = values[at[found]]
-    return out
+    return cooccurrence_profile(neighbours, history).affinity(candidates)
 
 
 def cooccurrence_candidates(
@@ -101,40 +156,7 @@ def cooccurrence_candidates(
     best first, ties by row. Only rows some history item points to can score above 0, so
     this reads the history's rows alone (`AFFINITY_HISTORY` * neighbours entries at most).
     """
-    columns, values = _pooled_rows(neighbours, history)
-    if n < 1 or not len(columns):
-        return np.zeros(0, dtype=np.int64)
-    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
-    drop = np.concatenate([items, np.asarray(exclude, dtype=np.int64)])
-    keep = (values > 0) & ~np.isin(columns, drop)
-    columns, values = columns[keep], values[keep]
-    return np.asarray(columns[np.lexsort((columns, -values))[:n]], dtype=np.int64)
-
-
-def _pooled_rows(
-    neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(columns, values): the recency-weighted mean of the history's rows, as a sparse vector.
-
-    Columns are sorted; a column no history row holds is 0 (and absent). Read straight from
-    the CSR arrays: a request touches at most `AFFINITY_HISTORY` rows.
-    """
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
-    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
-    known = items != UNKNOWN_ITEM
-    if neighbours is None or not known.any():
-        return empty
-    weights = _history_weights(len(items))
-    share = weights[known] / weights.sum()
-    starts, ends = neighbours.indptr[items[known]], neighbours.indptr[items[known] + 1]
-    lengths = ends - starts
-    if not lengths.sum():
-        return empty
-    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    entries = np.arange(int(lengths.sum())) + offsets
-    columns, inverse = np.unique(neighbours.indices[entries], return_inverse=True)
-    contributions = neighbours.data[entries].astype(np.float64) * np.repeat(share, lengths)
-    return columns.astype(np.int64), np.bincount(inverse, weights=contributions)
+    return cooccurrence_profile(neighbours, history).best(n, exclude)
 
 
 def _history_weights(n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlasrec.catalog import ItemPolicy
-from atlasrec.features import ItemStats, cooccurrence_affinity, ranking_features
+from atlasrec.features import CooccurrenceProfile, ItemStats, ranking_features
 from atlasrec.models.ranking import N_CANDIDATES, NEIGHBOUR_CANDIDATES
 from serving.online import OnlineFeatures
 from serving.state import ServingState
@@ -119,8 +119,10 @@ def recommend(
     if user is None:
         ranked = _popularity_scores(state, online, candidates)
     elif clock.may_start("ranking"):
-        candidates, scores, head = _ranking_head(state, candidates, scores, user, history, seen)
-        ranked = _rank(state, online, candidates, scores, head, history, now)
+        # one pooling of the history's neighbours feeds the item-item source and the feature
+        profile = state.cooccurrence_profile(history)
+        candidates, scores, head = _ranking_head(state, candidates, scores, user, seen, profile)
+        ranked = _rank(state, online, candidates, scores, head, history, now, profile)
     else:
         degraded.append("ranking")
         ranked = scores.astype(np.float64)
@@ -199,26 +201,28 @@ def _ranking_head(
     candidates: np.ndarray,
     scores: np.ndarray,
     user: np.ndarray,
-    history: list[int],
     seen: set[int],
+    profile: CooccurrenceProfile | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(candidates, scores, indices of the ranked head), as offline `retrieve` builds lists.
 
-    The head is the `N_CANDIDATES` best-retrieved candidates and, where the ranker uses
-    co-occurrence, the item-item source's best `NEIGHBOUR_CANDIDATES` beyond them (appended
-    to the candidates with their retrieval scores if retrieval did not find them).
+    The head is the `N_CANDIDATES` best-retrieved candidates and, with the history's
+    co-occurrence `profile` (given where the ranker uses co-occurrence), the item-item
+    source's best `NEIGHBOUR_CANDIDATES` beyond them (appended to the candidates with their
+    retrieval scores if retrieval did not find them).
     """
     head = np.argsort(-scores, kind="stable")[:N_CANDIDATES]
-    if not state.ranker.uses_cooccurrence:
+    if profile is None:
         return candidates, scores, head
-    beyond = seen | set(candidates[head].tolist())
-    extra = state.neighbour_candidates(history, NEIGHBOUR_CANDIDATES, beyond)
-    at = {p: n for n, p in enumerate(candidates.tolist())}
-    new = [p for p in extra.tolist() if p not in at]
-    at.update((p, len(candidates) + n) for n, p in enumerate(new))
-    candidates = np.concatenate([candidates, np.array(new, dtype=np.int64)])
+    extra = state.neighbour_candidates(
+        profile, NEIGHBOUR_CANDIDATES, seen | set(candidates[head].tolist())
+    )
+    if not len(extra):
+        return candidates, scores, head
+    new = extra[~np.isin(extra, candidates)]
+    candidates = np.concatenate([candidates, new])
     scores = np.concatenate([scores, (state.unit[new] @ user).astype(scores.dtype)])
-    extra_at = np.array([at[p] for p in extra.tolist()], dtype=np.int64)
+    extra_at = (candidates[:, None] == extra).argmax(axis=0)  # candidates are unique
     return candidates, scores, np.concatenate([head, extra_at])
 
 
@@ -230,21 +234,21 @@ def _rank(
     head: np.ndarray,
     history: list[int],
     now: float,
+    profile: CooccurrenceProfile | None,
 ) -> np.ndarray:
     """Scores: the ranker's for the candidates at `head` (`_ranking_head`).
 
     Those are the lists the ranker was fitted on; the other candidates follow below them,
-    in retrieval order.
+    in retrieval order. `profile` is the history's co-occurrence profile where the ranker
+    uses co-occurrence.
     """
     top = candidates[head]
     if state.ranker.uses_item_stats:
         stats = _stats(state, online, top)
     else:  # a ranker without popularity or recency weights: no online-store round trip
         stats = ItemStats(np.zeros(len(top)), np.full(len(top), np.nan))
-    if state.ranker.uses_cooccurrence:
-        cooccurrence = _cooccurrence(state, history, top)
-    else:  # a ranker without a co-occurrence weight: no neighbour lookups
-        cooccurrence = np.zeros(len(top))
+    # a ranker without a co-occurrence weight has no profile: no neighbour lookups
+    cooccurrence = np.zeros(len(top)) if profile is None else _cooccurrence(state, profile, top)
     features = ranking_features(
         scores[head],
         state.categories[top],
@@ -260,11 +264,11 @@ def _rank(
     return ranked
 
 
-def _cooccurrence(state: ServingState, history: list[int], candidates: np.ndarray) -> np.ndarray:
+def _cooccurrence(
+    state: ServingState, profile: CooccurrenceProfile, candidates: np.ndarray
+) -> np.ndarray:
     """The candidates' co-occurrence feature (0 where the model version has no neighbours)."""
-    return cooccurrence_affinity(
-        state.neighbours, state.neighbour_index(history), state.neighbour_index(candidates)
-    )
+    return profile.affinity(state.neighbour_index(candidates))
 
 
 def _popularity_scores(

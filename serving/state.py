@@ -21,7 +21,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasrec.catalog import ItemPolicy, parse_policy
-from atlasrec.features import NO_CATEGORY, UNKNOWN_ITEM, cooccurrence_candidates
+from atlasrec.features import (
+    NO_CATEGORY,
+    UNKNOWN_ITEM,
+    CooccurrenceProfile,
+    cooccurrence_profile,
+)
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -90,20 +95,25 @@ class ServingState:
             return np.full(len(positions), UNKNOWN_ITEM, dtype=np.int64)
         return np.asarray(self.position_rows[np.asarray(positions, dtype=np.int64)])
 
-    def neighbour_candidates(
-        self, history: Sequence[int], n: int, exclude: Iterable[int]
-    ) -> np.ndarray:
-        """Live positions of the item-item source's best `n` candidates (none without neighbours).
+    def cooccurrence_profile(self, history: Sequence[int]) -> CooccurrenceProfile | None:
+        """The co-occurrence profile of a history of positions, for the ranking stage.
 
-        `history` and `exclude` are positions; see `atlasrec.features.cooccurrence_candidates`.
-        A candidate retired since the model was trained is dropped.
+        None where the ranker does not weigh co-occurrence (nothing to pool); empty where it
+        does but the model version has no neighbours.
         """
-        rows = cooccurrence_candidates(
-            self.neighbours,
-            self.neighbour_index(history),
-            n,
-            self.neighbour_index(np.fromiter(exclude, dtype=np.int64)),
-        )
+        if not self.ranker.uses_cooccurrence:
+            return None
+        return cooccurrence_profile(self.neighbours, self.neighbour_index(history))
+
+    def neighbour_candidates(
+        self, profile: CooccurrenceProfile, n: int, exclude: Iterable[int]
+    ) -> np.ndarray:
+        """Live positions of the item-item source's best `n` candidates for `profile`.
+
+        `exclude` holds positions; see `CooccurrenceProfile.best`. A candidate retired since
+        the model was trained is dropped.
+        """
+        rows = profile.best(n, self.neighbour_index(np.fromiter(exclude, dtype=np.int64)))
         positions = self.row_positions[rows] if len(rows) else rows
         positions = positions[positions >= 0]
         return np.asarray(positions[self.alive[positions]], dtype=np.int64)

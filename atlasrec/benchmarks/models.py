@@ -288,8 +288,9 @@ def neighbour_request_cost(data: Interactions, users: int = 200) -> dict[str, An
     serving excludes the retrieval head), and the `cooccurrence` feature for 100 candidates
     (the retrieval head alone) and for 150 (the head with the source's).
     """
-    sequences = [s for s in user_sequences(data) if len(s)][:users]
-    neighbours = item_neighbours(user_sequences(data), data.n_items)
+    everyone = user_sequences(data)
+    sequences = [s for s in everyone if len(s)][:users]
+    neighbours = item_neighbours(everyone, data.n_items)
     rng = np.random.default_rng(0)
     timings: dict[str, list[float]] = {"candidates_50": [], "feature_100": [], "feature_150": []}
     for seq in sequences:

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from atlasrec.evaluation import ease_weights
+from atlasrec.evaluation import EASEConfig, ease_weights
 
 NEIGHBOURS = 100
 """Neighbours kept per item."""
@@ -32,7 +32,7 @@ NEIGHBOURS = 100
 EASE_HEAD = 12_000
 """Items (the most-interacted) given EASE weights (a dense float64 head² matrix: 1.15 GB)."""
 
-EASE_L2 = 500.0
+EASE_L2 = EASEConfig().l2
 """EASE's ridge penalty (the evaluation baseline's)."""
 
 _ROW_BLOCK = 1024
@@ -71,19 +71,10 @@ def item_neighbours(
     x.data[:] = 1.0  # a repeated (user, item) pair counts once
     if x.nnz == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    if weighting == "ease":
-        if n_items <= head:
-            return _strongest_dense(ease_weights(x, EASE_L2), k)
+    if weighting == "ease":  # over the head (every item of a catalog that fits)
         counts = np.asarray(x.sum(axis=0)).ravel()
         top = np.sort(np.argsort(-counts, kind="stable")[:head])
-        weights = _strongest_dense(ease_weights(x[:, top].tocsr(), EASE_L2), k).tocoo()
-        out = sp.csr_matrix(
-            (weights.data, (top[weights.row], top[weights.col])),
-            shape=(n_items, n_items),
-            dtype=np.float32,
-        )
-        out.sort_indices()
-        return out
+        return _strongest_dense(ease_weights(x[:, top].tocsr(), EASE_L2), k, top, n_items)
     gram = (x.T @ x).tocsr()
     inverse_norm = 1.0 / np.sqrt(np.maximum(gram.diagonal(), 1.0)).astype(np.float32)
     gram.setdiag(0.0)
@@ -111,8 +102,11 @@ def _strongest(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return out
 
 
-def _strongest_dense(weights: np.ndarray, k: int) -> sp.csr_matrix:
-    """Each row's `k` largest positive entries of a dense matrix, as float32 CSR."""
+def _strongest_dense(weights: np.ndarray, k: int, index: np.ndarray, size: int) -> sp.csr_matrix:
+    """Each row's `k` largest positive entries of a dense matrix, as [size, size] float32 CSR.
+
+    Row and column j of `weights` are row and column `index[j]` of the result.
+    """
     n = weights.shape[0]
     k = min(k, n)
     parts = []
@@ -127,6 +121,6 @@ def _strongest_dense(weights: np.ndarray, k: int) -> sp.csr_matrix:
         block_rows = np.repeat(np.arange(lo, lo + len(block)), k).reshape(len(block), k)
         parts.append((values[keep].astype(np.float32), block_rows[keep], top[keep]))
     data, rows, cols = (np.concatenate(p) for p in zip(*parts, strict=True))
-    out = sp.csr_matrix((data, (rows, cols)), shape=weights.shape, dtype=np.float32)
+    out = sp.csr_matrix((data, (index[rows], index[cols])), shape=(size, size), dtype=np.float32)
     out.sort_indices()
     return out

@@ -79,13 +79,15 @@ def test_offline_and_online_features_are_identical(
 
         candidates = np.array([p for p in range(state.size) if p not in set(sequence)])
         scores = state.unit[candidates] @ online_user
+        profile = state.cooccurrence_profile(online_history)
+        assert profile is not None  # the ranker weighs co-occurrence
         online_features = ranking_features(
             scores,
             state.categories[candidates],
             state.categories[online_history].tolist(),
             _stats(state, runtime.online, candidates),
             now,
-            _cooccurrence(state, online_history, candidates),
+            _cooccurrence(state, profile, candidates),
         )
         offline_stats = stats_index.as_of(candidates[None, :], np.array([now]), inclusive=True)
         offline_features = ranking_features(
@@ -102,7 +104,7 @@ def test_offline_and_online_features_are_identical(
         monkeypatch.setattr(pipeline, "N_CANDIDATES", 3)
         monkeypatch.setattr(pipeline, "NEIGHBOUR_CANDIDATES", 2)
         every, every_score, head = _ranking_head(
-            state, candidates, scores, online_user, online_history, set(online_history)
+            state, candidates, scores, online_user, set(online_history), profile
         )
         items, item_scores, mask = retrieve(state.model, [np.array(sequence)], 3, neighbours, 2)
         assert every[head].tolist() == items[0][mask[0]].tolist()

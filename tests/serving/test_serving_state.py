@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from atlasrec.features import FEATURES, NO_CATEGORY, UNKNOWN_ITEM
+from atlasrec.features import FEATURES, NO_CATEGORY, UNKNOWN_ITEM, CooccurrenceProfile
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
@@ -62,6 +62,13 @@ def test_upserts_append_to_the_delta_and_retire_changed_items() -> None:
     assert state.size == 3 and state.alive.all() and not state.policies[1].blocked
 
 
+def profile_of(state: ServingState, history: list[int]) -> CooccurrenceProfile:
+    """The state's co-occurrence profile of `history` (its ranker weighs co-occurrence)."""
+    profile = state.cooccurrence_profile(history)
+    assert profile is not None
+    return profile
+
+
 def _cooccurrence_state() -> tuple[ServingState, sp.csr_matrix]:
     """i0..i3 trained; i1's content then changes (a new position) and i9 is added."""
     items = [item(f"i{k}", k) for k in range(5)]
@@ -90,12 +97,12 @@ def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> N
     assert state.position["i1"] == 5 and state.neighbour_index([5, 6]).tolist() == [1, -1]
     candidates = np.array([2, 3, 4, 5, 6])  # i2, i3, i4, i1 (moved), i9
     scores = np.linspace(0.5, 0.1, 5)  # retrieval prefers the reverse of co-occurrence
-    head = np.arange(5)
-    ranked = _rank(state, None, candidates, scores, head, [0], now=0.0)  # type: ignore[arg-type]
+    head, profile = np.arange(5), state.cooccurrence_profile([0])
+    ranked = _rank(state, None, candidates, scores, head, [0], 0.0, profile)  # type: ignore[arg-type]
     top = candidates[np.argsort(-ranked, kind="stable")]
     assert [state.item_ids[p] for p in top[:2]] == ["i1", "i2"]
     np.testing.assert_allclose(
-        _cooccurrence(state, [0], candidates),
+        _cooccurrence(state, profile_of(state, [0]), candidates),
         [neighbours[0, 2], 0.0, 0.0, neighbours[0, 1], 0.0],
         rtol=1e-6,
     )
@@ -105,21 +112,27 @@ def test_the_item_item_source_adds_candidates_beyond_the_retrieval_head() -> Non
     state, neighbours = _cooccurrence_state()
     assert neighbours[0, 1] > neighbours[0, 2] > 0 and neighbours[0, 3] == 0
     # i0's neighbours by id: i1 now lives at position 5, i2 at 2
-    assert state.neighbour_candidates([0], 5, set()).tolist() == [5, 2]
-    assert state.neighbour_candidates([0], 1, set()).tolist() == [5]
-    assert state.neighbour_candidates([0], 5, {5}).tolist() == [2]
+    profile = profile_of(state, [0])
+    assert state.neighbour_candidates(profile, 5, set()).tolist() == [5, 2]
+    assert state.neighbour_candidates(profile, 1, set()).tolist() == [5]
+    assert state.neighbour_candidates(profile, 5, {5}).tolist() == [2]
     retired = replace(state, alive=np.where(np.arange(state.size) == 2, False, state.alive))
-    assert retired.neighbour_candidates([0], 5, set()).tolist() == [5]
+    assert retired.neighbour_candidates(profile, 5, set()).tolist() == [5]
     # retrieval found i3 and i4 only: i1 and i2 join the ranked head with their scores
     user = np.full(4, 0.5, dtype=np.float32)
     candidates, scores, head = _ranking_head(
-        state, np.array([3, 4]), np.array([0.5, 0.4], dtype=np.float32), user, [0], {0}
+        state, np.array([3, 4]), np.array([0.5, 0.4], dtype=np.float32), user, {0}, profile
     )
     assert candidates.tolist() == [3, 4, 5, 2] and head.tolist() == [0, 1, 2, 3]
     np.testing.assert_allclose(scores[2:], state.unit[[5, 2]] @ user, rtol=1e-6)
     # a ranker without co-occurrence gets retrieval's candidates only
     plain = replace(state, ranker=DEFAULT_RANKER)
     candidates, _, head = _ranking_head(
-        plain, np.array([3, 4]), np.array([0.5, 0.4], dtype=np.float32), user, [0], {0}
+        plain,
+        np.array([3, 4]),
+        np.array([0.5, 0.4], dtype=np.float32),
+        user,
+        {0},
+        plain.cooccurrence_profile([0]),
     )
     assert candidates.tolist() == [3, 4] and head.tolist() == [0, 1]
