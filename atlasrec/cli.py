@@ -11,7 +11,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, cast
 
 import click
 import typer
@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from atlasrec.errors import AtlasRecError, NotYetAvailableError
 from atlasrec.ingest import ingest as run_ingest
+from atlasrec.intents import INTENTS, Intent
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import SharingPolicy, parse_region
@@ -361,7 +362,7 @@ def evaluate(
         typer.echo(f"{tenant} {name} ({split['tested_users']} users), k={k}:")
         for model, r in split["models"].items():
             typer.echo(
-                f"  {model:<13} ndcg={r['all']['ndcg']:.4f} recall={r['all']['recall']:.4f} "
+                f"  {model:<32} ndcg={r['all']['ndcg']:.4f} recall={r['all']['recall']:.4f} "
                 f"map={r['all']['map']:.4f} coverage={r['all']['coverage']:.4f}"
             )
 
@@ -373,6 +374,14 @@ def recommend(
         Path, typer.Option("--users-file", help="One user id per line (optional header user_id)")
     ],
     k: Annotated[int, typer.Option("--k")] = 10,
+    intent: Annotated[
+        str,
+        typer.Option(
+            "--intent",
+            click_type=click.Choice(INTENTS),
+            help="next: what each user does next; profile: more for the whole history",
+        ),
+    ] = "next",
 ) -> None:
     """Recommendations for the users in a file, as JSON lines (seen items excluded)."""
     from atlasrec.pipelines.recommend import recommend_users
@@ -385,7 +394,8 @@ def recommend(
     if ids and ids[0].lower() == "user_id":
         ids = ids[1:]
     cold = 0
-    for rec in recommend_users(_platform(), tenant, ids, k, actor=actor()):
+    chosen = cast(Intent, intent)
+    for rec in recommend_users(_platform(), tenant, ids, k, actor=actor(), intent=chosen):
         cold += rec.cold_start
         typer.echo(json.dumps({"user_id": rec.user_id, "items": rec.items}))
     if cold:

@@ -139,6 +139,20 @@ def _tenant_calls(
         f"{body['model_version']}: {', '.join(i['item_id'] for i in body['items'])}",
         f"{body['timings_ms']['total']:.1f}",
     )
+    profile = _call(
+        client,
+        "POST",
+        f"{url}/v1/recommendations",
+        key,
+        {"user_id": user, "k": 3, "intent": "profile"},
+    ).json()
+    table.add_row(
+        "",
+        "",
+        f"recommend {user}, intent profile",
+        f"served as {profile['intent']}: {', '.join(i['item_id'] for i in profile['items'])}",
+        f"{profile['timings_ms']['total']:.1f}",
+    )
     newcomer = f"demo-newcomer-{ds.tenant_id}"
     liked = [i["item_id"] for i in body["items"][:2]]
     # fixed times: a re-run replays the same events, which are stored once (no new data)

@@ -28,6 +28,10 @@ HISTORY_HALF_LIFE = 10.0
 AFFINITY_HISTORY = 50
 """The category and co-occurrence affinities look at the user's latest this many items."""
 
+PROFILE_HISTORY = 200
+"""The `profile` intent pools the user's latest this many items, unweighted (what the online
+store keeps per user: `atlasrec.online_store`'s recent-items cap)."""
+
 NO_CATEGORY = -1
 UNKNOWN_ITEM = -1
 """A history entry that the co-occurrence neighbours do not know (it weighs, adds nothing)."""
@@ -70,11 +74,11 @@ def category_affinity(
 
 @dataclass(frozen=True)
 class CooccurrenceProfile:
-    """A history's co-occurrence with every row: the recency-weighted mean of its rows.
+    """A history's co-occurrence with every row: a weighted mean of its rows.
 
     Sparse: `columns` (sorted rows of the neighbours matrix) and their `values`; every other
-    row scores 0. `window` holds the history entries it was pooled from (the latest
-    `AFFINITY_HISTORY`). One profile per request serves both the feature and the source.
+    row scores 0. `window` holds the history entries it was pooled from. One profile per
+    request serves both the feature and the source.
     """
 
     columns: np.ndarray
@@ -106,19 +110,27 @@ class CooccurrenceProfile:
 
 
 def cooccurrence_profile(
-    neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray
+    neighbours: sp.csr_matrix | None,
+    history: Sequence[int] | np.ndarray,
+    *,
+    window: int = AFFINITY_HISTORY,
+    half_life: float | None = HISTORY_HALF_LIFE,
 ) -> CooccurrenceProfile:
     """The profile of `history` (rows of `neighbours`, oldest first; see `CooccurrenceProfile`).
 
-    Only the latest `AFFINITY_HISTORY` entries count; `UNKNOWN_ITEM` entries count in the
-    denominator only. Read straight from the CSR arrays: at most `AFFINITY_HISTORY` rows.
+    Only the latest `window` entries count, each weighing half as much every `half_life`
+    positions back (all alike with None); `UNKNOWN_ITEM` entries count in the denominator
+    only. Read straight from the CSR arrays: at most `window` rows. The defaults give the
+    ranker's `cooccurrence` feature; `history_profile` is the `profile` intent's.
     """
-    items = np.asarray(history, dtype=np.int64)[-AFFINITY_HISTORY:]
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    items = np.asarray(history, dtype=np.int64)[-window:]
     empty = CooccurrenceProfile(np.zeros(0, dtype=np.int64), np.zeros(0), items)
     known = items != UNKNOWN_ITEM
     if neighbours is None or not known.any():
         return empty
-    weights = _history_weights(len(items))
+    weights = _history_weights(len(items), half_life)
     share = weights[known] / weights.sum()
     starts, ends = neighbours.indptr[items[known]], neighbours.indptr[items[known] + 1]
     lengths = ends - starts
@@ -130,6 +142,17 @@ def cooccurrence_profile(
     contributions = neighbours.data[entries].astype(np.float64) * np.repeat(share, lengths)
     values = np.bincount(inverse, weights=contributions)
     return CooccurrenceProfile(columns.astype(np.int64), values, items)
+
+
+def history_profile(
+    neighbours: sp.csr_matrix | None, history: Sequence[int] | np.ndarray
+) -> CooccurrenceProfile:
+    """The `profile` intent's pooling: the plain mean of the latest `PROFILE_HISTORY` rows.
+
+    Ranking by it is EASE's scoring (the sum of the history's rows) with rows cut to their
+    strongest neighbours, over what the online store keeps of a history.
+    """
+    return cooccurrence_profile(neighbours, history, window=PROFILE_HISTORY, half_life=None)
 
 
 def cooccurrence_affinity(
@@ -159,10 +182,12 @@ def cooccurrence_candidates(
     return cooccurrence_profile(neighbours, history).best(n, exclude)
 
 
-def _history_weights(n: int) -> np.ndarray:
-    """Weights of `n` history entries (oldest first): halving every `HISTORY_HALF_LIFE`."""
+def _history_weights(n: int, half_life: float | None = HISTORY_HALF_LIFE) -> np.ndarray:
+    """Weights of `n` history entries (oldest first): halving every `half_life` (None: 1)."""
+    if half_life is None:
+        return np.ones(n, dtype=np.float64)
     age = np.arange(n - 1, -1, -1, dtype=np.float64)
-    return np.asarray(np.power(0.5, age / HISTORY_HALF_LIFE), dtype=np.float64)
+    return np.asarray(np.power(0.5, age / half_life), dtype=np.float64)
 
 
 def ranking_features(

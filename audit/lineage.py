@@ -115,6 +115,7 @@ def request_lineage(
             "items_returned": len(request.items),
             "cold_start": request.cold_start,
             "degraded": list(request.degraded),
+            "intent": request.intent,
         }
     }
     chain.update(model_lineage(plane, scope, request.model_version, actor=actor))
@@ -400,7 +401,8 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
     lines = [
         f"request {req['request_id']}  tenant {req['tenant_id']}  region {req['region']}  "
         f"served {req['served_at']}  k={req['k']} ({req['items_returned']} items)  "
-        f"cold_start={req['cold_start']}  degraded={req['degraded'] or 'no'}",
+        f"cold_start={req['cold_start']}  degraded={req['degraded'] or 'no'}  "
+        f"intent={req['intent']}",
     ]
     model = chain.get("model")
     if model is None:

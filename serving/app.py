@@ -266,6 +266,7 @@ def create_app(
             if body.filters.categories is None
             else frozenset(body.filters.categories),
             exclude_items=frozenset(body.filters.exclude_items),
+            intent=body.intent,
         )
         served = recommend(runtime.state, runtime.online, query, serving.budgets)
         request_id = _request_id(request)
@@ -290,6 +291,7 @@ def create_app(
                 cold_start=served.cold_start,
                 degraded=served.degraded,
                 timings_ms=served.timings_ms,
+                intent=served.intent,
             ),
         )
         return schemas.RecommendationResponse(
@@ -300,6 +302,7 @@ def create_app(
             degraded=bool(served.degraded),
             degraded_stages=served.degraded,
             cold_start=served.cold_start,
+            intent=served.intent,
             items=[schemas.ScoredItem(item_id=i, score=s) for i, s in served.items],
             timings_ms=schemas.Timings(
                 **{s: served.timings_ms.get(s, 0.0) for s in (*STAGES, "total")}

@@ -17,6 +17,7 @@ import numpy as np
 
 from atlasrec.catalog import ItemPolicy
 from atlasrec.features import CooccurrenceProfile, ItemStats, ranking_features
+from atlasrec.intents import PROFILE_CANDIDATES, Intent, profile_scores
 from atlasrec.models.ranking import N_CANDIDATES, NEIGHBOUR_CANDIDATES
 from serving.online import OnlineFeatures
 from serving.state import ServingState
@@ -41,6 +42,7 @@ class Query:
     country: str | None = None
     categories: frozenset[str] | None = None
     exclude_items: frozenset[str] = frozenset()
+    intent: Intent = "next"
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Served:
     cold_start: bool
     degraded: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    intent: Intent = "next"
+    """The order served: `profile` only where asked and the history has neighbours."""
 
 
 class _Clock:
@@ -87,6 +91,7 @@ def recommend(
     """Run the serving path for one request on one snapshot."""
     clock = _Clock(budgets)
     degraded: list[str] = []
+    intent: Intent = "next"
     now = time.time() if now is None else now
 
     # features: the user's recent items (online store, else this process's copy)
@@ -122,7 +127,17 @@ def recommend(
         # one pooling of the history's neighbours feeds the item-item source and the feature
         profile = state.cooccurrence_profile(history)
         candidates, scores, head = _ranking_head(state, candidates, scores, user, seen, profile)
+        whole = state.history_profile(history) if query.intent == "profile" else None
+        if whole is not None:  # the profile's best join the ranked head, as offline
+            exclude = seen | set(candidates[head].tolist())
+            extra = state.neighbour_candidates(whole, PROFILE_CANDIDATES, exclude)
+            candidates, scores, head = _extend_head(state, candidates, scores, head, extra, user)
         ranked = _rank(state, online, candidates, scores, head, history, now, profile)
+        if whole is not None:
+            affinity = np.zeros(len(candidates))
+            affinity[head] = whole.affinity(state.neighbour_index(candidates[head]))
+            if (affinity > 0).any():
+                ranked, intent = profile_scores(ranked, affinity), "profile"
     else:
         degraded.append("ranking")
         ranked = scores.astype(np.float64)
@@ -143,7 +158,7 @@ def recommend(
         items += _backfill(state, query, popular, seen | {state.position[i] for i, _ in items})
     clock.lap("policy")
     clock.timings["total"] = round(clock.elapsed_ms(), 3)
-    return Served(items[: query.k], state.model_version, cold, degraded, clock.timings)
+    return Served(items[: query.k], state.model_version, cold, degraded, clock.timings, intent)
 
 
 def history_positions(
@@ -217,6 +232,22 @@ def _ranking_head(
     extra = state.neighbour_candidates(
         profile, NEIGHBOUR_CANDIDATES, seen | set(candidates[head].tolist())
     )
+    return _extend_head(state, candidates, scores, head, extra, user)
+
+
+def _extend_head(
+    state: ServingState,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    head: np.ndarray,
+    extra: np.ndarray,
+    user: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head with `extra` positions (none in it) added.
+
+    An extra position that retrieval did not find joins the candidates with its retrieval
+    score.
+    """
     if not len(extra):
         return candidates, scores, head
     new = extra[~np.isin(extra, candidates)]

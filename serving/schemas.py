@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from atlasrec.intents import Intent
+
 MAX_K = 100
 MAX_RECENT = 100
 MAX_EXCLUDE = 1_000
@@ -64,6 +66,11 @@ class RecommendationRequest(Strict):
     k: int = Field(default=10, ge=1, le=MAX_K)
     context: Context = Field(default_factory=Context)
     filters: Filters = Field(default_factory=Filters)
+    intent: Intent = Field(
+        default="next",
+        description="next: what the user does next (recent history); profile: more for the "
+        "user's whole history (item-item neighbours pooled over it).",
+    )
 
 
 class ScoredItem(BaseModel):
@@ -94,6 +101,8 @@ class RecommendationResponse(BaseModel):
     degraded: bool
     degraded_stages: list[str]
     cold_start: bool
+    intent: Intent
+    """The order served: `next` where `profile` was asked but the history has no neighbours."""
     items: list[ScoredItem]
     timings_ms: Timings
 

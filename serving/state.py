@@ -26,6 +26,7 @@ from atlasrec.features import (
     UNKNOWN_ITEM,
     CooccurrenceProfile,
     cooccurrence_profile,
+    history_profile,
 )
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
@@ -80,8 +81,8 @@ class ServingState:
     """Interaction counts per position, read from the database at load (used when the
     online store is unreachable)."""
     neighbours: sp.csr_matrix | None = None
-    """The model's co-occurrence neighbours (rows: the model's training order), where its
-    ranker uses them (`with_neighbours`)."""
+    """The model's co-occurrence neighbours (rows: the model's training order), where it has
+    them (non-DP models; `with_neighbours`)."""
     neighbour_rows: Mapping[str, int] = field(default_factory=dict)
     """Item id -> row of `neighbours`."""
     position_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -104,6 +105,12 @@ class ServingState:
         if not self.ranker.uses_cooccurrence:
             return None
         return cooccurrence_profile(self.neighbours, self.neighbour_index(history))
+
+    def history_profile(self, history: Sequence[int]) -> CooccurrenceProfile | None:
+        """The `profile` intent's pooling of a history of positions; None without neighbours."""
+        if self.neighbours is None:
+            return None
+        return history_profile(self.neighbours, self.neighbour_index(history))
 
     def neighbour_candidates(
         self, profile: CooccurrenceProfile, n: int, exclude: Iterable[int]

@@ -777,6 +777,58 @@ def profile_tenant(
     }
 
 
+def compare_intents(
+    platform: Any, tenant_id: str, bodies: Sequence[dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """The `next` and `profile` intents in-process, each request both ways, order alternating.
+
+    Only requests with a user id (the profile pools a stored history). Stage timings (ms,
+    p50 / p99) per intent, how many `profile` requests were served so, and the ratio of the
+    medians of the totals.
+    """
+    from dataclasses import replace
+
+    from atlasrec.online_store import OnlineStore, make_backend
+    from atlasrec.tenancy import Region
+    from serving.pipeline import STAGES, recommend
+    from serving.runtime import RegionRuntime
+
+    region = Region(REGION)
+    backend = make_backend(REDIS_URL, timeout_s=platform.settings.serving_redis_timeout_s)
+    online = OnlineStore(region, backend, platform.plane(region).boundary)
+    tenant = RegionRuntime(platform, region, online=online).tenant(
+        platform.control.get_tenant(tenant_id)
+    )
+    budgets = dict(platform.settings.serving_budget_ms)
+    queries = [q for q in _queries(tenant, bodies) if q.user_key is not None]
+    served: dict[str, list[Any]] = {"next": [], "profile": []}
+    for i in range(n + 200):  # the first 200: warm-up
+        q = queries[i % len(queries)]
+        pair = ("next", "profile") if i % 2 else ("profile", "next")
+        for intent in pair:
+            out = recommend(tenant.state, tenant.online, replace(q, intent=intent), budgets)
+            if i >= 200:
+                served[intent].append(out)
+    backend.close()
+    stats = {
+        intent: {
+            stage: {
+                "p50": _pct([s.timings_ms[stage] for s in runs], 50),
+                "p99": _pct([s.timings_ms[stage] for s in runs], 99),
+            }
+            for stage in (*STAGES, "total")
+        }
+        for intent, runs in served.items()
+    }
+    p50 = {intent: stats[intent]["total"]["p50"] or 0.0 for intent in stats}
+    return {
+        "requests": n,
+        "ms": stats,
+        "profile_served_as_profile": sum(s.intent == "profile" for s in served["profile"]),
+        "total_p50_ratio_profile_to_next": round(p50["profile"] / p50["next"], 3),
+    }
+
+
 # the run --------------------------------------------------------------------------------------
 
 
@@ -1076,6 +1128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t.tenant_id: profile_tenant(platform, t.tenant_id, bodies[t.tenant_id], args.profile_n)
             for t in tenants
         }
+        ml = tenants[0].tenant_id  # the trained tenant: the one with neighbours
+        results["intents"] = {ml: compare_intents(platform, ml, bodies[ml], args.profile_n)}
         platform.close()
     finally:
         for k, v in saved.items():
@@ -1116,6 +1170,13 @@ def report(results: dict[str, Any]) -> str:
                 f"server (py-spy, GIL samples) {name}: "
                 + ", ".join(f"{label} {share:.0%}" for label, share in spy["share"].items())
             )
+    for name, c in results.get("intents", {}).items():
+        lines.append(
+            f"intents {name}: total p50 next {c['ms']['next']['total']['p50']} ms, profile "
+            f"{c['ms']['profile']['total']['p50']} ms "
+            f"({c['total_p50_ratio_profile_to_next']}x); p99 {c['ms']['next']['total']['p99']} / "
+            f"{c['ms']['profile']['total']['p99']} ms"
+        )
     for name, p in results.get("profile", {}).items():
         lines.append(f"profile {name}: {p['profiled_ms_per_request']} ms/request under cProfile")
         for stage, entries in p["stages"].items():

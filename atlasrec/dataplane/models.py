@@ -138,6 +138,8 @@ class ServedRequest(RegionModel, table=True):
     cold_start: bool
     degraded: list[str] = Field(sa_column=Column(JSON, nullable=False))
     timings_ms: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
+    intent: str = Field(default="next", max_length=16, sa_column_kwargs={"server_default": "next"})
+    """The order served (`atlasrec.intents`): `next`, or `profile` where asked and possible."""
 
 
 class FederationRun(RegionModel, table=True):

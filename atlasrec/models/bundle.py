@@ -32,7 +32,8 @@ def write_bundle(
 ) -> None:
     """Write a model's files into an artifact's staging folder.
 
-    `neighbours` (`atlasrec.models.cooccurrence`) only where the ranker scores with them.
+    `neighbours` (`atlasrec.models.cooccurrence`): a non-DP model's (the ranker's feature
+    and source where it weighs them, and the `profile` intent's pooling).
     """
     torch.save({"config": model.config.as_dict(), "state": model.state_dict()}, folder / WEIGHTS)
     (folder / ITEMS).write_text(json.dumps(item_ids))
@@ -58,7 +59,7 @@ class ModelBundle:
     lineage: dict[str, Any]
     ranker: LinearRanker = DEFAULT_RANKER
     neighbours: sp.csr_matrix | None = None
-    """Co-occurrence neighbours, rows in `item_ids` order (present where the ranker uses them)."""
+    """Co-occurrence neighbours, rows in `item_ids` order (a non-DP model's; None for DP ones)."""
 
     @classmethod
     def load(cls, artifact: Artifact) -> ModelBundle:

@@ -37,11 +37,14 @@ from atlasrec.evaluation import Interactions, random_user_split, temporal_leave_
 from atlasrec.features import (
     FEATURES,
     NO_CATEGORY,
+    CooccurrenceProfile,
     ItemStats,
     cooccurrence_affinity,
     cooccurrence_candidates,
+    history_profile,
     ranking_features,
 )
+from atlasrec.intents import PROFILE_CANDIDATES, Intent, profile_scores
 from atlasrec.models.cooccurrence import head_size, item_neighbours
 from atlasrec.models.ranker import (
     DEFAULT_RANKER,
@@ -262,7 +265,8 @@ class RankedModel:
     ranker: LinearRanker
     lineage: dict[str, Any]
     neighbours: sp.csr_matrix | None
-    """Co-occurrence neighbours over all of the training data, where the ranker uses them."""
+    """Co-occurrence neighbours over all of the training data (the ranker's feature and
+    source where it weighs them; the `profile` intent's pooling)."""
 
 
 def train_with_ranker(
@@ -324,9 +328,7 @@ def train_with_ranker(
         )
     else:
         model, report = prefix_model, prefix_report
-    neighbours = (
-        item_neighbours(user_sequences(data), data.n_items) if ranker.uses_cooccurrence else None
-    )
+    neighbours = item_neighbours(user_sequences(data), data.n_items)
     entry["total_seconds"] = round(time.perf_counter() - started, 2)
     return RankedModel(model, report, ranker, entry, neighbours)
 
@@ -341,20 +343,32 @@ def rerank(
     *,
     neighbours: sp.csr_matrix | None = None,
     n_candidates: int = N_CANDIDATES,
+    intent: Intent = "next",
 ) -> np.ndarray:
     """Top-`k` unseen items per user: `retrieve`'s candidates, re-ranked as of the last row.
 
-    With `neighbours`, the candidates include the item-item source's. Rows are padded with -1
-    when fewer than `k` unseen items exist.
+    With `neighbours`, the candidates include the item-item source's (where the ranker
+    weighs co-occurrence) and, for the `profile` intent, the history profile's best
+    `PROFILE_CANDIDATES`, ordered as serving orders them (`atlasrec.intents`). Rows are
+    padded with -1 when fewer than `k` unseen items exist.
     """
     sequences = user_sequences(log)
     histories = [sequences[u] for u in users.tolist()]
-    items, scores, mask = retrieve(model, histories, max(n_candidates, k), neighbours)
+    source = neighbours if ranker.uses_cooccurrence else None  # as serving: `_ranking_head`
+    items, scores, mask = retrieve(model, histories, max(n_candidates, k), source)
+    profiles = None
+    if intent == "profile" and neighbours is not None:
+        profiles = [history_profile(neighbours, h) for h in histories]
+        lists = (items, scores, mask)
+        items, scores, mask = _with_profile_candidates(model, histories, lists, profiles)
     now = np.nan_to_num(last_times(log)[users], nan=0.0)
     stats = StatsIndex(log).as_of(items, now, inclusive=True)
-    features = candidate_features(items, scores, mask, histories, codes, stats, now, neighbours)
+    features = candidate_features(items, scores, mask, histories, codes, stats, now, source)
     n, c, f = features.shape
     ranked = ranker.score(features.reshape(n * c, f)).reshape(n, c)
+    for row, profile in enumerate(profiles or []):
+        valid = mask[row]
+        ranked[row, valid] = profile_scores(ranked[row, valid], profile.affinity(items[row, valid]))
     ranked = np.where(mask, ranked, -np.inf)
     order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
     out = np.take_along_axis(items, order, 1)
@@ -364,11 +378,43 @@ def rerank(
     return out
 
 
+def _with_profile_candidates(
+    model: TwoTower,
+    histories: Sequence[np.ndarray],
+    lists: tuple[np.ndarray, np.ndarray, np.ndarray],
+    profiles: Sequence[CooccurrenceProfile],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`retrieve`'s lists widened by each profile's best `PROFILE_CANDIDATES` not in them.
+
+    The added items carry the two-tower model's scores, as retrieved ones do.
+    """
+    items, scores, mask = lists
+    width = items.shape[1] + PROFILE_CANDIDATES
+    out_items = np.zeros((len(items), width), dtype=np.int64)
+    out_scores = np.zeros((len(items), width), dtype=np.float32)
+    out_mask = np.zeros((len(items), width), dtype=bool)
+    vectors = model.all_item_vectors()
+    for start in range(0, len(histories), _USER_BATCH):
+        batch = histories[start : start + _USER_BATCH]
+        users = model.encode_histories([h.tolist() for h in batch])
+        for offset, user in enumerate(users):
+            row = start + offset
+            have = items[row, mask[row]]
+            extra = profiles[row].best(PROFILE_CANDIDATES, np.concatenate([have, batch[offset]]))
+            end = len(have) + len(extra)
+            out_items[row, :end] = np.concatenate([have, extra])
+            out_scores[row, : len(have)] = scores[row, mask[row]]
+            out_scores[row, len(have) : end] = vectors[extra] @ user
+            out_mask[row, :end] = True
+    return out_items, out_scores, out_mask
+
+
 class TwoTowerRankerRecommender:
     """The two-tower model with its ranker, as an evaluation `Recommender`.
 
     `fit` runs what `atlasrec train --no-dp` runs (`train_with_ranker`) on the train log
-    alone; `recommend` re-ranks the candidates as of each user's last train row (`rerank`).
+    alone; `recommend` re-ranks the candidates as of each user's last train row (`rerank`)
+    for `intent`. `for_intent` gives a view of the same fitted model for another intent.
     """
 
     def __init__(
@@ -380,16 +426,41 @@ class TwoTowerRankerRecommender:
         retrain: bool = True,
         n_candidates: int = N_CANDIDATES,
         mid_history: bool = MID_HISTORY,
+        intent: Intent = "next",
     ) -> None:
         self.content, self.codes = content, codes
         self.config = config or TwoTowerConfig()
         self.retrain, self.n_candidates = retrain, n_candidates
-        self.mid_history = mid_history
+        self.mid_history, self.intent = mid_history, intent
         self.fitted: RankedModel | None = None
         self._log: Interactions | None = None
+        self._base: TwoTowerRankerRecommender | None = None
+
+    def for_intent(self, intent: Intent) -> TwoTowerRankerRecommender:
+        """A recommender for `intent` sharing this one's fit.
+
+        Its `fit` reuses this recommender's model where this one was fitted on the same log
+        (an evaluation lists it after this one), and fits this one otherwise.
+        """
+        view = TwoTowerRankerRecommender(
+            self.content,
+            self.codes,
+            self.config,
+            retrain=self.retrain,
+            n_candidates=self.n_candidates,
+            mid_history=self.mid_history,
+            intent=intent,
+        )
+        view._base = self
+        return view
 
     def fit(self, train_data: Interactions) -> None:
         """Train the retrieval model and fit the ranker on `train_data`."""
+        if self._base is not None:
+            if self._base._log is not train_data:
+                self._base.fit(train_data)
+            self.fitted, self._log = self._base.fitted, train_data
+            return
         self.fitted = train_with_ranker(
             self.content,
             self.codes,
@@ -413,4 +484,5 @@ class TwoTowerRankerRecommender:
             k,
             neighbours=self.fitted.neighbours,
             n_candidates=self.n_candidates,
+            intent=self.intent,
         )

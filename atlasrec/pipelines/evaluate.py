@@ -41,9 +41,10 @@ def evaluate_tenant(
     """Recall, NDCG, MAP and coverage at k (all, cold and warm users) on two splits.
 
     The two-tower model with its ranker (`two_tower+ranker`, what `atlasrec train --no-dp`
-    publishes) is trained and fitted on each split's train part alone. Its ranker learns to
-    predict the next interaction, which is what the temporal split asks; the random split
-    shows what that model does with items hidden anywhere in a history.
+    publishes) is trained and fitted on each split's train part alone, and serves both
+    intents (`atlasrec.intents`): `next`, which the temporal split asks, and `profile`
+    (the same fit), closer to what the random split asks (items hidden anywhere in a
+    history).
     """
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"--k must be between 1 and {MAX_K}, got {k}")
@@ -55,13 +56,13 @@ def evaluate_tenant(
     config = config or TwoTowerConfig()
     splits = {}
     for split in (temporal_leave_last_out(data.interactions), random_user_split(data.interactions)):
+        ranked = TwoTowerRankerRecommender(data.content, category_codes(data.categories), config)
         recommenders: dict[str, Recommender] = {
             "popularity": PopScorer(),
             "als": ALS(),
             "two_tower": TwoTowerRecommender(data.content, config),
-            "two_tower+ranker": TwoTowerRankerRecommender(
-                data.content, category_codes(data.categories), config
-            ),
+            "two_tower+ranker": ranked,
+            "two_tower+ranker, profile intent": ranked.for_intent("profile"),
         }
         if len(data.item_ids) <= EASEConfig().max_items:
             recommenders["ease"] = EASE()

@@ -15,6 +15,7 @@ from sqlmodel import col, select
 
 from atlasrec.dataplane.models import Interaction
 from atlasrec.errors import InvalidInputError
+from atlasrec.intents import Intent
 from atlasrec.online_store import OnlineStore, make_backend
 from atlasrec.platform import Platform
 
@@ -34,9 +35,15 @@ class Recommendation:
 
 
 def recommend_users(
-    platform: Platform, tenant_id: str, user_ids: Sequence[str], k: int, *, actor: str
+    platform: Platform,
+    tenant_id: str,
+    user_ids: Sequence[str],
+    k: int,
+    *,
+    actor: str,
+    intent: Intent = "next",
 ) -> Iterator[Recommendation]:
-    """Recommendations for each of `user_ids`, in order."""
+    """Recommendations for each of `user_ids`, in order, for `intent` (`atlasrec.intents`)."""
     from serving.pipeline import Query, recommend
     from serving.runtime import RegionRuntime
 
@@ -65,6 +72,7 @@ def recommend_users(
                 user_key=key,
                 k=k,
                 exclude_items=frozenset(i for i in seen[key] if i in state.position),
+                intent=intent,
             )
             served = recommend(state, runtime.online, query, NO_DEADLINES)
             yield Recommendation(

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atlasrec import features
 from atlasrec.features import (
     AFFINITY_HISTORY,
     NO_CATEGORY,
@@ -19,6 +20,8 @@ from atlasrec.features import (
     category_affinity,
     cooccurrence_affinity,
     cooccurrence_candidates,
+    cooccurrence_profile,
+    history_profile,
     ranking_features,
 )
 
@@ -108,3 +111,30 @@ def test_cooccurrence_candidates_without_neighbours_or_history_are_none() -> Non
     assert cooccurrence_candidates(neighbours, [UNKNOWN_ITEM], 5).size == 0
     assert cooccurrence_candidates(neighbours, [0], 0).size == 0
     assert cooccurrence_candidates(neighbours, [0], 5).tolist() == [1, 2]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(-1, 19), max_size=40),
+    st.integers(1, 12),
+)
+def test_the_history_profile_is_the_plain_mean_of_the_latest_rows(
+    seed: int, history: list[int], window: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    dense = rng.uniform(0.0, 1.0, (20, 20)) * (rng.random((20, 20)) < 0.3)
+    neighbours = sp.csr_matrix(dense.astype(np.float32))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features, "PROFILE_HISTORY", window)
+        got = history_profile(neighbours, history).affinity(np.arange(20))
+    latest = np.array(history[-window:], dtype=np.int64)  # unknown entries: denominator only
+    rows = neighbours.toarray().astype(np.float64)[latest[latest != UNKNOWN_ITEM]]
+    expected = rows.sum(0) / len(latest) if len(rows) else np.zeros(20)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_a_profile_window_must_hold_an_item() -> None:
+    neighbours = sp.csr_matrix(np.ones((3, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        cooccurrence_profile(neighbours, [0], window=0)

@@ -10,21 +10,21 @@ import pytest
 from conftest import FAST
 from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
-from atlasrec.features import FEATURES, cooccurrence_affinity, ranking_features
+from atlasrec.features import FEATURES, cooccurrence_affinity, history_profile, ranking_features
 from atlasrec.ingest import ingest
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.dataset import load_tenant_dataset
-from atlasrec.models.ranker import LinearRanker
-from atlasrec.models.ranking import StatsIndex, category_codes, retrieve
+from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking import StatsIndex, category_codes, rerank, retrieve
 from atlasrec.models.recommender import user_sequences
 from atlasrec.online_store import MemoryBackend, OnlineStore
+from atlasrec.pipelines.recommend import NO_DEADLINES
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from serving import pipeline
-from serving.pipeline import _cooccurrence, _ranking_head, _stats, history_positions
+from serving.pipeline import Query, _cooccurrence, _ranking_head, _stats, history_positions
 from serving.runtime import RegionRuntime
-from serving.state import with_neighbours
 
 
 def test_offline_and_online_features_are_identical(
@@ -56,13 +56,11 @@ def test_offline_and_online_features_are_identical(
     assert list(state.item_ids) == data.item_ids
     sequences = user_sequences(data.interactions)
     neighbours = item_neighbours(sequences, len(data.item_ids))
-    if state.neighbours is None:  # this model's ranker did not use them: serve them anyway
-        state = with_neighbours(state, neighbours, data.item_ids)
-    if not state.ranker.uses_cooccurrence:  # and rank with them
+    assert state.neighbours is not None  # a non-DP model ships them, whatever its ranker
+    assert (state.neighbours != neighbours).nnz == 0  # what training built, in serving
+    if not state.ranker.uses_cooccurrence:  # rank with them
         weights = tuple(float(f == "cooccurrence") for f in FEATURES)
         state = replace(state, ranker=LinearRanker(weights=weights, fitted=True))
-    assert state.neighbours is not None
-    assert (state.neighbours != neighbours).nnz == 0  # what training built, in serving
     stats_index = StatsIndex(data.interactions)
     codes = category_codes(data.categories)
     now = float(data.interactions.ts.max()) + 3600.0
@@ -111,3 +109,56 @@ def test_offline_and_online_features_are_identical(
         np.testing.assert_allclose(every_score[head], item_scores[0][mask[0]], rtol=1e-5)
         assert online_features[:, 1].max() > 0  # popularity is really there
         assert online_features[:, 4].max() > 0  # and co-occurrence
+
+
+def test_the_profile_intent_orders_as_offline(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_music_tenant(platform, "shop", Region.EU, tmp_path)
+    plane = platform.plane(Region.EU)
+    train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    online = OnlineStore(Region.EU, MemoryBackend(), plane.boundary)
+    runtime = RegionRuntime(platform, Region.EU, online=online).tenant(
+        platform.control.get_tenant("shop")
+    )
+    # the retrieval order and a short head: the profile's own candidates must be added
+    state = replace(runtime.state, ranker=DEFAULT_RANKER)
+    assert state.model is not None and state.neighbours is not None  # a non-DP model has them
+    data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
+    sequences = user_sequences(data.interactions)
+    codes = category_codes(data.categories)
+    monkeypatch.setattr(pipeline, "MMR_LAMBDA", 1.0)  # no diversity step: the ranked order
+    k = 6
+    monkeypatch.setattr(pipeline, "N_CANDIDATES", k)
+    for user_id in ("user-1", "user-2", "user-9"):
+        key = runtime.pseudonymise(user_id)
+        user = data.user_keys.index(key)
+        profile = history_profile(state.neighbours, sequences[user])
+        online_items = pipeline.recommend(
+            state, runtime.online, Query(key, k, intent="profile"), NO_DEADLINES
+        )
+        offline = rerank(
+            state.model,
+            state.ranker,
+            data.interactions,
+            codes,
+            np.array([user]),
+            k,
+            neighbours=state.neighbours,
+            n_candidates=k,
+            intent="profile",
+        )[0]
+        offline_affinity = profile.affinity(offline)
+        strong = int((offline_affinity > 0).sum())  # the part the profile orders
+        rows = [state.position[item_id] for item_id, _ in online_items.items]
+        online_affinity = profile.affinity(state.neighbour_index(rows))
+        np.testing.assert_allclose(online_affinity[:strong], offline_affinity[:strong], rtol=1e-6)
+        assert (np.diff(offline_affinity[:strong]) <= 0).all() and strong > 0
+        assert online_items.intent == "profile"
+        next_items = pipeline.recommend(state, runtime.online, Query(key, k), NO_DEADLINES)
+        assert next_items.intent == "next"
+    # a model version without neighbours (as a DP one) serves the next order, and says so
+    bare = replace(state, neighbours=None)
+    key = runtime.pseudonymise("user-1")
+    served = pipeline.recommend(bare, runtime.online, Query(key, k, intent="profile"), NO_DEADLINES)
+    assert served.intent == "next" and len(served.items) == k

@@ -147,6 +147,27 @@ def test_an_event_changes_the_next_response(region: ServedRegion, client: TestCl
     assert sorted(stored) == sorted(jazz)
 
 
+def test_the_profile_intent_is_served_and_reported(
+    region: ServedRegion, client: TestClient
+) -> None:
+    key = region.keys["shop"]
+    profile = recs(client, key, user_id="user-0", k=5, intent="profile")
+    assert profile["intent"] == "profile" and len(profile["items"]) == 5
+    seen = {f"i{3 * (n % 10)}" for n in range(6)}  # user-0's history
+    assert not {i["item_id"] for i in profile["items"]} & seen
+    assert recs(client, key, user_id="user-0", k=5)["intent"] == "next"  # the default
+    cold = recs(client, key, user_id="nobody", k=5, intent="profile")
+    assert cold["intent"] == "next" and cold["cold_start"] is True  # nothing to pool
+    client.app.state.serving.recorder.flush()  # type: ignore[attr-defined]
+    plane = region.platform.plane(Region.EU)
+    with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:
+        logged = {r: s.get(ServedRequest, r) for r in (profile["request_id"], cold["request_id"])}
+    assert {r: row.intent for r, row in logged.items() if row is not None} == {
+        profile["request_id"]: "profile",
+        cold["request_id"]: "next",
+    }
+
+
 def test_an_anonymous_session_is_served_from_its_recent_items(
     region: ServedRegion, client: TestClient
 ) -> None:
@@ -186,6 +207,7 @@ def test_bad_input_gets_a_4xx_naming_the_problem(region: ServedRegion, client: T
         ({"k": 3, "context": {"user_age": -1}}, ["body", "context", "user_age"]),
         ({"k": 3, "context": {"country": "Germany"}}, ["body", "context", "country"]),
         ({"user_id": "", "k": 3}, ["body", "user_id"]),
+        ({"k": 3, "intent": "later"}, ["body", "intent"]),
     ):
         response = client.post(url, json=body, headers=key)
         assert response.status_code == 422, body

@@ -9,8 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atlasrec import features
 from atlasrec.evaluation import Interactions, temporal_leave_last_out
-from atlasrec.features import FEATURES, NO_CATEGORY, RECENCY_SCALE_S, cooccurrence_affinity
+from atlasrec.features import (
+    FEATURES,
+    NO_CATEGORY,
+    RECENCY_SCALE_S,
+    cooccurrence_affinity,
+    history_profile,
+)
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranker import (
     DEFAULT_RANKER,
@@ -286,6 +293,44 @@ def test_rerank_orders_by_the_ranker_and_never_returns_seen_items() -> None:
     assert not set(out[0].tolist()) & {0, 1, 2}
     # as of user 0's last row (t=1000, inclusive): item 3 weighs 2 + 1, item 5 weighs 1
     assert out[0, :2].tolist() == [3, 5]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_profile_intent_orders_by_the_history_profile_and_never_returns_seen_items(
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    n_users, n_items, n_rows = 5, 12, 40
+    log = Interactions.from_arrays(
+        rng.integers(0, n_users, n_rows),
+        rng.integers(0, n_items, n_rows),
+        rng.integers(0, 1000, n_rows),
+        n_users=n_users,
+        n_items=n_items,
+    )
+    neighbours = item_neighbours(user_sequences(log), n_items)
+    model = TwoTower(rng.normal(size=(n_items, 6)).astype(np.float32), CONFIG)
+    users = np.arange(n_users)
+    with pytest.MonkeyPatch.context() as patch:  # histories longer than the profile's window
+        patch.setattr(features, "PROFILE_HISTORY", 2)
+        out = rerank(
+            model,
+            DEFAULT_RANKER,
+            log,
+            category_codes([None] * n_items),
+            users,
+            n_items,
+            neighbours=neighbours,
+            intent="profile",
+        )
+        for user, sequence in zip(users, user_sequences(log), strict=True):
+            listed = out[user][out[user] >= 0]
+            assert not set(listed.tolist()) & set(sequence.tolist())  # beyond the window too
+            assert len(listed) == n_items - len(sequence)  # and every unseen item
+            affinity = history_profile(neighbours, sequence).affinity(listed)
+            strong = int((affinity > 0).sum())
+            assert (affinity[:strong] > 0).all() and (np.diff(affinity[:strong]) <= 0).all()
 
 
 @pytest.mark.parametrize(("mid_history", "lists"), [(False, 4), (True, 5)])

@@ -213,6 +213,12 @@ def test_cli_train_recommend_and_report(
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["user_id"] for line in lines] == ["user-1", "nobody"]
     assert all(len(line["items"]) == 3 for line in lines) and "1 of 2 users had no history" in err
+    args = ("recommend", "--tenant", "shop", "--users-file", str(users), "--k", "3")
+    code, out, err = cli(capsys, *args, "--intent", "profile")
+    assert code == 0, err
+    assert [len(json.loads(line)["items"]) for line in out.splitlines()] == [3, 3]
+    code, _, err = cli(capsys, *args, "--intent", "later")
+    assert code == 2 and "--intent" in err
     code, out, _ = cli(capsys, "train", "--tenant", "shop", "--epsilon", "50")
     assert code == 1
     code, out, _ = cli(capsys, "privacy", "report", "--tenant", "shop", "--json")
@@ -233,7 +239,15 @@ def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: S
     }
     for split in report["splits"].values():
         assert split["tested_users"] == 16
-        expected = {"popularity", "als", "two_tower", "two_tower+ranker", "ease", "two_tower_dp"}
+        expected = {
+            "popularity",
+            "als",
+            "two_tower",
+            "two_tower+ranker",
+            "two_tower+ranker, profile intent",
+            "ease",
+            "two_tower_dp",
+        }
         assert set(split["models"]) == expected
         for model in split["models"].values():
             assert 0.0 <= model["all"]["ndcg"] <= 1.0 and model["all"]["users"] == 16

@@ -1,0 +1,35 @@
+"""The `profile` intent's ordering rule (`atlasrec.intents.profile_scores`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atlasrec.intents import profile_scores
+
+finite = st.floats(-1e3, 1e3, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(finite, st.floats(-1.0, 5.0, allow_nan=False)), min_size=1, max_size=30))
+def test_positive_affinities_come_first_by_affinity_then_the_rest_in_ranked_order(
+    pairs: list[tuple[float, float]],
+) -> None:
+    ranked = np.array([r for r, _ in pairs])
+    affinity = np.array([a for _, a in pairs])
+    scores = profile_scores(ranked, affinity)
+    order = np.argsort(-scores, kind="stable")
+    positive = affinity[order] > 0
+    n = int(positive.sum())
+    assert positive[:n].all() and not positive[n:].any()  # every positive above every other
+    assert (np.diff(affinity[order][:n]) <= 0).all()  # positives: strongest first
+    assert (np.diff(ranked[order][n:]) <= 0).all()  # the rest: the next intent's order
+    if n == 0:
+        np.testing.assert_array_equal(scores, ranked)  # no profile: the next intent's scores
+
+
+def test_profile_scores_need_one_affinity_per_candidate() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        profile_scores(np.zeros(3), np.zeros(2))
