@@ -22,6 +22,8 @@ from atlasrec.errors import AtlasRecError
 
 START_TIMEOUT_S = 120.0
 DEMO_EVENT_TS = 1_735_689_600  # 2025-01-01
+NO_NEIGHBOURS = " (DP models have no item-item neighbours)"
+"""Why the demo's (DP) models serve `profile` requests in the `next` order."""
 
 
 def _free_port() -> int:
@@ -150,7 +152,8 @@ def _tenant_calls(
         "",
         "",
         f"recommend {user}, intent profile",
-        f"served as {profile['intent']}: {', '.join(i['item_id'] for i in profile['items'])}",
+        f"{profile['intent']} order{NO_NEIGHBOURS if profile['intent'] == 'next' else ''}: "
+        f"{', '.join(i['item_id'] for i in profile['items'])}",
         f"{profile['timings_ms']['total']:.1f}",
     )
     newcomer = f"demo-newcomer-{ds.tenant_id}"
