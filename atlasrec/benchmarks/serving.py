@@ -713,37 +713,60 @@ def _stage_profile(
     return out
 
 
-def profile_tenant(
-    platform: Any, tenant_id: str, bodies: Sequence[dict[str, Any]], n: int
-) -> dict[str, Any]:
-    """Run `recommend` in-process on the loaded tenant: plain timings, then under cProfile."""
+@contextmanager
+def _in_process(platform: Any, tenant_id: str) -> Iterator[tuple[Any, float]]:
+    """The tenant's serving runtime on the benchmark's Redis, and how long it took to load."""
     from atlasrec.online_store import OnlineStore, make_backend
     from atlasrec.tenancy import Region
-    from serving.pipeline import STAGES, recommend
     from serving.runtime import RegionRuntime
 
     region = Region(REGION)
     backend = make_backend(REDIS_URL, timeout_s=platform.settings.serving_redis_timeout_s)
-    online = OnlineStore(region, backend, platform.plane(region).boundary)
-    runtime = RegionRuntime(platform, region, online=online)
-    loaded = time.perf_counter()
-    tenant = runtime.tenant(platform.control.get_tenant(tenant_id))
-    load_s = time.perf_counter() - loaded
-    budgets = dict(platform.settings.serving_budget_ms)
-    queries = _queries(tenant, bodies)
-    for q in queries[:200]:  # warm up
-        recommend(tenant.state, tenant.online, q, budgets)
-    plain = [
-        recommend(tenant.state, tenant.online, queries[i % len(queries)], budgets) for i in range(n)
-    ]
-    profiler = cProfile.Profile()
-    started = time.perf_counter()
-    profiler.enable()
-    for i in range(n):
-        recommend(tenant.state, tenant.online, queries[i % len(queries)], budgets)
-    profiler.disable()
-    profiled_s = time.perf_counter() - started
-    backend.close()
+    try:
+        online = OnlineStore(region, backend, platform.plane(region).boundary)
+        runtime = RegionRuntime(platform, region, online=online)
+        loaded = time.perf_counter()
+        tenant = runtime.tenant(platform.control.get_tenant(tenant_id))
+        yield tenant, time.perf_counter() - loaded
+    finally:
+        backend.close()
+
+
+def _stage_ms(served: Sequence[Any]) -> dict[str, dict[str, float | None]]:
+    """p50 / p99 of each stage's and the total's milliseconds over `Served` responses."""
+    from serving.pipeline import STAGES
+
+    return {
+        stage: {
+            "p50": _pct([s.timings_ms[stage] for s in served], 50),
+            "p99": _pct([s.timings_ms[stage] for s in served], 99),
+        }
+        for stage in (*STAGES, "total")
+    }
+
+
+def profile_tenant(
+    platform: Any, tenant_id: str, bodies: Sequence[dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """Run `recommend` in-process on the loaded tenant: plain timings, then under cProfile."""
+    from serving.pipeline import recommend
+
+    with _in_process(platform, tenant_id) as (tenant, load_s):
+        budgets = dict(platform.settings.serving_budget_ms)
+        queries = _queries(tenant, bodies)
+        for q in queries[:200]:  # warm up
+            recommend(tenant.state, tenant.online, q, budgets)
+        plain = [
+            recommend(tenant.state, tenant.online, queries[i % len(queries)], budgets)
+            for i in range(n)
+        ]
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for i in range(n):
+            recommend(tenant.state, tenant.online, queries[i % len(queries)], budgets)
+        profiler.disable()
+        profiled_s = time.perf_counter() - started
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
 
     def per(seconds: float) -> float:
@@ -756,13 +779,7 @@ def profile_tenant(
         "load_s": round(load_s, 1),
         "index": tenant.state.index.kind,
         "model_version": tenant.state.model_version,
-        "unprofiled_ms": {
-            stage: {
-                "p50": _pct([s.timings_ms[stage] for s in plain], 50),
-                "p99": _pct([s.timings_ms[stage] for s in plain], 99),
-            }
-            for stage in (*STAGES, "total")
-        },
+        "unprofiled_ms": _stage_ms(plain),
         "degraded": sum(1 for s in plain if s.degraded),
         "profiled_ms_per_request": round(per(profiled_s), 3),
         "stages": _stage_profile(stats, per, 6),
@@ -788,38 +805,20 @@ def compare_intents(
     """
     from dataclasses import replace
 
-    from atlasrec.online_store import OnlineStore, make_backend
-    from atlasrec.tenancy import Region
-    from serving.pipeline import STAGES, recommend
-    from serving.runtime import RegionRuntime
+    from serving.pipeline import recommend
 
-    region = Region(REGION)
-    backend = make_backend(REDIS_URL, timeout_s=platform.settings.serving_redis_timeout_s)
-    online = OnlineStore(region, backend, platform.plane(region).boundary)
-    tenant = RegionRuntime(platform, region, online=online).tenant(
-        platform.control.get_tenant(tenant_id)
-    )
-    budgets = dict(platform.settings.serving_budget_ms)
-    queries = [q for q in _queries(tenant, bodies) if q.user_key is not None]
     served: dict[str, list[Any]] = {"next": [], "profile": []}
-    for i in range(n + 200):  # the first 200: warm-up
-        q = queries[i % len(queries)]
-        pair = ("next", "profile") if i % 2 else ("profile", "next")
-        for intent in pair:
-            out = recommend(tenant.state, tenant.online, replace(q, intent=intent), budgets)
-            if i >= 200:
-                served[intent].append(out)
-    backend.close()
-    stats = {
-        intent: {
-            stage: {
-                "p50": _pct([s.timings_ms[stage] for s in runs], 50),
-                "p99": _pct([s.timings_ms[stage] for s in runs], 99),
-            }
-            for stage in (*STAGES, "total")
-        }
-        for intent, runs in served.items()
-    }
+    with _in_process(platform, tenant_id) as (tenant, _):
+        budgets = dict(platform.settings.serving_budget_ms)
+        queries = [q for q in _queries(tenant, bodies) if q.user_key is not None]
+        for i in range(n + 200):  # the first 200: warm-up
+            q = queries[i % len(queries)]
+            pair = ("next", "profile") if i % 2 else ("profile", "next")
+            for intent in pair:
+                out = recommend(tenant.state, tenant.online, replace(q, intent=intent), budgets)
+                if i >= 200:
+                    served[intent].append(out)
+    stats = {intent: _stage_ms(runs) for intent, runs in served.items()}
     p50 = {intent: stats[intent]["total"]["p50"] or 0.0 for intent in stats}
     return {
         "requests": n,

@@ -113,16 +113,21 @@ def retrieve(
     n: int,
     neighbours: sp.csr_matrix | None = None,
     n_neighbours: int = NEIGHBOUR_CANDIDATES,
+    profiles: Sequence[CooccurrenceProfile] | None = None,
+    n_profile: int = PROFILE_CANDIDATES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates per history: (items, cosine scores, valid mask), each [users, width].
 
     The top-`n` unseen items by the two-tower model (by score, ties by item index), then,
     with `neighbours`, up to `n_neighbours` more from the item-item source
-    (`cooccurrence_candidates`), best first. Rows are padded (mask False) where fewer exist.
+    (`cooccurrence_candidates`), then, with `profiles` (one per history: the `profile`
+    intent's), up to `n_profile` more from each profile's best, each source best first.
+    Rows are padded (mask False) where fewer exist.
     """
     items_vectors = model.all_item_vectors()
     n = min(n, model.n_items)
     width = n + (n_neighbours if neighbours is not None else 0)
+    width += n_profile if profiles is not None else 0
     out_items = np.zeros((len(histories), width), dtype=np.int64)
     out_scores = np.zeros((len(histories), width), dtype=np.float32)
     out_mask = np.zeros((len(histories), width), dtype=bool)
@@ -133,6 +138,7 @@ def retrieve(
             scores[row, seen] = -np.inf
         top = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else None
         for row, seen in enumerate(batch):
+            r = start + row
             cand = top[row] if top is not None else np.arange(scores.shape[1])
             s = scores[row, cand]
             order = np.lexsort((cand, -s))
@@ -141,7 +147,9 @@ def retrieve(
                 exclude = np.concatenate([seen, cand])
                 extra = cooccurrence_candidates(neighbours, seen, n_neighbours, exclude)
                 cand = np.concatenate([cand, extra])
-            r = start + row
+            if profiles is not None:
+                extra = profiles[r].best(n_profile, np.concatenate([seen, cand]))
+                cand = np.concatenate([cand, extra])
             out_items[r, : len(cand)] = cand
             out_scores[r, : len(cand)] = scores[row, cand]  # unseen items: all finite
             out_mask[r, : len(cand)] = True
@@ -210,14 +218,17 @@ def build_ranking_lists(
     max_lists: int = MAX_LISTS,
     mid_history: bool = MID_HISTORY,
     seed: int = 0,
+    cut: RankingCut | None = None,
 ) -> RankingLists:
     """The lists of `ranking_cut(data)`: latest-item lists first, then mid-history ones.
 
-    `model` must have been trained on that cut's prefix log only. A latest-item list's
-    statistics come from prefix rows strictly before the held-out interaction; a mid-history
-    list's from prefix rows up to the user's last prefix row.
+    `cut` is that cut where the caller has made it already (`mid_history` and `seed` then
+    play no part). `model` must have been trained on the cut's prefix log only. A
+    latest-item list's statistics come from prefix rows strictly before the held-out
+    interaction; a mid-history list's from prefix rows up to the user's last prefix row.
     """
-    cut = ranking_cut(data, mid_history=mid_history, seed=seed)
+    if cut is None:
+        cut = ranking_cut(data, mid_history=mid_history, seed=seed)
     sequences = user_sequences(cut.prefix)
     neighbours = item_neighbours(sequences, data.n_items)
     stats = StatsIndex(cut.prefix)
@@ -309,26 +320,25 @@ def train_with_ranker(
         progress=phase(0),
     )
     fit_started = time.perf_counter()
-    lists = build_ranking_lists(
-        prefix_model, data, codes, n_candidates=n_candidates, mid_history=mid_history
-    )
+    lists = build_ranking_lists(prefix_model, data, codes, n_candidates=n_candidates, cut=cut)
     ranker, entry = select_ranker(fit_ranker(lists, seed=config.seed))
     entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
     entry["neighbours"] = {"weighting": "ease", "head_items": head_size(data.n_items)}
     entry["mid_history_lists"] = mid_history
+    sequences = user_sequences(data)
     if again:
         model, report = train(
             content,
-            user_sequences(data),
+            sequences,
             config,
             init_backbone=init_backbone,
             progress=phase(config.epochs),
         )
     else:
         model, report = prefix_model, prefix_report
-    neighbours = item_neighbours(user_sequences(data), data.n_items)
+    neighbours = item_neighbours(sequences, data.n_items)
     entry["total_seconds"] = round(time.perf_counter() - started, 2)
     return RankedModel(model, report, ranker, entry, neighbours)
 
@@ -355,12 +365,12 @@ def rerank(
     sequences = user_sequences(log)
     histories = [sequences[u] for u in users.tolist()]
     source = neighbours if ranker.uses_cooccurrence else None  # as serving: `_ranking_head`
-    items, scores, mask = retrieve(model, histories, max(n_candidates, k), source)
     profiles = None
     if intent == "profile" and neighbours is not None:
         profiles = [history_profile(neighbours, h) for h in histories]
-        lists = (items, scores, mask)
-        items, scores, mask = _with_profile_candidates(model, histories, lists, profiles)
+    items, scores, mask = retrieve(
+        model, histories, max(n_candidates, k), source, profiles=profiles
+    )
     now = np.nan_to_num(last_times(log)[users], nan=0.0)
     stats = StatsIndex(log).as_of(items, now, inclusive=True)
     features = candidate_features(items, scores, mask, histories, codes, stats, now, source)
@@ -378,43 +388,13 @@ def rerank(
     return out
 
 
-def _with_profile_candidates(
-    model: TwoTower,
-    histories: Sequence[np.ndarray],
-    lists: tuple[np.ndarray, np.ndarray, np.ndarray],
-    profiles: Sequence[CooccurrenceProfile],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`retrieve`'s lists widened by each profile's best `PROFILE_CANDIDATES` not in them.
-
-    The added items carry the two-tower model's scores, as retrieved ones do.
-    """
-    items, scores, mask = lists
-    width = items.shape[1] + PROFILE_CANDIDATES
-    out_items = np.zeros((len(items), width), dtype=np.int64)
-    out_scores = np.zeros((len(items), width), dtype=np.float32)
-    out_mask = np.zeros((len(items), width), dtype=bool)
-    vectors = model.all_item_vectors()
-    for start in range(0, len(histories), _USER_BATCH):
-        batch = histories[start : start + _USER_BATCH]
-        users = model.encode_histories([h.tolist() for h in batch])
-        for offset, user in enumerate(users):
-            row = start + offset
-            have = items[row, mask[row]]
-            extra = profiles[row].best(PROFILE_CANDIDATES, np.concatenate([have, batch[offset]]))
-            end = len(have) + len(extra)
-            out_items[row, :end] = np.concatenate([have, extra])
-            out_scores[row, : len(have)] = scores[row, mask[row]]
-            out_scores[row, len(have) : end] = vectors[extra] @ user
-            out_mask[row, :end] = True
-    return out_items, out_scores, out_mask
-
-
 class TwoTowerRankerRecommender:
     """The two-tower model with its ranker, as an evaluation `Recommender`.
 
     `fit` runs what `atlasrec train --no-dp` runs (`train_with_ranker`) on the train log
-    alone; `recommend` re-ranks the candidates as of each user's last train row (`rerank`)
-    for `intent`. `for_intent` gives a view of the same fitted model for another intent.
+    alone; `recommend` re-ranks the candidates as of each user's last train row (`rerank`),
+    for the `next` intent unless told otherwise. `for_intent` is the same fit as a
+    recommender for another intent.
     """
 
     def __init__(
@@ -426,41 +406,24 @@ class TwoTowerRankerRecommender:
         retrain: bool = True,
         n_candidates: int = N_CANDIDATES,
         mid_history: bool = MID_HISTORY,
-        intent: Intent = "next",
     ) -> None:
         self.content, self.codes = content, codes
         self.config = config or TwoTowerConfig()
         self.retrain, self.n_candidates = retrain, n_candidates
-        self.mid_history, self.intent = mid_history, intent
+        self.mid_history = mid_history
         self.fitted: RankedModel | None = None
         self._log: Interactions | None = None
-        self._base: TwoTowerRankerRecommender | None = None
 
-    def for_intent(self, intent: Intent) -> TwoTowerRankerRecommender:
-        """A recommender for `intent` sharing this one's fit.
+    def for_intent(self, intent: Intent) -> IntentRecommender:
+        """The same fit, ranked for `intent` (no second training)."""
+        return IntentRecommender(self, intent)
 
-        Its `fit` reuses this recommender's model where this one was fitted on the same log
-        (an evaluation lists it after this one), and fits this one otherwise.
-        """
-        view = TwoTowerRankerRecommender(
-            self.content,
-            self.codes,
-            self.config,
-            retrain=self.retrain,
-            n_candidates=self.n_candidates,
-            mid_history=self.mid_history,
-            intent=intent,
-        )
-        view._base = self
-        return view
+    def fitted_on(self, data: Interactions) -> bool:
+        """Whether the last `fit` was on `data` (the same object)."""
+        return self._log is data
 
     def fit(self, train_data: Interactions) -> None:
         """Train the retrieval model and fit the ranker on `train_data`."""
-        if self._base is not None:
-            if self._base._log is not train_data:
-                self._base.fit(train_data)
-            self.fitted, self._log = self._base.fitted, train_data
-            return
         self.fitted = train_with_ranker(
             self.content,
             self.codes,
@@ -472,7 +435,7 @@ class TwoTowerRankerRecommender:
         )
         self._log = train_data
 
-    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+    def recommend(self, users: np.ndarray, k: int, intent: Intent = "next") -> np.ndarray:
         """Top-k unseen items per user."""
         assert self.fitted is not None and self._log is not None
         return rerank(
@@ -484,5 +447,25 @@ class TwoTowerRankerRecommender:
             k,
             neighbours=self.fitted.neighbours,
             n_candidates=self.n_candidates,
-            intent=self.intent,
+            intent=intent,
         )
+
+
+class IntentRecommender:
+    """A `TwoTowerRankerRecommender`'s fit ranked for `intent`, as an evaluation `Recommender`.
+
+    `fit` fits the base only where it was not fitted on that log already (an evaluation
+    lists this after its base, which it then reuses).
+    """
+
+    def __init__(self, base: TwoTowerRankerRecommender, intent: Intent) -> None:
+        self.base, self.intent = base, intent
+
+    def fit(self, train_data: Interactions) -> None:
+        """Fit the base on `train_data` unless it already is."""
+        if not self.base.fitted_on(train_data):
+            self.base.fit(train_data)
+
+    def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
+        """Top-k unseen items per user, for this intent."""
+        return self.base.recommend(users, k, intent=self.intent)
