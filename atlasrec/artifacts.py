@@ -23,6 +23,7 @@ from typing import Any
 
 from atlasrec.boundary import Boundary
 from atlasrec.errors import InvalidInputError
+from atlasrec.files import fsync_dir, write_atomic
 from atlasrec.tenancy import Region, Scope
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -46,30 +47,6 @@ def _check_name(value: str, what: str) -> str:
     if not (_VERSION if what == "version" else _NAME).fullmatch(value):
         raise InvalidInputError(f"invalid artifact {what} {value!r}")
     return value
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def new_version() -> str:
@@ -119,7 +96,7 @@ def publish_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(kind_dir)
+    fsync_dir(kind_dir)
     if point_latest:
         write_atomic(kind_dir / "LATEST", version.encode())
     return version, final, manifest

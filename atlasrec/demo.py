@@ -14,9 +14,9 @@ from sqlalchemy import func
 from sqlmodel import col as column_of
 from sqlmodel import select
 
-from atlasrec.dataplane.models import IngestBatch
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData, TenantStats
+from atlasrec.dataplane.tables import IngestBatch
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
 from atlasrec.demo_audit import audit_demo
 from atlasrec.demo_federation import federate_regions

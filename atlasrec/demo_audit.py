@@ -18,7 +18,7 @@ from rich.markup import escape
 from sqlmodel import col, select
 
 from atlasrec.control.officers import OfficerRole, Officers
-from atlasrec.dataplane.models import ServedRequest
+from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.datasets import TenantDataset
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from atlasrec.catalog import PolicyAttributeError, parse_policy
-from atlasrec.control.models import utcnow
-from atlasrec.dataplane.models import IngestBatch
+from atlasrec.clock import utcnow
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.dataplane.tables import IngestBatch
 from atlasrec.errors import IngestError
 from atlasrec.tenancy import Scope
 

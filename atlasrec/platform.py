@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from atlasrec.control.models import Tenant
 from atlasrec.control.service import ControlPlane, IssuedKey
+from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.db import make_engine
 from atlasrec.errors import CrossRegionError, UnknownTenantError

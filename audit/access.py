@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from atlasrec.control.models import Officer, Tenant
 from atlasrec.control.officers import OfficerRole
-from atlasrec.dataplane.models import AuditRecord
+from atlasrec.control.tables import Officer, Tenant
+from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.errors import AtlasRecError, UnknownTenantError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import TENANT_ID_PATTERN, Region

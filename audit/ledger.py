@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
-from atlasrec.dataplane.models import AuditRecord
+from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.tenancy import Region
 
 GENESIS_HASH = "0" * 64

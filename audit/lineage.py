@@ -25,9 +25,9 @@ from typing import Any
 from sqlmodel import col, select
 
 from atlasrec.artifacts import MANIFEST
-from atlasrec.dataplane.models import AuditRecord, DpRun, IngestBatch, ServedRequest
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
+from atlasrec.dataplane.tables import AuditRecord, DpRun, IngestBatch, ServedRequest
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.platform import Platform

@@ -19,8 +19,8 @@ from typing import Any
 
 from atlasrec.artifacts import MANIFEST
 from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
-from atlasrec.control.models import Tenant
-from atlasrec.dataplane.models import AuditRecord, DpRun
+from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.tables import AuditRecord, DpRun
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.access import REFUSED as ACCESS_REFUSED

@@ -18,8 +18,8 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from atlasrec.boundary import federation_refusal
-from atlasrec.dataplane.models import Interaction
 from atlasrec.dataplane.session import TenantSession
+from atlasrec.dataplane.tables import Interaction
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.wire import Status
 from atlasrec.models.backbone import BACKBONE_CONFIG, flatten

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from atlasrec.control.models import utcnow
-from atlasrec.dataplane.models import DpRun
+from atlasrec.clock import utcnow
 from atlasrec.dataplane.session import TenantSession
+from atlasrec.dataplane.tables import DpRun
 from atlasrec.errors import AtlasRecError
 from audit.ledger import Ledger
 from privacy.accounting import Mechanism, epsilon

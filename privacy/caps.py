@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import text, update
 from sqlmodel import Session, col
 
-from atlasrec.control.models import Tenant
+from atlasrec.control.tables import Tenant
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from atlasrec.artifacts import write_atomic
 from atlasrec.errors import InvalidInputError
+from atlasrec.files import write_atomic
 from privacy.he import (
     CkksParams,
     Context,

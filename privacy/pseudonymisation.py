@@ -13,22 +13,13 @@ import os
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from atlasrec.errors import CrossRegionError
+from atlasrec.kdf import KEY_BYTES, derive_key
 from atlasrec.tenancy import Scope
 
-KEY_BYTES = 32
 PSEUDONYM_HEX = 32  # 128 bits: collisions are negligible at billions of users
-
-
-def derive_key(secret: bytes, purpose: str) -> bytes:
-    """A 256-bit key for one purpose, derived from the platform secret (HKDF-SHA256)."""
-    return HKDF(
-        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose.encode()
-    ).derive(secret)
 
 
 def new_tenant_key() -> bytes:

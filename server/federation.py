@@ -21,8 +21,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from sqlmodel import Session, col, select
 
-from atlasrec.control.models import utcnow
-from atlasrec.dataplane.models import FederationRun
+from atlasrec.clock import utcnow
+from atlasrec.dataplane.tables import FederationRun
 from atlasrec.errors import InvalidInputError
 from atlasrec.federation.store import (
     BackboneVersion,

@@ -26,9 +26,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from atlasrec.catalog import PolicyAttributeError, parse_policy
-from atlasrec.control.models import Tenant, utcnow
-from atlasrec.dataplane.models import ServedRequest
+from atlasrec.clock import utcnow
+from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.errors import AtlasRecError, BoundaryViolation, ConfigError, CrossRegionError
 from atlasrec.models.text import embedded_items
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend

@@ -18,9 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from atlasrec.dataplane.models import IngestBatch, ServedRequest
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.dataplane.tables import IngestBatch, ServedRequest
 from atlasrec.tenancy import Scope
 
 ACTOR = "serving"

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from atlasrec.control.models import Tenant
-from atlasrec.dataplane.models import Interaction, Item
+from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.dataplane.tables import Interaction, Item
 from atlasrec.errors import AtlasRecError, CrossRegionError
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.models.text import EmbeddedItem, embedded_items

@@ -212,7 +212,7 @@ def write_fake_embeddings(platform: Any, tenant_id: str, seed: int) -> int:
     from sqlalchemy import insert
     from sqlmodel import col, select
 
-    from atlasrec.dataplane.models import Item, ItemEmbedding
+    from atlasrec.dataplane.tables import Item, ItemEmbedding
     from atlasrec.models.text import DIM, ENCODER, item_text
     from atlasrec.tenancy import Region
 

@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from atlasrec.control.models import Officer, Tenant, utcnow
+from atlasrec.clock import utcnow
+from atlasrec.control.tables import Officer, Tenant
 from atlasrec.errors import AtlasRecError, InvalidInputError, UnknownTenantError
 from atlasrec.tenancy import Region
 

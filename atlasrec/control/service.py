@@ -11,11 +11,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from atlasrec.control.models import ApiKey, LedgerAnchor, Tenant, utcnow
+from atlasrec.clock import utcnow
+from atlasrec.control.tables import ApiKey, LedgerAnchor, Tenant
 from atlasrec.errors import InvalidInputError, TenantExistsError, UnknownTenantError
+from atlasrec.kdf import derive_key
 from atlasrec.migrations import upgrade
 from atlasrec.tenancy import Region, SharingPolicy, validate_tenant_id
-from privacy.pseudonymisation import derive_key
 
 API_KEY_PREFIX = "ark"
 

@@ -13,8 +13,8 @@ from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
-from atlasrec.dataplane.models import IngestBatch, Interaction, Item, TenantSecret
 from atlasrec.dataplane.session import TenantSession
+from atlasrec.dataplane.tables import IngestBatch, Interaction, Item, TenantSecret
 from privacy.pseudonymisation import Pseudonymiser, new_tenant_key, unwrap_key, wrap_key
 
 PSEUDONYM_PURPOSE = "pseudonym"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import ORMExecuteState, SessionTransaction, with_loader_crit
 from sqlmodel import Session
 
 from atlasrec.boundary import Boundary
-from atlasrec.dataplane.models import TENANT_TABLES
+from atlasrec.dataplane.tables import TENANT_TABLES
 from atlasrec.errors import CrossTenantError
 from atlasrec.tenancy import Scope
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlasrec.artifacts import MANIFEST, publish_version, write_atomic
+from atlasrec.artifacts import MANIFEST, publish_version
 from atlasrec.errors import InvalidInputError
+from atlasrec.files import write_atomic
 from atlasrec.models.backbone import unflatten
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from sqlmodel import col, select
 
-from atlasrec.dataplane.models import IngestBatch, Interaction, Item
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
+from atlasrec.dataplane.tables import IngestBatch, Interaction, Item
 from atlasrec.evaluation import Interactions
 from atlasrec.models.text import refresh_item_embeddings
 from atlasrec.tenancy import Scope

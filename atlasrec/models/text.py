@@ -18,8 +18,8 @@ import numpy as np
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
-from atlasrec.dataplane.models import Item, ItemEmbedding
 from atlasrec.dataplane.plane import RegionDataPlane
+from atlasrec.dataplane.tables import Item, ItemEmbedding
 from atlasrec.tenancy import Scope
 
 ENCODER = "all-MiniLM-L6-v2"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlmodel import col, select
 
-from atlasrec.dataplane.models import Interaction
+from atlasrec.dataplane.tables import Interaction
 from atlasrec.errors import InvalidInputError
 from atlasrec.intents import Intent
 from atlasrec.online_store import OnlineStore, make_backend

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 import atlasrec
-from atlasrec.control.models import Tenant, utcnow
-from atlasrec.dataplane.models import DpRun
+from atlasrec.clock import utcnow
+from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.tables import DpRun
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.store import (
     BackboneVersion,

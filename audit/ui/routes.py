@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, or_, select
 
 from atlasrec.control.officers import Officers, fingerprint
-from atlasrec.dataplane.models import AuditRecord
+from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.errors import (
     AtlasRecError,
     BoundaryViolation,

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from privacy.pseudonymisation import derive_key
+from atlasrec.kdf import derive_key
 
 SESSION_COOKIE = "atlasrec_audit"
 SIGNIN_COOKIE = "atlasrec_audit_signin"

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from atlasrec import ingest as ingest_module
-from atlasrec.dataplane.models import IngestBatch, Interaction, Item
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.dataplane.tables import IngestBatch, Interaction, Item
 from atlasrec.errors import IngestError
 from atlasrec.ingest import ingest
 from atlasrec.platform import Platform

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from atlasrec.control.models import ControlModel
-from atlasrec.dataplane.models import RegionModel
+from atlasrec.control.tables import ControlModel
+from atlasrec.dataplane.tables import RegionModel
 from atlasrec.migrations import VERSION_TABLES, upgrade
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atlasrec.control.models import Officer
 from atlasrec.control.officers import OfficerRole, Officers
+from atlasrec.control.tables import Officer
 from atlasrec.errors import UnknownTenantError
 from atlasrec.tenancy import Region
 from audit.access import REFUSED, Access, AccessRefusedError, Principal, may_see, may_see_region

@@ -13,7 +13,7 @@ from sqlmodel import select
 from utils.factories import MUSIC_ITEMS
 
 from atlasrec.boundary import REFUSED
-from atlasrec.dataplane.models import AuditRecord, Interaction, ServedRequest
+from atlasrec.dataplane.tables import AuditRecord, Interaction, ServedRequest
 from atlasrec.tenancy import Region, Scope
 
 SHOP_ITEMS = {i for i, _, _ in MUSIC_ITEMS}

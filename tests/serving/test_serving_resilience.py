@@ -15,7 +15,7 @@ from sqlmodel import select
 from test_serving_app import recs
 from utils.factories import MUSIC_ITEMS
 
-from atlasrec.dataplane.models import Item
+from atlasrec.dataplane.tables import Item
 from atlasrec.online_store import OnlineStoreUnavailable, RedisBackend
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.tenancy import Region, Scope

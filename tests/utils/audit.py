@@ -15,9 +15,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from atlasrec.control.models import utcnow
+from atlasrec.clock import utcnow
 from atlasrec.control.officers import OfficerRole, Officers
-from atlasrec.dataplane.models import DpRun, ServedRequest
+from atlasrec.dataplane.tables import DpRun, ServedRequest
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND

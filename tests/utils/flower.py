@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import create_engine
 from sqlmodel import Session, col, select
 
-from atlasrec.dataplane.models import FederationRun
+from atlasrec.dataplane.tables import FederationRun
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, SharingPolicy

@@ -1,6 +1,6 @@
 from alembic import context
 
-from atlasrec.control.models import ControlModel as Base
+from atlasrec.control.tables import ControlModel as Base
 
 config = context.config
 context.configure(

@@ -1,6 +1,6 @@
 from alembic import context
 
-from atlasrec.dataplane.models import RegionModel as Base
+from atlasrec.dataplane.tables import RegionModel as Base
 
 config = context.config
 context.configure(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from atlasrec.control.models import DEFAULT_EPSILON_CAP
+from atlasrec.control.tables import DEFAULT_EPSILON_CAP
 from atlasrec.errors import InvalidInputError, TenantExistsError, UnknownTenantError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy

@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from atlasrec.boundary import REFUSED
-from atlasrec.dataplane.models import Item
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.dataplane.tables import Item
 from atlasrec.errors import CrossRegionError, CrossTenantError, UnknownTenantError
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings

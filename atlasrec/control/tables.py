@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import JSON, Column, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from atlasrec.clock import utcnow
 from atlasrec.tenancy import Region, SharingPolicy
 
 DEFAULT_EPSILON_CAP = 10.0
 DEFAULT_DELTA = 1e-6
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 class ControlModel(SQLModel, registry=registry()):

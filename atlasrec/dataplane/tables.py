@@ -9,7 +9,7 @@ from sqlalchemy import JSON, BigInteger, Column, ForeignKeyConstraint, Index, La
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from atlasrec.control.models import utcnow
+from atlasrec.clock import utcnow
 
 
 class RegionModel(SQLModel, registry=registry()):
