@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+from sqlmodel import Session
 
 from atlasrec.errors import (
     BoundaryViolation,
@@ -12,19 +14,34 @@ from atlasrec.errors import (
     UnknownTenantError,
 )
 from atlasrec.tenancy import Region, Scope, SharingPolicy
-from audit.ledger import Ledger
 
 REFUSED = "boundary.refused"
+
+
+class AuditLog(Protocol):
+    """Where a region's audit records go (the hash-chained `audit.ledger.Ledger`)."""
+
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        tenant_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> object:
+        """Append a record; inside `session`, it commits or rolls back with it."""
 
 
 class Boundary:
     """Guards one region's data plane: admits a scope only for its own tenant and region."""
 
     def __init__(
-        self, region: Region, ledger: Ledger, home_of: Callable[[str], Region | None]
+        self, region: Region, audit: AuditLog, home_of: Callable[[str], Region | None]
     ) -> None:
         self.region = region
-        self.ledger = ledger
+        self.audit = audit
         self._home_of = home_of
 
     def admit(
@@ -80,7 +97,7 @@ class Boundary:
         **details: Any,
     ) -> None:
         """Write the refusal to this region's ledger (in its own transaction) and raise."""
-        self.ledger.append(
+        self.audit.append(
             actor=actor,
             action=REFUSED,
             subject=subject or action,

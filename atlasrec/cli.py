@@ -562,7 +562,7 @@ def privacy_set_cap(
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger)")],
 ) -> None:
     """Raise or lower a tenant's epsilon cap, with a reason (a ledger record of its region)."""
-    from privacy.caps import change_epsilon_cap, parse_cap
+    from audit.caps import change_epsilon_cap, parse_cap
 
     change = change_epsilon_cap(
         _platform(), tenant, parse_cap(epsilon), reason=reason, actor=actor()

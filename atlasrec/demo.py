@@ -14,7 +14,6 @@ from sqlalchemy import func
 from sqlmodel import col as column_of
 from sqlmodel import select
 
-from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData, TenantStats
 from atlasrec.dataplane.tables import IngestBatch
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
@@ -27,7 +26,7 @@ from atlasrec.models.bundle import KIND
 from atlasrec.pipelines.privacy_report import privacy_report
 from atlasrec.pipelines.recommend import recommend_users
 from atlasrec.pipelines.train import train_tenant
-from atlasrec.platform import Platform
+from atlasrec.platform import Plane, Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region, Scope
 
@@ -194,7 +193,7 @@ def _train_all(
     console.print(table)
 
 
-def _files_newer(plane: RegionDataPlane, scope: Scope, actor: str, trained_at: str) -> bool:
+def _files_newer(plane: Plane, scope: Scope, actor: str, trained_at: str) -> bool:
     """Whether CSV files were ingested after the model was trained.
 
     Events posted to the serving API also change the data (and the next model's snapshot);

@@ -252,7 +252,7 @@ def _load_interactions(
 
 
 def ingest(
-    plane: RegionDataPlane,
+    plane: RegionDataPlane[Any],
     scope: Scope,
     *,
     secret: bytes,

@@ -11,6 +11,10 @@ from atlasrec.db import make_engine
 from atlasrec.errors import CrossRegionError, UnknownTenantError
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, Scope, SharingPolicy
+from audit.ledger import Ledger
+
+Plane = RegionDataPlane[Ledger]
+"""A region data plane as the platform opens it: audited by the hash-chained ledger."""
 
 
 class Platform:
@@ -21,9 +25,9 @@ class Platform:
         self.secret = self.settings.secret_key.get_secret_value().encode()
         self.control = ControlPlane(make_engine(self.settings.control_url()), self.secret)
         self.control.migrate()
-        self._planes: dict[Region, RegionDataPlane] = {}
+        self._planes: dict[Region, Plane] = {}
 
-    def plane(self, region: Region) -> RegionDataPlane:
+    def plane(self, region: Region) -> Plane:
         """A region's data plane (migrated on first use).
 
         A process pinned to a region (`ATLASREC_REGION`) cannot open another region's plane.
@@ -35,7 +39,12 @@ class Platform:
                 f"{region.value!r}'s data plane"
             )
         if region not in self._planes:
-            plane = RegionDataPlane(region, self.settings, self.control)
+            plane = Plane(
+                region,
+                self.settings,
+                self.control,
+                lambda engine: Ledger(region, engine, anchor=self.control),
+            )
             plane.migrate()
             self._planes[region] = plane
         return self._planes[region]

@@ -25,12 +25,11 @@ from typing import Any
 from sqlmodel import col, select
 
 from atlasrec.artifacts import MANIFEST
-from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import AuditRecord, DpRun, IngestBatch, ServedRequest
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.models.bundle import KIND as MODEL_KIND
-from atlasrec.platform import Platform
+from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -122,9 +121,7 @@ def request_lineage(
     return chain
 
 
-def model_lineage(
-    plane: RegionDataPlane, scope: Scope, version: str | None, *, actor: str
-) -> dict[str, Any]:
+def model_lineage(plane: Plane, scope: Scope, version: str | None, *, actor: str) -> dict[str, Any]:
     """Model, training run, data snapshot and backbone of one model version."""
     if version is None or not _VERSION.fullmatch(version):
         note = (
@@ -178,9 +175,7 @@ def model_lineage(
     }
 
 
-def _manifest(
-    plane: RegionDataPlane, scope: Scope, version: str, *, actor: str
-) -> dict[str, Any] | None:
+def _manifest(plane: Plane, scope: Scope, version: str, *, actor: str) -> dict[str, Any] | None:
     """The manifest of a model version (read after the boundary admits the scope)."""
     plane.boundary.admit(scope, actor=actor, action="artifact.read", subject="audit.lineage")
     path = plane.artifacts.root / scope.tenant_id / MODEL_KIND / version / MANIFEST
@@ -309,7 +304,7 @@ def federation_round(record: AuditRecord) -> dict[str, Any]:
     }
 
 
-def round_chain(plane: RegionDataPlane, version: str) -> list[dict[str, Any]]:
+def round_chain(plane: Plane, version: str) -> list[dict[str, Any]]:
     """The federated rounds that produced backbone `version`, oldest first.
 
     Follows the region's `federation.round` records from the one whose `backbone_out` is
@@ -336,7 +331,7 @@ def _declared(parent: Any, scope: Scope) -> dict[str, Any]:
     return {**declared, "region": declared.get("region") or scope.region.value}
 
 
-def _backbone_rounds(plane: RegionDataPlane, scope: Scope, parent: Any) -> list[dict[str, Any]]:
+def _backbone_rounds(plane: Plane, scope: Scope, parent: Any) -> list[dict[str, Any]]:
     """The rounds behind a parent backbone of this region (another region's are not read)."""
     if not parent:
         return []

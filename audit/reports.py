@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,14 +19,15 @@ from typing import Any
 from atlasrec.artifacts import MANIFEST
 from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
 from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.dataplane.tables import AuditRecord, DpRun
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.access import REFUSED as ACCESS_REFUSED
 from audit.access import record_tenants
+from audit.caps import CAP_CHANGED
+from audit.ledger import Ledger, Verification
 from audit.lineage import FEDERATION_ROUND, details_of, federation_round, iso
-from privacy.budget import BudgetState, PrivacyLedger
-from privacy.caps import CAP_CHANGED
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CSV_COLUMNS = (
@@ -125,16 +125,6 @@ def _artifacts(platform: Platform, scope: Scope, actor: str) -> list[dict[str, A
     return rows
 
 
-def spent_of(runs: Iterable[DpRun]) -> float:
-    """The composed epsilon of a tenant's charged runs, as the ledger recorded it.
-
-    Each charge stores the composition of every run up to it (`epsilon_total`, computed
-    by `PrivacyLedger.reserve` under its lock), so the latest is the tenant's spent budget
-    without recomposing every run (which costs about 0.1 s per run).
-    """
-    return max((run.epsilon_total for run in runs), default=0.0)
-
-
 def tenant_report(
     platform: Platform,
     tenant: Tenant,
@@ -153,17 +143,64 @@ def tenant_report(
     scope = Scope(tenant.id, region)
     plane = platform.plane(region)
     with plane.session(scope, actor=actor, action="audit.report") as session:
-        runs = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta).runs()
-    state = BudgetState(tenant.epsilon_cap, tenant.delta, spent_of(runs))
+        table = DpRunTable(session, plane.ledger)
+        runs = table.runs()
+        state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
     own = plane.ledger.records(tenant_id=tenant.id, action="tenant.created", limit=None)
     changes = plane.ledger.records(tenant_id=tenant.id, action=CAP_CHANGED, limit=None)
     history = cap_history(own + changes, tenant.epsilon_cap)
+    run_rows = _run_rows(runs, history)
+    sharing = SharingPolicy(tenant.sharing)
+    return {
+        "tenant_id": tenant.id,
+        "name": tenant.name,
+        "region": region.value,
+        "sharing": sharing.value,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated_by": actor,
+        "budget": {
+            "epsilon_cap": tenant.epsilon_cap,
+            "delta": tenant.delta,
+            "epsilon_spent": state.spent,
+            "epsilon_remaining": state.remaining,
+            "exhausted": state.exhausted,
+            "accountant": "rdp (opacus): composed over every charged run by the ledger",
+        },
+        "cap_history": [{"ts": p.ts or None, "cap": p.cap} for p in history],
+        "cap_changes": [_record(r) for r in changes],
+        "runs": run_rows,
+        "artifacts": _artifacts(platform, scope, actor),
+        "refusals": _refusals(plane.ledger, tenant.id, redact_others=redact_others),
+        "access_refusals": [
+            _record(r)
+            for r in plane.ledger.records(tenant_id=tenant.id, action=ACCESS_REFUSED, limit=None)
+        ],
+        "federation": {
+            "eligible": sharing != SharingPolicy.SOLO,
+            "policy": SHARING_POLICIES[sharing],
+            "stopped": state.exhausted,
+            "rounds": [r for r in run_rows if r["kind"] == "federation"],
+            "region_rounds": _region_rounds(plane.ledger, tenant.id),
+        },
+        "chain": _chain(plane.ledger.verify(), region) if verify else None,
+    }
 
-    run_rows: list[dict[str, Any]] = []
+
+SHARING_POLICIES = {
+    SharingPolicy.SOLO: "solo: never joins a federation; parameters never leave the tenant",
+    SharingPolicy.REGIONAL: "regional: federates within its home region only",
+    SharingPolicy.GLOBAL: "global: federates in its home region; the region's DP "
+    "aggregate may feed a cross-region backbone",
+}
+
+
+def _run_rows(runs: list[DpRun], history: list[CapPoint]) -> list[dict[str, Any]]:
+    """A row per charged run, with its own charge and the cap in force then."""
+    rows: list[dict[str, Any]] = []
     previous = 0.0
     for run in runs:
         created = iso(run.created_at) or ""
-        run_rows.append(
+        rows.append(
             {
                 "run_id": run.id,
                 "kind": run.kind,
@@ -184,13 +221,17 @@ def tenant_report(
             }
         )
         previous = max(previous, run.epsilon_total)
+    return rows
 
+
+def _refusals(ledger: Ledger, tenant_id: str, *, redact_others: bool) -> list[dict[str, Any]]:
+    """Boundary refusals that involved the tenant, other tenants' ids redacted on request."""
     refusals = []
-    for record in plane.ledger.records(action=BOUNDARY_REFUSED, limit=None):
-        if tenant.id not in record_tenants(record):
+    for record in ledger.records(action=BOUNDARY_REFUSED, limit=None):
+        if tenant_id not in record_tenants(record):
             continue
         row = _record(record)
-        if redact_others and record.tenant_id != tenant.id:
+        if redact_others and record.tenant_id != tenant_id:
             row["tenant_id"] = OTHER_TENANT
             row["details"] = {
                 k: (OTHER_TENANT if v == record.tenant_id else v)
@@ -198,74 +239,40 @@ def tenant_report(
                 if k != "reason"
             }
         refusals.append(row)
-    access_refusals = [
-        _record(r)
-        for r in plane.ledger.records(tenant_id=tenant.id, action=ACCESS_REFUSED, limit=None)
-    ]
-    region_rounds = []
-    for record in plane.ledger.records(action=FEDERATION_ROUND, limit=None):
+    return refusals
+
+
+def _region_rounds(ledger: Ledger, tenant_id: str) -> list[dict[str, Any]]:
+    """The region's federated rounds the tenant took part in."""
+    rounds = []
+    for record in ledger.records(action=FEDERATION_ROUND, limit=None):
         round_ = federation_round(record)
-        if tenant.id in round_["participants"]:
-            epsilon = round_.get("epsilon")
-            region_rounds.append(
-                {
-                    "seq": round_["seq"],
-                    "ts": round_["ts"],
-                    "round": round_.get("round"),
-                    "federation_run": round_["federation_run"],
-                    "status": round_.get("status"),
-                    "participants": len(round_["participants"]),
-                    "backbone_in": round_.get("backbone_in"),
-                    "backbone_out": round_.get("backbone_out"),
-                    "epsilon": epsilon.get(tenant.id) if isinstance(epsilon, dict) else None,
-                }
-            )
-    sharing = SharingPolicy(tenant.sharing)
-    exhausted = state.spent >= tenant.epsilon_cap - 1e-9
-    verification = plane.ledger.verify() if verify else None
+        if tenant_id not in round_["participants"]:
+            continue
+        epsilon = round_.get("epsilon")
+        rounds.append(
+            {
+                "seq": round_["seq"],
+                "ts": round_["ts"],
+                "round": round_.get("round"),
+                "federation_run": round_["federation_run"],
+                "status": round_.get("status"),
+                "participants": len(round_["participants"]),
+                "backbone_in": round_.get("backbone_in"),
+                "backbone_out": round_.get("backbone_out"),
+                "epsilon": epsilon.get(tenant_id) if isinstance(epsilon, dict) else None,
+            }
+        )
+    return rounds
+
+
+def _chain(verification: Verification, region: Region) -> dict[str, Any]:
     return {
-        "tenant_id": tenant.id,
-        "name": tenant.name,
-        "region": region.value,
-        "sharing": sharing.value,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "generated_by": actor,
-        "budget": {
-            "epsilon_cap": tenant.epsilon_cap,
-            "delta": tenant.delta,
-            "epsilon_spent": state.spent,
-            "epsilon_remaining": state.remaining,
-            "exhausted": exhausted,
-            "accountant": "rdp (opacus): composed over every charged run by the ledger",
-        },
-        "cap_history": [{"ts": p.ts or None, "cap": p.cap} for p in history],
-        "cap_changes": [_record(r) for r in changes],
-        "runs": run_rows,
-        "artifacts": _artifacts(platform, scope, actor),
-        "refusals": refusals,
-        "access_refusals": access_refusals,
-        "federation": {
-            "eligible": sharing != SharingPolicy.SOLO,
-            "policy": {
-                SharingPolicy.SOLO: "solo: never joins a federation; parameters never leave "
-                "the tenant",
-                SharingPolicy.REGIONAL: "regional: federates within its home region only",
-                SharingPolicy.GLOBAL: "global: federates in its home region; the region's DP "
-                "aggregate may feed a cross-region backbone",
-            }[sharing],
-            "stopped": exhausted,
-            "rounds": [r for r in run_rows if r["kind"] == "federation"],
-            "region_rounds": region_rounds,
-        },
-        "chain": None
-        if verification is None
-        else {
-            "ok": verification.ok,
-            "records": verification.records,
-            "first_bad_seq": verification.first_bad_seq,
-            "reason": verification.reason,
-            "summary": verification.describe(region),
-        },
+        "ok": verification.ok,
+        "records": verification.records,
+        "first_bad_seq": verification.first_bad_seq,
+        "reason": verification.reason,
+        "summary": verification.describe(region),
     }
 
 
@@ -275,111 +282,104 @@ def report_csv(report: dict[str, Any]) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     base = {"tenant_id": report["tenant_id"], "region": report["region"]}
-    budget = report["budget"]
-    writer.writerow(
-        {
-            **base,
-            "record_type": "budget",
-            "time": report["generated_at"],
-            "epsilon_total": budget["epsilon_spent"],
-            "epsilon_cap": budget["epsilon_cap"],
-            "epsilon_remaining": budget["epsilon_remaining"],
-            "status": "exhausted" if budget["exhausted"] else "open",
-            "detail": json.dumps({"delta": budget["delta"], "sharing": report["sharing"]}),
-        }
-    )
-    for run in report["runs"]:
-        writer.writerow(
-            {
-                **base,
-                "record_type": "dp_run",
-                "time": run["created_at"],
-                "id": run["run_id"],
-                "kind": run["kind"],
-                "status": run["status"],
-                "epsilon": run["charge"],
-                "epsilon_total": run["epsilon_total_after"],
-                "epsilon_cap": run["cap_then"],
-                "detail": json.dumps(
-                    {
-                        "epsilon_alone": run["epsilon"],
-                        "noise_multiplier": run["noise_multiplier"],
-                        "sample_rate": run["sample_rate"],
-                        "steps": run["steps"],
-                        "round": run["round"],
-                        "federation_run": run["federation_run"],
-                        "model_version": run["model_version"],
-                    }
-                ),
-            }
-        )
-    for change in report["cap_changes"]:
-        d = change["details"]
-        writer.writerow(
-            {
-                **base,
-                "record_type": "cap_change",
-                "time": change["ts"],
-                "id": change["seq"],
-                "kind": change["actor"],
-                "epsilon_cap": d.get("new_cap"),
-                "epsilon_total": d.get("spent"),
-                "detail": json.dumps({"old_cap": d.get("old_cap"), "reason": d.get("reason")}),
-            }
-        )
-    for artifact in report["artifacts"]:
-        writer.writerow(
-            {
-                **base,
-                "record_type": "artifact",
-                "region": artifact["region"],
-                "time": artifact["created_at"],
-                "id": artifact["version"],
-                "kind": artifact["kind"],
-                "status": "attributed" if artifact["attributed"] else "MISATTRIBUTED",
-                "detail": json.dumps(
-                    {"stored_in": artifact["stored_in"], "files": artifact["files"]}
-                ),
-            }
-        )
-    for refusal in report["refusals"]:
-        writer.writerow(
-            {
-                **base,
-                "record_type": "refusal",
-                "time": refusal["ts"],
-                "id": refusal["seq"],
-                "kind": refusal["details"].get("attempted"),
-                "status": refusal["details"].get("error"),
-                "detail": json.dumps(refusal["details"], sort_keys=True),
-            }
-        )
-    for r in report["federation"]["region_rounds"]:
-        writer.writerow(
-            {
-                **base,
-                "record_type": "federation_round",
-                "time": r["ts"],
-                "id": r["seq"],
-                "kind": r["federation_run"],
-                "epsilon": r["epsilon"],
-                "detail": json.dumps(
-                    {
-                        "round": r["round"],
-                        "participants": r["participants"],
-                        "backbone_in": r["backbone_in"],
-                        "backbone_out": r["backbone_out"],
-                    }
-                ),
-            }
-        )
-    if report["chain"] is not None:
-        writer.writerow(
-            {
-                **base,
-                "record_type": "audit_chain",
-                "status": "intact" if report["chain"]["ok"] else "BROKEN",
-                "detail": report["chain"]["summary"],
-            }
-        )
+    for rows in (
+        [_budget_row(report)],
+        map(_run_csv_row, report["runs"]),
+        map(_cap_change_row, report["cap_changes"]),
+        map(_artifact_row, report["artifacts"]),
+        map(_refusal_row, report["refusals"]),
+        map(_round_row, report["federation"]["region_rounds"]),
+        [] if report["chain"] is None else [_chain_row(report["chain"])],
+    ):
+        writer.writerows({**base, **row} for row in rows)
     return out.getvalue()
+
+
+def _budget_row(report: dict[str, Any]) -> dict[str, Any]:
+    budget = report["budget"]
+    return {
+        "record_type": "budget",
+        "time": report["generated_at"],
+        "epsilon_total": budget["epsilon_spent"],
+        "epsilon_cap": budget["epsilon_cap"],
+        "epsilon_remaining": budget["epsilon_remaining"],
+        "status": "exhausted" if budget["exhausted"] else "open",
+        "detail": json.dumps({"delta": budget["delta"], "sharing": report["sharing"]}),
+    }
+
+
+def _run_csv_row(run: dict[str, Any]) -> dict[str, Any]:
+    detail_keys = ("noise_multiplier", "sample_rate", "steps", "round", "federation_run")
+    return {
+        "record_type": "dp_run",
+        "time": run["created_at"],
+        "id": run["run_id"],
+        "kind": run["kind"],
+        "status": run["status"],
+        "epsilon": run["charge"],
+        "epsilon_total": run["epsilon_total_after"],
+        "epsilon_cap": run["cap_then"],
+        "detail": json.dumps(
+            {
+                "epsilon_alone": run["epsilon"],
+                **{key: run[key] for key in detail_keys},
+                "model_version": run["model_version"],
+            }
+        ),
+    }
+
+
+def _cap_change_row(change: dict[str, Any]) -> dict[str, Any]:
+    d = change["details"]
+    return {
+        "record_type": "cap_change",
+        "time": change["ts"],
+        "id": change["seq"],
+        "kind": change["actor"],
+        "epsilon_cap": d.get("new_cap"),
+        "epsilon_total": d.get("spent"),
+        "detail": json.dumps({"old_cap": d.get("old_cap"), "reason": d.get("reason")}),
+    }
+
+
+def _artifact_row(artifact: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "record_type": "artifact",
+        "region": artifact["region"],
+        "time": artifact["created_at"],
+        "id": artifact["version"],
+        "kind": artifact["kind"],
+        "status": "attributed" if artifact["attributed"] else "MISATTRIBUTED",
+        "detail": json.dumps({"stored_in": artifact["stored_in"], "files": artifact["files"]}),
+    }
+
+
+def _refusal_row(refusal: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "record_type": "refusal",
+        "time": refusal["ts"],
+        "id": refusal["seq"],
+        "kind": refusal["details"].get("attempted"),
+        "status": refusal["details"].get("error"),
+        "detail": json.dumps(refusal["details"], sort_keys=True),
+    }
+
+
+def _round_row(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("round", "participants", "backbone_in", "backbone_out")
+    return {
+        "record_type": "federation_round",
+        "time": r["ts"],
+        "id": r["seq"],
+        "kind": r["federation_run"],
+        "epsilon": r["epsilon"],
+        "detail": json.dumps({key: r[key] for key in keys}),
+    }
+
+
+def _chain_row(chain: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "record_type": "audit_chain",
+        "status": "intact" if chain["ok"] else "BROKEN",
+        "detail": chain["summary"],
+    }

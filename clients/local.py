@@ -18,21 +18,21 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from atlasrec.boundary import federation_refusal
+from atlasrec.dataplane.dp_runs import DpRunTable, budget_transactions
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import Interaction
+from atlasrec.dataplane.training_data import load_tenant_dataset
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.wire import Status
 from atlasrec.models.backbone import BACKBONE_CONFIG, flatten
-from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.pretrain import pretrain_backbone
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, dp_schedule, train
 from atlasrec.models.two_tower import TwoTowerConfig
-from atlasrec.pipelines.train import close_dp_run
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from privacy.accounting import Mechanism, calibrate_noise
-from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
+from privacy.budget import BudgetExceededError, Charge, charged_run
 
 JOIN = "federation.join"
 
@@ -126,11 +126,13 @@ def client_status(platform: Platform, tenant_id: str, plan: RoundPlan, *, actor:
     plane = platform.plane(plan.region)
     with plane.session(scope, actor=actor, action="federation.status") as session:
         users = _user_count(session)
-        ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
+        budget = DpRunTable(session, plane.ledger).budget(
+            cap=tenant.epsilon_cap, delta=tenant.delta
+        )
         if users == 0:  # nothing to train on: never affordable
-            spent, after = ledger.state().spent, float("inf")
+            spent, after = budget.state().spent, float("inf")
         else:
-            spent, after = ledger.preview(_mechanism(users, plan, tenant.delta)[0])
+            spent, after = budget.preview(_mechanism(users, plan, tenant.delta)[0])
     return Status(
         tenant_id,
         plan.region.value,
@@ -167,22 +169,18 @@ def train_round(
     if users == 0:
         raise InvalidInputError(f"tenant {tenant_id!r} has no interactions to train on")
     mechanism, clip = _mechanism(users, plan, tenant.delta)
-    with plane.session(scope, actor=actor, action="federation.reserve") as session:
-        ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
-        run = ledger.reserve(
-            mechanism,
-            kind="federation",
-            details={
-                "federation_run": plan.run_id,
-                "round": plan.round,
-                "region": plan.region.value,
-                "backbone_in": plan.backbone_in,
-                "users": users,
-                "data_snapshot": data.snapshot,
-            },
-        )
-        audit_charge(plane.ledger, session, run, cap=tenant.epsilon_cap, actor=actor)
-        run_id, run_epsilon = run.id, run.epsilon
+    charge = Charge(
+        mechanism,
+        "federation",
+        {
+            "federation_run": plan.run_id,
+            "round": plan.round,
+            "region": plan.region.value,
+            "backbone_in": plan.backbone_in,
+            "users": users,
+            "data_snapshot": data.snapshot,
+        },
+    )
     dp = DpPlan(
         mechanism.noise_multiplier,
         mechanism.sample_rate,
@@ -192,23 +190,26 @@ def train_round(
         platform.settings.dp_secure_mode,
     )
     config = replace(plan.config(), seed=_seed(plan, tenant_id))
-    if plan.backbone_in is None:  # a new federation: first fit the shared start to the
-        # catalog's content (no user data, nothing to charge), as solo training does
-        start = pretrain_backbone(data.content, replace(config, seed=plan.seed), start)
-    try:
+    with charged_run(
+        budget_transactions(plane, scope, actor=actor),
+        purpose="federation",
+        cap=tenant.epsilon_cap,
+        delta=tenant.delta,
+        plan=lambda _state: [charge],
+    ) as charged:
+        if plan.backbone_in is None:  # a new federation: first fit the shared start to the
+            # catalog's content (no user data, nothing to charge), as solo training does
+            start = pretrain_backbone(data.content, replace(config, seed=plan.seed), start)
         model, _ = train(data.content, sequences, config, dp=dp, init_backbone=start)
-    except BaseException:
-        close_dp_run(platform, scope, run_id, actor, status="failed", version=None)
-        raise
-    close_dp_run(platform, scope, run_id, actor, status="completed", version=None)
+    run = charged.runs[0]
     return LocalUpdate(
         tenant_id,
         plan.region.value,
         SharingPolicy(tenant.sharing).value,
         flatten(model.backbone.state_dict()),
         users,
-        run_epsilon,
-        run_id,
+        run.epsilon,
+        run.id,
     )
 
 

@@ -28,10 +28,10 @@ from starlette.concurrency import run_in_threadpool
 from atlasrec.catalog import PolicyAttributeError, parse_policy
 from atlasrec.clock import utcnow
 from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.embeddings import embedded_items
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.errors import AtlasRecError, BoundaryViolation, ConfigError, CrossRegionError
-from atlasrec.models.text import embedded_items
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings

@@ -18,9 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import IngestBatch, ServedRequest
+from atlasrec.platform import Plane
 from atlasrec.tenancy import Scope
 
 ACTOR = "serving"
@@ -41,9 +41,7 @@ class EventRow:
 class Recorder:
     """Batched writer of served requests and accepted events for one region."""
 
-    def __init__(
-        self, plane: RegionDataPlane, *, flush_s: float = 0.5, max_batch: int = 2_000
-    ) -> None:
+    def __init__(self, plane: Plane, *, flush_s: float = 0.5, max_batch: int = 2_000) -> None:
         self.plane = plane
         self.flush_s = flush_s
         self.max_batch = max_batch

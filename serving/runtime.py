@@ -18,14 +18,13 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from atlasrec.control.tables import Tenant
-from atlasrec.dataplane.plane import RegionDataPlane
+from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import Interaction, Item
 from atlasrec.errors import AtlasRecError, CrossRegionError
 from atlasrec.models.bundle import KIND, ModelBundle
-from atlasrec.models.text import EmbeddedItem, embedded_items
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
-from atlasrec.platform import Platform
+from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
 from serving.online import RECENT_CAP, Breaker, OnlineFeatures
 from serving.state import CatalogItem, ServingState, build_state, with_items
@@ -85,7 +84,7 @@ class RegionRuntime:
     def __init__(self, platform: Platform, region: Region, *, online: OnlineStore) -> None:
         self.platform = platform
         self.region = region
-        self.plane: RegionDataPlane = platform.plane(region)
+        self.plane: Plane = platform.plane(region)
         self.online = online
         self.breaker = Breaker()
         self._tenants: dict[str, TenantRuntime] = {}

@@ -45,14 +45,14 @@ import numpy as np
 import torch
 
 from atlasrec.benchmarks.output import emit
+from atlasrec.dataplane.training_data import TenantDataset as TrainingData
+from atlasrec.dataplane.training_data import load_tenant_dataset
 from atlasrec.datasets import build_movielens_tenant_mix
 from atlasrec.datasets.spec import INTERACTIONS_HEADER, TenantDataset
 from atlasrec.evaluation import Interactions, PopScorer, Recommender, evaluate
 from atlasrec.evaluation.splits import Split, temporal_leave_last_out
 from atlasrec.federation.store import global_store, open_backbone
 from atlasrec.ingest import ingest
-from atlasrec.models.dataset import TenantDataset as TrainingData
-from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.recommender import TwoTowerRecommender
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.privacy_report import privacy_report

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -93,6 +93,16 @@ class ControlPlane:
             query = query.where(Tenant.home_region == region)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
+
+    def set_epsilon_cap(self, tenant_id: str, *, expected: float, new: float) -> bool:
+        """Set a tenant's cap if it still is `expected` (compare-and-set); whether it was set."""
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(
+                update(Tenant)
+                .where(col(Tenant.id) == tenant_id, col(Tenant.epsilon_cap) == expected)
+                .values(epsilon_cap=new)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     def home_region_of(self, tenant_id: str) -> Region | None:
         """A tenant's home region (cached: it never changes), or None if unknown."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+from sqlalchemy import Engine
 
 from atlasrec.artifacts import ArtifactStore
-from atlasrec.boundary import Boundary
+from atlasrec.boundary import AuditLog, Boundary
 from atlasrec.control.service import ControlPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.db import is_postgres, make_engine
@@ -14,13 +17,24 @@ from atlasrec.migrations import upgrade
 from atlasrec.online_store import OnlineStore, make_backend
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
-from audit.ledger import Ledger
+
+L = TypeVar("L", bound=AuditLog)
 
 
-class RegionDataPlane:
-    """The only place a region's tenant data exists; every access is made under a scope."""
+class RegionDataPlane(Generic[L]):
+    """The only place a region's tenant data exists; every access is made under a scope.
 
-    def __init__(self, region: Region, settings: Settings, control: ControlPlane) -> None:
+    `ledger` opens the region's audit log on its database (the platform passes the
+    hash-chained `audit.ledger.Ledger`); every refusal at the boundary goes there.
+    """
+
+    def __init__(
+        self,
+        region: Region,
+        settings: Settings,
+        control: ControlPlane,
+        ledger: Callable[[Engine], L],
+    ) -> None:
         self.region = region
         self.settings = settings
         url = settings.region_url(region)
@@ -28,7 +42,7 @@ class RegionDataPlane:
         self.tenant_engine = (
             make_engine(url, user=settings.pg_app_role) if is_postgres(self.engine) else self.engine
         )
-        self.ledger = Ledger(region, self.engine, anchor=control)
+        self.ledger = ledger(self.engine)
         self.boundary = Boundary(region, self.ledger, control.home_region_of)
         self.artifacts = ArtifactStore(
             region, settings.region_dir(region) / "artifacts", self.boundary

@@ -19,6 +19,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from atlasrec.errors import InvalidInputError
+from privacy.budget import BudgetState
 
 ARRAYS, CONFIG, METRICS, TAGS, STATUS = "arrays", "config", "metrics", "tags", "status"
 SEED, SUM, WEIGHT, UPDATE, GLOBAL = "seed", "sum", "weight", "update", "global"
@@ -159,7 +160,12 @@ class Status:
     @property
     def affordable(self) -> bool:
         """Whether the round fits under the tenant's cap."""
-        return self.users > 0 and self.spent + self.round_cost <= self.cap + 1e-9
+        return self.users > 0 and self.budget.fits(self.spent + self.round_cost)
+
+    @property
+    def budget(self) -> BudgetState:
+        """The tenant's budget as the client reported it."""
+        return BudgetState(self.cap, self.spent)
 
     def to_content(self) -> RecordDict:
         """As a query reply's content."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from atlasrec.artifacts import Artifact
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
@@ -20,6 +19,22 @@ WEIGHTS, ITEMS, VECTORS, POPULARITY = "model.pt", "items.json", "item_vectors.np
 RANKER, NEIGHBOURS = "ranker.json", "neighbours.npz"
 PRIOR_KEYS = frozenset({"log_popularity", "popularity.weight"})
 """Weights a model saved before the popularity prior lacks."""
+
+
+class Published(Protocol):
+    """A published version's folder (an `atlasrec.artifacts.Artifact`)."""
+
+    @property
+    def version(self) -> str:
+        """The version name."""
+
+    @property
+    def path(self) -> Path:
+        """The folder holding the version's files."""
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The version's manifest."""
 
 
 def write_bundle(
@@ -62,7 +77,7 @@ class ModelBundle:
     """Co-occurrence neighbours, rows in `item_ids` order (a non-DP model's; None for DP ones)."""
 
     @classmethod
-    def load(cls, artifact: Artifact) -> ModelBundle:
+    def load(cls, artifact: Published) -> ModelBundle:
         """Load a published version (weights only: no code is unpickled)."""
         saved = torch.load(artifact.path / WEIGHTS, weights_only=True)
         config = TwoTowerConfig(**saved["config"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from atlasrec.dataplane.training_data import load_tenant_dataset
 from atlasrec.errors import InvalidInputError
 from atlasrec.evaluation import (
     ALS,
@@ -19,7 +20,6 @@ from atlasrec.evaluation import (
     random_user_split,
     temporal_leave_last_out,
 )
-from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.ranking import TwoTowerRankerRecommender, category_codes
 from atlasrec.models.recommender import TwoTowerRecommender
 from atlasrec.models.two_tower import TwoTowerConfig

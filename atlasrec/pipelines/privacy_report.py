@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from atlasrec.dataplane.dp_runs import DpRunTable, mechanism_of
 from atlasrec.platform import Platform
 from privacy.accounting import independent_epsilon
-from privacy.budget import PrivacyLedger
 
 
 def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
     """The tenant's DP runs, the composed epsilon (cross-checked) and what is left."""
     tenant = platform.control.get_tenant(tenant_id)
     scope = platform.scope(tenant_id)
-    with platform.plane(scope.region).session(scope, actor=actor, action="privacy.report") as s:
-        ledger = PrivacyLedger(s, cap=tenant.epsilon_cap, delta=tenant.delta)
-        runs = ledger.runs()
-        state = ledger.state()
+    plane = platform.plane(scope.region)
+    with plane.session(scope, actor=actor, action="privacy.report") as s:
+        table = DpRunTable(s, plane.ledger)
+        runs = table.runs()
+        state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
     return {
         "tenant_id": tenant_id,
         "region": scope.region.value,
@@ -25,7 +26,9 @@ def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[st
         "epsilon_spent": state.spent,
         "epsilon_remaining": state.remaining,
         "accountant": "rdp (opacus)",
-        "epsilon_spent_independent": independent_epsilon(ledger.mechanisms(runs), tenant.delta),
+        "epsilon_spent_independent": independent_epsilon(
+            [mechanism_of(r) for r in runs], tenant.delta
+        ),
         "runs": [
             {
                 "run_id": r.id,

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 import atlasrec
-from atlasrec.clock import utcnow
 from atlasrec.control.tables import Tenant
-from atlasrec.dataplane.tables import DpRun
+from atlasrec.dataplane.dp_runs import budget_transactions
+from atlasrec.dataplane.training_data import TenantDataset, load_tenant_dataset
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.store import (
     BackboneVersion,
@@ -31,23 +32,29 @@ from atlasrec.federation.store import (
 )
 from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, write_bundle
-from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.popularity import (
     CONTRIBUTION_CAP,
     release_counts,
     run_mechanisms,
     weighted_counts,
 )
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranker import LinearRanker
 from atlasrec.models.ranking import category_codes, model_ranker, train_with_ranker
 from atlasrec.models.recommender import user_sequences
-from atlasrec.models.training import DpPlan, Progress, dp_schedule, train
-from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.models.training import DpPlan, Progress, TrainReport, dp_schedule, train
+from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from atlasrec.platform import Platform
-from atlasrec.tenancy import Region, SharingPolicy
+from atlasrec.tenancy import Region, Scope, SharingPolicy
 from privacy.accounting import Mechanism
 from privacy.accounting import epsilon as epsilon_of
-from privacy.budget import BudgetExceededError, PrivacyLedger, audit_charge
+from privacy.budget import (
+    BudgetExceededError,
+    BudgetState,
+    Charge,
+    ChargedRun,
+    ChargedRuns,
+    charged_run,
+)
 
 DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
@@ -153,6 +160,37 @@ def load_parent_backbone(platform: Platform, tenant: Tenant) -> ParentBackbone |
     return ParentBackbone(version, state)
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a training run starts from: the tenant, its data and the model's configuration."""
+
+    tenant: Tenant
+    scope: Scope
+    data: TenantDataset
+    sequences: list[np.ndarray]
+    users: int
+    config: TwoTowerConfig
+    parent: ParentBackbone | None
+
+    @property
+    def init(self) -> dict[str, torch.Tensor] | None:
+        """The backbone weights the model starts from."""
+        return None if self.parent is None else self.parent.state
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A trained model with what its bundle ships beside it, and its lineage entries."""
+
+    model: TwoTower
+    report: TrainReport
+    counts: np.ndarray
+    ranker: LinearRanker
+    ranker_lineage: dict[str, Any]
+    neighbours: sp.csr_matrix | None = None
+    dp: dict[str, Any] | None = None
+
+
 def train_tenant(
     platform: Platform,
     tenant_id: str,
@@ -181,156 +219,193 @@ def train_tenant(
         raise InvalidInputError("give either --epsilon or --no-dp, not both")
     if epsilon is not None and not (epsilon > 0 and np.isfinite(epsilon)):
         raise InvalidInputError(f"tenant {tenant_id!r}: --epsilon must be a finite number > 0")
+    inputs = training_inputs(
+        platform, tenant_id, actor=actor, no_dp=no_dp, no_backbone=no_backbone, config=config
+    )
+    if no_dp:
+        fitted = fit_exact(inputs, progress)
+        return publish(platform, inputs, fitted, actor=actor, dp_run_id=None)
+    plane = platform.plane(inputs.scope.region)
+    with charged_run(
+        budget_transactions(plane, inputs.scope, actor=actor),
+        purpose="train",
+        cap=inputs.tenant.epsilon_cap,
+        delta=inputs.tenant.delta,
+        plan=lambda state: dp_charges(inputs, state, epsilon),
+    ) as charged:
+        fitted = fit_private(inputs, charged, platform.settings.dp_secure_mode, progress)
+        train_run = charged.of_kind("train")
+        result = publish(
+            platform,
+            inputs,
+            fitted,
+            actor=actor,
+            dp_run_id=None if train_run is None else train_run.id,
+        )
+        charged.model_version = result.model_version
+    return result
+
+
+def training_inputs(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    actor: str,
+    no_dp: bool,
+    no_backbone: bool,
+    config: TwoTowerConfig | None,
+) -> TrainingInputs:
+    """The tenant, its data and configuration; the parent backbone is opened first (fails early)."""
     tenant = platform.control.get_tenant(tenant_id)
     scope = platform.scope(tenant_id)
-    plane = platform.plane(scope.region)
     base = config or TwoTowerConfig()
     config = base if no_dp else dp_config(base)
-
-    skip = no_backbone or no_dp
-    parent = None if skip else load_parent_backbone(platform, tenant)  # fails early
-    init = None
+    parent = None if no_backbone or no_dp else load_parent_backbone(platform, tenant)
     if parent is not None:
-        config, init = backbone_config(config), parent.state
-
-    data = load_tenant_dataset(plane, scope, actor=actor)
+        config = backbone_config(config)
+    data = load_tenant_dataset(platform.plane(scope.region), scope, actor=actor)
     if data.n_interactions == 0:
         raise InvalidInputError(f"tenant {tenant_id!r} has no interactions to train on")
     sequences = user_sequences(data.interactions)
-    n_users = sum(1 for s in sequences if len(s))
+    users = sum(1 for s in sequences if len(s))
+    return TrainingInputs(tenant, scope, data, sequences, users, config, parent)
 
-    plan: DpPlan | None = None
-    run_id: str | None = None
-    release_id: str | None = None
-    release: Mechanism | None = None
-    if not no_dp:
-        rate, steps = dp_schedule(n_users, config)
-        with plane.session(scope, actor=actor, action="train.reserve") as session:
-            ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
-            remaining = ledger.state().remaining
-            run_epsilon = epsilon if epsilon is not None else min(DEFAULT_EPSILON, remaining)
-            if run_epsilon < MIN_EPSILON:
-                raise BudgetExceededError(
-                    f"tenant {tenant_id!r}: DP budget exhausted ({remaining:.3f} of "
-                    f"{tenant.epsilon_cap:g} left); raise the cap or train with --no-dp"
-                )
-            release, sgd = run_mechanisms(run_epsilon, tenant.delta, rate, steps)
-            plan = DpPlan(
-                sgd.noise_multiplier,
-                rate,
-                steps,
-                config.max_grad_norm,
-                tenant.delta,
-                platform.settings.dp_secure_mode,
-            )
-            # One run, two mechanisms composed to `run_epsilon`: the popularity prior's count
-            # release, then the DP-SGD steps. Both are charged here, or neither.
-            details: dict[str, Any] = {"requested_epsilon": run_epsilon, "users": n_users}
-            charged = []
-            if release is not None:
-                counted = ledger.reserve(
-                    release,
-                    kind="popularity",
-                    details={**details, "contribution_cap": CONTRIBUTION_CAP},
-                )
-                release_id, details["popularity_run"] = counted.id, counted.id
-                charged.append(counted)
-            run = ledger.reserve(sgd, kind="train", details=details)
-            run_id = run.id
-            for each in (*charged, run):
-                audit_charge(plane.ledger, session, each, cap=tenant.epsilon_cap, actor=actor)
-    ranker: LinearRanker = DEFAULT_RANKER
-    ranker_lineage: dict[str, Any] = {"fitted": False, "reason": DP_RANKER_REASON}
-    neighbours = None  # exact co-occurrences: only a non-DP model's ranker may use them
-    try:
-        if plan is None:
-            counts = weighted_counts(data.interactions)
-            fitted = train_with_ranker(
-                data.content,
-                category_codes(data.categories),
-                data.interactions,
-                config,
-                init_backbone=init,
-                progress=progress,
-            )
-            model, report = fitted.model, fitted.report
-            ranker, ranker_lineage, neighbours = fitted.ranker, fitted.lineage, fitted.neighbours
-        else:
-            released = None
-            if release is not None:
-                secure = plan.secure_mode
-                released = release_counts(sequences, len(data.item_ids), release, secure=secure)
-            model, report = train(
-                data.content,
-                sequences,
-                config,
-                dp=plan,
-                init_backbone=init,
-                popularity=released,
-                progress=progress,
-            )
-            counts = np.zeros(len(data.item_ids)) if released is None else released
-            ranker = model_ranker(model)
-    except BaseException:
-        for charged_id in (release_id, run_id):
-            if charged_id is not None:
-                close_dp_run(platform, scope, charged_id, actor, status="failed", version=None)
-        raise
 
+def dp_charges(inputs: TrainingInputs, state: BudgetState, requested: float | None) -> list[Charge]:
+    """A DP run's charges: the popularity prior's count release, then the DP-SGD steps.
+
+    Both mechanisms are composed to the run's epsilon, and charged together or not at all.
+    """
+    run_epsilon = requested if requested is not None else min(DEFAULT_EPSILON, state.remaining)
+    if run_epsilon < MIN_EPSILON:
+        raise BudgetExceededError(
+            f"tenant {inputs.tenant.id!r}: DP budget exhausted ({state.remaining:.3f} of "
+            f"{state.cap:g} left); raise the cap or train with --no-dp"
+        )
+    rate, steps = dp_schedule(inputs.users, inputs.config)
+    release, sgd = run_mechanisms(run_epsilon, inputs.tenant.delta, rate, steps)
+    details: dict[str, Any] = {"requested_epsilon": run_epsilon, "users": inputs.users}
+    charges = []
+    if release is not None:
+        counted = Charge(release, "popularity", {**details, "contribution_cap": CONTRIBUTION_CAP})
+        details["popularity_run"] = counted.id
+        charges.append(counted)
+    return [*charges, Charge(sgd, "train", details)]
+
+
+def fit_exact(inputs: TrainingInputs, progress: Progress | None) -> FittedModel:
+    """A model without DP, with its fitted ranker and exact co-occurrence neighbours."""
+    data = inputs.data
+    fitted = train_with_ranker(
+        data.content,
+        category_codes(data.categories),
+        data.interactions,
+        inputs.config,
+        init_backbone=inputs.init,
+        progress=progress,
+    )
+    counts = weighted_counts(data.interactions)
+    return FittedModel(
+        fitted.model, fitted.report, counts, fitted.ranker, fitted.lineage, fitted.neighbours
+    )
+
+
+def fit_private(
+    inputs: TrainingInputs, charged: ChargedRuns, secure_mode: bool, progress: Progress | None
+) -> FittedModel:
+    """A DP model: the charged count release, then the charged DP-SGD steps.
+
+    A DP model keeps the DP release of the counts (zeros without one), never exact ones.
+    """
+    sgd, release = charged.of_kind("train"), charged.of_kind("popularity")
+    assert sgd is not None
+    m = sgd.charge.mechanism
+    plan = DpPlan(
+        m.noise_multiplier,
+        m.sample_rate,
+        m.steps,
+        inputs.config.max_grad_norm,
+        inputs.tenant.delta,
+        secure_mode,
+    )
+    counts = np.zeros(len(inputs.data.item_ids))
+    released = None
+    if release is not None:
+        released = release_counts(
+            inputs.sequences, len(counts), release.charge.mechanism, secure=secure_mode
+        )
+        counts = released
+    model, report = train(
+        inputs.data.content,
+        inputs.sequences,
+        inputs.config,
+        dp=plan,
+        init_backbone=inputs.init,
+        popularity=released,
+        progress=progress,
+    )
+    ranker_lineage = {"fitted": False, "reason": DP_RANKER_REASON}
+    dp = dp_lineage(plan, release, sgd.id, report.epsilon_spent)
+    return FittedModel(model, report, counts, model_ranker(model), ranker_lineage, dp=dp)
+
+
+def publish(
+    platform: Platform,
+    inputs: TrainingInputs,
+    fitted: FittedModel,
+    *,
+    actor: str,
+    dp_run_id: str | None,
+) -> TrainResult:
+    """Publish the model bundle atomically with its lineage, and audit it."""
+    data, scope = inputs.data, inputs.scope
+    plane = platform.plane(scope.region)
     lineage = {
         "data_snapshot": data.snapshot,
         "code_version": code_version(),
-        "hyperparameters": config.as_dict(),
-        "dp": None
-        if plan is None
-        else dp_lineage(plan, release, release_id, run_id, report.epsilon_spent),
-        "parent_backbone": None if parent is None else parent.lineage(),
+        "hyperparameters": inputs.config.as_dict(),
+        "dp": fitted.dp,
+        "parent_backbone": None if inputs.parent is None else inputs.parent.lineage(),
         "items": len(data.item_ids),
-        "users": n_users,
+        "users": inputs.users,
         "interactions": data.n_interactions,
-        "train_seconds": round(report.seconds, 2),
-        "final_loss": report.losses[-1] if report.losses else None,
-        "ranker": ranker_lineage,
+        "train_seconds": round(fitted.report.seconds, 2),
+        "final_loss": fitted.report.losses[-1] if fitted.report.losses else None,
+        "ranker": fitted.ranker_lineage,
     }
-    # A DP model keeps the DP release of the counts (zeros without one), never exact ones.
     artifact = plane.artifacts.publish(
         scope,
         KIND,
-        lambda folder: write_bundle(folder, model, data.item_ids, counts, ranker, neighbours),
+        lambda folder: write_bundle(
+            folder, fitted.model, data.item_ids, fitted.counts, fitted.ranker, fitted.neighbours
+        ),
         actor=actor,
         metadata=lineage,
     )
-    for charged_id in (release_id, run_id):
-        if charged_id is not None:
-            close_dp_run(
-                platform, scope, charged_id, actor, status="completed", version=artifact.version
-            )
+    parent = inputs.parent
     plane.ledger.append(
         actor=actor,
         action="model.trained",
         subject=f"model:{KIND}/{artifact.version}",
-        tenant_id=tenant_id,
+        tenant_id=scope.tenant_id,
         details={
             "data_snapshot": data.snapshot,
-            "dp_run_id": run_id,
+            "dp_run_id": dp_run_id,
             "code_version": lineage["code_version"],
             "parent_backbone": None
             if parent is None
             else f"{parent.version.domain}/{parent.version.version}",
         },
     )
-    return TrainResult(tenant_id, scope.region.value, artifact.version, lineage)
+    return TrainResult(scope.tenant_id, scope.region.value, artifact.version, lineage)
 
 
 def dp_lineage(
-    plan: DpPlan,
-    release: Mechanism | None,
-    release_id: str | None,
-    run_id: str | None,
-    sgd_epsilon: float | None,
+    plan: DpPlan, release_run: ChargedRun | None, run_id: str, sgd_epsilon: float | None
 ) -> dict[str, Any]:
     """The lineage's DP entry: the charged mechanisms and their composed epsilon."""
     sgd = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps)
+    release = None if release_run is None else release_run.charge.mechanism
     mechanisms = [sgd] if release is None else [release, sgd]
     return {
         "dp_run_id": run_id,
@@ -344,28 +419,10 @@ def dp_lineage(
         "popularity_release": None
         if release is None
         else {
-            "dp_run_id": release_id,
+            "dp_run_id": None if release_run is None else release_run.id,
             "noise_multiplier": release.noise_multiplier,
             "contribution_cap": CONTRIBUTION_CAP,
         },
         "accountant": "rdp",
         "secure_mode": plan.secure_mode,
     }
-
-
-def close_dp_run(
-    platform: Platform,
-    scope: Any,
-    run_id: str,
-    actor: str,
-    *,
-    status: str,
-    version: str | None,
-    **details: Any,
-) -> None:
-    """Mark a charged run finished (its charge stays: the data was used either way)."""
-    with platform.plane(scope.region).session(scope, actor=actor, action="train.finish") as s:
-        run = s.get(DpRun, run_id)
-        if run is not None:
-            run.status, run.completed_at = status, utcnow()
-            run.details = {**run.details, "model_version": version, **details}

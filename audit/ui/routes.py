@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, or_, select
 
 from atlasrec.control.officers import Officers, fingerprint
+from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.errors import (
     AtlasRecError,
@@ -36,13 +37,14 @@ from atlasrec.errors import (
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from audit.access import Access, AccessRefusedError, Principal
+from audit.caps import CapConflictError, change_epsilon_cap
 from audit.lineage import (
     UnknownRequestError,
     find_request,
     request_lineage,
     validate_request_id,
 )
-from audit.reports import report_csv, spent_of, tenant_report
+from audit.reports import report_csv, tenant_report
 from audit.ui.sessions import (
     SESSION_COOKIE,
     SESSION_TTL_S,
@@ -55,8 +57,6 @@ from audit.ui.sessions import (
     read_session,
 )
 from audit.ui.templating import report_chart, templates
-from privacy.budget import PrivacyLedger
-from privacy.caps import CapConflictError, change_epsilon_cap
 
 HERE = Path(__file__).parent
 STATIC = {"audit.css": ("text/css", (HERE / "static" / "audit.css").read_bytes())}
@@ -379,17 +379,18 @@ def tenants(request: Request, who: SignedInDep) -> HTMLResponse:
     for tenant in ui.access.visible_tenants(who.principal):
         scope = Scope(tenant.id, ui.region)
         with plane.session(scope, actor=who.principal.actor, action="audit.tenants") as s:
-            runs = PrivacyLedger(s, cap=tenant.epsilon_cap, delta=tenant.delta).runs()
-        spent = spent_of(runs)
+            table = DpRunTable(s, plane.ledger)
+            runs = table.runs()
+            state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
         rows.append(
             {
                 "tenant": tenant,
                 "runs": len(runs),
                 "rounds": sum(1 for r in runs if r.kind == "federation"),
-                "spent": spent,
-                "remaining": max(0.0, tenant.epsilon_cap - spent),
-                "exhausted": spent >= tenant.epsilon_cap - 1e-9,
-                "used_pct": min(100.0, 100.0 * spent / tenant.epsilon_cap),
+                "spent": state.spent,
+                "remaining": state.remaining,
+                "exhausted": state.exhausted,
+                "used_pct": min(100.0, 100.0 * state.spent / state.cap),
             }
         )
     return render(request, "tenants.html", who=who, rows=rows)

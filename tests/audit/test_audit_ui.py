@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from atlasrec.control.officers import Officers
 from atlasrec.tenancy import Region
 from audit.access import REFUSED
+from audit.caps import CAP_CHANGED
 from audit.reports import CSV_COLUMNS, OTHER_TENANT
-from privacy.caps import CAP_CHANGED
 from tests.audit.conftest import ClientFactory
 from tests.utils.audit import OFFICERS, AuditWorld, csrf_of, sign_in
 

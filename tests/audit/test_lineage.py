@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.models.bundle import KIND
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import train_tenant
@@ -22,7 +23,7 @@ from audit.lineage import (
     request_lineage,
 )
 from privacy.accounting import Mechanism
-from privacy.budget import BudgetExceededError, PrivacyLedger
+from privacy.budget import BudgetExceededError, Charge
 from serving.app import create_app
 from tests.atlasrec.test_cli import cli
 from tests.utils.audit import FED_RUN, AuditWorld, seed_audit_world, serve_record
@@ -190,18 +191,21 @@ def test_from_a_served_request_to_its_dp_run_and_a_lowered_cap_stops_training(
     assert code == 1 and "cap is 0.5" in err
     tenant = platform.control.get_tenant("shop")
     scope = Scope("shop", Region.EU)
-    with platform.plane(Region.EU).session(scope, actor="t", action="t") as session:
-        ledger = PrivacyLedger(session, cap=tenant.epsilon_cap, delta=tenant.delta)
+    plane = platform.plane(Region.EU)
+    with plane.session(scope, actor="t", action="t") as session:
+        budget = DpRunTable(session, plane.ledger).budget(
+            cap=tenant.epsilon_cap, delta=tenant.delta
+        )
         with pytest.raises(BudgetExceededError):  # what a federated round's client charges
-            ledger.reserve(Mechanism(50.0, 0.01, 1), kind="federation", details={})
+            budget.reserve(Charge(Mechanism(50.0, 0.01, 1), "federation"))
     code, _, _ = cli(
         capsys, "privacy", "set-cap", "--tenant", "shop", "--epsilon", "5",
         "--reason", "review closed, cap restored",
     )  # fmt: skip
     assert code == 0
-    with platform.plane(Region.EU).session(scope, actor="t", action="t") as session:
-        ledger = PrivacyLedger(session, cap=5.0, delta=tenant.delta)
-        assert ledger.fits(Mechanism(50.0, 0.01, 1))
+    with plane.session(scope, actor="t", action="t") as session:
+        budget = DpRunTable(session, plane.ledger).budget(cap=5.0, delta=tenant.delta)
+        assert budget.fits(Mechanism(50.0, 0.01, 1))
     platform.close()
 
 

@@ -6,24 +6,27 @@ import threading
 
 import pytest
 
+from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from privacy.accounting import Mechanism, epsilon
-from privacy.budget import BudgetExceededError, PrivacyLedger
+from privacy.budget import BudgetExceededError, Charge
 from tests.utils.factories import make_tenant
 
 RUN = Mechanism(3.0, 0.05, 100)
 
 
 def reserve(platform: Platform, scope: Scope, cap: float, m: Mechanism = RUN) -> None:
-    with platform.plane(scope.region).session(scope, actor="t", action="train") as s:
-        PrivacyLedger(s, cap=cap, delta=1e-6).reserve(m, kind="train", details={})
+    plane = platform.plane(scope.region)
+    with plane.session(scope, actor="t", action="train") as s:
+        DpRunTable(s, plane.ledger).budget(cap=cap, delta=1e-6).reserve(Charge(m, "train"))
 
 
 def spent(platform: Platform, scope: Scope) -> tuple[int, float]:
-    with platform.plane(scope.region).session(scope, actor="t", action="read") as s:
-        ledger = PrivacyLedger(s, cap=1.0, delta=1e-6)
-        return len(ledger.runs()), ledger.state().spent
+    plane = platform.plane(scope.region)
+    with plane.session(scope, actor="t", action="read") as s:
+        table = DpRunTable(s, plane.ledger)
+        return len(table.runs()), table.budget(cap=1.0, delta=1e-6).state().spent
 
 
 def test_runs_are_charged_until_the_cap_refuses(platform: Platform) -> None:

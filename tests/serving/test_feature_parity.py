@@ -10,10 +10,10 @@ import pytest
 from conftest import FAST
 from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
+from atlasrec.dataplane.training_data import load_tenant_dataset
 from atlasrec.features import FEATURES, cooccurrence_affinity, history_profile, ranking_features
 from atlasrec.ingest import ingest
 from atlasrec.models.cooccurrence import item_neighbours
-from atlasrec.models.dataset import load_tenant_dataset
 from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.ranking import StatsIndex, category_codes, rerank, retrieve
 from atlasrec.models.recommender import user_sequences

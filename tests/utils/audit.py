@@ -17,15 +17,16 @@ from httpx import Response
 
 from atlasrec.clock import utcnow
 from atlasrec.control.officers import OfficerRole, Officers
+from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.dataplane.tables import DpRun, ServedRequest
+from atlasrec.dataplane.training_data import snapshot_hash
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND
-from atlasrec.models.dataset import snapshot_hash
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from privacy.accounting import Mechanism, epsilon
-from privacy.budget import PrivacyLedger, audit_charge
+from privacy.budget import CHARGED, Charge, ChargedRun, charge_details
 from tests.utils.factories import tenant_files
 
 TRAIN = Mechanism(3.0, 0.05, 100)
@@ -64,14 +65,15 @@ def composed(mechanisms: tuple[Mechanism, ...]) -> float:
 def charge(
     platform: Platform, scope: Scope, mechanism: Mechanism, kind: str, **details: Any
 ) -> str:
-    """A charged DP run as `PrivacyLedger.reserve` records it (and its audit record); its id.
+    """A charged DP run as `DpBudget.reserve` records it (and its audit record); its id.
 
     The accountant's values are cached across tests; `tests/privacy` covers `reserve`.
     """
     tenant = platform.control.get_tenant(scope.tenant_id)
     plane = platform.plane(scope.region)
     with plane.session(scope, actor="test", action="test.charge") as session:
-        prior = tuple(PrivacyLedger.mechanisms(PrivacyLedger(session, cap=1, delta=DELTA).runs()))
+        table = DpRunTable(session, plane.ledger)
+        prior = tuple(table.mechanisms())
         run = DpRun(
             id=uuid.uuid4().hex,
             tenant_id=scope.tenant_id,
@@ -88,7 +90,10 @@ def charge(
         )
         session.add(run)
         session.flush()
-        audit_charge(plane.ledger, session, run, cap=tenant.epsilon_cap, actor="test")
+        charged = ChargedRun(
+            Charge(mechanism, kind, details, id=run.id), DELTA, run.epsilon, run.epsilon_total
+        )
+        table.audit(CHARGED, f"dp_run:{run.id}", charge_details(charged, tenant.epsilon_cap))
         return run.id
 
 

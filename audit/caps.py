@@ -6,8 +6,8 @@ ledger. The record is appended in the region's transaction, the control plane is
 cap is put back if the commit fails: a failure leaves neither the change nor its record.
 
 A cap lowered to or below what is already spent stops the tenant's DP training and its
-federation rounds: both charge through `PrivacyLedger.reserve`, which refuses any run that
-would take the composed epsilon past the (new) cap.
+federation rounds: both charge through `privacy.budget.DpBudget.reserve`, which refuses any
+run that would take the composed epsilon past the (new) cap.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import text, update
-from sqlmodel import Session, col
-
-from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
-from privacy.budget import PrivacyLedger
+from privacy.budget import BudgetState
 
 CAP_CHANGED = "budget.cap_changed"
 MIN_REASON, MAX_REASON = 10, 2000
@@ -47,7 +44,7 @@ class CapChange:
     @property
     def stops_training(self) -> bool:
         """Whether the new cap leaves nothing to spend (DP training and federation stop)."""
-        return self.spent >= self.new_cap - 1e-9
+        return BudgetState(self.new_cap, self.spent).exhausted
 
 
 def parse_cap(value: str | float) -> float:
@@ -69,16 +66,6 @@ def parse_reason(value: str) -> str:
             f"field 'reason': write {MIN_REASON} to {MAX_REASON} characters explaining the change"
         )
     return reason
-
-
-def _set_cap(platform: Platform, tenant_id: str, old: float, new: float) -> bool:
-    with Session(platform.control.engine) as session, session.begin():
-        result = session.execute(
-            update(Tenant)
-            .where(col(Tenant.id) == tenant_id, col(Tenant.epsilon_cap) == old)
-            .values(epsilon_cap=new)
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def change_epsilon_cap(
@@ -107,15 +94,10 @@ def change_epsilon_cap(
     applied = False
     try:
         with plane.session(scope, actor=actor, action="budget.cap_change") as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # the lock `PrivacyLedger.reserve` takes: no charge lands mid-change
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:t))"),
-                    {"t": f"dp-budget:{tenant_id}"},
-                )
-            # the composition the ledger recorded with the latest charge (see `reserve`)
-            runs = PrivacyLedger(session, cap=old, delta=tenant.delta).runs()
-            spent = max((run.epsilon_total for run in runs), default=0.0)
+            runs = DpRunTable(session, plane.ledger)
+            runs.lock()  # the lock `DpBudget.reserve` takes: no charge lands mid-change
+            state = BudgetState(new_cap, runs.spent(), tenant.delta)
+            spent = state.spent
             record = plane.ledger.append(
                 actor=actor,
                 action=CAP_CHANGED,
@@ -127,16 +109,16 @@ def change_epsilon_cap(
                     "new_cap": new_cap,
                     "reason": reason,
                     "spent": spent,
-                    "stops_training": spent >= new_cap - 1e-9,
+                    "stops_training": state.exhausted,
                 },
             )
-            if not _set_cap(platform, tenant_id, old, new_cap):
+            if not platform.control.set_epsilon_cap(tenant_id, expected=old, new=new_cap):
                 raise CapConflictError(
                     f"tenant {tenant_id!r}: the cap changed meanwhile; reload and retry"
                 )
             applied = True
     except BaseException:
         if applied:  # the region's commit failed after the control plane changed: undo it
-            _set_cap(platform, tenant_id, new_cap, old)
+            platform.control.set_epsilon_cap(tenant_id, expected=new_cap, new=old)
         raise
     return CapChange(tenant_id, scope.region.value, old, new_cap, spent, record.seq)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlmodel import col, select
 
+from atlasrec.dataplane.embeddings import refresh_item_embeddings
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import IngestBatch, Interaction, Item
 from atlasrec.evaluation import Interactions
-from atlasrec.models.text import refresh_item_embeddings
 from atlasrec.tenancy import Scope
 
 
@@ -43,7 +44,7 @@ def snapshot_hash(session: TenantSession) -> str:
     return hashlib.sha256("".join(f"{k}:{s};" for k, s in shas).encode()).hexdigest()
 
 
-def load_tenant_dataset(plane: RegionDataPlane, scope: Scope, *, actor: str) -> TenantDataset:
+def load_tenant_dataset(plane: RegionDataPlane[Any], scope: Scope, *, actor: str) -> TenantDataset:
     """Read the tenant's catalog (embedding new or changed items) and interactions."""
     item_ids, content = refresh_item_embeddings(plane, scope, actor=actor)
     with plane.session(scope, actor=actor, action="train.read") as session:

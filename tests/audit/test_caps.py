@@ -12,8 +12,7 @@ from sqlalchemy import event
 from atlasrec.errors import InvalidInputError, UnknownTenantError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
-from privacy import caps
-from privacy.caps import CAP_CHANGED, CapConflictError, change_epsilon_cap
+from audit.caps import CAP_CHANGED, CapConflictError, change_epsilon_cap
 from tests.atlasrec.test_cli import cli
 from tests.utils.audit import TRAIN, charge
 from tests.utils.factories import make_tenant
@@ -78,11 +77,11 @@ def test_a_failure_anywhere_leaves_neither_the_change_nor_its_record(
     make_tenant(platform, "shop", Region.EU)
     ledger = platform.plane(Region.EU).ledger
 
-    def control_fails(*_args: object) -> bool:
+    def control_fails(*_args: object, **_kwargs: object) -> bool:
         raise RuntimeError("control plane unreachable")
 
     with monkeypatch.context() as m:
-        m.setattr(caps, "_set_cap", control_fails)
+        m.setattr(platform.control, "set_epsilon_cap", control_fails)
         with pytest.raises(RuntimeError):
             change_epsilon_cap(platform, "shop", 2.0, reason=REASON, actor="o")
     assert platform.control.get_tenant("shop").epsilon_cap == 10.0 and cap_records(platform) == []
