@@ -19,7 +19,7 @@ REFUSED = "boundary.refused"
 
 
 class AuditLog(Protocol):
-    """Where a region's audit records go (the hash-chained `audit.ledger.Ledger`)."""
+    """Where a region's audit records go (the hash-chained `audit.ledger.AuditLedger`)."""
 
     def append(
         self,

@@ -11,9 +11,9 @@ from atlasrec.db import make_engine
 from atlasrec.errors import CrossRegionError, UnknownTenantError
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, Scope, SharingPolicy
-from audit.ledger import Ledger
+from audit.ledger import AuditLedger
 
-Plane = RegionDataPlane[Ledger]
+Plane = RegionDataPlane[AuditLedger]
 """A region data plane as the platform opens it: audited by the hash-chained ledger."""
 
 
@@ -43,7 +43,7 @@ class Platform:
                 region,
                 self.settings,
                 self.control,
-                lambda engine: Ledger(region, engine, anchor=self.control),
+                lambda engine: AuditLedger(region, engine, anchor=self.control),
             )
             plane.migrate()
             self._planes[region] = plane

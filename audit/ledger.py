@@ -82,7 +82,7 @@ class Verification:
         )
 
 
-class Ledger:
+class AuditLedger:
     """The audit ledger of one region, stored in that region's database."""
 
     def __init__(self, region: Region, engine: Engine, anchor: Anchor | None = None) -> None:

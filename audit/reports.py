@@ -26,7 +26,7 @@ from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.access import REFUSED as ACCESS_REFUSED
 from audit.access import record_tenants
 from audit.caps import CAP_CHANGED
-from audit.ledger import Ledger, Verification
+from audit.ledger import AuditLedger, Verification
 from audit.lineage import FEDERATION_ROUND, details_of, federation_round, iso
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -224,7 +224,7 @@ def _run_rows(runs: list[DpRun], history: list[CapPoint]) -> list[dict[str, Any]
     return rows
 
 
-def _refusals(ledger: Ledger, tenant_id: str, *, redact_others: bool) -> list[dict[str, Any]]:
+def _refusals(ledger: AuditLedger, tenant_id: str, *, redact_others: bool) -> list[dict[str, Any]]:
     """Boundary refusals that involved the tenant, other tenants' ids redacted on request."""
     refusals = []
     for record in ledger.records(action=BOUNDARY_REFUSED, limit=None):
@@ -242,7 +242,7 @@ def _refusals(ledger: Ledger, tenant_id: str, *, redact_others: bool) -> list[di
     return refusals
 
 
-def _region_rounds(ledger: Ledger, tenant_id: str) -> list[dict[str, Any]]:
+def _region_rounds(ledger: AuditLedger, tenant_id: str) -> list[dict[str, Any]]:
     """The region's federated rounds the tenant took part in."""
     rounds = []
     for record in ledger.records(action=FEDERATION_ROUND, limit=None):

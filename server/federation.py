@@ -35,7 +35,7 @@ from atlasrec.models.backbone import backbone_size
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
 from server import global_tier
-from strategies.audit import Recorder, RoundAudit
+from strategies.audit import PublishRound, RoundAudit
 from strategies.budget import BudgetGate
 from strategies.residency import Registry, ResidencyGuard
 from strategies.round_state import RoundState
@@ -91,7 +91,7 @@ def _registry(platform: Platform) -> Registry:
     return lookup
 
 
-class _Recorder:
+class _RoundPublisher:
     """Publishes each round's aggregate and writes its record (the `RoundAudit` callback)."""
 
     def __init__(
@@ -231,7 +231,7 @@ def build_strategy(
     config: FederationConfig,
     *,
     state: RoundState,
-    recorder: Recorder,
+    publish_round: PublishRound,
     round_offset: int,
     backbone_in: str | None,
     actor: str,
@@ -269,7 +269,7 @@ def build_strategy(
     )
     gate = BudgetGate(guard, state=state, audit=audit)
     return RoundAudit(
-        gate, state=state, record=recorder, round_offset=round_offset, backbone_in=backbone_in
+        gate, state=state, record=publish_round, round_offset=round_offset, backbone_in=backbone_in
     )
 
 
@@ -282,14 +282,14 @@ def run_federation(
         config = FederationConfig(**run.config)
     remaining = run.rounds_planned - run.rounds_done
     start_version = run.backbone_out or run.backbone_in
-    recorder = _Recorder(platform, run, config, actor)
+    publish_round = _RoundPublisher(platform, run, config, actor)
     state = RoundState()
     strategy = build_strategy(
         platform,
         region,
         config,
         state=state,
-        recorder=recorder,
+        publish_round=publish_round,
         round_offset=run.rounds_done,
         backbone_in=start_version,
         actor=actor,

@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import Strategy
 from strategies.base import StrategyWrapper
 from strategies.round_state import RoundState
 
-Recorder = Callable[[int, ArrayRecord | None, RoundState], str | None]
+PublishRound = Callable[[int, ArrayRecord | None, RoundState], str | None]
 """(round, aggregate or None if the round failed, state) -> backbone version after it."""
 
 
@@ -29,7 +29,7 @@ class RoundAudit(StrategyWrapper):
         inner: Strategy,
         *,
         state: RoundState,
-        record: Recorder,
+        record: PublishRound,
         round_offset: int = 0,
         backbone_in: str | None = None,
     ) -> None:

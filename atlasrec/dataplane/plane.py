@@ -25,7 +25,7 @@ class RegionDataPlane(Generic[L]):
     """The only place a region's tenant data exists; every access is made under a scope.
 
     `ledger` opens the region's audit log on its database (the platform passes the
-    hash-chained `audit.ledger.Ledger`); every refusal at the boundary goes there.
+    hash-chained `audit.ledger.AuditLedger`); every refusal at the boundary goes there.
     """
 
     def __init__(

@@ -16,13 +16,13 @@ from sqlalchemy.exc import DBAPIError
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region
-from audit.ledger import Ledger
+from audit.ledger import AuditLedger
 
 REGION = Region.EU
 
 
 @contextmanager
-def tamper(ledger: Ledger) -> Any:
+def tamper(ledger: AuditLedger) -> Any:
     """A raw connection with the append-only triggers off, as an attacker with DB access."""
     with ledger.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -35,7 +35,7 @@ def tamper(ledger: Ledger) -> Any:
             conn.execute(text("ALTER TABLE audit_records ENABLE TRIGGER USER"))
 
 
-def fill(ledger: Ledger, n: int) -> None:
+def fill(ledger: AuditLedger, n: int) -> None:
     for k in range(n):
         ledger.append(
             actor="test",
@@ -47,17 +47,17 @@ def fill(ledger: Ledger, n: int) -> None:
 
 
 @pytest.fixture
-def ledger(platform: Platform) -> Ledger:
+def ledger(platform: Platform) -> AuditLedger:
     return platform.plane(REGION).ledger
 
 
-def test_intact_chain_verifies(ledger: Ledger) -> None:
+def test_intact_chain_verifies(ledger: AuditLedger) -> None:
     fill(ledger, 5)
     result = ledger.verify()
     assert result.ok and result.records == 5
 
 
-def test_empty_ledger_verifies(ledger: Ledger) -> None:
+def test_empty_ledger_verifies(ledger: AuditLedger) -> None:
     assert ledger.verify().ok
 
 
@@ -72,7 +72,7 @@ EDITS: dict[str, Callable[[Connection], None]] = {
 
 
 @pytest.mark.parametrize("field", sorted(EDITS))
-def test_one_field_edit_names_the_record(ledger: Ledger, field: str) -> None:
+def test_one_field_edit_names_the_record(ledger: AuditLedger, field: str) -> None:
     fill(ledger, 6)
     with tamper(ledger) as conn:
         EDITS[field](conn)
@@ -82,7 +82,7 @@ def test_one_field_edit_names_the_record(ledger: Ledger, field: str) -> None:
     assert "edited" in result.reason
 
 
-def test_deleting_a_middle_record_is_named(ledger: Ledger) -> None:
+def test_deleting_a_middle_record_is_named(ledger: AuditLedger) -> None:
     fill(ledger, 6)
     with tamper(ledger) as conn:
         conn.execute(text("DELETE FROM audit_records WHERE seq=4"))
@@ -90,7 +90,7 @@ def test_deleting_a_middle_record_is_named(ledger: Ledger) -> None:
     assert (result.ok, result.first_bad_seq) == (False, 4)
 
 
-def test_renumbering_after_deletion_is_caught(ledger: Ledger) -> None:
+def test_renumbering_after_deletion_is_caught(ledger: AuditLedger) -> None:
     fill(ledger, 6)
     with tamper(ledger) as conn:
         conn.execute(text("DELETE FROM audit_records WHERE seq=2"))
@@ -100,7 +100,7 @@ def test_renumbering_after_deletion_is_caught(ledger: Ledger) -> None:
     assert (result.ok, result.first_bad_seq) == (False, 2)
 
 
-def test_reordering_two_records_is_caught(ledger: Ledger) -> None:
+def test_reordering_two_records_is_caught(ledger: AuditLedger) -> None:
     fill(ledger, 6)
     with tamper(ledger) as conn:
         conn.execute(text("UPDATE audit_records SET seq=-1 WHERE seq=2"))
@@ -110,7 +110,7 @@ def test_reordering_two_records_is_caught(ledger: Ledger) -> None:
     assert (result.ok, result.first_bad_seq) == (False, 2)
 
 
-def test_cutting_the_tail_is_caught_by_the_anchor(ledger: Ledger) -> None:
+def test_cutting_the_tail_is_caught_by_the_anchor(ledger: AuditLedger) -> None:
     fill(ledger, 6)
     with tamper(ledger) as conn:
         conn.execute(text("DELETE FROM audit_records WHERE seq>=5"))
@@ -119,17 +119,17 @@ def test_cutting_the_tail_is_caught_by_the_anchor(ledger: Ledger) -> None:
     assert "cut from the end" in result.reason
 
 
-def test_rewriting_the_whole_chain_is_caught_by_the_anchor(ledger: Ledger) -> None:
+def test_rewriting_the_whole_chain_is_caught_by_the_anchor(ledger: AuditLedger) -> None:
     fill(ledger, 3)
     with tamper(ledger) as conn:
         conn.execute(text("DELETE FROM audit_records"))
-    forged = Ledger(REGION, ledger.engine, anchor=None)  # a forger cannot move the anchor
+    forged = AuditLedger(REGION, ledger.engine, anchor=None)  # a forger cannot move the anchor
     fill(forged, 3)
     result = ledger.verify()
     assert not result.ok and result.first_bad_seq == 3
 
 
-def test_append_only_triggers_refuse_update_and_delete(ledger: Ledger) -> None:
+def test_append_only_triggers_refuse_update_and_delete(ledger: AuditLedger) -> None:
     fill(ledger, 2)
     for statement in (
         "UPDATE audit_records SET actor='x' WHERE seq=1",
@@ -140,7 +140,7 @@ def test_append_only_triggers_refuse_update_and_delete(ledger: Ledger) -> None:
     assert ledger.verify().ok
 
 
-def test_concurrent_appends_keep_one_chain(ledger: Ledger) -> None:
+def test_concurrent_appends_keep_one_chain(ledger: AuditLedger) -> None:
     errors: list[BaseException] = []
 
     def worker(w: int) -> None:
@@ -160,7 +160,7 @@ def test_concurrent_appends_keep_one_chain(ledger: Ledger) -> None:
     assert result.ok and result.records == 40
 
 
-def test_details_with_undecodable_text_are_stored_and_verified(ledger: Ledger) -> None:
+def test_details_with_undecodable_text_are_stored_and_verified(ledger: AuditLedger) -> None:
     name = b"caf\xe9.csv".decode("utf-8", "surrogateescape")  # as os.listdir returns it
     ledger.append(actor="a", action="ingest.rejected", subject="x", details={"file": name})
     [record] = ledger.records()
@@ -168,7 +168,7 @@ def test_details_with_undecodable_text_are_stored_and_verified(ledger: Ledger) -
     assert ledger.verify().ok
 
 
-def test_records_filter_by_tenant_and_action(ledger: Ledger) -> None:
+def test_records_filter_by_tenant_and_action(ledger: AuditLedger) -> None:
     ledger.append(actor="a", action="ingest", subject="x", tenant_id="t1")
     ledger.append(actor="a", action="ingest.rejected", subject="x", tenant_id="t2")
     ledger.append(actor="a", action="tenant.created", subject="x", tenant_id="t1")
