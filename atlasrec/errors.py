@@ -7,11 +7,23 @@ class AtlasRecError(Exception):
     """Base class for every error the platform reports to its users."""
 
 
+class RefusedError(AtlasRecError):
+    """Something was refused for lack of authority (the refusal is audited where raised)."""
+
+
+class NotFoundError(AtlasRecError):
+    """What was asked for does not exist."""
+
+
+class ConflictError(AtlasRecError):
+    """The state changed since the caller looked at it; reload and retry."""
+
+
 class ConfigError(AtlasRecError):
     """The settings are invalid or unsafe for the configured environment."""
 
 
-class UnknownTenantError(AtlasRecError):
+class UnknownTenantError(NotFoundError):
     """No tenant with this id exists in the control plane."""
 
     def __init__(self, tenant_id: str) -> None:
@@ -31,7 +43,7 @@ class InvalidInputError(AtlasRecError):
     """A value given by a user is malformed (bad id, out-of-range number, ...)."""
 
 
-class BoundaryViolation(AtlasRecError):
+class BoundaryViolation(RefusedError):
     """An access tried to cross a tenant or region boundary. Always audited."""
 
 

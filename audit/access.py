@@ -19,14 +19,14 @@ from typing import Any
 from atlasrec.control.officers import OfficerRole
 from atlasrec.control.tables import Officer, Tenant
 from atlasrec.dataplane.tables import AuditRecord
-from atlasrec.errors import AtlasRecError, UnknownTenantError
+from atlasrec.errors import RefusedError, UnknownTenantError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import TENANT_ID_PATTERN, Region
 
 REFUSED = "officer.refused"
 
 
-class AccessRefusedError(AtlasRecError):
+class AccessRefusedError(RefusedError):
     """An officer asked for something outside their authority (audited)."""
 
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from atlasrec.dataplane.dp_runs import DpRunTable
-from atlasrec.errors import AtlasRecError, InvalidInputError
+from atlasrec.errors import ConflictError, InvalidInputError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from privacy.budget import BudgetState
@@ -26,7 +26,7 @@ MIN_REASON, MAX_REASON = 10, 2000
 MAX_CAP = 1000.0
 
 
-class CapConflictError(AtlasRecError):
+class CapConflictError(ConflictError):
     """The cap changed since the officer looked at it."""
 
 

@@ -27,7 +27,7 @@ from sqlmodel import col, select
 from atlasrec.artifacts import MANIFEST
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import AuditRecord, DpRun, IngestBatch, ServedRequest
-from atlasrec.errors import AtlasRecError, InvalidInputError
+from atlasrec.errors import InvalidInputError, NotFoundError
 from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
@@ -39,7 +39,7 @@ _VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 _SNAPSHOT_LOOKBACK = 50
 
 
-class UnknownRequestError(AtlasRecError):
+class UnknownRequestError(NotFoundError):
     """No served request with this id in the regions searched."""
 
 

@@ -136,7 +136,7 @@ def test_an_event_changes_the_next_response(region: ServedRegion, client: TestCl
     assert not set(items) & set(jazz)  # seen items are not recommended again
     assert items != [i["item_id"] for i in before["items"]]
     # the events are stored for training (off the hot path, flushed on shutdown)
-    client.app.state.serving.recorder.flush()  # type: ignore[attr-defined]
+    client.app.state.serving.request_log.flush()  # type: ignore[attr-defined]
     plane = region.platform.plane(Region.EU)
     with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:
         stored = (
@@ -158,7 +158,7 @@ def test_the_profile_intent_is_served_and_reported(
     assert recs(client, key, user_id="user-0", k=5)["intent"] == "next"  # the default
     cold = recs(client, key, user_id="nobody", k=5, intent="profile")
     assert cold["intent"] == "next" and cold["cold_start"] is True  # nothing to pool
-    client.app.state.serving.recorder.flush()  # type: ignore[attr-defined]
+    client.app.state.serving.request_log.flush()  # type: ignore[attr-defined]
     plane = region.platform.plane(Region.EU)
     with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:
         logged = {r: s.get(ServedRequest, r) for r in (profile["request_id"], cold["request_id"])}

@@ -98,7 +98,7 @@ def charge(
 
 
 def serve_record(platform: Platform, scope: Scope, model_version: str) -> str:
-    """A served request row, as the serving recorder writes it; its id."""
+    """A served request row, as the serving request log writes it; its id."""
     request_id = uuid.uuid4().hex
     with platform.plane(scope.region).session(scope, actor="test", action="test.serve") as s:
         s.add(

@@ -38,15 +38,15 @@ class EventRow:
     weight: float
 
 
-class Recorder:
-    """Batched writer of served requests and accepted events for one region."""
+class RequestLog:
+    """The region's request log: served requests and accepted events, written in batches."""
 
     def __init__(self, plane: Plane, *, flush_s: float = 0.5, max_batch: int = 2_000) -> None:
         self.plane = plane
         self.flush_s = flush_s
         self.max_batch = max_batch
         self._queue: queue.Queue[tuple[Scope | None, Any] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="serving-recorder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="serving-request-log", daemon=True)
         self._idle = threading.Event()
         self.written_requests = 0
         self.written_events = 0

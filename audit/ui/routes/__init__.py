@@ -1,0 +1,15 @@
+"""The audit UI's routers under `/audit`, one per page group."""
+
+from fastapi import APIRouter
+
+from audit.ui.routes import lineage, log, reports, signin, static, tenants
+
+router = APIRouter(prefix="/audit", include_in_schema=False)
+router.include_router(signin.router)
+router.include_router(tenants.router)
+router.include_router(reports.router)
+router.include_router(log.router)
+router.include_router(lineage.router)
+router.include_router(static.router)
+
+__all__ = ["router"]

@@ -1,0 +1,105 @@
+"""The tenants of the region: their DP budgets, residency, and the cap form."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.dp_runs import DpRunTable
+from atlasrec.errors import InvalidInputError
+from atlasrec.platform import Plane
+from atlasrec.tenancy import Scope
+from audit.caps import change_epsilon_cap
+from audit.ui.deps import SignedIn, SignedInDep, check_same_origin
+from audit.ui.pages import AuditRoute, render
+from audit.ui.routes.reports import report_for
+from audit.ui.templating import report_chart
+
+router = APIRouter(prefix="/tenants", tags=["audit: tenants"], route_class=AuditRoute)
+
+
+@router.get("", response_class=HTMLResponse)
+def tenants(request: Request, who: SignedInDep) -> HTMLResponse:
+    """The tenants of this region the officer may see, with their budgets."""
+    context = who.context
+    plane = context.platform.plane(context.region)
+    visible = context.access.visible_tenants(who.principal)
+    rows = [_budget_row(who, plane, tenant) for tenant in visible]
+    return render(request, "tenants.html", who=who, rows=rows)
+
+
+def _budget_row(who: SignedIn, plane: Plane, tenant: Tenant) -> dict[str, Any]:
+    """A tenant's line of the tenants page: its DP runs and budget."""
+    scope = Scope(tenant.id, who.context.region)
+    with plane.session(scope, actor=who.principal.actor, action="audit.tenants") as s:
+        table = DpRunTable(s, plane.ledger)
+        runs = table.runs()
+        state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
+    return {
+        "tenant": tenant,
+        "runs": len(runs),
+        "rounds": sum(1 for r in runs if r.kind == "federation"),
+        "spent": state.spent,
+        "remaining": state.remaining,
+        "exhausted": state.exhausted,
+        "used_pct": min(100.0, 100.0 * state.spent / state.cap),
+    }
+
+
+@router.get("/{tenant_id}", response_class=HTMLResponse)
+def tenant_page(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
+    """A tenant's DP budget over time, remaining budget, federation, and the cap form."""
+    report = report_for(who, tenant_id, action="audit.tenant", verify=False)
+    chart = report_chart(report)
+    changed = request.query_params.get("changed") == "1"
+    return render(request, "tenant.html", who=who, r=report, chart=chart, changed=changed)
+
+
+@router.post("/{tenant_id}/cap")
+def change_cap(
+    request: Request,
+    who: SignedInDep,
+    tenant_id: str,
+    cap: Annotated[str, Form(max_length=40)],
+    reason: Annotated[str, Form(max_length=4000)],
+    csrf_token: Annotated[str, Form(max_length=200)],
+    expected_cap: Annotated[str | None, Form(max_length=40)] = None,
+) -> Response:
+    """Raise or lower the tenant's cap with a written reason (a ledger record)."""
+    check_same_origin(request)
+    who.check_csrf(csrf_token)
+    tenant = who.context.access.tenant(who.principal, tenant_id, action="budget.cap_change")
+    change_epsilon_cap(
+        who.context.platform,
+        tenant.id,
+        cap,  # type: ignore[arg-type]  # parsed (and refused with the field) by parse_cap
+        reason=reason,
+        actor=who.principal.actor,
+        expected_cap=_expected_cap(expected_cap),
+    )
+    return RedirectResponse(f"/audit/tenants/{quote(tenant.id)}?changed=1", 303)
+
+
+def _expected_cap(value: str | None) -> float | None:
+    """The cap the form was showing (None: not given); 422 when not a finite number."""
+    if not value:
+        return None
+    try:
+        expected = float(value)
+    except ValueError:
+        expected = math.nan
+    if not math.isfinite(expected):
+        raise InvalidInputError("field 'expected_cap': not a number")
+    return expected
+
+
+@router.get("/{tenant_id}/residency", response_class=HTMLResponse)
+def residency(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
+    """Artifacts and the regions they are attributed to; refused crossing attempts."""
+    report = report_for(who, tenant_id, action="audit.residency", verify=False)
+    return render(request, "residency.html", who=who, r=report)

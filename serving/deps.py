@@ -1,0 +1,159 @@
+"""What the serving routes depend on: the app's state, the key cache and `Auth`.
+
+The API key is mapped to its tenant in one dependency (`authenticated`): unknown or revoked
+keys get 401, and a key of a tenant homed elsewhere gets 421 naming that tenant's region (the
+refusal is audited at the region's boundary), never data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Annotated, NoReturn
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from atlasrec.control.tables import Tenant
+from atlasrec.errors import CrossRegionError
+from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope
+from serving.metrics import Metrics
+from serving.request_log import RequestLog
+from serving.runtime import RegionRuntime, TenantRuntime
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class KeyCache:
+    """API key -> tenant, remembered for `ttl_s` (a revoked key stops working within it).
+
+    Keys are held by their SHA-256, never in clear; unknown keys are remembered too, so a
+    flood of bad keys does not reach the control plane's database.
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, authenticate: Callable[[str], Tenant | None], ttl_s: float) -> None:
+        self._authenticate = authenticate
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Tenant | None]] = {}
+
+    def cached(self, api_key: str) -> tuple[bool, Tenant | None]:
+        """(whether the key's answer is cached and fresh, the tenant if so)."""
+        entry = self._entries.get(hashlib.sha256(api_key.encode()).hexdigest())
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def lookup(self, api_key: str) -> Tenant | None:
+        """Ask the control plane (blocking) and remember the answer."""
+        tenant = self._authenticate(api_key)
+        if self.ttl_s > 0:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            digest = hashlib.sha256(api_key.encode()).hexdigest()
+            self._entries[digest] = (time.monotonic() + self.ttl_s, tenant)
+        return tenant
+
+
+class ServingApp:
+    """What the routes share: the region's runtime, request log, metrics and settings."""
+
+    def __init__(
+        self, platform: Platform, region: Region, backend: OnlineBackend | None = None
+    ) -> None:
+        settings = platform.settings
+        self.platform = platform
+        self.region = region
+        self.plane = platform.plane(region)
+        self.backend = backend or make_backend(
+            settings.redis_url, timeout_s=settings.serving_redis_timeout_s
+        )
+        online = OnlineStore(region, self.backend, self.plane.boundary)
+        self.runtime = RegionRuntime(platform, region, online=online)
+        self.request_log = RequestLog(self.plane)
+        self.metrics = Metrics()
+        self.budgets = dict(settings.serving_budget_ms)
+        self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
+
+    def close(self) -> None:
+        """Stop background work, writing every queued record first."""
+        self.runtime.stop()
+        self.request_log.close()
+
+
+# Async (no I/O): they stay on the event loop instead of taking a thread-pool hop.
+async def serving_of(request: Request) -> ServingApp:
+    """The app's shared serving state."""
+    value: ServingApp = request.app.state.serving
+    return value
+
+
+async def request_id_of(request: Request) -> str:
+    """The request's id (also in its `X-Request-ID` response header)."""
+    value: str = request.state.request_id
+    return value
+
+
+ServingDep = Annotated[ServingApp, Depends(serving_of)]
+RequestIdDep = Annotated[str, Depends(request_id_of)]
+
+
+async def authenticated(
+    serving: ServingDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TenantRuntime:
+    """API key -> the tenant's runtime; 401 unknown/revoked, 421 homed elsewhere.
+
+    The usual path (a cached key of a loaded tenant) does no I/O and stays on the event
+    loop; database lookups, tenant loads and audited refusals run in the thread pool.
+    """
+    tenant: Tenant | None = None
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        hit, tenant = serving.keys.cached(credentials.credentials)
+        if not hit:
+            tenant = await run_in_threadpool(serving.keys.lookup, credentials.credentials)
+    if tenant is None:
+        serving.metrics.refusals.labels("unauthenticated").inc()
+        raise HTTPException(
+            401, "missing, unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
+        )
+    if Region(tenant.home_region) != serving.region:
+        serving.metrics.refusals.labels("wrong_region").inc()
+        await run_in_threadpool(_refuse_foreign, serving, tenant)
+    runtime = serving.runtime.loaded_tenant(tenant.id)
+    if runtime is None:
+        runtime = await run_in_threadpool(serving.runtime.tenant, tenant)
+    return runtime
+
+
+def _refuse_foreign(serving: ServingApp, tenant: Tenant) -> NoReturn:
+    """Refuse (and audit, at the boundary) a tenant homed in another region: 421."""
+    with suppress(CrossRegionError):
+        serving.plane.boundary.admit(
+            Scope(tenant.id, serving.region), actor=f"api-key:{tenant.id}", action="serving.auth"
+        )
+    home = Region(tenant.home_region).value
+    raise HTTPException(
+        421, f"tenant {tenant.id!r} is served in region {home!r}, not {serving.region.value!r}"
+    )
+
+
+Auth = Annotated[TenantRuntime, Depends(authenticated)]
+
+
+def check_known_items(runtime: TenantRuntime, ids: list[str], where: str) -> None:
+    """Refuse (422) item ids the tenant's catalog does not hold; `where` names the field."""
+    position = runtime.state.position
+    for n, item_id in enumerate(ids):
+        if item_id not in position:
+            raise HTTPException(
+                422,
+                f"tenant {runtime.scope.tenant_id!r}: {where.format(n=n)}: unknown item id "
+                f"{item_id!r}",
+            )

@@ -1,0 +1,89 @@
+"""POST /v1/recommendations: top-k items for a user (or an anonymous session)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from atlasrec.clock import utcnow
+from atlasrec.dataplane.tables import ServedRequest
+from serving import schemas
+from serving.deps import Auth, RequestIdDep, ServingApp, ServingDep, check_known_items
+from serving.pipeline import STAGES, Query, Served, recommend
+from serving.runtime import TenantRuntime
+
+router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
+
+
+@router.post("", response_model=schemas.RecommendationResponse)
+def recommendations(
+    body: schemas.RecommendationRequest,
+    serving: ServingDep,
+    request_id: RequestIdDep,
+    runtime: Auth,
+) -> schemas.RecommendationResponse:
+    """Top-k items for a user (or an anonymous session), policy filtered."""
+    check_known_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
+    check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
+    query = _query(body, runtime)
+    served = recommend(runtime.state, runtime.online, query, serving.budgets)
+    _observe(serving, runtime.scope.tenant_id, served)
+    serving.request_log.served(runtime.scope, _served_row(request_id, runtime, query, served))
+    return schemas.RecommendationResponse(
+        request_id=request_id,
+        tenant_id=runtime.scope.tenant_id,
+        region=serving.region.value,
+        model_version=served.model_version,
+        degraded=bool(served.degraded),
+        degraded_stages=served.degraded,
+        cold_start=served.cold_start,
+        intent=served.intent,
+        items=[schemas.ScoredItem(item_id=i, score=s) for i, s in served.items],
+        timings_ms=schemas.Timings(
+            **{s: served.timings_ms.get(s, 0.0) for s in (*STAGES, "total")}
+        ),
+    )
+
+
+def _query(body: schemas.RecommendationRequest, runtime: TenantRuntime) -> Query:
+    """The pipeline's query of a request (the user id pseudonymised for the tenant)."""
+    categories = body.filters.categories
+    return Query(
+        user_key=None if body.user_id is None else runtime.pseudonymise(body.user_id),
+        k=body.k,
+        recent_items=tuple(body.context.recent_items),
+        user_age=body.context.user_age,
+        country=body.context.country,
+        categories=None if categories is None else frozenset(categories),
+        exclude_items=frozenset(body.filters.exclude_items),
+        intent=body.intent,
+    )
+
+
+def _observe(serving: ServingApp, tenant_id: str, served: Served) -> None:
+    """Count the response and its stage timings and degradations."""
+    for stage in (*STAGES, "total"):
+        serving.metrics.stage_seconds.labels(stage).observe(
+            served.timings_ms.get(stage, 0.0) / 1000
+        )
+    for stage in served.degraded:
+        serving.metrics.degraded.labels(tenant_id, stage).inc()
+    serving.metrics.requests.labels(tenant_id, "recommendations", "200").inc()
+
+
+def _served_row(
+    request_id: str, runtime: TenantRuntime, query: Query, served: Served
+) -> ServedRequest:
+    """The request log's row of a served request."""
+    return ServedRequest(
+        request_id=request_id,
+        tenant_id=runtime.scope.tenant_id,
+        served_at=utcnow(),
+        model_version=served.model_version,
+        user_key=query.user_key,
+        k=query.k,
+        items=[item_id for item_id, _ in served.items],
+        cold_start=served.cold_start,
+        degraded=served.degraded,
+        timings_ms=served.timings_ms,
+        intent=served.intent,
+    )
