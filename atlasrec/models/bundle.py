@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from atlasrec.artifacts import Artifact
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
 KIND = "two-tower"
