@@ -4,30 +4,36 @@ Each stage has a deadline (the running sum of the per-stage budgets). A stage th
 start past its deadline is replaced by its cheap fallback (retrieval: popular and fresh
 items; ranking: the retrieval order; re-ranking: none), and the response lists it under
 `degraded`. The policy filter has no fallback: it runs on every response.
+
+The ranking, re-ranking and policy stages run the ranking package's components
+(`atlasrec.models.ranking`) on the request: what evaluation runs in batch. This module holds
+what is serving's own: deadlines, timings, fallbacks, the online store's features and the
+index retrieval.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlasrec.catalog import ItemPolicy
-from atlasrec.features import CooccurrenceProfile, ItemStats, ranking_features
-from atlasrec.intents import PROFILE_CANDIDATES, Intent, profile_scores
-from atlasrec.models.ranking import N_CANDIDATES, NEIGHBOUR_CANDIDATES
+from atlasrec.intents import Intent
+from atlasrec.models.ranking.features import CooccurrenceProfile, ItemStats
+from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
+from atlasrec.models.ranking.policy import Entry, PolicyConfig, PolicyFilter
+from atlasrec.models.ranking.rerank import RerankConfig, Reranker, relevance
+from atlasrec.models.ranking.retrieve import Source
 from serving.online import OnlineFeatures
 from serving.state import ServingState
 
 RETRIEVAL_DEPTH = 200
 POPULAR_CANDIDATES = 50
-MMR_LAMBDA = 0.8
-MMR_POOL = 3
-BURY_OFFSET = 2.0
-"""Relevance is in [0, 1] and MMR's similarity term moves a gain by at most 2 * (1 - lambda)."""
+RANKING = RankingConfig()
+"""The ranking stage's settings (the same defaults as evaluation's)."""
+RERANK = RerankConfig()
 STAGES = ("features", "retrieval", "ranking", "reranking", "policy")
 
 
@@ -124,20 +130,9 @@ def recommend(
     if user is None:
         ranked = _popularity_scores(state, online, candidates)
     elif clock.may_start("ranking"):
-        # one pooling of the history's neighbours feeds the item-item source and the feature
-        profile = state.cooccurrence_profile(history)
-        candidates, scores, head = _ranking_head(state, candidates, scores, user, seen, profile)
-        whole = state.history_profile(history) if query.intent == "profile" else None
-        if whole is not None:  # the profile's best join the ranked head, as offline
-            exclude = seen | set(candidates[head].tolist())
-            extra = state.neighbour_candidates(whole, PROFILE_CANDIDATES, exclude)
-            candidates, scores, head = _extend_head(state, candidates, scores, head, extra, user)
-        ranked = _rank(state, online, candidates, scores, head, history, now, profile)
-        if whole is not None:
-            affinity = np.zeros(len(candidates))
-            affinity[head] = whole.affinity(state.neighbour_index(candidates[head]))
-            if (affinity > 0).any():
-                ranked, intent = profile_scores(ranked, affinity), "profile"
+        candidates, ranked, intent = _rank(
+            state, online, candidates, scores, user, seen, history, now, query.intent
+        )
     else:
         degraded.append("ranking")
         ranked = scores.astype(np.float64)
@@ -145,15 +140,15 @@ def recommend(
 
     # re-ranking: business rules, diversity
     order = np.argsort(-ranked, kind="stable")
-    relevance = _relevance(ranked)
+    scaled = _relevance(ranked)
     if clock.may_start("reranking"):
-        order, relevance = _rerank(state, candidates, relevance, order, query.k)
+        order, scaled = _rerank(state, candidates, scaled, order, query.k)
     else:
         degraded.append("reranking")
     clock.lap("reranking")
 
     # policy filter: never skipped
-    items = _policy_filter(state, query, [int(candidates[i]) for i in order], relevance[order])
+    items = _policy_filter(state, query, [int(candidates[i]) for i in order], scaled[order])
     if len(items) < query.k:
         items += _backfill(state, query, popular, seen | {state.position[i] for i, _ in items})
     clock.lap("policy")
@@ -218,43 +213,29 @@ def _ranking_head(
     user: np.ndarray,
     seen: set[int],
     profile: CooccurrenceProfile | None,
+    whole: CooccurrenceProfile | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(candidates, scores, indices of the ranked head), as offline `retrieve` builds lists.
+    """(candidates, scores, indices of the ranked list): `CandidateRetriever.one`.
 
-    The head is the `N_CANDIDATES` best-retrieved candidates and, with the history's
-    co-occurrence `profile` (given where the ranker uses co-occurrence), the item-item
-    source's best `NEIGHBOUR_CANDIDATES` beyond them (appended to the candidates with their
-    retrieval scores if retrieval did not find them).
+    The item-item source pools the history's co-occurrence `profile` (given where the ranker
+    uses co-occurrence), the `profile` intent's source its `whole` history profile.
     """
-    head = np.argsort(-scores, kind="stable")[:N_CANDIDATES]
-    if profile is None:
-        return candidates, scores, head
-    extra = state.neighbour_candidates(
-        profile, NEIGHBOUR_CANDIDATES, seen | set(candidates[head].tolist())
+    retriever = RankingPipeline(state.ranker, RANKING).retriever
+    return retriever.one(
+        candidates,
+        scores,
+        np.fromiter(seen, dtype=np.int64, count=len(seen)),
+        _source(state, profile),
+        _source(state, whole),
+        lambda new: np.asarray(state.unit[new] @ user),
     )
-    return _extend_head(state, candidates, scores, head, extra, user)
 
 
-def _extend_head(
-    state: ServingState,
-    candidates: np.ndarray,
-    scores: np.ndarray,
-    head: np.ndarray,
-    extra: np.ndarray,
-    user: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The head with `extra` positions (none in it) added.
-
-    An extra position that retrieval did not find joins the candidates with its retrieval
-    score.
-    """
-    if not len(extra):
-        return candidates, scores, head
-    new = extra[~np.isin(extra, candidates)]
-    candidates = np.concatenate([candidates, new])
-    scores = np.concatenate([scores, (state.unit[new] @ user).astype(scores.dtype)])
-    extra_at = (candidates[:, None] == extra).argmax(axis=0)  # candidates are unique
-    return candidates, scores, np.concatenate([head, extra_at])
+def _source(state: ServingState, profile: CooccurrenceProfile | None) -> Source | None:
+    """The item-item source of a history's `profile`, in catalog positions."""
+    if profile is None:
+        return None
+    return lambda n, exclude: state.neighbour_candidates(profile, n, exclude)
 
 
 def _rank(
@@ -262,37 +243,36 @@ def _rank(
     online: OnlineFeatures,
     candidates: np.ndarray,
     scores: np.ndarray,
-    head: np.ndarray,
+    user: np.ndarray,
+    seen: set[int],
     history: list[int],
     now: float,
-    profile: CooccurrenceProfile | None,
-) -> np.ndarray:
-    """Scores: the ranker's for the candidates at `head` (`_ranking_head`).
+    intent: Intent,
+) -> tuple[np.ndarray, np.ndarray, Intent]:
+    """(candidates, scores, the order served): the ranking pipeline on one request.
 
-    Those are the lists the ranker was fitted on; the other candidates follow below them,
-    in retrieval order. `profile` is the history's co-occurrence profile where the ranker
-    uses co-occurrence.
+    The ranked list is what the ranker was fitted on (`_ranking_head`); the other candidates
+    follow below it, in retrieval order. The `profile` intent orders by the history profile
+    where it has neighbours.
     """
+    pipeline = RankingPipeline(state.ranker, RANKING)
+    # one pooling of the history's neighbours feeds the item-item source and the feature
+    profile = state.cooccurrence_profile(history)
+    whole = state.history_profile(history) if intent == "profile" else None
+    candidates, scores, head = _ranking_head(state, candidates, scores, user, seen, profile, whole)
     top = candidates[head]
-    if state.ranker.uses_item_stats:
-        stats = _stats(state, online, top)
-    else:  # a ranker without popularity or recency weights: no online-store round trip
-        stats = ItemStats(np.zeros(len(top)), np.full(len(top), np.nan))
-    # a ranker without a co-occurrence weight has no profile: no neighbour lookups
-    cooccurrence = np.zeros(len(top)) if profile is None else _cooccurrence(state, profile, top)
-    features = ranking_features(
+    features = pipeline.features.one(
         scores[head],
         state.categories[top],
         state.categories[history].tolist(),
-        stats,
+        # a ranker without popularity or recency weights: no online-store round trip
+        _stats(state, online, top) if pipeline.features.config.item_stats else None,
         now,
-        cooccurrence,
+        None if profile is None else _cooccurrence(state, profile, top),
     )
-    head_scores = state.ranker.score(features).astype(np.float64)
-    # cosine scores are in [-1, 1]: the tail lands strictly below the head, order kept
-    ranked = scores.astype(np.float64) + (head_scores.min() - 3.0 if len(head) else 0.0)
-    ranked[head] = head_scores
-    return ranked
+    affinity = None if whole is None else whole.affinity(state.neighbour_index(top))
+    ranked, served = pipeline.rank_one(features, head, scores, affinity)
+    return candidates, ranked, served
 
 
 def _cooccurrence(
@@ -310,84 +290,56 @@ def _popularity_scores(
 
 
 def _relevance(scores: np.ndarray) -> np.ndarray:
-    """Scores mapped to [0, 1] (order kept), so rules and diversity act on one scale."""
-    if len(scores) == 0:
-        return scores
-    low, high = float(scores.min()), float(scores.max())
-    return (scores - low) / (high - low) if high > low else np.ones_like(scores)
+    """Scores mapped to [0, 1] (order kept): `rerank.relevance`."""
+    return relevance(scores)
 
 
 def _rerank(
     state: ServingState,
     candidates: np.ndarray,
-    relevance: np.ndarray,
+    scaled: np.ndarray,
     order: np.ndarray,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Business rules (item `boost` factors, `bury`), then MMR diversity over the head."""
-    relevance = relevance.copy()
-    for n, position in enumerate(candidates.tolist()):
-        policy = state.policies[position]
-        if policy.boost != 1.0:
-            relevance[n] = min(1.0, relevance[n] * policy.boost)
-        if policy.bury:  # below every other item, whatever the diversity term adds
-            relevance[n] -= BURY_OFFSET
-    order = np.argsort(-relevance, kind="stable")
-    head = order[: k * MMR_POOL]
-    if len(head) <= 1:
-        return order, relevance
-    vectors = state.unit[candidates[head]]
-    chosen = [0]
-    remaining = list(range(1, len(head)))
-    max_sim = vectors @ vectors[0]
-    while remaining and len(chosen) < k:
-        gains = [MMR_LAMBDA * relevance[head[r]] - (1 - MMR_LAMBDA) * max_sim[r] for r in remaining]
-        best = remaining.pop(int(np.argmax(gains)))
-        chosen.append(best)
-        max_sim = np.maximum(max_sim, vectors @ vectors[best])
-    picked = head[chosen]
-    taken = set(picked.tolist())
-    rest = np.array([i for i in order.tolist() if i not in taken], dtype=np.int64)
-    return np.concatenate([picked, rest]), relevance
+    """Business rules (item `boost` factors, `bury`), then MMR diversity: `Reranker.one`."""
+    policies = [state.policies[p] for p in candidates.tolist()]
+    boosts = np.array([p.boost for p in policies], dtype=np.float64)
+    bury = np.array([p.bury for p in policies], dtype=bool)
+    return Reranker(RERANK).one(
+        scaled, boosts, bury, lambda at: np.asarray(state.unit[candidates[at]]), k
+    )
 
 
-def _allowed(policy: ItemPolicy, category: str | None, query: Query, item_id: str) -> bool:
-    if item_id in query.exclude_items:
-        return False
-    if query.categories is not None and category not in query.categories:
-        return False
-    return policy.allows(query.user_age, query.country)
+def _policy(query: Query) -> PolicyFilter:
+    return PolicyFilter(
+        PolicyConfig(query.user_age, query.country, query.categories, query.exclude_items)
+    )
+
+
+def _entries(state: ServingState, scored: Iterable[tuple[int, float]]) -> Iterator[Entry]:
+    """(id, category, policy, score) of each (position, score), as read."""
+    names = state.category_names
+    for position, score in scored:
+        category = names.get(int(state.categories[position]))
+        yield state.item_ids[position], category, state.policies[position], score
 
 
 def _policy_filter(
-    state: ServingState, query: Query, positions: list[int], relevance: np.ndarray
+    state: ServingState, query: Query, positions: list[int], scaled: np.ndarray
 ) -> list[tuple[str, float]]:
-    names = state.category_names
-    out: list[tuple[str, float]] = []
-    for position, score in zip(positions, relevance.tolist(), strict=True):
-        item_id = state.item_ids[position]
-        category = names.get(int(state.categories[position]))
-        if _allowed(state.policies[position], category, query, item_id):
-            out.append((item_id, round(float(score), 6)))
-            if len(out) == query.k:
-                break
-    return out
+    scored = zip(positions, scaled.tolist(), strict=True)
+    return _policy(query).one(_entries(state, scored), query.k)
 
 
 def _backfill(
     state: ServingState, query: Query, popular: list[int], taken: set[int]
 ) -> list[tuple[str, float]]:
     """Further allowed items when too few candidates passed: popular first, then catalog."""
-    names = state.category_names
-    out: list[tuple[str, float]] = []
-    for position in itertools.chain(popular, map(int, state.by_fallback_count)):
-        if position in taken or not state.alive[position]:
-            continue
-        taken.add(position)
-        item_id = state.item_ids[position]
-        category = names.get(int(state.categories[position]))
-        if _allowed(state.policies[position], category, query, item_id):
-            out.append((item_id, 0.0))
-            if len(out) >= query.k:
-                break
-    return out
+
+    def unseen() -> Iterator[tuple[int, float]]:
+        for position in itertools.chain(popular, map(int, state.by_fallback_count)):
+            if position not in taken and state.alive[position]:
+                taken.add(position)
+                yield position, 0.0
+
+    return _policy(query).one(_entries(state, unseen()), query.k)

@@ -21,15 +21,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasrec.catalog import ItemPolicy, parse_policy
-from atlasrec.features import (
+from atlasrec.models.bundle import ModelBundle
+from atlasrec.models.ranking.features import (
     NO_CATEGORY,
     UNKNOWN_ITEM,
     CooccurrenceProfile,
     cooccurrence_profile,
     history_profile,
 )
-from atlasrec.models.bundle import ModelBundle
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from serving.retrieval import VectorIndex, build_index
 

@@ -39,10 +39,15 @@ from atlasrec.evaluation import (
     temporal_leave_last_out,
     top_k,
 )
-from atlasrec.features import cooccurrence_affinity, cooccurrence_candidates
 from atlasrec.models.cooccurrence import EASE_HEAD, Weighting, item_neighbours
 from atlasrec.models.popularity import CONTRIBUTION_CAP, item_counts
-from atlasrec.models.ranking import TwoTowerRankerRecommender, category_codes, train_with_ranker
+from atlasrec.models.ranking.features import (
+    category_codes,
+    cooccurrence_affinity,
+    cooccurrence_candidates,
+)
+from atlasrec.models.ranking.fit import train_with_ranker
+from atlasrec.models.ranking.recommender import TwoTowerRankerRecommender
 from atlasrec.models.recommender import TwoTowerRecommender, user_sequences
 from atlasrec.models.text import embed, item_text
 from atlasrec.models.training import DpPlan, dp_schedule, train

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
 KIND = "two-tower"

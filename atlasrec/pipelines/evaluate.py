@@ -20,7 +20,8 @@ from atlasrec.evaluation import (
     random_user_split,
     temporal_leave_last_out,
 )
-from atlasrec.models.ranking import TwoTowerRankerRecommender, category_codes
+from atlasrec.models.ranking.features import category_codes
+from atlasrec.models.ranking.recommender import TwoTowerRankerRecommender
 from atlasrec.models.recommender import TwoTowerRecommender
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import dp_config

@@ -38,8 +38,9 @@ from atlasrec.models.popularity import (
     run_mechanisms,
     weighted_counts,
 )
-from atlasrec.models.ranker import LinearRanker
-from atlasrec.models.ranking import category_codes, model_ranker, train_with_ranker
+from atlasrec.models.ranking.features import category_codes
+from atlasrec.models.ranking.fit import train_with_ranker
+from atlasrec.models.ranking.ranker import LinearRanker, model_ranker
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, Progress, TrainReport, dp_schedule, train
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig

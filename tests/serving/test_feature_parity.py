@@ -11,11 +11,20 @@ from conftest import FAST
 from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
 from atlasrec.dataplane.training_data import load_tenant_dataset
-from atlasrec.features import FEATURES, cooccurrence_affinity, history_profile, ranking_features
 from atlasrec.ingest import ingest
 from atlasrec.models.cooccurrence import item_neighbours
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
-from atlasrec.models.ranking import StatsIndex, category_codes, rerank, retrieve
+from atlasrec.models.ranking.features import (
+    FEATURES,
+    StatsIndex,
+    category_codes,
+    cooccurrence_affinity,
+    history_profile,
+    ranking_features,
+)
+from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
+from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking.rerank import RerankConfig
+from atlasrec.models.ranking.retrieve import RetrieveConfig
 from atlasrec.models.recommender import user_sequences
 from atlasrec.online_store import MemoryBackend, OnlineStore
 from atlasrec.pipelines.recommend import NO_DEADLINES
@@ -99,12 +108,13 @@ def test_offline_and_online_features_are_identical(
         np.testing.assert_array_equal(online_features, offline_features)
 
         # the ranked head: 3 retrieved candidates and 2 from the item-item source
-        monkeypatch.setattr(pipeline, "N_CANDIDATES", 3)
-        monkeypatch.setattr(pipeline, "NEIGHBOUR_CANDIDATES", 2)
+        config = RankingConfig(RetrieveConfig(n_candidates=3, n_neighbours=2))
+        monkeypatch.setattr(pipeline, "RANKING", config)
         every, every_score, head = _ranking_head(
             state, candidates, scores, online_user, set(online_history), profile
         )
-        items, item_scores, mask = retrieve(state.model, [np.array(sequence)], 3, neighbours, 2)
+        retriever = RankingPipeline(state.ranker, config).retriever
+        items, item_scores, mask = retriever.batch(state.model, [np.array(sequence)], neighbours)
         assert every[head].tolist() == items[0][mask[0]].tolist()
         np.testing.assert_allclose(every_score[head], item_scores[0][mask[0]], rtol=1e-5)
         assert online_features[:, 1].max() > 0  # popularity is really there
@@ -127,9 +137,10 @@ def test_the_profile_intent_orders_as_offline(
     data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
     sequences = user_sequences(data.interactions)
     codes = category_codes(data.categories)
-    monkeypatch.setattr(pipeline, "MMR_LAMBDA", 1.0)  # no diversity step: the ranked order
+    monkeypatch.setattr(pipeline, "RERANK", RerankConfig(mmr_lambda=1.0))  # the ranked order
     k = 6
-    monkeypatch.setattr(pipeline, "N_CANDIDATES", k)
+    config = RankingConfig(RetrieveConfig(n_candidates=k))
+    monkeypatch.setattr(pipeline, "RANKING", config)
     for user_id in ("user-1", "user-2", "user-9"):
         key = runtime.pseudonymise(user_id)
         user = data.user_keys.index(key)
@@ -137,15 +148,13 @@ def test_the_profile_intent_orders_as_offline(
         online_items = pipeline.recommend(
             state, runtime.online, Query(key, k, intent="profile"), NO_DEADLINES
         )
-        offline = rerank(
+        offline = RankingPipeline(state.ranker, config).batch(
             state.model,
-            state.ranker,
             data.interactions,
             codes,
             np.array([user]),
             k,
             neighbours=state.neighbours,
-            n_candidates=k,
             intent="profile",
         )[0]
         offline_affinity = profile.affinity(offline)

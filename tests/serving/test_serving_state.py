@@ -7,10 +7,15 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from atlasrec.features import FEATURES, NO_CATEGORY, UNKNOWN_ITEM, CooccurrenceProfile
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.cooccurrence import item_neighbours
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker
+from atlasrec.models.ranking.features import (
+    FEATURES,
+    NO_CATEGORY,
+    UNKNOWN_ITEM,
+    CooccurrenceProfile,
+)
+from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from serving.pipeline import _cooccurrence, _rank, _ranking_head
 from serving.retrieval import build_index
@@ -97,8 +102,9 @@ def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> N
     assert state.position["i1"] == 5 and state.neighbour_index([5, 6]).tolist() == [1, -1]
     candidates = np.array([2, 3, 4, 5, 6])  # i2, i3, i4, i1 (moved), i9
     scores = np.linspace(0.5, 0.1, 5)  # retrieval prefers the reverse of co-occurrence
-    head, profile = np.arange(5), state.cooccurrence_profile([0])
-    ranked = _rank(state, None, candidates, scores, head, [0], 0.0, profile)  # type: ignore[arg-type]
+    # the whole list is ranked (i0's neighbours are candidates already): no online store
+    user = np.zeros(4, dtype=np.float32)
+    _, ranked, _ = _rank(state, None, candidates, scores, user, {0}, [0], 0.0, "next")  # type: ignore[arg-type]
     top = candidates[np.argsort(-ranked, kind="stable")]
     assert [state.item_ids[p] for p in top[:2]] == ["i1", "i2"]
     np.testing.assert_allclose(

@@ -11,10 +11,10 @@ import scipy.sparse as sp
 import torch
 
 from atlasrec.artifacts import Artifact
-from atlasrec.features import FEATURES
 from atlasrec.models.bundle import NEIGHBOURS, PRIOR_KEYS, WEIGHTS, ModelBundle, write_bundle
 from atlasrec.models.cooccurrence import item_neighbours
-from atlasrec.models.ranker import LinearRanker
+from atlasrec.models.ranking.features import FEATURES
+from atlasrec.models.ranking.ranker import LinearRanker
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from atlasrec.tenancy import Region
 

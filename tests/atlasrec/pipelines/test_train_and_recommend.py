@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from atlasrec.errors import InvalidInputError
-from atlasrec.features import FEATURES
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND, NEIGHBOURS, RANKER, ModelBundle
-from atlasrec.models.ranker import DEFAULT_RANKER, LinearRanker, prior_ranker
+from atlasrec.models.ranking.features import FEATURES
+from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker, prior_ranker
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.privacy_report import privacy_report
 from atlasrec.pipelines.recommend import recommend_users

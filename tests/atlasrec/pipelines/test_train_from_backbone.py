@@ -24,9 +24,9 @@ from atlasrec.federation.store import (
     open_backbone,
     region_store,
 )
-from atlasrec.models import ranking
 from atlasrec.models.backbone import BACKBONE_CONFIG, initial_backbone
 from atlasrec.models.bundle import KIND, ModelBundle
+from atlasrec.models.ranking import fit as ranking
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines import train as train_pipeline
 from atlasrec.pipelines.privacy_report import privacy_report

@@ -9,17 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlasrec import features
 from atlasrec.evaluation import Interactions, temporal_leave_last_out
-from atlasrec.features import (
+from atlasrec.models.cooccurrence import item_neighbours
+from atlasrec.models.ranking import features
+from atlasrec.models.ranking.features import (
     FEATURES,
     NO_CATEGORY,
     RECENCY_SCALE_S,
+    StatsIndex,
+    category_codes,
     cooccurrence_affinity,
     history_profile,
 )
-from atlasrec.models.cooccurrence import item_neighbours
-from atlasrec.models.ranker import (
+from atlasrec.models.ranking.fit import build_ranking_lists, ranking_cut
+from atlasrec.models.ranking.pipeline import RankingPipeline
+from atlasrec.models.ranking.ranker import (
     DEFAULT_RANKER,
     LinearRanker,
     RankingLists,
@@ -27,15 +31,8 @@ from atlasrec.models.ranker import (
     lists_ndcg,
     select_ranker,
 )
-from atlasrec.models.ranking import (
-    StatsIndex,
-    TwoTowerRankerRecommender,
-    build_ranking_lists,
-    category_codes,
-    ranking_cut,
-    rerank,
-    retrieve,
-)
+from atlasrec.models.ranking.recommender import TwoTowerRankerRecommender
+from atlasrec.models.ranking.retrieve import CandidateRetriever, RetrieveConfig
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 
@@ -225,7 +222,8 @@ def test_lists_match_a_brute_force_as_of_computation(mid_history: bool) -> None:
         else:  # as of the user's last prefix row, inclusive
             cutoff = prefix.ts[prefix.users == user].max()
             known = prefix.ts <= cutoff
-        items, _, mask = retrieve(model, [sequences[user]], 10, neighbours)
+        retriever = CandidateRetriever(RetrieveConfig(n_candidates=10))
+        items, _, mask = retriever.batch(model, [sequences[user]], neighbours)
         for col, item in enumerate(items[0][mask[0]].tolist()):
             before = (prefix.items == item) & known
             count = float(prefix.weights[before].sum())
@@ -286,7 +284,7 @@ def test_rerank_orders_by_the_ranker_and_never_returns_seen_items() -> None:
     codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
     model = TwoTower(content, CONFIG)
     by_popularity = LinearRanker(weights=tuple(float(n == POP) for n in range(len(FEATURES))))
-    out = rerank(model, by_popularity, log, codes, np.array([0, 3]), 7)
+    out = RankingPipeline(by_popularity).batch(model, log, codes, np.array([0, 3]), 7)
     assert out.shape == (2, 7)
     assert (out[1, :6] >= 0).all() and out[1, 6] == -1  # user 3 has 6 unseen items
     assert (out[0, :4] >= 0).all() and (out[0, 4:] == -1).all()
@@ -314,9 +312,8 @@ def test_the_profile_intent_orders_by_the_history_profile_and_never_returns_seen
     users = np.arange(n_users)
     with pytest.MonkeyPatch.context() as patch:  # histories longer than the profile's window
         patch.setattr(features, "PROFILE_HISTORY", 2)
-        out = rerank(
+        out = RankingPipeline(DEFAULT_RANKER).batch(
             model,
-            DEFAULT_RANKER,
             log,
             category_codes([None] * n_items),
             users,

@@ -6,15 +6,21 @@ fresh state (the user's recent items, item counters and last-seen times) and the
 version's co-occurrence neighbours. Both call `ranking_features` and pool a history's
 neighbours with `cooccurrence_profile` (the `cooccurrence` feature and the item-item
 source's candidates), so the same history and item statistics give identical values.
+`CandidateFeatures` is the component both call: `batch` for offline lists, `one` for a
+request. Offline statistics as of a time come from `StatsIndex`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from atlasrec.evaluation import Interactions
 
 FEATURES = ("retrieval_score", "popularity", "recency", "category_affinity", "cooccurrence")
 """Column order of the feature matrix."""
@@ -221,3 +227,106 @@ def ranking_features(
     out[:, 3] = category_affinity(history_categories, np.asarray(candidate_categories))
     out[:, 4] = cooccurrence
     return out
+
+
+def category_codes(categories: Sequence[str | None]) -> np.ndarray:
+    """Integer category codes per item (sorted names -> 0, 1, ...; None -> NO_CATEGORY)."""
+    names = {name: n for n, name in enumerate(sorted({c for c in categories if c is not None}))}
+    return np.array([NO_CATEGORY if c is None else names[c] for c in categories], dtype=np.int64)
+
+
+def last_times(log: Interactions) -> np.ndarray:
+    """Each user's latest interaction time (float64; NaN for users without rows)."""
+    last = np.full(log.n_users, -np.inf)
+    np.maximum.at(last, log.users, log.ts.astype(np.float64))
+    return np.where(np.isfinite(last), last, np.nan)
+
+
+class StatsIndex:
+    """Item statistics of an interaction log as of any time, without looking past it."""
+
+    def __init__(self, log: Interactions) -> None:
+        order = np.lexsort((log.ts, log.items))
+        self._times = np.unique(log.ts)
+        self._stride = np.int64(len(self._times) + 1)
+        ranks = np.searchsorted(self._times, log.ts[order])
+        self._keys = log.items[order] * self._stride + ranks
+        self._ts = log.ts[order].astype(np.float64)
+        self._cum = np.concatenate([[0.0], np.cumsum(log.weights[order], dtype=np.float64)])
+        self._start = np.searchsorted(log.items[order], np.arange(log.n_items + 1))
+
+    def as_of(self, items: np.ndarray, at: np.ndarray, *, inclusive: bool) -> ItemStats:
+        """Stats of `items` [n, c] over rows with ts < `at` [n] (ts <= `at` if inclusive)."""
+        rank = np.searchsorted(self._times, np.asarray(at), side="right" if inclusive else "left")
+        pos = np.searchsorted(self._keys, items * self._stride + rank[:, None], side="left")
+        start = self._start[items]
+        counts = self._cum[pos] - self._cum[start]
+        seen = pos > start
+        last = np.where(seen, self._ts[np.maximum(pos - 1, 0)], np.nan)
+        return ItemStats(counts=counts, last_seen=last)
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Which inputs the features look up (a ranker that does not weigh them needs none)."""
+
+    item_stats: bool = True
+    """Whether item statistics are read; without, counts are 0 and items never seen."""
+    cooccurrence: bool = True
+    """Whether the co-occurrence neighbours are pooled; without, the feature is 0."""
+
+
+class CandidateFeatures:
+    """The feature matrices of candidate lists: `batch` offline, `one` per request."""
+
+    def __init__(self, config: FeaturesConfig | None = None) -> None:
+        self.config = config or FeaturesConfig()
+
+    def one(
+        self,
+        scores: np.ndarray,
+        candidate_codes: np.ndarray,
+        history_codes: Sequence[int],
+        stats: ItemStats | None,
+        now: float,
+        cooccurrence: np.ndarray | None,
+    ) -> np.ndarray:
+        """One list's features [candidates, len(FEATURES)] (`ranking_features`).
+
+        `stats` and `cooccurrence` are None where the config does not look them up.
+        """
+        n = len(scores)
+        if stats is None or not self.config.item_stats:
+            stats = ItemStats(np.zeros(n), np.full(n, np.nan))
+        if cooccurrence is None or not self.config.cooccurrence:
+            cooccurrence = np.zeros(n)
+        return ranking_features(scores, candidate_codes, history_codes, stats, now, cooccurrence)
+
+    def batch(
+        self,
+        items: np.ndarray,
+        scores: np.ndarray,
+        mask: np.ndarray,
+        histories: Sequence[np.ndarray],
+        codes: np.ndarray,
+        stats: ItemStats,
+        now: np.ndarray,
+        neighbours: sp.csr_matrix | None,
+    ) -> np.ndarray:
+        """Features [users, candidates, len(FEATURES)] of lists of item rows (0 where padded).
+
+        `stats` are [users, candidates]; `neighbours` are the co-occurrence rows (items).
+        """
+        out = np.zeros((*items.shape, len(FEATURES)), dtype=np.float32)
+        pooled = neighbours if self.config.cooccurrence else None
+        for row, history in enumerate(histories):
+            valid = mask[row]
+            out[row, valid] = self.one(
+                scores[row, valid],
+                codes[items[row, valid]],
+                codes[history].tolist(),
+                ItemStats(stats.counts[row, valid], stats.last_seen[row, valid]),
+                float(now[row]),
+                cooccurrence_affinity(pooled, history, items[row, valid]),
+            )
+        return out

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlasrec import features
-from atlasrec.features import (
+from atlasrec.models.ranking import features
+from atlasrec.models.ranking.features import (
     AFFINITY_HISTORY,
     NO_CATEGORY,
     RECENCY_SCALE_S,

@@ -1,11 +1,11 @@
-"""The tenant's ranker: a linear scorer over the ranking features (`atlasrec.features`).
+"""The tenant's ranker: a linear scorer over the ranking features (`features.FEATURES`).
 
 Features are standardised with the statistics of the data it was fitted on, then weighted.
 Until a ranker is fitted, `DEFAULT_RANKER` keeps the retrieval order (weight on the retrieval
 score only); a DP model ranks by its own scoring, `prior_ranker` (cosine / temperature +
 w * log-popularity). `fit_ranker` fits one on candidate lists (`RankingLists`, built without
-leakage by `atlasrec.models.ranking`); `select_ranker` keeps it only if it beats the
-retrieval order.
+leakage by `atlasrec.models.ranking.fit`); `select_ranker` keeps it only if it beats the
+retrieval order. A `LinearRanker` scores one list (`score`) or a batch (`score_lists`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from atlasrec.features import FEATURES
+from atlasrec.models.ranking.features import FEATURES, FeaturesConfig
+
+if TYPE_CHECKING:
+    from atlasrec.models.two_tower import TwoTower
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,22 @@ class LinearRanker:
         """Whether scores depend on the co-occurrence neighbours."""
         return self.weights[FEATURES.index("cooccurrence")] != 0
 
+    @property
+    def feature_config(self) -> FeaturesConfig:
+        """The feature inputs this ranker needs looked up."""
+        return FeaturesConfig(item_stats=self.uses_item_stats, cooccurrence=self.uses_cooccurrence)
+
     def score(self, features: np.ndarray) -> np.ndarray:
-        """Scores [n] of a feature matrix [n, len(FEATURES)]."""
+        """Scores [n] of a feature matrix [n, len(FEATURES)] (one list)."""
         z = (features - np.asarray(self.mean, np.float32)) / np.asarray(self.scale, np.float32)
         out: np.ndarray = z @ np.asarray(self.weights, np.float32)
         return out
+
+    def score_lists(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Scores [lists, candidates] of features [lists, candidates, F]; -inf where padded."""
+        n, c, f = features.shape
+        scores = self.score(features.reshape(n * c, f)).reshape(n, c)
+        return np.where(mask, scores, -np.inf)
 
     def to_json(self) -> str:
         """Serialised form (the artifact's `ranker.json`)."""
@@ -99,6 +113,13 @@ def prior_ranker(temperature: float, popularity_weight: float) -> LinearRanker:
     weights[FEATURES.index("retrieval_score")] = 1.0 / temperature
     weights[FEATURES.index("popularity")] = popularity_weight
     return LinearRanker(weights=tuple(weights), details={"prior": "the model's own scoring"})
+
+
+def model_ranker(model: TwoTower) -> LinearRanker:
+    """The ranker that reproduces `model`'s own scoring: with its popularity prior, if any."""
+    if model.popularity_weight == 0.0:
+        return DEFAULT_RANKER
+    return prior_ranker(model.config.temperature, model.popularity_weight)
 
 
 @dataclass(frozen=True)
@@ -155,9 +176,7 @@ def lists_ndcg(ranker: LinearRanker, lists: RankingLists, k: int = 10) -> float:
 
 def _gains(ranker: LinearRanker, lists: RankingLists, k: int) -> np.ndarray:
     """Each list's NDCG@k under `ranker` (its single positive's discounted gain)."""
-    n, c, f = lists.features.shape
-    scores = ranker.score(lists.features.reshape(n * c, f)).reshape(n, c)
-    scores = np.where(lists.mask, scores, -np.inf)
+    scores = ranker.score_lists(lists.features, lists.mask)
     order = np.argsort(-scores, axis=1, kind="stable")
     rank = np.argmax(order == lists.positive[:, None], axis=1)  # 0-based position
     gains: np.ndarray = np.where((lists.positive >= 0) & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0)
