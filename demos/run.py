@@ -18,9 +18,6 @@ from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.repository import TenantData, TenantStats
 from atlasrec.dataplane.tables import IngestBatch
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
-from atlasrec.demo_audit import audit_demo
-from atlasrec.demo_federation import federate_regions
-from atlasrec.demo_serving import first_user, serve_regions
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND
@@ -30,6 +27,9 @@ from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region, Scope
+from demos.audit import audit_demo
+from demos.federation import federate_regions
+from demos.serving import first_user, serve_regions
 
 
 def _day(ts: int | None) -> str:
