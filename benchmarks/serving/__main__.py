@@ -180,7 +180,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tenants = setup_tenants(platform, home, args)
         bodies = {t.tenant_id: request_bodies(t, BODIES, seed=n) for n, t in enumerate(tenants)}
         loaded = under_load(home, tenants, bodies, args)
-        results = {k: loaded[k] for k in ("server_profile", "server_ready_s") if k in loaded}
+        results: dict[str, Any] = {
+            k: loaded[k] for k in ("server_profile", "server_ready_s") if k in loaded
+        }
         results["tenants"] = {t.tenant_id: tenant_summary(t) for t in tenants}
         results["repeats"] = loaded["repeats"]
         results["median"] = median_of(loaded["repeats"])
