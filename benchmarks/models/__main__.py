@@ -74,8 +74,10 @@ def full_run(
     return results
 
 
-def study(args: argparse.Namespace, data: Interactions, content: np.ndarray) -> dict[str, Any]:
-    """The one study the options ask for (stamped), or an empty dict for the full run."""
+def study(
+    args: argparse.Namespace, data: Interactions, content: np.ndarray
+) -> dict[str, Any] | None:
+    """The one study the options ask for (stamped); None when they ask for the full run."""
     categories = movielens_categories(MOVIELENS_DIR / "movies.csv")
     if args.neighbours_study:
         return {**stamp(), **neighbours_study(data)}
@@ -85,7 +87,7 @@ def study(args: argparse.Namespace, data: Interactions, content: np.ndarray) -> 
         return {**stamp(), **ranker_cost(data, content, categories, args.repeats)}
     if args.seed_study:
         return {"date": now(), **seed_study(data, content, args.seeds, args.shares)}
-    return {}
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         emit({**stamp(), **cost(args.epochs, args.repeats)}, args.out)
         return
     data, content = full_movielens()
-    emit(study(args, data, content) or full_run(args, data, content, started), args.out)
+    results = study(args, data, content)
+    if results is None:
+        results = full_run(args, data, content, started)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":
