@@ -24,6 +24,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as ResultTimeout
 
 from atlasrec.errors import AtlasRecError
+from atlasrec.models.training import Progress
 from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings, get_settings
@@ -131,6 +132,33 @@ def run_train(
     if not value.get("ok"):
         raise JobError(str(value.get("error")))
     return value
+
+
+def train(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    actor: str,
+    epsilon: float | None,
+    no_dp: bool,
+    no_backbone: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train on a region worker when a broker is configured, else here (with `progress`)."""
+    if platform.settings.broker_url is None:
+        return train_tenant(
+            platform,
+            tenant_id,
+            actor=actor,
+            epsilon=epsilon,
+            no_dp=no_dp,
+            no_backbone=no_backbone,
+            progress=progress,
+        )
+    done = run_train(
+        platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+    )
+    return TrainResult(done["tenant_id"], done["region"], done["model_version"], done["lineage"])
 
 
 celery_app = make_celery(get_settings()) if get_settings().broker_url else None

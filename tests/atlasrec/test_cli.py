@@ -234,3 +234,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 0 and "unchanged" in again.stdout
     assert "training ml-" in run.stdout and "training ml-" not in again.stdout  # no re-spend
     assert "3.99 / 10" in again.stdout or "4.00 / 10" in again.stdout
+
+
+def test_the_listing_summaries_are_the_commands_own() -> None:
+    from atlasrec.cli import COMMANDS
+
+    for name, spec in COMMANDS.items():
+        command = spec.load(name)
+        assert command.name == name
+        assert (command.help or "").split("\n\n")[0].strip() == spec.summary

@@ -17,9 +17,6 @@ from sqlmodel import select
 from atlasrec.dataplane.repository import TenantData, TenantStats
 from atlasrec.dataplane.tables import IngestBatch
 from atlasrec.datasets import TenantDataset, build_movielens_tenant_mix
-from atlasrec.demo_audit import audit_demo
-from atlasrec.demo_federation import federate_regions
-from atlasrec.demo_serving import first_user, serve_regions
 from atlasrec.errors import BoundaryViolation
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND
@@ -29,6 +26,9 @@ from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Plane, Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region, Scope
+from demos.audit import audit_demo
+from demos.federation import federate_regions
+from demos.serving import first_user, serve_regions
 
 
 def _day(ts: int | None) -> str:

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from atlasrec.datasets import TenantDataset
-from atlasrec.demo_audit import print_audit_access
 from atlasrec.errors import AtlasRecError
+from demos.audit import print_audit_access
 
 START_TIMEOUT_S = 120.0
 DEMO_EVENT_TS = 1_735_689_600  # 2025-01-01

@@ -1,1 +1,0 @@
-"""Benchmarks (documented commands; results in docs/benchmarks.md). Not part of the tests."""

@@ -1,0 +1,103 @@
+"""`atlasrec tenants ...`: register tenants and manage their API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from atlasrec.cli.common import (
+    JsonOpt,
+    RegionOpt,
+    TenantOpt,
+    actor,
+    group,
+    open_platform,
+    print_json,
+)
+from atlasrec.control.tables import Tenant
+from atlasrec.errors import AtlasRecError
+from atlasrec.pipelines.tenants import issue_api_key, revoke_api_key
+from atlasrec.tenancy import SharingPolicy, parse_region
+
+app = group("Register tenants and manage their API keys.")
+
+
+def _fields(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant.id,
+        "name": tenant.name,
+        "region": tenant.home_region,
+        "sharing": tenant.sharing,
+        "epsilon_cap": tenant.epsilon_cap,
+        "delta": tenant.delta,
+    }
+
+
+def _sharing(value: str) -> SharingPolicy:
+    try:
+        return SharingPolicy(value)
+    except ValueError:
+        raise AtlasRecError(
+            f"unknown sharing policy {value!r} (expected solo, regional or global)"
+        ) from None
+
+
+@app.command("create")
+def create(
+    tenant_id: Annotated[str, typer.Option("--id", help="Tenant id (a-z, 0-9, '-', '_')")],
+    region: RegionOpt,
+    sharing: Annotated[str, typer.Option("--sharing", help="solo, regional or global")],
+    epsilon: Annotated[float | None, typer.Option("--epsilon", help="DP epsilon cap")] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="DP delta")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name")] = None,
+) -> None:
+    """Register a tenant; prints JSON with its API key (shown once, only a hash is kept)."""
+    policy = _sharing(sharing)
+    tenant, issued = open_platform().create_tenant(
+        tenant_id,
+        region=parse_region(region),
+        sharing=policy,
+        actor=actor(),
+        name=name,
+        epsilon_cap=epsilon,
+        delta=delta,
+    )
+    print_json({**_fields(tenant), "api_key_id": issued.key_id, "api_key": issued.api_key})
+
+
+@app.command("list")
+def list_(
+    region: Annotated[str | None, typer.Option("--region", help="Only this region")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tenants (no secrets)."""
+    tenants = open_platform().control.list_tenants(parse_region(region) if region else None)
+    rows = [_fields(t) for t in tenants]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['tenant_id']:<24} {r['region']:<3} {r['sharing']:<9} eps_cap={r['epsilon_cap']}"
+        )
+
+
+@app.command("new-key")
+def new_key(
+    tenant: TenantOpt,
+    label: Annotated[str | None, typer.Option("--label")] = None,
+) -> None:
+    """Issue another API key (printed once)."""
+    issued = issue_api_key(open_platform(), tenant, label, actor=actor())
+    print_json({"tenant_id": tenant, "api_key_id": issued.key_id, "api_key": issued.api_key})
+
+
+@app.command("revoke-key")
+def revoke_key(
+    tenant: TenantOpt,
+    key_id: Annotated[str, typer.Option("--key-id")],
+) -> None:
+    """Revoke an API key; it stops authenticating at once."""
+    revoke_api_key(open_platform(), tenant, key_id, actor=actor())
+    typer.echo(f"revoked API key {key_id} of tenant {tenant}")
