@@ -35,9 +35,9 @@ from atlasrec.models.backbone import backbone_size
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
 from server import global_tier
-from strategies.audit import PublishRound, RoundAudit
-from strategies.budget import BudgetGate
+from strategies.budget_gate import BudgetGate
 from strategies.residency import Registry, ResidencyGuard
+from strategies.round_audit import PublishRound, RoundAudit
 from strategies.round_state import RoundState
 from strategies.secure import SecureAggregation
 

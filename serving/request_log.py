@@ -128,13 +128,11 @@ class RequestLog:
                         [[r.request_id, r.model_version, r.items] for r in requests]
                     ).encode()
                 ).hexdigest()
-                self.plane.ledger.append(
-                    actor=ACTOR,
-                    action="serving.requests",
-                    subject=f"tenant:{scope.tenant_id}",
-                    tenant_id=scope.tenant_id,
-                    session=session,
-                    details={
+                self._audit(
+                    scope,
+                    session,
+                    "serving.requests",
+                    {
                         "count": len(requests),
                         "first_request_id": requests[0].request_id,
                         "last_request_id": requests[-1].request_id,
@@ -166,11 +164,16 @@ class RequestLog:
                 inserted=inserted,
             )
         )
+        details = {"count": len(rows), "inserted": inserted, "batch_id": batch_id}
+        self._audit(scope, session, "serving.events", details)
+
+    def _audit(self, scope: Scope, session: Any, action: str, details: dict[str, Any]) -> None:
+        """A record of what was written, in the same transaction."""
         self.plane.ledger.append(
             actor=ACTOR,
-            action="serving.events",
+            action=action,
             subject=f"tenant:{scope.tenant_id}",
             tenant_id=scope.tenant_id,
             session=session,
-            details={"count": len(rows), "inserted": inserted, "batch_id": batch_id},
+            details=details,
         )

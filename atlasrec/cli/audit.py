@@ -7,16 +7,8 @@ from typing import Annotated
 
 import typer
 
-from atlasrec.cli.common import (
-    JsonOpt,
-    RegionOpt,
-    TenantOpt,
-    actor,
-    group,
-    open_platform,
-    print_json,
-    print_lines,
-)
+from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, open_platform
+from atlasrec.cli.output import print_json, print_lines
 from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.errors import AtlasRecError
 from atlasrec.pipelines.audit import region_records, verify_region

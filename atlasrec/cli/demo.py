@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from atlasrec.cli.common import actor, commands
+from atlasrec.cli.options import actor, commands
 from demos.run import run_demo
 
 app = commands()

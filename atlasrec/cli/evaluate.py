@@ -9,15 +9,8 @@ from typing import Annotated, Any, cast
 import click
 import typer
 
-from atlasrec.cli.common import (
-    JsonOpt,
-    TenantOpt,
-    actor,
-    commands,
-    open_platform,
-    print_json,
-    print_lines,
-)
+from atlasrec.cli.options import JsonOpt, TenantOpt, actor, commands, open_platform
+from atlasrec.cli.output import print_json, print_lines
 from atlasrec.errors import AtlasRecError
 from atlasrec.intents import INTENTS, Intent
 from atlasrec.pipelines.evaluate import evaluate_tenant

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from atlasrec.cli.common import JsonOpt, RegionOpt, actor, commands, print_json, print_lines
+from atlasrec.cli.options import JsonOpt, RegionOpt, actor, commands
+from atlasrec.cli.output import print_json, print_lines
 from atlasrec.pipelines.federate import federate_region
 from atlasrec.tenancy import parse_region
 from server.federation import FederationConfig, FederationResult

@@ -7,15 +7,8 @@ from typing import Annotated
 
 import typer
 
-from atlasrec.cli.common import (
-    JsonOpt,
-    TenantOpt,
-    actor,
-    commands,
-    open_platform,
-    print_json,
-    print_lines,
-)
+from atlasrec.cli.options import JsonOpt, TenantOpt, actor, commands, open_platform
+from atlasrec.cli.output import print_json, print_lines
 from atlasrec.errors import AtlasRecError
 from atlasrec.ingest import IngestReport
 from atlasrec.pipelines.ingest import ingest_tenant

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Annotated, Any
 
 import typer
 
-from atlasrec.cli.common import JsonOpt, actor, group, open_platform, print_json
+from atlasrec.cli.options import JsonOpt, actor, group, open_platform
+from atlasrec.cli.output import print_json
 from atlasrec.control.officers import OfficerRole
 from atlasrec.control.tables import Officer
 from atlasrec.errors import AtlasRecError
@@ -23,15 +25,13 @@ app = group("Privacy officer accounts of the audit UI (/audit on each regional s
 OfficerIdOpt = Annotated[str, typer.Option("--id", help="Officer id")]
 
 
+_KEYS = ("officer_id", "name", "role", "regions", "tenant_id")
+_values = attrgetter("id", "name", "role", "regions", "tenant_id")
+
+
 def _fields(officer: Officer) -> dict[str, Any]:
-    return {
-        "officer_id": officer.id,
-        "name": officer.name,
-        "role": officer.role,
-        "regions": officer.regions,
-        "tenant_id": officer.tenant_id,
-        "disabled": officer.disabled_at is not None,
-    }
+    fields = dict(zip(_KEYS, _values(officer), strict=True))
+    return {**fields, "disabled": officer.disabled_at is not None}
 
 
 def _role(value: str) -> OfficerRole:

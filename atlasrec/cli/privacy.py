@@ -6,15 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from atlasrec.cli.common import (
-    JsonOpt,
-    TenantOpt,
-    actor,
-    group,
-    open_platform,
-    print_json,
-    print_lines,
-)
+from atlasrec.cli.options import JsonOpt, TenantOpt, actor, group, open_platform
+from atlasrec.cli.output import print_json, print_lines
 from atlasrec.pipelines.privacy_report import privacy_report
 from audit.caps import CapChange, change_epsilon_cap, parse_cap
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from atlasrec.cli.common import RegionOpt, commands
+from atlasrec.cli.options import RegionOpt, commands
 from atlasrec.pipelines.serve import serve_region
 from atlasrec.tenancy import parse_region
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Annotated, Any
 
 import typer
 
-from atlasrec.cli.common import (
-    JsonOpt,
-    RegionOpt,
-    TenantOpt,
-    actor,
-    group,
-    open_platform,
-    print_json,
-)
+from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, open_platform
+from atlasrec.cli.output import print_json
 from atlasrec.control.tables import Tenant
 from atlasrec.errors import AtlasRecError
 from atlasrec.pipelines.tenants import issue_api_key, revoke_api_key
@@ -23,15 +17,12 @@ from atlasrec.tenancy import SharingPolicy, parse_region
 app = group("Register tenants and manage their API keys.")
 
 
+_KEYS = ("tenant_id", "name", "region", "sharing", "epsilon_cap", "delta")
+_values = attrgetter("id", "name", "home_region", "sharing", "epsilon_cap", "delta")
+
+
 def _fields(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant.id,
-        "name": tenant.name,
-        "region": tenant.home_region,
-        "sharing": tenant.sharing,
-        "epsilon_cap": tenant.epsilon_cap,
-        "delta": tenant.delta,
-    }
+    return dict(zip(_KEYS, _values(tenant), strict=True))
 
 
 def _sharing(value: str) -> SharingPolicy:

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from atlasrec.cli.common import JsonOpt, TenantOpt, actor, commands, open_platform, print_json
+from atlasrec.cli.options import JsonOpt, TenantOpt, actor, commands, open_platform
+from atlasrec.cli.output import print_json
 from atlasrec.jobs import train as run_training
 from atlasrec.models.training import Progress as ProgressCallback
 from atlasrec.pipelines.train import TrainResult

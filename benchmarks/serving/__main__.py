@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -160,16 +161,13 @@ def under_load(
     return out
 
 
+_SUMMARY = ("kind", "items", "users", "interactions", "model_version", "setup_s")
+_summary = attrgetter("kind", "n_items", "n_users", "n_interactions", "model_version", "setup_s")
+
+
 def tenant_summary(t: TenantSetup) -> dict[str, Any]:
     """What a benchmark tenant holds, and how long its setup took."""
-    return {
-        "kind": t.kind,
-        "items": t.n_items,
-        "users": t.n_users,
-        "interactions": t.n_interactions,
-        "model_version": t.model_version,
-        "setup_s": t.setup_s,
-    }
+    return dict(zip(_SUMMARY, _summary(t), strict=True))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -51,15 +51,7 @@ def _login_page(
         next=_safe_next(next_),
         message=message,
     )
-    response.set_cookie(
-        SIGNIN_COOKIE,
-        cookie,
-        max_age=SIGNIN_TTL_S,
-        path="/audit/login",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    _set_cookie(request, response, SIGNIN_COOKIE, cookie, SIGNIN_TTL_S, "/audit/login")
     return response
 
 
@@ -119,15 +111,7 @@ def _start_session(
         details={"role": principal.role.value, "session": session.session_id[:8]},
     )
     response = RedirectResponse(_safe_next(next_), 303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        max_age=SESSION_TTL_S,
-        path="/audit",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    _set_cookie(request, response, SESSION_COOKIE, cookie, SESSION_TTL_S, "/audit")
     response.delete_cookie(SIGNIN_COOKIE, path="/audit/login")
     return response
 
@@ -142,3 +126,18 @@ def logout(
     response = RedirectResponse("/audit/login", 303)
     response.delete_cookie(SESSION_COOKIE, path="/audit")
     return response
+
+
+def _set_cookie(
+    request: Request, response: Response, name: str, value: str, ttl_s: int, path: str
+) -> None:
+    """An HttpOnly, SameSite=Strict cookie (Secure over HTTPS)."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=ttl_s,
+        path=path,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )

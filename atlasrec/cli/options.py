@@ -1,12 +1,10 @@
-"""What the command modules share: option types, the acting user, the platform, output."""
+"""What the command modules share: option types, command groups, the acting user, the platform."""
 
 from __future__ import annotations
 
 import getpass
-import json
 import socket
-from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -35,14 +33,3 @@ def actor() -> str:
 def open_platform() -> Platform:
     """The platform as the settings (environment) describe it."""
     return Platform()
-
-
-def print_json(value: Any) -> None:
-    """Print `value` as indented JSON (dates and the like as strings)."""
-    typer.echo(json.dumps(value, indent=2, default=str))
-
-
-def print_lines(lines: Iterable[str]) -> None:
-    """Print each line."""
-    for line in lines:
-        typer.echo(line)
