@@ -19,7 +19,7 @@ from typing import Any
 from atlasrec.artifacts import MANIFEST
 from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
 from atlasrec.control.tables import Tenant
-from atlasrec.dataplane.dp_runs import DpRunTable
+from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.dataplane.tables import AuditRecord, DpRun
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
@@ -143,9 +143,8 @@ def tenant_report(
     scope = Scope(tenant.id, region)
     plane = platform.plane(region)
     with plane.session(scope, actor=actor, action="audit.report") as session:
-        table = DpRunTable(session, plane.ledger)
-        runs = table.runs()
-        state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
+        runs = DpRunTable(session, plane.ledger).runs()
+    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
     own = plane.ledger.records(tenant_id=tenant.id, action="tenant.created", limit=None)
     changes = plane.ledger.records(tenant_id=tenant.id, action=CAP_CHANGED, limit=None)
     history = cap_history(own + changes, tenant.epsilon_cap)

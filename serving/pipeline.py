@@ -25,7 +25,7 @@ from atlasrec.models.ranking.features import CooccurrenceProfile, ItemStats
 from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
 from atlasrec.models.ranking.policy import Entry, PolicyConfig, PolicyFilter
 from atlasrec.models.ranking.rerank import RerankConfig, Reranker, relevance
-from atlasrec.models.ranking.retrieve import Source
+from atlasrec.models.ranking.retrieve import CandidateRetriever, Source
 from serving.online import OnlineFeatures
 from serving.state import ServingState
 
@@ -220,8 +220,7 @@ def _ranking_head(
     The item-item source pools the history's co-occurrence `profile` (given where the ranker
     uses co-occurrence), the `profile` intent's source its `whole` history profile.
     """
-    retriever = RankingPipeline(state.ranker, RANKING).retriever
-    return retriever.one(
+    return CandidateRetriever(RANKING.retrieve).one(
         candidates,
         scores,
         np.fromiter(seen, dtype=np.int64, count=len(seen)),

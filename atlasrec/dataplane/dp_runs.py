@@ -16,7 +16,7 @@ from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import DpRun
 from atlasrec.tenancy import Scope
 from privacy.accounting import Mechanism
-from privacy.budget import ChargedRun, DpBudget, RunStore
+from privacy.budget import BudgetState, ChargedRun, DpBudget, RunStore
 
 BUDGET_LOCK = "dp-budget:{tenant}"  # the PostgreSQL advisory lock that serialises charges
 
@@ -24,6 +24,16 @@ BUDGET_LOCK = "dp-budget:{tenant}"  # the PostgreSQL advisory lock that serialis
 def mechanism_of(run: DpRun) -> Mechanism:
     """The mechanism a stored run charged."""
     return Mechanism(run.noise_multiplier, run.sample_rate, run.steps)
+
+
+def spent_of(runs: list[DpRun]) -> float:
+    """Spent epsilon: the composition recorded with the latest of `runs` (0 without one)."""
+    return max((run.epsilon_total for run in runs), default=0.0)
+
+
+def budget_state(runs: list[DpRun], *, cap: float, delta: float) -> BudgetState:
+    """A tenant's budget from its runs as already read."""
+    return BudgetState(cap, spent_of(runs), delta)
 
 
 class DpRunTable:
@@ -53,7 +63,7 @@ class DpRunTable:
 
     def spent(self) -> float:
         """The composition recorded with the latest charge (each charge stores it)."""
-        return max((run.epsilon_total for run in self.runs()), default=0.0)
+        return spent_of(self.runs())
 
     def add(self, run: ChargedRun) -> None:
         """Store a reserved run as running."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atlasrec.dataplane.dp_runs import DpRunTable, mechanism_of
+from atlasrec.dataplane.dp_runs import DpRunTable, budget_state, mechanism_of
 from atlasrec.platform import Platform
 from privacy.accounting import independent_epsilon
 
@@ -15,9 +15,8 @@ def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[st
     scope = platform.scope(tenant_id)
     plane = platform.plane(scope.region)
     with plane.session(scope, actor=actor, action="privacy.report") as s:
-        table = DpRunTable(s, plane.ledger)
-        runs = table.runs()
-        state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
+        runs = DpRunTable(s, plane.ledger).runs()
+    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
     return {
         "tenant_id": tenant_id,
         "region": scope.region.value,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from atlasrec.control.tables import Tenant
-from atlasrec.dataplane.dp_runs import DpRunTable
+from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.errors import InvalidInputError
 from atlasrec.platform import Plane
 from atlasrec.tenancy import Scope
@@ -37,9 +37,8 @@ def _budget_row(who: SignedIn, plane: Plane, tenant: Tenant) -> dict[str, Any]:
     """A tenant's line of the tenants page: its DP runs and budget."""
     scope = Scope(tenant.id, who.context.region)
     with plane.session(scope, actor=who.principal.actor, action="audit.tenants") as s:
-        table = DpRunTable(s, plane.ledger)
-        runs = table.runs()
-        state = table.budget(cap=tenant.epsilon_cap, delta=tenant.delta).state()
+        runs = DpRunTable(s, plane.ledger).runs()
+    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
     return {
         "tenant": tenant,
         "runs": len(runs),
