@@ -1,0 +1,80 @@
+"""The event log's interface, one per region, and the boundary check every append passes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from atlasrec.eventlog.records import Appended, Delivery, LogEvent
+from atlasrec.tenancy import Region, Scope
+
+ACK_WAIT_S = 30.0
+"""A delivery not acknowledged within this time is delivered again (to any consumer)."""
+
+
+@dataclass(frozen=True)
+class ConsumerLag:
+    """How far a durable consumer is behind the log."""
+
+    pending: int
+    """Appended, never delivered to this consumer."""
+    unacknowledged: int
+    """Delivered, not yet acknowledged."""
+
+    @property
+    def total(self) -> int:
+        """Events this consumer has still to finish."""
+        return self.pending + self.unacknowledged
+
+
+class Consumer(Protocol):
+    """A durable, at-least-once consumer: what is fetched and not acked comes back."""
+
+    name: str
+
+    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery]:
+        """Up to `max_n` deliveries, waiting at most `timeout_s` for the first."""
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Mark deliveries done: they are not delivered again."""
+
+    def nak(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand deliveries back for redelivery (a failed batch)."""
+
+    def lag(self) -> ConsumerLag:
+        """How far behind the log this consumer is."""
+
+    def close(self) -> None:
+        """Release this process's handle (the consumer's position stays in the log)."""
+
+
+class EventLog(Protocol):
+    """A region's durable event log."""
+
+    region: Region
+
+    def append(self, scope: Scope, events: Sequence[LogEvent]) -> Appended:
+        """Append a tenant's events durably; returns only once they are stored.
+
+        The scope is admitted at the region's boundary first (a refusal is audited), and the
+        subject is built from it, so nothing is written to another region's log.
+        """
+
+    def consumer(self, name: str) -> Consumer:
+        """The durable consumer `name` (created on first use, from the log's start)."""
+
+    def replay(self, name: str, from_seq: int) -> None:
+        """Move consumer `name` so it delivers again everything from `from_seq` on."""
+
+    def consumers(self) -> list[str]:
+        """The names of the log's durable consumers."""
+
+    def count(self, scope: Scope) -> int:
+        """Events held in the log for the scope's tenant."""
+
+    def last_seq(self) -> int:
+        """The sequence number of the newest event (0 when empty)."""
+
+    def close(self) -> None:
+        """Release connections."""
