@@ -6,11 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from atlasrec.errors import AtlasRecError
 from atlasrec.eventlog.records import Appended, Delivery, LogEvent
 from atlasrec.tenancy import Region, Scope
 
 ACK_WAIT_S = 30.0
 """A delivery not acknowledged within this time is delivered again (to any consumer)."""
+
+
+class EventLogUnavailable(AtlasRecError):
+    """The region's event log cannot be reached or did not confirm in time: nothing is acked."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class EventLog(Protocol):
 
     region: Region
 
-    def append(self, scope: Scope, events: Sequence[LogEvent]) -> Appended:
+    def append(self, scope: Scope, events: Sequence[LogEvent], *, actor: str) -> Appended:
         """Append a tenant's events durably; returns only once they are stored.
 
         The scope is admitted at the region's boundary first (a refusal is audited), and the

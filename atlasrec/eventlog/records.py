@@ -68,24 +68,24 @@ class Appended:
         return self.duplicate.count(True)
 
 
-def stream_name(region: Region) -> str:
+def stream_name(region: Region, root: str = SUBJECT_ROOT) -> str:
     """The region's stream (JetStream stream names: no dots)."""
-    return f"ATLASREC_EVENTS_{region.value.upper()}"
+    return f"{root.upper()}_EVENTS_{region.value.upper()}"
 
 
-def region_subjects(region: Region) -> str:
+def region_subjects(region: Region, root: str = SUBJECT_ROOT) -> str:
     """Every subject of the region's events."""
-    return f"{SUBJECT_ROOT}.{region.value}.events.*"
+    return f"{root}.{region.value}.events.*"
 
 
-def subject(scope: Scope) -> str:
+def subject(scope: Scope, root: str = SUBJECT_ROOT) -> str:
     """The subject of one tenant's events in its region, built only from an admitted scope."""
-    return f"{SUBJECT_ROOT}.{scope.region.value}.events.{validate_tenant_id(scope.tenant_id)}"
+    return f"{root}.{scope.region.value}.events.{validate_tenant_id(scope.tenant_id)}"
 
 
-def tenant_of(subject_name: str, region: Region) -> str:
+def tenant_of(subject_name: str, region: Region, root: str = SUBJECT_ROOT) -> str:
     """The tenant of a subject of `region`'s stream; anything else is refused."""
-    prefix = f"{SUBJECT_ROOT}.{region.value}.events."
+    prefix = f"{root}.{region.value}.events."
     if not subject_name.startswith(prefix):
         raise InvalidInputError(f"subject {subject_name!r} is not in region {region.value!r}")
     return validate_tenant_id(subject_name[len(prefix) :])
