@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import cached_property
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -31,6 +32,15 @@ DEFAULT_NAMESPACE = "atlasrec"
 _NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SCAN_BATCH = 500
 _T = TypeVar("_T")
+
+
+Write = tuple[str, str, Any]
+"""`("push", key, values)`, `("incr", key, scores)` or `("max", key, scores)`."""
+Mark = tuple[str, int, Sequence[Write]]
+"""`(bitmap key, bit, writes)`: writes applied once per bit."""
+APPLIED_BLOCK = 1 << 20
+"""Sequence numbers per applied-bitmap key (128 KiB each)."""
+APPLIED_TTL_S = 86_400.0
 
 
 class OnlineStoreUnavailable(AtlasRecError):
@@ -65,6 +75,13 @@ class OnlineBackend(Protocol):
         `("max", key, scores)`; pushed lists keep their first `cap` items.
         """
 
+    def record_once(self, marks: Sequence[Mark], cap: int, ttl_s: float) -> int:
+        """Apply each mark's writes unless its bit is already set, setting it, atomically.
+
+        A mark is `(bitmap key, bit, writes)`; bitmaps expire `ttl_s` after their last use.
+        Returns how many marks were new (their writes applied).
+        """
+
     def get(self, key: str) -> str | None:
         """A string value, or None if it is missing or expired."""
 
@@ -95,6 +112,7 @@ class MemoryBackend:
         self._lists: dict[str, list[str]] = {}
         self._zsets: dict[str, dict[str, float]] = {}
         self._strings: dict[str, tuple[str, float | None]] = {}
+        self._bits: dict[str, set[int]] = {}
 
     def _live(self, key: str) -> tuple[str, float | None] | None:
         entry = self._strings.get(key)
@@ -152,11 +170,26 @@ class MemoryBackend:
     def record_events(self, writes: Sequence[tuple[str, str, Any]], cap: int) -> None:
         """Apply list pushes and sorted-set updates in one atomic step."""
         with self._lock:
-            for op, key, payload in writes:
-                if op == "push":
-                    self._lists[key] = [*reversed(payload), *self._lists.get(key, [])][:cap]
-                else:
-                    self._zset_update(key, payload, _zset_mode(op))
+            self._apply(writes, cap)
+
+    def _apply(self, writes: Sequence[Write], cap: int) -> None:
+        for op, key, payload in writes:
+            if op == "push":
+                self._lists[key] = [*reversed(payload), *self._lists.get(key, [])][:cap]
+            else:
+                self._zset_update(key, payload, _zset_mode(op))
+
+    def record_once(self, marks: Sequence[Mark], cap: int, ttl_s: float) -> int:
+        """Apply each mark's writes unless its bit is already set (bitmaps do not expire here)."""
+        applied = 0
+        with self._lock:
+            for key, bit, writes in marks:
+                bits = self._bits.setdefault(key, set())
+                if bit not in bits:
+                    bits.add(bit)
+                    self._apply(writes, cap)
+                    applied += 1
+        return applied
 
     def get(self, key: str) -> str | None:
         """A string value, or None if it is missing or expired."""
@@ -188,6 +221,7 @@ class MemoryBackend:
                 found = self._lists.pop(key, None) is not None or found
                 found = self._zsets.pop(key, None) is not None or found
                 self._strings.pop(key, None)
+                found = self._bits.pop(key, None) is not None or found
                 deleted += found
         return deleted
 
@@ -195,7 +229,7 @@ class MemoryBackend:
         """Every key starting with `prefix` (a snapshot taken when called)."""
         with self._lock:
             keys = [k for k in list(self._strings) if k.startswith(prefix) and self._live(k)]
-            keys += [k for k in (*self._lists, *self._zsets) if k.startswith(prefix)]
+            keys += [k for k in (*self._lists, *self._zsets, *self._bits) if k.startswith(prefix)]
         return iter(keys)
 
     def ping(self) -> None:
@@ -316,6 +350,26 @@ class RedisBackend:
 
         self._call(do)
 
+    def record_once(self, marks: Sequence[Mark], cap: int, ttl_s: float) -> int:
+        """Apply each mark's writes unless its bit is set, in one Lua script (atomic)."""
+        if not marks:
+            return 0
+        keys: dict[str, int] = {}
+
+        def ref(key: str) -> int:
+            return keys.setdefault(key, len(keys) + 1)
+
+        entries = [
+            [ref(mark), bit, [[op, ref(key), payload] for op, key, payload in writes]]
+            for mark, bit, writes in marks
+        ]
+        argv = [cap, max(1, round(ttl_s)), json.dumps(entries)]
+        return int(self._call(lambda: self._once(keys=list(keys), args=argv)))
+
+    @cached_property
+    def _once(self) -> Any:
+        return self._client.register_script(_RECORD_ONCE)
+
     def get(self, key: str) -> str | None:
         """A string value, or None if it is missing or expired."""
         value = self._call(lambda: self._client.get(key))
@@ -352,6 +406,32 @@ class RedisBackend:
     def close(self) -> None:
         """Release pooled connections."""
         self._client.close()
+
+
+_RECORD_ONCE = """
+local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local applied, pushed, marked = 0, {}, {}
+for _, e in ipairs(cjson.decode(ARGV[3])) do
+  marked[e[1]] = true
+  if redis.call('SETBIT', KEYS[e[1]], e[2], 1) == 0 then
+    applied = applied + 1
+    for _, w in ipairs(e[3]) do
+      local key = KEYS[w[2]]
+      if w[1] == 'push' then
+        for _, v in ipairs(w[3]) do redis.call('LPUSH', key, v) end
+        pushed[key] = true
+      elseif w[1] == 'incr' then
+        for m, v in pairs(w[3]) do redis.call('ZINCRBY', key, v, m) end
+      else
+        for m, v in pairs(w[3]) do redis.call('ZADD', key, 'GT', v, m) end
+      end
+    end
+  end
+end
+for key, _ in pairs(pushed) do redis.call('LTRIM', key, 0, cap - 1) end
+for index, _ in pairs(marked) do redis.call('EXPIRE', KEYS[index], ttl) end
+return applied
+"""
 
 
 def _zset_mode(mode: str) -> str:
@@ -418,16 +498,23 @@ class OnlineStore:
         """A view of the store for `scope`, once the boundary admits it (refusals are audited)."""
         self.boundary.admit(scope, actor=actor, action="online_store.open")
         prefix = f"{self.namespace}:{scope.region.value}:{validate_tenant_id(scope.tenant_id)}:"
-        return ScopedOnlineStore(scope, self.backend, prefix)
+        applied = f"{self.namespace}:{scope.region.value}:applied:"
+        return ScopedOnlineStore(scope, self.backend, prefix, applied)
 
 
 class ScopedOnlineStore:
-    """One tenant's part of the online store: every key is under the tenant's own prefix."""
+    """One tenant's part of the online store: every key is under the tenant's own prefix.
 
-    def __init__(self, scope: Scope, backend: OnlineBackend, prefix: str) -> None:
+    The one exception is the region's applied-events bitmaps (`applied`): a bit per event log
+    sequence number, shared by the region's tenants, that makes applying a logged event
+    idempotent. They hold no tenant data.
+    """
+
+    def __init__(self, scope: Scope, backend: OnlineBackend, prefix: str, applied: str) -> None:
         self.scope = scope
         self._backend = backend
         self._prefix = prefix
+        self._applied = applied
 
     def _key(self, kind: str, name: str | None = None) -> str:
         return self._prefix + kind + ("" if name is None else ":" + name)
@@ -481,6 +568,28 @@ class ScopedOnlineStore:
         Each user's recent list gains the items, each item's counter its weights, and each
         item's last-seen time is raised to the event's time.
         """
+        self._backend.record_events(self._writes(events, cap), cap)
+
+    def record_logged(
+        self,
+        events: Sequence[tuple[str, str, float, float]],
+        seqs: Sequence[int],
+        *,
+        cap: int = 200,
+        ttl_s: float = APPLIED_TTL_S,
+    ) -> int:
+        """Apply events of the region's event log once each, by sequence number, atomically.
+
+        An event whose sequence number was applied before (by this process or another, or a
+        consumer's redelivery) changes nothing. Returns how many were applied now.
+        """
+        marks = [
+            (f"{self._applied}{seq // APPLIED_BLOCK}", seq % APPLIED_BLOCK, self._writes([e], cap))
+            for e, seq in zip(events, seqs, strict=True)
+        ]
+        return self._backend.record_once(marks, cap, ttl_s)
+
+    def _writes(self, events: Sequence[tuple[str, str, float, float]], cap: int) -> list[Write]:
         if cap < 1:
             raise InvalidInputError(f"cap must be at least 1, got {cap}")
         recent: dict[str, list[str]] = {}
@@ -491,14 +600,14 @@ class ScopedOnlineStore:
             recent.setdefault(_part(user_key, "user key"), []).append(item)
             counts[item] = counts.get(item, 0.0) + weight
             last[item] = max(last.get(item, ts), ts)
-        writes: list[tuple[str, str, Any]] = [
+        writes: list[Write] = [
             ("push", self._key("recent", user), items) for user, items in recent.items()
         ]
         writes += [
             ("incr", self._key("items"), _scores(counts, "weight")),
             ("max", self._key("last"), _scores(last, "timestamp")),
         ]
-        self._backend.record_events(writes, cap)
+        return writes
 
     def get_json(self, name: str) -> Any:
         """The JSON value stored under `name`, or None if missing or expired."""

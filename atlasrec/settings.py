@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     """Rounds per scheduled federation run."""
     serving_redis_timeout_s: float = 0.05
     """Socket timeout of the serving path's online-store calls."""
+    event_log_url: str | None = None
+    """The regions' event log: `nats://host:port` (JetStream); unset: a local file per region."""
+    event_duplicate_window_s: float = Field(default=600.0, gt=0)
+    """How long the JetStream log remembers an event id to refuse it as a duplicate."""
+    offline_store_dir: Path | None = None
+    """Root of the offline store (Parquet by tenant and date); unset: `home / "offline"`."""
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
@@ -80,6 +86,10 @@ class Settings(BaseSettings):
     def region_url(self, region: Region) -> str:
         """Database URL of one region's data plane."""
         return self.region_db_urls.get(region) or f"sqlite:///{self.region_dir(region) / 'data.db'}"
+
+    def offline_root(self) -> Path:
+        """Root folder of the offline store (one sub-folder per region)."""
+        return self.offline_store_dir or self.home / "offline"
 
     def region_dir(self, region: Region) -> Path:
         """Local folder of one region's data plane (SQLite file, artifacts, ledger anchor)."""

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from atlasrec.boundary import REFUSED
 from atlasrec.errors import ConfigError, CrossRegionError, InvalidInputError
 from atlasrec.online_store import (
+    APPLIED_BLOCK,
     MemoryBackend,
     OnlineBackend,
     OnlineStore,
@@ -177,6 +178,21 @@ class OnlineStoreContract:
         assert stores["t-b"].top_items(5) == [] and stores["t-b"].recent("u1") == []
         with pytest.raises(InvalidInputError, match="finite"):
             store.record_events([("u1", "a", float("inf"), 1.0)])
+
+    def test_logged_events_apply_once_by_sequence_number(
+        self, stores: dict[str, ScopedOnlineStore]
+    ) -> None:
+        store = stores["t-a"]
+        events = [("u1", "a", 1.0, 100.0), ("u1", "b", 2.0, 300.0)]
+        assert store.record_logged(events, [7, 8], cap=5) == 2
+        assert store.record_logged(events, [7, 8], cap=5) == 0  # a redelivery changes nothing
+        later = [events[1], ("u2", "c", 1.0, 5.0)]
+        assert store.record_logged(later, [8, APPLIED_BLOCK + 8], cap=5) == 1
+        assert store.recent("u1") == ["b", "a"] and store.recent("u2") == ["c"]
+        assert store.item_counts(["a", "b", "c"]) == {"a": 1.0, "b": 2.0, "c": 1.0}
+        assert store.item_last_seen(["b", "c"]) == {"b": 300.0, "c": 5.0}
+        assert store.record_logged([("u1", "d", 1.0, 1.0)], [9], cap=1) == 1
+        assert store.recent("u1") == ["d"]  # the cap still holds
 
     def test_a_claim_is_granted_once_until_released(
         self, stores: dict[str, ScopedOnlineStore]

@@ -1,0 +1,250 @@
+"""The embedded event log: one SQLite file per region, in WAL mode, fsynced at every commit.
+
+The same interface as the JetStream log, for a single machine with no NATS server:
+- `events` holds every appended event under a region-wide sequence number; the unique
+  `(tenant_id, event_id)` makes a repeated event id a duplicate for as long as it is held.
+- A durable consumer is a cursor (the next sequence number it has not been handed) and a
+  lease per delivered, unacknowledged event. A lease that expires (`ack_wait_s`) is handed
+  out again, to any process sharing the consumer's name: delivery is at least once.
+- Appends are committed with `synchronous=FULL`, so an acknowledged event survives kill -9
+  and power loss; several processes may share the file (SQLite's locking serialises them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from atlasrec.boundary import Boundary
+from atlasrec.errors import ConfigError
+from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
+from atlasrec.eventlog.records import Appended, Delivery, LogEvent
+from atlasrec.tenancy import Region, Scope
+
+FILE_NAME = "eventlog.sqlite"
+POLL_S = 0.02
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    appended_at REAL NOT NULL,
+    UNIQUE (tenant_id, event_id)
+);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    deliveries INTEGER NOT NULL,
+    PRIMARY KEY (name, seq)
+);
+"""
+
+
+class LocalEventLog:
+    """A region's event log in one SQLite file (`<folder>/eventlog.sqlite`)."""
+
+    def __init__(
+        self,
+        region: Region,
+        boundary: Boundary,
+        folder: Path,
+        *,
+        ack_wait_s: float = ACK_WAIT_S,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        if boundary.region != region:
+            raise ConfigError(
+                f"event log of region {region.value!r} was given the boundary of region "
+                f"{boundary.region.value!r}"
+            )
+        self.region = region
+        self.boundary = boundary
+        self.ack_wait_s = ack_wait_s
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / FILE_NAME
+        self._lock = threading.Lock()
+        self._appended = threading.Condition(self._lock)
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction; any SQLite failure becomes `EventLogUnavailable`."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise EventLogUnavailable(f"event log {self.path}: {exc}") from exc
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise EventLogUnavailable(f"event log {self.path}: commit failed: {exc}") from exc
+
+    def append(self, scope: Scope, events: Sequence[LogEvent], *, actor: str) -> Appended:
+        """Append a tenant's events in one fsynced transaction (duplicates keep their seq)."""
+        self.boundary.admit(scope, actor=actor, action="eventlog.append")
+        seqs: list[int] = []
+        duplicate: list[bool] = []
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            for event in events:
+                row = db.execute(
+                    "SELECT seq FROM events WHERE tenant_id = ? AND event_id = ?",
+                    (scope.tenant_id, event.event_id),
+                ).fetchone()
+                duplicate.append(row is not None)
+                if row is None:
+                    row = db.execute(
+                        "INSERT INTO events (tenant_id, event_id, body, appended_at) "
+                        "VALUES (?, ?, ?, ?) RETURNING seq",
+                        (scope.tenant_id, event.event_id, event.encode(), now),
+                    ).fetchone()
+                seqs.append(int(row[0]))
+        self._notify()
+        return Appended(seqs, duplicate)
+
+    def _notify(self) -> None:
+        with self._appended:
+            self._appended.notify_all()
+
+    def consumer(self, name: str) -> LocalConsumer:
+        """The durable consumer `name` (starting at the log's first event when new)."""
+        with self._lock, self._transaction() as db:
+            db.execute("INSERT INTO cursors VALUES (?, 1) ON CONFLICT DO NOTHING", (name,))
+        return LocalConsumer(self, name)
+
+    def replay(self, name: str, from_seq: int) -> None:
+        """Deliver everything from `from_seq` on again to consumer `name`."""
+        with self._lock, self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE name = ?", (name,))
+            db.execute(
+                "INSERT INTO cursors VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET next_seq = excluded.next_seq",
+                (name, max(1, from_seq)),
+            )
+
+    def consumers(self) -> list[str]:
+        """The durable consumers' names."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT name FROM cursors ORDER BY name")]
+
+    def count(self, scope: Scope) -> int:
+        """Events held for the scope's tenant."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM events WHERE tenant_id = ?", (scope.tenant_id,)
+            ).fetchone()
+        return int(row[0])
+
+    def last_seq(self) -> int:
+        """The newest event's sequence number (0 when empty)."""
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+
+class LocalConsumer:
+    """A durable consumer of a `LocalEventLog`: a cursor and leases, shared by name."""
+
+    def __init__(self, log: LocalEventLog, name: str) -> None:
+        self.log = log
+        self.name = name
+
+    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery]:
+        """Expired leases first (redeliveries), then new events; waits up to `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            deliveries = self._take(max_n)
+            remaining = deadline - time.monotonic()
+            if deliveries or remaining <= 0:
+                return deliveries
+            with self.log._appended:  # woken by this process's appends; polls for others'
+                self.log._appended.wait(min(remaining, POLL_S * 5))
+
+    def _take(self, max_n: int) -> list[Delivery]:
+        now = time.time()
+        expires = now + self.log.ack_wait_s
+        with self.log._lock, self.log._transaction() as db:
+            again = db.execute(
+                "SELECT l.seq, e.tenant_id, e.body FROM leases l JOIN events e ON e.seq = l.seq "
+                "WHERE l.name = ? AND l.expires <= ? ORDER BY l.seq LIMIT ?",
+                (self.name, now, max_n),
+            ).fetchall()
+            db.executemany(
+                "UPDATE leases SET expires = ?, deliveries = deliveries + 1 "
+                "WHERE name = ? AND seq = ?",
+                [(expires, self.name, r[0]) for r in again],
+            )
+            (start,) = db.execute(
+                "SELECT next_seq FROM cursors WHERE name = ?", (self.name,)
+            ).fetchone()
+            new = db.execute(
+                "SELECT seq, tenant_id, body FROM events WHERE seq >= ? ORDER BY seq LIMIT ?",
+                (start, max_n - len(again)),
+            ).fetchall()
+            if new:
+                db.executemany(
+                    "INSERT INTO leases VALUES (?, ?, ?, 1)",
+                    [(self.name, r[0], expires) for r in new],
+                )
+                db.execute(
+                    "UPDATE cursors SET next_seq = ? WHERE name = ?", (new[-1][0] + 1, self.name)
+                )
+        return [Delivery(s, t, LogEvent.decode(b), True) for s, t, b in again] + [
+            Delivery(s, t, LogEvent.decode(b)) for s, t, b in new
+        ]
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Drop the deliveries' leases: they are done."""
+        self._leases("DELETE FROM leases WHERE name = ? AND seq = ?", deliveries)
+
+    def nak(self, deliveries: Sequence[Delivery]) -> None:
+        """Expire the deliveries' leases now, so they are delivered again."""
+        self._leases("UPDATE leases SET expires = 0 WHERE name = ? AND seq = ?", deliveries)
+
+    def _leases(self, statement: str, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self.log._lock, self.log._transaction() as db:
+            db.executemany(statement, [(self.name, d.seq) for d in deliveries])
+
+    def lag(self) -> ConsumerLag:
+        """Events not yet handed to this consumer, and those handed out but not acked."""
+        with self.log._lock:
+            db = self.log._db
+            (start,) = db.execute(
+                "SELECT next_seq FROM cursors WHERE name = ?", (self.name,)
+            ).fetchone()
+            (pending,) = db.execute(
+                "SELECT COUNT(*) FROM events WHERE seq >= ?", (start,)
+            ).fetchone()
+            (leased,) = db.execute(
+                "SELECT COUNT(*) FROM leases WHERE name = ?", (self.name,)
+            ).fetchone()
+        return ConsumerLag(int(pending), int(leased))
+
+    def close(self) -> None:
+        """Nothing to release: the position is in the file."""
