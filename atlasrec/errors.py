@@ -19,6 +19,10 @@ class ConflictError(AtlasRecError):
     """The state changed since the caller looked at it; reload and retry."""
 
 
+class UnavailableError(AtlasRecError):
+    """A service the operation needs is down or too slow; retrying later may succeed."""
+
+
 class ConfigError(AtlasRecError):
     """The settings are invalid or unsafe for the configured environment."""
 

@@ -14,16 +14,24 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from atlasrec.errors import AtlasRecError, ConflictError, NotFoundError, RefusedError
+from atlasrec.errors import (
+    AtlasRecError,
+    ConflictError,
+    NotFoundError,
+    RefusedError,
+    UnavailableError,
+)
 
 # An error's status is that of the first of its classes (most specific first) found here.
 STATUS: dict[type[Exception], int] = {
     RefusedError: 403,  # boundary and access refusals, audited where they are raised
     NotFoundError: 404,
     ConflictError: 409,
+    UnavailableError: 503,  # nothing was acknowledged: the client retries
     AtlasRecError: 422,
     RequestValidationError: 422,
 }
+RETRY_AFTER_S = 1
 HANDLED: tuple[type[Exception], ...] = (AtlasRecError, HTTPException, RequestValidationError)
 
 
@@ -59,7 +67,9 @@ def http_error_of(exc: Exception) -> HttpError:
             for e in exc.errors()
         ]
         return HttpError(status_of(exc), errors, _field_errors(exc))
-    return HttpError(status_of(exc), str(exc), str(exc))
+    status = status_of(exc)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return HttpError(status, str(exc), str(exc), headers)
 
 
 def _field_errors(exc: RequestValidationError) -> str:

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     """The regions' event log: `nats://host:port` (JetStream); unset: a local file per region."""
     event_duplicate_window_s: float = Field(default=600.0, gt=0)
     """How long the JetStream log remembers an event id to refuse it as a duplicate."""
+    serving_consumers: bool = True
+    """Run the event log's consumers inside the serving process (off when they run apart)."""
     offline_store_dir: Path | None = None
     """Root of the offline store (Parquet by tenant and date); unset: `home / "offline"`."""
 

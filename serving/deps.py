@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from atlasrec.consumers import ConsumerWorker, offline_sink, online_sink, start_workers
 from atlasrec.control.tables import Tenant
 from atlasrec.errors import CrossRegionError
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
@@ -77,6 +78,10 @@ class ServingApp:
         online = OnlineStore(region, self.backend, self.plane.boundary)
         self.runtime = RegionRuntime(platform, region, online=online)
         self.request_log = RequestLog(self.plane)
+        self.consumers: list[ConsumerWorker] = []
+        if settings.serving_consumers:
+            sinks = {"online": online_sink(online), "offline": offline_sink(self.plane.offline)}
+            self.consumers = start_workers(self.plane.events, sinks)
         self.metrics = Metrics()
         self.budgets = dict(settings.serving_budget_ms)
         self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
@@ -84,6 +89,8 @@ class ServingApp:
     def close(self) -> None:
         """Stop background work, writing every queued record first."""
         self.runtime.stop()
+        for worker in self.consumers:
+            worker.stop()
         self.request_log.close()
 
 

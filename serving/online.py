@@ -94,15 +94,19 @@ class OnlineFeatures:
         self._popular = (time.monotonic(), items)
         return items
 
-    def record(self, events: Sequence[tuple[str, str, float, float]]) -> bool:
-        """Apply `(user_key, item_id, weight, ts)` events; False if only locally."""
+    def record(self, events: Sequence[tuple[str, str, float, float]], seqs: Sequence[int]) -> bool:
+        """Apply logged `(user_key, item_id, weight, ts)` events; False if only locally.
+
+        Each is applied to the store once, by its sequence number in the region's event log:
+        the online consumer applying the same events later (or again) changes nothing.
+        """
         with self._lock:
             for user_key, item_id, _, _ in events:
                 recent = self._local.get(user_key, [])
                 self._local[user_key] = [item_id, *recent][:RECENT_CAP]
                 self._local.move_to_end(user_key)
         try:
-            self.breaker.call(lambda: self.store.record_events(events, cap=RECENT_CAP))
+            self.breaker.call(lambda: self.store.record_logged(events, seqs, cap=RECENT_CAP))
         except OnlineStoreUnavailable:
             return False
         return True

@@ -1,9 +1,9 @@
-"""Writes the serving path's records off the hot path, in batches.
+"""Writes the served requests' records off the hot path, in batches.
 
-Requests enqueue their `ServedRequest` rows and the events they accepted; a writer thread
-commits them per tenant in one transaction per batch (rows and one ledger record that
-carries the batch's digest, so the request log is covered by the region's hash chain).
-`close()` drains the queue before returning, so a graceful shutdown loses nothing.
+Requests enqueue their `ServedRequest` rows; a writer thread commits them per tenant in one
+transaction per batch (rows and one ledger record that carries the batch's digest, so the
+request log is covered by the region's hash chain). `close()` drains the queue before
+returning, so a graceful shutdown loses nothing. (Events go to the region's event log.)
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ import json
 import logging
 import queue
 import threading
-import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
-from atlasrec.dataplane.repository import TenantData
-from atlasrec.dataplane.tables import IngestBatch, ServedRequest
+from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.platform import Plane
 from atlasrec.tenancy import Scope
 
@@ -27,19 +24,8 @@ ACTOR = "serving"
 log = logging.getLogger("atlasrec.serving")
 
 
-@dataclass(frozen=True)
-class EventRow:
-    """An accepted event, already pseudonymised."""
-
-    user_key: str
-    item_id: str
-    ts: int
-    event: str
-    weight: float
-
-
 class RequestLog:
-    """The region's request log: served requests and accepted events, written in batches."""
+    """The region's request log: served requests, written in batches."""
 
     def __init__(self, plane: Plane, *, flush_s: float = 0.5, max_batch: int = 2_000) -> None:
         self.plane = plane
@@ -49,7 +35,6 @@ class RequestLog:
         self._thread = threading.Thread(target=self._run, name="serving-request-log", daemon=True)
         self._idle = threading.Event()
         self.written_requests = 0
-        self.written_events = 0
         self.failures = 0
         self._thread.start()
 
@@ -57,11 +42,6 @@ class RequestLog:
         """Queue one served request's record."""
         self._idle.clear()
         self._queue.put((scope, row))
-
-    def events(self, scope: Scope, rows: list[EventRow]) -> None:
-        """Queue accepted events for the tenant's interaction table."""
-        self._idle.clear()
-        self._queue.put((scope, rows))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written."""
@@ -99,73 +79,35 @@ class RequestLog:
 
     def _write(self, batch: list[tuple[Scope | None, Any]]) -> None:
         requests: dict[Scope, list[ServedRequest]] = defaultdict(list)
-        events: dict[Scope, list[EventRow]] = defaultdict(list)
         markers: list[threading.Event] = []
         for scope, entry in batch:
             if scope is None:
                 markers.append(entry)
-            elif isinstance(entry, ServedRequest):
-                requests[scope].append(entry)
             else:
-                events[scope].extend(entry)
-        for scope in {*requests, *events}:
+                requests[scope].append(entry)
+        for scope, rows in requests.items():
             try:
-                self._write_tenant(scope, requests.get(scope, []), events.get(scope, []))
+                self._write_tenant(scope, rows)
             except Exception:  # keep serving; the failure is logged and counted
                 self.failures += 1
                 log.exception("serving records of %s could not be written", scope.tenant_id)
         for marker in markers:
             marker.set()
 
-    def _write_tenant(
-        self, scope: Scope, requests: list[ServedRequest], events: list[EventRow]
-    ) -> None:
+    def _write_tenant(self, scope: Scope, requests: list[ServedRequest]) -> None:
         with self.plane.session(scope, actor=ACTOR, action="serving.record") as session:
-            if requests:
-                session.add_all(requests)
-                digest = hashlib.sha256(
-                    json.dumps(
-                        [[r.request_id, r.model_version, r.items] for r in requests]
-                    ).encode()
-                ).hexdigest()
-                self._audit(
-                    scope,
-                    session,
-                    "serving.requests",
-                    {
-                        "count": len(requests),
-                        "first_request_id": requests[0].request_id,
-                        "last_request_id": requests[-1].request_id,
-                        "sha256": digest,
-                    },
-                )
-            if events:
-                self._write_events(scope, session, events)
+            session.add_all(requests)
+            digest = hashlib.sha256(
+                json.dumps([[r.request_id, r.model_version, r.items] for r in requests]).encode()
+            ).hexdigest()
+            details = {
+                "count": len(requests),
+                "first_request_id": requests[0].request_id,
+                "last_request_id": requests[-1].request_id,
+                "sha256": digest,
+            }
+            self._audit(scope, session, "serving.requests", details)
         self.written_requests += len(requests)
-        self.written_events += len(events)
-
-    def _write_events(self, scope: Scope, session: Any, events: list[EventRow]) -> None:
-        """Store events as one batch, idempotent by content (a replayed batch is a no-op)."""
-        rows = [e.__dict__ for e in events]
-        digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
-        data = TenantData(session)
-        if data.find_batch("events", digest) is not None:
-            return
-        batch_id = uuid.uuid4().hex
-        inserted = data.insert_interactions([{**r, "batch_id": batch_id} for r in rows])
-        data.add_batch(
-            IngestBatch(
-                id=batch_id,
-                tenant_id=scope.tenant_id,
-                kind="events",
-                sha256=digest,
-                filename="POST /v1/events",
-                rows=len(rows),
-                inserted=inserted,
-            )
-        )
-        details = {"count": len(rows), "inserted": inserted, "batch_id": batch_id}
-        self._audit(scope, session, "serving.events", details)
 
     def _audit(self, scope: Scope, session: Any, action: str, details: dict[str, Any]) -> None:
         """A record of what was written, in the same transaction."""

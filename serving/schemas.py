@@ -110,6 +110,11 @@ class RecommendationResponse(BaseModel):
 class Event(Strict):
     """One interaction."""
 
+    event_id: Id | None = Field(
+        default=None,
+        description="The client's id for the event: a retry with the same id is stored once. "
+        "Default: a new id (a retry is then a second event).",
+    )
     user_id: Id
     item_id: Id
     timestamp: float | None = Field(
@@ -132,6 +137,9 @@ class EventsResponse(BaseModel):
 
     request_id: str
     accepted: int
+    """Events appended to the region's event log by this request."""
+    duplicates: int = 0
+    """Events whose id the log already held: acknowledged, stored once."""
     online: bool
     """False when the online store was unreachable: features updated in this process only."""
 

@@ -45,6 +45,9 @@ COMMANDS = {
         "atlasrec.cli.demo",
         "The platform end to end on the MovieLens tenant mix: ingest, train, serve, audit.",
     ),
+    "events": Lazy(
+        "atlasrec.cli.events", "The region's event log, its consumers and the offline store."
+    ),
     "tenants": Lazy("atlasrec.cli.tenants", "Register tenants and manage their API keys."),
     "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets."),
     "audit": Lazy("atlasrec.cli.audit", "The hash-chained audit ledger of each region."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Generic, TypeVar
 
 from sqlalchemy import Engine
@@ -13,7 +14,10 @@ from atlasrec.boundary import AuditLog, Boundary
 from atlasrec.control.service import ControlPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.db import is_postgres, make_engine
+from atlasrec.eventlog.base import EventLog
+from atlasrec.eventlog.regional import open_event_log
 from atlasrec.migrations import upgrade
+from atlasrec.offline_store import OfflineStore
 from atlasrec.online_store import OnlineStore, make_backend
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
@@ -49,6 +53,16 @@ class RegionDataPlane(Generic[L]):
         )
         self.online = OnlineStore(region, make_backend(settings.redis_url), self.boundary)
 
+    @cached_property
+    def events(self) -> EventLog:
+        """The region's event log (opened on first use: JetStream or the embedded file)."""
+        return open_event_log(self.settings, self.boundary)
+
+    @cached_property
+    def offline(self) -> OfflineStore:
+        """The region's offline store: events and interactions as Parquet by tenant and date."""
+        return OfflineStore(self.settings.offline_root(), self.region)
+
     def migrate(self) -> None:
         """Bring this region's schema up to date."""
         upgrade(self.engine, "region", app_role=self.settings.pg_app_role)
@@ -70,3 +84,5 @@ class RegionDataPlane(Generic[L]):
         self.engine.dispose()
         self.tenant_engine.dispose()
         self.online.backend.close()
+        if "events" in self.__dict__:
+            self.events.close()

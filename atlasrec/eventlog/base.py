@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from atlasrec.errors import AtlasRecError
+from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import Appended, Delivery, LogEvent
 from atlasrec.tenancy import Region, Scope
 
@@ -14,7 +14,7 @@ ACK_WAIT_S = 30.0
 """A delivery not acknowledged within this time is delivered again (to any consumer)."""
 
 
-class EventLogUnavailable(AtlasRecError):
+class EventLogUnavailable(UnavailableError):
     """The region's event log cannot be reached or did not confirm in time: nothing is acked."""
 
 

@@ -22,6 +22,10 @@ class LogEvent:
     event: str
     weight: float
 
+    def feature(self) -> tuple[str, str, float, float]:
+        """`(user_key, item_id, weight, ts)`, as the online store records events."""
+        return (self.user_key, self.item_id, self.weight, float(self.ts))
+
     def encode(self) -> bytes:
         """The message body: a compact JSON array."""
         return json.dumps(
