@@ -45,12 +45,13 @@ def by_tenant(deliveries: Sequence[Delivery], region: Region) -> dict[Scope, lis
     return groups
 
 
-def online_sink(store: OnlineStore) -> Sink:
-    """Apply deliveries to the online store, once per sequence number."""
+def online_sink(store: OnlineStore, log_id: str) -> Sink:
+    """Apply deliveries of the log `log_id` to the online store, once per sequence number."""
 
     def write(scope: Scope, deliveries: Sequence[Delivery]) -> None:
         scoped = store.scoped(scope, actor=ACTOR)
-        scoped.record_logged([d.event.feature() for d in deliveries], [d.seq for d in deliveries])
+        features = [d.event.feature() for d in deliveries]
+        scoped.record_logged(features, [d.seq for d in deliveries], log_id=log_id)
 
     return write
 

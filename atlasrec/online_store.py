@@ -575,16 +575,19 @@ class ScopedOnlineStore:
         events: Sequence[tuple[str, str, float, float]],
         seqs: Sequence[int],
         *,
+        log_id: str,
         cap: int = 200,
         ttl_s: float = APPLIED_TTL_S,
     ) -> int:
         """Apply events of the region's event log once each, by sequence number, atomically.
 
-        An event whose sequence number was applied before (by this process or another, or a
-        consumer's redelivery) changes nothing. Returns how many were applied now.
+        An event whose sequence number (in the log identified by `log_id`) was applied before,
+        by this process or another or a consumer's redelivery, changes nothing. Returns how
+        many were applied now.
         """
+        applied = f"{self._applied}{_part(log_id, 'log id')}:"
         marks = [
-            (f"{self._applied}{seq // APPLIED_BLOCK}", seq % APPLIED_BLOCK, self._writes([e], cap))
+            (f"{applied}{seq // APPLIED_BLOCK}", seq % APPLIED_BLOCK, self._writes([e], cap))
             for e, seq in zip(events, seqs, strict=True)
         ]
         return self._backend.record_once(marks, cap, ttl_s)

@@ -80,7 +80,10 @@ class ServingApp:
         self.request_log = RequestLog(self.plane)
         self.consumers: list[ConsumerWorker] = []
         if settings.serving_consumers:
-            sinks = {"online": online_sink(online), "offline": offline_sink(self.plane.offline)}
+            sinks = {
+                "online": online_sink(online, self.plane.events.log_id),
+                "offline": offline_sink(self.plane.offline),
+            }
             self.consumers = start_workers(self.plane.events, sinks)
         self.metrics = Metrics()
         self.budgets = dict(settings.serving_budget_ms)

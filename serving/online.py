@@ -94,7 +94,9 @@ class OnlineFeatures:
         self._popular = (time.monotonic(), items)
         return items
 
-    def record(self, events: Sequence[tuple[str, str, float, float]], seqs: Sequence[int]) -> bool:
+    def record(
+        self, events: Sequence[tuple[str, str, float, float]], seqs: Sequence[int], log_id: str
+    ) -> bool:
         """Apply logged `(user_key, item_id, weight, ts)` events; False if only locally.
 
         Each is applied to the store once, by its sequence number in the region's event log:
@@ -106,7 +108,9 @@ class OnlineFeatures:
                 self._local[user_key] = [item_id, *recent][:RECENT_CAP]
                 self._local.move_to_end(user_key)
         try:
-            self.breaker.call(lambda: self.store.record_logged(events, seqs, cap=RECENT_CAP))
+            self.breaker.call(
+                lambda: self.store.record_logged(events, seqs, log_id=log_id, cap=RECENT_CAP)
+            )
         except OnlineStoreUnavailable:
             return False
         return True

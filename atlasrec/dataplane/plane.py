@@ -61,7 +61,7 @@ class RegionDataPlane(Generic[L]):
     @cached_property
     def offline(self) -> OfflineStore:
         """The region's offline store: events and interactions as Parquet by tenant and date."""
-        return OfflineStore(self.settings.offline_root(), self.region)
+        return OfflineStore(self.settings.offline_root(), self.boundary)
 
     def migrate(self) -> None:
         """Bring this region's schema up to date."""

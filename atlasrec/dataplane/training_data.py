@@ -1,4 +1,9 @@
-"""A tenant's training data, read through its scope: catalog, content vectors, sequences."""
+"""A tenant's training data, read through its scope: catalog, content vectors, sequences.
+
+Interactions come from the offline store (the events its consumer wrote, as Parquet) and
+from the region's interactions table (ingested files), joined as Arrow columns and encoded
+to dense indices without a Python object per row.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlmodel import col, select
 
 from atlasrec.dataplane.embeddings import refresh_item_embeddings
@@ -14,7 +21,10 @@ from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import IngestBatch, Interaction, Item
 from atlasrec.evaluation import Interactions
+from atlasrec.offline_store import TenantOffline
 from atlasrec.tenancy import Scope
+
+COLUMNS = ("user_key", "item_id", "ts", "weight", "seq")
 
 
 @dataclass(frozen=True)
@@ -47,33 +57,78 @@ def snapshot_hash(session: TenantSession) -> str:
 def load_tenant_dataset(plane: RegionDataPlane[Any], scope: Scope, *, actor: str) -> TenantDataset:
     """Read the tenant's catalog (embedding new or changed items) and interactions."""
     item_ids, content = refresh_item_embeddings(plane, scope, actor=actor)
+    offline = plane.offline.scoped(scope, actor=actor)
     with plane.session(scope, actor=actor, action="train.read") as session:
-        return _read(session, item_ids, content)
+        return _read(session, offline, item_ids, content)
 
 
-def _read(session: TenantSession, item_ids: list[str], content: np.ndarray) -> TenantDataset:
-    index = {item_id: n for n, item_id in enumerate(item_ids)}
+def _read(
+    session: TenantSession, offline: TenantOffline, item_ids: list[str], content: np.ndarray
+) -> TenantDataset:
     categories = dict(session.execute(select(Item.item_id, Item.category)).all())
-    rows = session.execute(
-        select(
-            Interaction.user_key, Interaction.item_id, Interaction.ts, Interaction.weight
-        ).order_by(col(Interaction.user_key), col(Interaction.ts))
-    ).all()
-    user_index: dict[str, int] = {}
-    users = np.fromiter(
-        (user_index.setdefault(r[0], len(user_index)) for r in rows), np.int64, len(rows)
-    )
-    items = np.fromiter((index[r[1]] for r in rows), np.int64, len(rows))
-    ts = np.fromiter((r[2] for r in rows), np.int64, len(rows))
-    weights = np.fromiter((r[3] for r in rows), np.float32, len(rows))
+    table = pa.concat_tables([_ingested(session), _plain(offline.read_table(COLUMNS))])
+    users, items, ts, weights, user_keys = encode(table, item_ids)
     data = Interactions.from_arrays(
-        users, items, ts, weights, n_users=len(user_index), n_items=len(item_ids)
+        users, items, ts, weights, n_users=len(user_keys), n_items=len(item_ids)
     )
+    snapshot = snapshot_hash(session)
+    if offline.files():
+        snapshot = hashlib.sha256(f"{snapshot}:{offline.snapshot()}".encode()).hexdigest()
     return TenantDataset(
-        item_ids,
-        [categories.get(i) for i in item_ids],
-        content,
-        list(user_index),
-        data,
-        snapshot_hash(session),
+        item_ids, [categories.get(i) for i in item_ids], content, user_keys, data, snapshot
     )
+
+
+def _ingested(session: TenantSession) -> pa.Table:
+    """The interactions table's rows (ingested files), as Arrow columns (`seq` -1)."""
+    rows = session.execute(
+        select(Interaction.user_key, Interaction.item_id, Interaction.ts, Interaction.weight)
+    ).all()
+    return pa.table(
+        {
+            "user_key": pa.array([r[0] for r in rows], pa.string()),
+            "item_id": pa.array([r[1] for r in rows], pa.string()),
+            "ts": pa.array([r[2] for r in rows], pa.int64()),
+            "weight": pa.array([r[3] for r in rows], pa.float32()),
+            "seq": pa.array(np.full(len(rows), -1, np.int64)),
+        }
+    )
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded id columns decoded, so tables of both sources concatenate."""
+    return pa.table(
+        {
+            name: pc.cast(table[name], pa.string())
+            if name in ("user_key", "item_id")
+            else table[name]
+            for name in COLUMNS
+        }
+    )
+
+
+def encode(
+    table: pa.Table, item_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(users, items, ts, weights, user keys): rows of known items, by (user, ts, seq).
+
+    Users are numbered in the order of their keys; rows of items not in `item_ids` (removed
+    from the catalog since) are left out.
+    """
+    item = pc.dictionary_encode(table["item_id"]).combine_chunks()
+    positions = pc.index_in(item.dictionary, value_set=pa.array(item_ids, pa.string()))
+    known = positions.fill_null(-1).to_numpy()[item.indices.to_numpy()]
+    keep = known >= 0
+    user = pc.dictionary_encode(table["user_key"]).combine_chunks()
+    used, inverse = np.unique(user.indices.to_numpy()[keep], return_inverse=True)
+    keys = user.dictionary.take(pa.array(used)).to_numpy(zero_copy_only=False)
+    order = np.argsort(keys, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    users = rank[inverse]
+    items = known[keep].astype(np.int64)
+    ts = table["ts"].to_numpy()[keep]
+    seq = table["seq"].to_numpy()[keep]
+    weights = table["weight"].to_numpy()[keep].astype(np.float32)
+    rows = np.lexsort((seq, ts, users))
+    return users[rows], items[rows], ts[rows], weights[rows], [str(k) for k in keys[order]]

@@ -58,6 +58,8 @@ class EventLog(Protocol):
     """A region's durable event log."""
 
     region: Region
+    log_id: str
+    """Identifies this log's sequence numbers: a log recreated from empty gets a new id."""
 
     def append(self, scope: Scope, events: Sequence[LogEvent], *, actor: str) -> Appended:
         """Append a tenant's events durably; returns only once they are stored.

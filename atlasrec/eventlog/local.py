@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     appended_at REAL NOT NULL,
     UNIQUE (tenant_id, event_id)
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT NOT NULL,
@@ -79,6 +81,12 @@ class LocalEventLog:
         with self._transaction() as db:
             for statement in _SCHEMA.split(";"):
                 db.execute(statement)
+            db.execute(
+                "INSERT INTO meta VALUES ('log_id', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,)
+            )
+            self.log_id = str(
+                db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

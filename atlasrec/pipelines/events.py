@@ -8,6 +8,7 @@ from typing import Any
 
 from atlasrec.consumers import ConsumerWorker, Sink, offline_sink, online_sink, start_workers
 from atlasrec.dataplane.repository import TenantData
+from atlasrec.errors import InvalidInputError
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region
 
@@ -41,14 +42,13 @@ def sinks(plane: Plane, names: list[str]) -> dict[str, Sink]:
     """The sinks of the named consumers (`online`, `offline`)."""
     unknown = sorted(set(names) - set(CONSUMERS))
     if unknown:
-        from atlasrec.errors import InvalidInputError
-
         raise InvalidInputError(f"unknown consumer {unknown[0]!r} (expected online or offline)")
-    make = {
-        "online": lambda: online_sink(plane.online),
-        "offline": lambda: offline_sink(plane.offline),
+    return {
+        name: online_sink(plane.online, plane.events.log_id)
+        if name == "online"
+        else offline_sink(plane.offline)
+        for name in names
     }
-    return {name: make[name]() for name in names}
 
 
 def consume(

@@ -41,7 +41,8 @@ def events(
         for e, seq, dup in zip(logged, appended.seqs, appended.duplicate, strict=True)
         if not dup
     ]
-    online = runtime.online.record([f for f, _ in new], [seq for _, seq in new])
+    log_id = serving.plane.events.log_id
+    online = runtime.online.record([f for f, _ in new], [seq for _, seq in new], log_id)
     serving.metrics.requests.labels(runtime.scope.tenant_id, "events", "202").inc()
     return schemas.EventsResponse(
         request_id=request_id,

@@ -184,15 +184,17 @@ class OnlineStoreContract:
     ) -> None:
         store = stores["t-a"]
         events = [("u1", "a", 1.0, 100.0), ("u1", "b", 2.0, 300.0)]
-        assert store.record_logged(events, [7, 8], cap=5) == 2
-        assert store.record_logged(events, [7, 8], cap=5) == 0  # a redelivery changes nothing
+        assert store.record_logged(events, [7, 8], log_id="L1", cap=5) == 2
+        assert store.record_logged(events, [7, 8], log_id="L1", cap=5) == 0  # a redelivery
         later = [events[1], ("u2", "c", 1.0, 5.0)]
-        assert store.record_logged(later, [8, APPLIED_BLOCK + 8], cap=5) == 1
+        assert store.record_logged(later, [8, APPLIED_BLOCK + 8], log_id="L1", cap=5) == 1
         assert store.recent("u1") == ["b", "a"] and store.recent("u2") == ["c"]
         assert store.item_counts(["a", "b", "c"]) == {"a": 1.0, "b": 2.0, "c": 1.0}
         assert store.item_last_seen(["b", "c"]) == {"b": 300.0, "c": 5.0}
-        assert store.record_logged([("u1", "d", 1.0, 1.0)], [9], cap=1) == 1
+        assert store.record_logged([("u1", "d", 1.0, 1.0)], [9], log_id="L1", cap=1) == 1
         assert store.recent("u1") == ["d"]  # the cap still holds
+        # a new log (its sequence numbers start again) is not mistaken for the old one
+        assert store.record_logged([("u3", "a", 1.0, 1.0)], [7], log_id="L2", cap=5) == 1
 
     def test_a_claim_is_granted_once_until_released(
         self, stores: dict[str, ScopedOnlineStore]

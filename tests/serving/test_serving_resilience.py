@@ -281,7 +281,8 @@ def test_events_update_the_real_redis_under_the_tenants_namespace(
     with client_for(region.platform, backend=real_redis, refresh=False) as client:
         key = region.keys["shop"]
         assert recs(client, key, user_id="walk-in", k=3)["cold_start"]
-        events = [{"user_id": "walk-in", "item_id": "i2", "timestamp": 1_800_000_000}]
+        now = int(time.time())
+        events = [{"user_id": "walk-in", "item_id": "i2", "timestamp": now}]
         assert client.post("/v1/events", json={"events": events}, headers=bearer(key)).json()[
             "online"
         ]
@@ -289,8 +290,9 @@ def test_events_update_the_real_redis_under_the_tenants_namespace(
         assert not after["cold_start"] and "i2" not in {i["item_id"] for i in after["items"]}
     raw = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     keys = list(raw.scan_iter("atlasrec:eu:*"))
-    assert keys and all(k.startswith(("atlasrec:eu:shop:", "atlasrec:eu:label:")) for k in keys)
-    assert raw.zscore("atlasrec:eu:shop:last", "i2") == 1_800_000_000
+    tenants = ("atlasrec:eu:shop:", "atlasrec:eu:label:", "atlasrec:eu:applied:")
+    assert keys and all(k.startswith(tenants) for k in keys)
+    assert raw.zscore("atlasrec:eu:shop:last", "i2") == now
     assert "i2" not in set(raw.zrange("atlasrec:eu:label:items", 0, -1))
 
 

@@ -1,4 +1,5 @@
-"""The embedded event log: durable appends, duplicates by event id, shared durable consumers."""
+"""Both event logs (embedded SQLite and NATS JetStream), one contract: durable appends,
+duplicates by event id, the region's boundary, shared durable consumers, kill -9."""
 
 from __future__ import annotations
 
@@ -6,22 +7,40 @@ import json
 import multiprocessing
 import os
 import signal
-import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from atlasrec.boundary import REFUSED
+from atlasrec.boundary import REFUSED, Boundary
 from atlasrec.errors import ConfigError, CrossRegionError, UnknownTenantError
-from atlasrec.eventlog.local import FILE_NAME, LocalEventLog
+from atlasrec.eventlog.base import EventLog, EventLogUnavailable
+from atlasrec.eventlog.jetstream import JetStreamEventLog
+from atlasrec.eventlog.local import LocalEventLog
 from atlasrec.eventlog.records import LogEvent
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 
 US = Scope("shop", Region.US)
+NATS_URL = os.environ.get("ATLASREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
+ACK_WAIT_S = 1.0
+KINDS = ["local", pytest.param("jetstream", marks=pytest.mark.nats)]
+
+
+def open_log(kind: str, boundary: Boundary, folder: Path, root: str) -> EventLog:
+    """The kind of log under test, on `folder` (local) or under the subject `root` (NATS)."""
+    if kind == "local":
+        return LocalEventLog(Region.US, boundary, folder, ack_wait_s=ACK_WAIT_S)
+    return JetStreamEventLog(Region.US, boundary, NATS_URL, root=root, ack_wait_s=ACK_WAIT_S)
+
+
+def close_log(log: EventLog) -> None:
+    if isinstance(log, JetStreamEventLog):
+        log.delete()
+    log.close()
 
 
 def events(n: int, prefix: str = "e", start: int = 0) -> list[LogEvent]:
@@ -41,16 +60,15 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     platform.close()
 
 
-@pytest.fixture
-def log(platform: Platform, tmp_path: Path) -> Iterator[LocalEventLog]:
-    log = LocalEventLog(Region.US, platform.plane(Region.US).boundary, tmp_path, ack_wait_s=0.5)
+@pytest.fixture(params=KINDS)
+def log(platform: Platform, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EventLog]:
+    root = f"t{uuid.uuid4().hex[:10]}"
+    log = open_log(request.param, platform.plane(Region.US).boundary, tmp_path, root)
     yield log
-    log.close()
+    close_log(log)
 
 
-def test_appends_get_increasing_seqs_and_a_repeated_event_id_is_a_duplicate(
-    log: LocalEventLog,
-) -> None:
+def test_appends_get_increasing_seqs_and_a_repeated_event_id_is_a_duplicate(log: EventLog) -> None:
     first = log.append(US, events(3), actor="test")
     assert first.seqs == [1, 2, 3] and first.accepted == 3 and first.duplicates == 0
     again = log.append(
@@ -62,7 +80,7 @@ def test_appends_get_increasing_seqs_and_a_repeated_event_id_is_a_duplicate(
 
 
 def test_a_scope_of_another_region_or_an_unknown_tenant_writes_nothing_and_is_audited(
-    log: LocalEventLog, platform: Platform
+    log: EventLog, platform: Platform
 ) -> None:
     ledger = platform.plane(Region.US).ledger
     before = len(ledger.records(action=REFUSED))
@@ -81,11 +99,11 @@ def test_a_scope_of_another_region_or_an_unknown_tenant_writes_nothing_and_is_au
     ]
     with pytest.raises(ConfigError):
         LocalEventLog(Region.EU, platform.plane(Region.US).boundary, Path("/nonexistent"))
+    with pytest.raises(ConfigError):
+        JetStreamEventLog(Region.EU, platform.plane(Region.US).boundary, NATS_URL)
 
 
-def test_a_consumer_gets_each_event_until_acked_and_lag_counts_what_is_left(
-    log: LocalEventLog,
-) -> None:
+def test_a_consumer_gets_each_event_until_acked_and_lag_counts_what_is_left(log: EventLog) -> None:
     log.append(US, events(5), actor="test")
     consumer = log.consumer("offline")
     assert consumer.lag().pending == 5
@@ -95,15 +113,15 @@ def test_a_consumer_gets_each_event_until_acked_and_lag_counts_what_is_left(
     assert (consumer.lag().pending, consumer.lag().unacknowledged) == (2, 3)
     consumer.ack(batch[:2])
     consumer.nak(batch[2:])
-    again = consumer.fetch(10, timeout_s=0.1)
-    assert [(d.seq, d.redelivered) for d in again] == [(3, True), (4, False), (5, False)]
-    time.sleep(0.6)  # past ack_wait: unacked deliveries come back
-    assert [d.seq for d in consumer.fetch(10, timeout_s=0.1)] == [3, 4, 5]
+    again = consumer.fetch(10, timeout_s=0.5)
+    assert sorted((d.seq, d.redelivered) for d in again) == [(3, True), (4, False), (5, False)]
+    time.sleep(ACK_WAIT_S + 0.2)  # past ack_wait: unacked deliveries come back
+    assert sorted(d.seq for d in consumer.fetch(10, timeout_s=0.5)) == [3, 4, 5]
     assert log.consumer("online").lag().pending == 5  # each durable consumer has its own place
     assert consumer.fetch(10, timeout_s=0.05) == []  # all three are leased again
 
 
-def test_an_empty_fetch_waits_for_an_append_then_returns(log: LocalEventLog) -> None:
+def test_an_empty_fetch_waits_for_an_append_then_returns(log: EventLog) -> None:
     consumer = log.consumer("c")
     started = time.monotonic()
     assert consumer.fetch(5, timeout_s=0.2) == []
@@ -112,40 +130,62 @@ def test_an_empty_fetch_waits_for_an_append_then_returns(log: LocalEventLog) -> 
     assert [d.seq for d in consumer.fetch(5, timeout_s=1.0)] == [1]
 
 
-def test_replay_delivers_again_from_a_sequence_number(log: LocalEventLog) -> None:
+def test_replay_delivers_again_from_a_sequence_number(log: EventLog) -> None:
     log.append(US, events(4), actor="test")
     consumer = log.consumer("online")
     consumer.ack(consumer.fetch(10, timeout_s=0.1))
     assert consumer.lag().total == 0
+    consumer.close()
     log.replay("online", 3)
-    assert [d.seq for d in consumer.fetch(10, timeout_s=0.1)] == [3, 4]
+    assert [d.seq for d in log.consumer("online").fetch(10, timeout_s=0.5)] == [3, 4]
     assert log.consumers() == ["online"]
 
 
-def _consume_all(folder: str, name: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    settings = Settings(home=Path(folder) / "home")
-    platform = Platform(settings)
-    log = LocalEventLog(Region.US, platform.plane(Region.US).boundary, Path(folder), ack_wait_s=30)
-    consumer = log.consumer(name)
+def _child_log(kind: str, folder: str, root: str) -> EventLog:
+    platform = Platform(Settings(home=Path(folder) / "home"))
+    return open_log(kind, platform.plane(Region.US).boundary, Path(folder), root)
+
+
+def _consume_all(kind: str, folder: str, root: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    consumer = _child_log(kind, folder, root).consumer("shared")
     seen: list[int] = []
-    while batch := consumer.fetch(7, timeout_s=0.3):
+    while batch := consumer.fetch(7, timeout_s=0.5):
         seen += [d.seq for d in batch]
         consumer.ack(batch)
     out.put(seen)
 
 
-def test_two_processes_sharing_a_consumer_split_the_events_without_overlap(
-    tmp_path: Path,
-) -> None:
+def _append_forever(kind: str, folder: str, root: str, acked: str) -> None:
+    log = _child_log(kind, folder, root)
+    with open(acked, "a", buffering=1) as out:
+        for n in range(100_000):
+            result = log.append(US, events(10, prefix=f"b{n}-"), actor="test")
+            out.write(" ".join(map(str, result.seqs)) + "\n")
+
+
+@pytest.fixture(params=KINDS)
+def shared(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, EventLog]]:
+    """(kind, subject root, the parent's log) for a log that child processes open too."""
     platform = Platform(Settings(home=tmp_path / "home"))
     platform.create_tenant("shop", region=Region.US, sharing=SharingPolicy.SOLO, actor="t")
-    log = LocalEventLog(Region.US, platform.plane(Region.US).boundary, tmp_path)
-    log.append(US, events(300), actor="test")
-    log.consumer("shared")
+    root = f"t{uuid.uuid4().hex[:10]}"
+    log = open_log(request.param, platform.plane(Region.US).boundary, tmp_path, root)
+    yield request.param, root, log
+    close_log(log)
     platform.close()
+
+
+def test_two_processes_sharing_a_consumer_split_the_events_without_overlap(
+    tmp_path: Path, shared: tuple[str, str, EventLog]
+) -> None:
+    kind, root, log = shared
+    log.append(US, events(300), actor="test")
+    log.consumer("shared").close()
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    workers = [ctx.Process(target=_consume_all, args=(str(tmp_path), "shared", out)) for _ in "ab"]
+    workers = [
+        ctx.Process(target=_consume_all, args=(kind, str(tmp_path), root, out)) for _ in "ab"
+    ]
     for w in workers:
         w.start()
     seen = [out.get(timeout=60) for _ in workers]
@@ -155,23 +195,13 @@ def test_two_processes_sharing_a_consumer_split_the_events_without_overlap(
     assert log.consumer("shared").lag().total == 0
 
 
-def _append_forever(folder: str, acked: str) -> None:
-    settings = Settings(home=Path(folder) / "home")
-    platform = Platform(settings)
-    log = LocalEventLog(Region.US, platform.plane(Region.US).boundary, Path(folder))
-    with open(acked, "a", buffering=1) as out:
-        for n in range(100_000):
-            result = log.append(US, events(10, prefix=f"b{n}-"), actor="test")
-            out.write(" ".join(map(str, result.seqs)) + "\n")
-
-
-def test_every_acknowledged_append_survives_kill_9(tmp_path: Path) -> None:
-    platform = Platform(Settings(home=tmp_path / "home"))
-    platform.create_tenant("shop", region=Region.US, sharing=SharingPolicy.SOLO, actor="t")
-    platform.close()
+def test_every_acknowledged_append_survives_kill_9(
+    tmp_path: Path, shared: tuple[str, str, EventLog]
+) -> None:
+    kind, root, log = shared
     acked = tmp_path / "acked.txt"
     ctx = multiprocessing.get_context("spawn")
-    writer = ctx.Process(target=_append_forever, args=(str(tmp_path), str(acked)))
+    writer = ctx.Process(target=_append_forever, args=(kind, str(tmp_path), root, str(acked)))
     writer.start()
     deadline = time.monotonic() + 60
     while (not acked.exists() or acked.stat().st_size < 2_000) and time.monotonic() < deadline:
@@ -181,5 +211,17 @@ def test_every_acknowledged_append_survives_kill_9(tmp_path: Path) -> None:
     writer.join()
     complete = acked.read_text().split("\n")[:-1]  # the last line may be cut short
     acknowledged = {int(s) for line in complete for s in line.split()}
-    stored = {r[0] for r in sqlite3.connect(tmp_path / FILE_NAME).execute("SELECT seq FROM events")}
+    consumer = log.consumer("audit")
+    stored: set[int] = set()
+    while batch := consumer.fetch(1_000, timeout_s=0.5):
+        stored.update(d.seq for d in batch)
+        consumer.ack(batch)
     assert len(acknowledged) >= 100 and acknowledged <= stored
+
+
+@pytest.mark.nats
+def test_an_unreachable_server_fails_fast_with_a_typed_error(platform: Platform) -> None:
+    started = time.monotonic()
+    with pytest.raises(EventLogUnavailable, match=r"nats://127\.0\.0\.1:1"):
+        JetStreamEventLog(Region.US, platform.plane(Region.US).boundary, "nats://127.0.0.1:1")
+    assert time.monotonic() - started < 5

@@ -1,0 +1,293 @@
+"""The region's event log on NATS JetStream: one stream per region, a subject per tenant.
+
+- Stream `ATLASREC_EVENTS_<REGION>` holds the subjects `atlasrec.<region>.events.*` in file
+  storage, for `max_age_s` (the replay window).
+- An append publishes one message per event to the tenant's subject, pipelined, and returns
+  when JetStream has confirmed every one (stored, and replicated where configured). The
+  message id `<tenant>:<event_id>` makes JetStream drop a repeat within the duplicate window
+  (its answer names the first copy's sequence number).
+- A consumer is a durable pull consumer with explicit acknowledgement: processes that use
+  the same name share the work, and what is not acknowledged within `ack_wait_s` comes back.
+
+nats-py is asynchronous and our callers are threads: each log runs one event loop in a
+daemon thread and waits on it with a timeout. A failure or a timeout is `EventLogUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from atlasrec.boundary import Boundary
+from atlasrec.errors import ConfigError, InvalidInputError
+from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
+from atlasrec.eventlog.records import (
+    SUBJECT_ROOT,
+    Appended,
+    Delivery,
+    LogEvent,
+    region_subjects,
+    stream_name,
+    subject,
+    tenant_of,
+)
+from atlasrec.tenancy import Region, Scope
+
+MAX_AGE_S = 7 * 86_400.0
+MAX_ACK_PENDING = 50_000
+log = logging.getLogger("atlasrec.eventlog")
+_T = TypeVar("_T")
+_FAILURES = (
+    nats.errors.Error,
+    asyncio.TimeoutError,
+    concurrent.futures.TimeoutError,
+    OSError,
+)
+
+
+class JetStreamEventLog:
+    """A region's event log on a JetStream server."""
+
+    def __init__(
+        self,
+        region: Region,
+        boundary: Boundary,
+        url: str,
+        *,
+        root: str = SUBJECT_ROOT,
+        duplicate_window_s: float = 600.0,
+        max_age_s: float = MAX_AGE_S,
+        ack_wait_s: float = ACK_WAIT_S,
+        timeout_s: float = 2.0,
+    ) -> None:
+        if boundary.region != region:
+            raise ConfigError(
+                f"event log of region {region.value!r} was given the boundary of region "
+                f"{boundary.region.value!r}"
+            )
+        self.region = region
+        self.boundary = boundary
+        self.url = url
+        self.root = root
+        self.stream = stream_name(region, root)
+        self.ack_wait_s = ack_wait_s
+        self.timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"jetstream-{region.value}", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._nc = self._run(self._connect(), timeout_s + 0.5)
+            self._js = self._nc.jetstream(timeout=timeout_s)
+            self.log_id = self._run(self._ensure_stream(duplicate_window_s, max_age_s))
+        except EventLogUnavailable:
+            self._stop_loop()
+            raise
+
+    # the loop thread ---------------------------------------------------------------------
+
+    def _run(self, work: Coroutine[Any, Any, _T], timeout_s: float | None = None) -> _T:
+        """Run a coroutine on the log's loop; failures and timeouts: `EventLogUnavailable`."""
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(timeout_s or self.timeout_s * 2)
+        except _FAILURES as exc:
+            future.cancel()
+            reason = str(exc) or type(exc).__name__
+            raise EventLogUnavailable(
+                f"event log of region {self.region.value!r} (NATS JetStream at {self.url}) "
+                f"unavailable: {reason}"
+            ) from exc
+
+    async def _connect(self) -> NATS:
+        return await nats.connect(
+            self.url,
+            connect_timeout=self.timeout_s,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+        )
+
+    async def _ensure_stream(self, duplicate_window_s: float, max_age_s: float) -> str:
+        """Create the region's stream when absent; its identity (name and creation time)."""
+        try:
+            info = await self._js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            info = await self._js.add_stream(
+                StreamConfig(
+                    name=self.stream,
+                    subjects=[region_subjects(self.region, self.root)],
+                    storage=StorageType.FILE,
+                    duplicate_window=duplicate_window_s,
+                    max_age=max_age_s,
+                )
+            )
+        return f"{self.stream}@{info.created.isoformat() if info.created else 'unknown'}"
+
+    def _stop_loop(self) -> None:
+        """Cancel what still runs on the loop (the client's tasks), then stop the thread."""
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    # the EventLog interface --------------------------------------------------------------
+
+    def append(self, scope: Scope, events: Sequence[LogEvent], *, actor: str) -> Appended:
+        """Publish a tenant's events; returns once JetStream has stored every one."""
+        self.boundary.admit(scope, actor=actor, action="eventlog.append")
+        acks = self._run(self._publish(subject(scope, self.root), scope.tenant_id, events))
+        return Appended([a.seq for a in acks], [bool(a.duplicate) for a in acks])
+
+    async def _publish(self, to: str, tenant_id: str, events: Sequence[LogEvent]) -> list[Any]:
+        pending = [
+            await self._js.publish_async(
+                to, e.encode(), headers={"Nats-Msg-Id": f"{tenant_id}:{e.event_id}"}
+            )
+            for e in events
+        ]
+        return list(await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s))
+
+    def consumer(self, name: str) -> JetStreamConsumer:
+        """The durable pull consumer `name` (created on first use, from the stream's start)."""
+        return JetStreamConsumer(self, name)
+
+    def replay(self, name: str, from_seq: int) -> None:
+        """Recreate consumer `name` so it delivers again from `from_seq` (stop it first)."""
+
+        async def recreate() -> None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self._js.delete_consumer(self.stream, name)
+            await self._js.add_consumer(self.stream, self.consumer_config(name, from_seq))
+
+        self._run(recreate())
+
+    def consumer_config(self, name: str, from_seq: int | None = None) -> ConsumerConfig:
+        """A durable, explicitly acknowledged consumer of every tenant's subject."""
+        return ConsumerConfig(
+            durable_name=name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_ack_pending=MAX_ACK_PENDING,
+            filter_subject=region_subjects(self.region, self.root),
+            deliver_policy=DeliverPolicy.ALL
+            if from_seq is None
+            else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=from_seq,
+        )
+
+    def consumers(self) -> list[str]:
+        """The durable consumers' names."""
+        infos = self._run(self._js.consumers_info(self.stream))
+        return sorted(i.name for i in infos)
+
+    def count(self, scope: Scope) -> int:
+        """Events the stream holds for the scope's tenant."""
+        wanted = subject(scope, self.root)
+        info = self._run(self._js.stream_info(self.stream, subjects_filter=wanted))
+        return int((info.state.subjects or {}).get(wanted, 0))
+
+    def last_seq(self) -> int:
+        """The stream's newest sequence number (0 when empty)."""
+        return int(self._run(self._js.stream_info(self.stream)).state.last_seq or 0)
+
+    def delete(self) -> None:
+        """Delete the region's stream and everything in it (tests and tear-down only)."""
+        self._run(self._js.delete_stream(self.stream))
+
+    def close(self) -> None:
+        """Close the connection (every append was confirmed already) and stop the loop."""
+        with contextlib.suppress(EventLogUnavailable):
+            self._run(self._nc.close())
+        self._stop_loop()
+
+
+class JetStreamConsumer:
+    """A durable pull consumer of a region's stream."""
+
+    def __init__(self, log_: JetStreamEventLog, name: str) -> None:
+        self.log = log_
+        self.name = name
+        self._msgs: dict[int, Msg] = {}
+        self._sub = log_._run(
+            log_._js.pull_subscribe(
+                region_subjects(log_.region, log_.root),
+                durable=name,
+                stream=log_.stream,
+                config=log_.consumer_config(name),
+            )
+        )
+
+    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery]:
+        """Up to `max_n` deliveries, waiting at most `timeout_s` for them."""
+        try:
+            msgs = self.log._run(
+                self._sub.fetch(max_n, timeout=timeout_s), timeout_s + self.log.timeout_s
+            )
+        except EventLogUnavailable as exc:
+            if isinstance(exc.__cause__, nats.errors.TimeoutError):
+                return []
+            raise
+        return [d for d in (self._delivery(m) for m in msgs) if d is not None]
+
+    def _delivery(self, msg: Msg) -> Delivery | None:
+        meta = msg.metadata
+        try:
+            tenant_id = tenant_of(msg.subject, self.log.region, self.log.root)
+            event = LogEvent.decode(msg.data)
+        except (InvalidInputError, ValueError, TypeError) as exc:
+            log.warning("event log %s: message %s dropped: %s", self.log.stream, meta.sequence, exc)
+            self.log._run(msg.term())
+            return None
+        seq = int(meta.sequence.stream)
+        self._msgs[seq] = msg
+        return Delivery(seq, tenant_id, event, redelivered=meta.num_delivered > 1)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge deliveries (flushed to the server before returning)."""
+        self._settle(deliveries, "ack")
+
+    def nak(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand deliveries back for redelivery now."""
+        self._settle(deliveries, "nak")
+
+    def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:
+        msgs = [m for d in deliveries if (m := self._msgs.pop(d.seq, None)) is not None]
+
+        async def settle() -> None:
+            for m in msgs:
+                await (m.ack() if how == "ack" else m.nak())
+            await self.log._nc.flush(timeout=int(max(1, self.log.timeout_s)))
+
+        if msgs:
+            self.log._run(settle())
+
+    def lag(self) -> ConsumerLag:
+        """Pending (never delivered) and unacknowledged counts, from the server."""
+        info = self.log._run(self.log._js.consumer_info(self.log.stream, self.name))
+        return ConsumerLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
+
+    def close(self) -> None:
+        """Unsubscribe this process (the durable consumer stays)."""
+        with contextlib.suppress(EventLogUnavailable):
+            self.log._run(self._sub.unsubscribe())
