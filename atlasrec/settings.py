@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     """Socket timeout of the serving path's online-store calls."""
     event_log_url: str | None = None
     """The regions' event log: `nats://host:port` (JetStream); unset: a local file per region."""
+    event_log_root: str = Field(default="atlasrec", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    """First token of the logs' subjects (and prefix of their streams' names)."""
     event_duplicate_window_s: float = Field(default=600.0, gt=0)
     """How long the JetStream log remembers an event id to refuse it as a duplicate."""
     serving_consumers: bool = True

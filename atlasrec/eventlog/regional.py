@@ -19,5 +19,6 @@ def open_event_log(settings: Settings, boundary: Boundary) -> EventLog:
         region,
         boundary,
         settings.event_log_url,
+        root=settings.event_log_root,
         duplicate_window_s=settings.event_duplicate_window_s,
     )

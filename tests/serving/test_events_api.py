@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,9 +12,36 @@ from conftest import ServedRegion, bearer, client_for
 from fastapi.testclient import TestClient
 
 from atlasrec.eventlog.base import EventLogUnavailable
+from atlasrec.eventlog.jetstream import JetStreamEventLog
+from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
 
 SHOP = Scope("shop", Region.EU)
+NATS_URL = os.environ.get("ATLASREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+@pytest.fixture
+def backend() -> str:
+    """SQLite only here (the serving tests cover PostgreSQL); the log is what varies."""
+    return "sqlite"
+
+
+@pytest.fixture(params=["local", pytest.param("jetstream", marks=pytest.mark.nats)])
+def settings(make_settings, request: pytest.FixtureRequest) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    """The embedded log, or JetStream under subjects of the test's own."""
+    if request.param == "local":
+        yield make_settings()
+        return
+    settings = make_settings(event_log_url=NATS_URL, event_log_root=f"t{uuid.uuid4().hex[:10]}")
+    yield settings
+    for region in (Region.EU, Region.US):
+        from atlasrec.platform import Platform
+
+        platform = Platform(settings)
+        log = platform.plane(region).events
+        assert isinstance(log, JetStreamEventLog)
+        log.delete()
+        platform.close()
 
 
 @pytest.fixture
