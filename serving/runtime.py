@@ -154,32 +154,58 @@ class RegionRuntime:
         )
 
     def _warm(self, scope: Scope, store: ScopedOnlineStore) -> None:
-        """Materialise the tenant's online features from its interactions, once per store.
+        """Materialise the tenant's online features, once per store, oldest first.
 
-        The first process to claim the tenant's (empty) online state replays the stored
-        interactions, oldest first; later processes find the claim and skip. Events after
-        that reach the store through POST /v1/events.
+        The first process to claim the tenant's (empty) online state applies the ingested
+        interactions, then the offline store's events, then the event log's retained events
+        (each logged event once, by sequence number: what the offline store already held
+        is skipped). Later processes find the claim and skip; new events reach the store
+        through POST /v1/events and the online consumer.
         """
         if not store.claim(WARM_CLAIM):
             return
         try:
-            with self.plane.session(scope, actor=ACTOR, action="serving.warm") as session:
-                rows = session.execute(
-                    select(
-                        Interaction.user_key,
-                        Interaction.item_id,
-                        Interaction.weight,
-                        Interaction.ts,
-                    ).order_by(col(Interaction.ts))
-                ).all()
-            for start in range(0, len(rows), WARM_CHUNK):
-                store.record_events(
-                    [(u, i, float(w), float(t)) for u, i, w, t in rows[start : start + WARM_CHUNK]],
-                    cap=RECENT_CAP,
-                )
+            self._warm_ingested(scope, store)
+            self._warm_offline(scope, store)
+            self._warm_log(scope, store)
         except BaseException:
             store.release(WARM_CLAIM)
             raise
+
+    def _warm_ingested(self, scope: Scope, store: ScopedOnlineStore) -> None:
+        with self.plane.session(scope, actor=ACTOR, action="serving.warm") as session:
+            rows = session.execute(
+                select(
+                    Interaction.user_key, Interaction.item_id, Interaction.weight, Interaction.ts
+                ).order_by(col(Interaction.ts))
+            ).all()
+        for start in range(0, len(rows), WARM_CHUNK):
+            chunk = rows[start : start + WARM_CHUNK]
+            store.record_events(
+                [(u, i, float(w), float(t)) for u, i, w, t in chunk], cap=RECENT_CAP
+            )
+
+    def _warm_offline(self, scope: Scope, store: ScopedOnlineStore) -> None:
+        columns = ["seq", "user_key", "item_id", "weight", "ts"]
+        offline = self.plane.offline.scoped(scope, actor=ACTOR)
+        table = offline.read_table(columns).sort_by([("ts", "ascending"), ("seq", "ascending")])
+        log_id = self.plane.events.log_id
+        for batch in table.to_batches(max_chunksize=WARM_CHUNK):
+            seq, user, item, weight, ts = (batch.column(c).to_pylist() for c in columns)
+            events = [
+                (u, i, float(w), float(t))
+                for u, i, w, t in zip(user, item, weight, ts, strict=True)
+            ]
+            store.record_logged(events, seq, log_id=log_id, cap=RECENT_CAP)
+
+    def _warm_log(self, scope: Scope, store: ScopedOnlineStore) -> None:
+        log_, start = self.plane.events, 1
+        while batch := log_.read(scope, start, WARM_CHUNK):
+            features = [d.event.feature() for d in batch]
+            store.record_logged(
+                features, [d.seq for d in batch], log_id=log_.log_id, cap=RECENT_CAP
+            )
+            start = batch[-1].seq + 1
 
     # background refresh -----------------------------------------------------------------
 

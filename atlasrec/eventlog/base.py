@@ -26,6 +26,8 @@ class ConsumerLag:
     """Appended, never delivered to this consumer."""
     unacknowledged: int
     """Delivered, not yet acknowledged."""
+    ack_floor: int = 0
+    """Every event up to this sequence number is acknowledged."""
 
     @property
     def total(self) -> int:
@@ -70,6 +72,9 @@ class EventLog(Protocol):
 
     def consumer(self, name: str) -> Consumer:
         """The durable consumer `name` (created on first use, from the log's start)."""
+
+    def read(self, scope: Scope, from_seq: int, max_n: int) -> list[Delivery]:
+        """Up to `max_n` of the scope's events from `from_seq` on, in order, outside consumers."""
 
     def replay(self, name: str, from_seq: int) -> None:
         """Move consumer `name` so it delivers again everything from `from_seq` on."""

@@ -172,6 +172,35 @@ class JetStreamEventLog:
         """The durable pull consumer `name` (created on first use, from the stream's start)."""
         return JetStreamConsumer(self, name)
 
+    def read(self, scope: Scope, from_seq: int, max_n: int) -> list[Delivery]:
+        """Up to `max_n` of the scope's events from `from_seq` on (an ephemeral consumer)."""
+        wanted = subject(scope, self.root)
+
+        async def read() -> list[Msg]:
+            sub = await self._js.pull_subscribe(
+                wanted,
+                stream=self.stream,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.NONE,
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=max(1, from_seq),
+                    inactive_threshold=5.0,
+                ),
+            )
+            try:
+                return await sub.fetch(max_n, timeout=self.timeout_s / 2)
+            except nats.errors.TimeoutError:
+                return []
+            finally:
+                await sub.unsubscribe()
+
+        deliveries = []
+        for msg in self._run(read(), self.timeout_s * 3):
+            seq = int(msg.metadata.sequence.stream)
+            tenant_id = tenant_of(msg.subject, self.region, self.root)
+            deliveries.append(Delivery(seq, tenant_id, LogEvent.decode(msg.data)))
+        return deliveries
+
     def replay(self, name: str, from_seq: int) -> None:
         """Recreate consumer `name` so it delivers again from `from_seq` (stop it first)."""
 
@@ -199,7 +228,7 @@ class JetStreamEventLog:
     def consumers(self) -> list[str]:
         """The durable consumers' names."""
         infos = self._run(self._js.consumers_info(self.stream))
-        return sorted(i.name for i in infos)
+        return sorted(i.name for i in infos if i.config.durable_name)
 
     def count(self, scope: Scope) -> int:
         """Events the stream holds for the scope's tenant."""
@@ -285,7 +314,10 @@ class JetStreamConsumer:
     def lag(self) -> ConsumerLag:
         """Pending (never delivered) and unacknowledged counts, from the server."""
         info = self.log._run(self.log._js.consumer_info(self.log.stream, self.name))
-        return ConsumerLag(int(info.num_pending or 0), int(info.num_ack_pending or 0))
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        return ConsumerLag(
+            int(info.num_pending or 0), int(info.num_ack_pending or 0), int(floor or 0)
+        )
 
     def close(self) -> None:
         """Unsubscribe this process (the durable consumer stays)."""

@@ -139,6 +139,16 @@ class LocalEventLog:
             db.execute("INSERT INTO cursors VALUES (?, 1) ON CONFLICT DO NOTHING", (name,))
         return LocalConsumer(self, name)
 
+    def read(self, scope: Scope, from_seq: int, max_n: int) -> list[Delivery]:
+        """Up to `max_n` of the scope's events from `from_seq` on, in order, outside consumers."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, tenant_id, body FROM events WHERE tenant_id = ? AND seq >= ? "
+                "ORDER BY seq LIMIT ?",
+                (scope.tenant_id, from_seq, max_n),
+            ).fetchall()
+        return [Delivery(seq, tenant, LogEvent.decode(body)) for seq, tenant, body in rows]
+
     def replay(self, name: str, from_seq: int) -> None:
         """Deliver everything from `from_seq` on again to consumer `name`."""
         with self._lock, self._transaction() as db:
@@ -249,10 +259,11 @@ class LocalConsumer:
             (pending,) = db.execute(
                 "SELECT COUNT(*) FROM events WHERE seq >= ?", (start,)
             ).fetchone()
-            (leased,) = db.execute(
-                "SELECT COUNT(*) FROM leases WHERE name = ?", (self.name,)
+            leased, lowest = db.execute(
+                "SELECT COUNT(*), MIN(seq) FROM leases WHERE name = ?", (self.name,)
             ).fetchone()
-        return ConsumerLag(int(pending), int(leased))
+        floor = (start if lowest is None else lowest) - 1
+        return ConsumerLag(int(pending), int(leased), int(floor))
 
     def close(self) -> None:
         """Nothing to release: the position is in the file."""

@@ -135,10 +135,23 @@ def test_replay_delivers_again_from_a_sequence_number(log: EventLog) -> None:
     consumer = log.consumer("online")
     consumer.ack(consumer.fetch(10, timeout_s=0.1))
     assert consumer.lag().total == 0
+    assert consumer.lag().ack_floor == 4
     consumer.close()
     log.replay("online", 3)
     assert [d.seq for d in log.consumer("online").fetch(10, timeout_s=0.5)] == [3, 4]
     assert log.consumers() == ["online"]
+
+
+def test_a_tenants_events_are_read_from_a_sequence_number_outside_any_consumer(
+    log: EventLog,
+) -> None:
+    log.append(US, events(3), actor="test")
+    log.append(Scope("other", Region.US), events(2, prefix="o"), actor="test")
+    log.append(US, events(2, start=3), actor="test")
+    assert [d.seq for d in log.read(US, 2, 10)] == [2, 3, 6, 7]
+    assert [d.event.event_id for d in log.read(US, 1, 2)] == ["e0", "e1"]
+    assert [d.tenant_id for d in log.read(Scope("other", Region.US), 1, 10)] == ["other"] * 2
+    assert log.read(US, 8, 10) == [] and log.consumers() == []
 
 
 def _child_log(kind: str, folder: str, root: str) -> EventLog:

@@ -303,7 +303,25 @@ def test_online_features_come_back_after_redis_loses_its_data(
     with client_for(region.platform, backend=real_redis, refresh=False) as client:
         key = region.keys["shop"]
         assert not recs(client, key, user_id="user-3", k=3)["cold_start"]
+        now = int(time.time())
+        events = [{"user_id": "walk-in", "item_id": f"i{n}", "timestamp": now + n} for n in (2, 4)]
+        assert (
+            client.post("/v1/events", json={"events": events}, headers=bearer(key)).json()[
+                "accepted"
+            ]
+            == 2
+        )
+        serving = client.app.state.serving  # type: ignore[attr-defined]
+        consumers = {w.consumer.name: w for w in serving.consumers}
+        consumers["offline"].caught_up(10.0)
+        consumers["offline"].stop()  # one event will be in the log only, not yet stored
+        more = [{"user_id": "walk-in", "item_id": "i6", "timestamp": now + 6}]
+        client.post("/v1/events", json={"events": more}, headers=bearer(key))
+        store = serving.runtime.online.scoped(Scope("shop", Region.EU), actor="test")
+        user = serving.runtime.loaded_tenant("shop").pseudonymise("walk-in")
+        before = (store.recent(user), store.item_counts(["i2", "i4", "i6"]))
         redis.Redis.from_url(REDIS_URL).flushdb()  # a restarted Redis that kept nothing
         assert recs(client, key, user_id="user-3", k=3)["cold_start"]
-        client.app.state.serving.runtime.refresh_all()  # type: ignore[attr-defined]
+        serving.runtime.refresh_all()  # ingested rows, the offline store, then the log's tail
         assert not recs(client, key, user_id="user-3", k=3)["cold_start"]
+        assert (store.recent(user), store.item_counts(["i2", "i4", "i6"])) == before
