@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     """How long the JetStream log remembers an event id to refuse it as a duplicate."""
     serving_consumers: bool = True
     """Run the event log's consumers inside the serving process (off when they run apart)."""
+    event_ack_wait_s: float = Field(default=30.0, gt=0)
+    """A consumer's delivery not acknowledged within this time is delivered again."""
     offline_store_dir: Path | None = None
     """Root of the offline store (Parquet by tenant and date); unset: `home / "offline"`."""
 

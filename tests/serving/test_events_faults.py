@@ -1,0 +1,257 @@
+"""Faults on the event path, with real processes: none loses an acknowledged event, and the
+offline store never holds one twice.
+
+A region's server (`atlasrec serve`) and its offline consumer (`atlasrec events consume`) run
+as processes on a NATS server of the test's own (so it can be killed), while a client posts
+batches of events with ids and remembers which were acknowledged (202). Each test applies one
+fault under load: kill -9 of the server, kill -9 of the consumer, kill -9 of NATS, or the
+region database locked. Then the load stops, the consumer catches up, and the test counts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pyarrow.compute as pc
+import pytest
+from utils.factories import seed_music_tenant
+from utils.flower import free_port
+
+from atlasrec.platform import Platform
+from atlasrec.settings import Settings
+from atlasrec.tenancy import Region, Scope
+
+pytestmark = pytest.mark.nats
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+ATLASREC = str(Path(sys.executable).with_name("atlasrec"))
+SHOP = Scope("shop", Region.EU)
+BATCH = 20
+
+
+class Proc:
+    """A child process that can be killed (-9) and started again with the same command."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.argv, self.env, self.log = argv, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: Callable[[], bool] = lambda: True, timeout_s: float = 90) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.argv[:3]} did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class World:
+    """The processes, the settings they share, and what the client saw acknowledged."""
+
+    settings: Settings
+    nats: Proc
+    server: Proc
+    consumer: Proc
+    url: str
+    key: str
+    acked: set[str] = field(default_factory=set)
+    refused: int = 0
+    sent: int = 0
+
+    def burst(self, seconds: float, fault: Callable[[], None] | None = None) -> None:
+        """Post batches for `seconds`, applying `fault` halfway through."""
+        stop = threading.Event()
+        client = threading.Thread(target=self._post_until, args=(stop,))
+        client.start()
+        time.sleep(seconds / 2)
+        if fault is not None:
+            fault()
+        time.sleep(seconds / 2)
+        stop.set()
+        client.join(timeout=30)
+
+    def _post_until(self, stop: threading.Event) -> None:
+        with httpx.Client(timeout=3.0) as http:
+            while not stop.is_set():
+                ids = [uuid.uuid4().hex for _ in range(BATCH)]
+                body = {
+                    "events": [
+                        {"event_id": i, "user_id": f"u{n % 7}", "item_id": f"i{n % 30}"}
+                        for n, i in enumerate(ids)
+                    ]
+                }
+                self.sent += len(ids)
+                try:
+                    response = http.post(
+                        f"{self.url}/v1/events",
+                        json=body,
+                        headers={"Authorization": f"Bearer {self.key}"},
+                    )
+                except httpx.HTTPError:
+                    self.refused += len(ids)
+                    time.sleep(0.05)
+                    continue
+                if response.status_code == 202:
+                    self.acked.update(ids)
+                else:
+                    self.refused += len(ids)
+                    time.sleep(0.05)
+
+    def stored_ids(self, timeout_s: float = 60) -> list[str]:
+        """Every event id in the offline store, once the consumer has caught up."""
+        platform = Platform(self.settings)
+        try:
+            plane = platform.plane(Region.EU)
+            consumer = plane.events.consumer("offline")
+            deadline = time.monotonic() + timeout_s
+            while consumer.lag().total and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert consumer.lag().total == 0, "the offline consumer did not catch up"
+            table = plane.offline.scoped(SHOP).read_table(["event_id"])
+            return [str(v) for v in pc.cast(table["event_id"], "string").to_pylist()]
+        finally:
+            platform.close()
+
+    def assert_nothing_lost_or_doubled(self) -> None:
+        stored = self.stored_ids()
+        assert len(stored) == len(set(stored)), "an event is stored twice"
+        lost = self.acked - set(stored)
+        assert not lost, f"{len(lost)} acknowledged events lost"
+        assert len(self.acked) > 200  # the burst really ran
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("faults")
+    nats_port, http_port = free_port(), free_port()
+    nats = Proc(
+        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(folder / "js")],
+        dict(os.environ),
+        folder / "nats.log",
+    )
+    nats.start(lambda: _listening(nats_port))
+    settings = Settings(
+        home=folder / "home",
+        event_log_url=f"nats://127.0.0.1:{nats_port}",
+        serving_consumers=False,
+        event_ack_wait_s=2.0,  # what a killed consumer held comes back within 2 s
+    )
+    platform = Platform(settings)
+    seed_music_tenant(platform, "shop", Region.EU, folder)
+    key = platform.control.issue_api_key("shop").api_key
+    platform.close()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ATLASREC_")},
+        "ATLASREC_HOME": str(settings.home),
+        "ATLASREC_EVENT_LOG_URL": str(settings.event_log_url),
+        "ATLASREC_SERVING_CONSUMERS": "false",
+        "ATLASREC_EVENT_ACK_WAIT_S": str(settings.event_ack_wait_s),
+    }
+    url = f"http://127.0.0.1:{http_port}"
+    server = Proc(
+        [ATLASREC, "serve", "--region", "eu", "--port", str(http_port)], env, folder / "server.log"
+    )
+    consumer = Proc(
+        [ATLASREC, "events", "consume", "--region", "eu", "--consumer", "offline"],
+        env,
+        folder / "consumer.log",
+    )
+    world = World(settings, nats, server, consumer, url, key)
+    server.start(lambda: _answers(f"{url}/healthz"))
+    consumer.start()
+    world.burst(1.0)  # warm: the tenant is loaded, the key cached
+    yield world
+    for proc in (consumer, server, nats):
+        proc.stop()
+
+
+def test_kill_9_of_the_server_loses_no_acknowledged_event(world: World) -> None:
+    def crash_and_restart() -> None:
+        world.server.kill9()
+        world.server.start(lambda: _answers(f"{world.url}/healthz"))
+
+    world.burst(4.0, crash_and_restart)
+    world.assert_nothing_lost_or_doubled()
+
+
+def test_kill_9_of_the_consumer_mid_batch_resumes_without_loss_or_duplicates(
+    world: World,
+) -> None:
+    def crash_and_restart() -> None:
+        world.consumer.kill9()
+        world.consumer.start()
+
+    world.burst(3.0, crash_and_restart)
+    world.assert_nothing_lost_or_doubled()
+
+
+def test_a_nats_restart_loses_no_acknowledged_event(world: World) -> None:
+    port = int(world.settings.event_log_url.rsplit(":", 1)[1])  # type: ignore[union-attr]
+
+    def crash_and_restart() -> None:
+        world.nats.kill9()
+        time.sleep(0.5)
+        world.nats.start(lambda: _listening(port))
+
+    refused_before = world.refused
+    world.burst(4.0, crash_and_restart)
+    assert world.refused > refused_before  # the outage was seen (503s), not hidden
+    world.assert_nothing_lost_or_doubled()
+
+
+def test_a_locked_region_database_does_not_stop_acknowledgements(world: World) -> None:
+    database = world.settings.region_dir(Region.EU) / "data.db"
+    acked_before = len(world.acked)
+
+    def lock_for_3_s() -> None:
+        holder = sqlite3.connect(database, timeout=10)
+        holder.execute("BEGIN EXCLUSIVE")
+        during = len(world.acked)
+        time.sleep(3.0)
+        assert len(world.acked) > during + 100  # acknowledged while the database was locked
+        holder.rollback()
+        holder.close()
+
+    world.burst(4.0, lock_for_3_s)
+    assert len(world.acked) > acked_before
+    world.assert_nothing_lost_or_doubled()
