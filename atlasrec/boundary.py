@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from atlasrec.errors import (
     BoundaryViolation,
+    ConfigError,
     CrossRegionError,
     CrossTenantError,
     UnknownTenantError,
@@ -43,6 +44,14 @@ class Boundary:
         self.region = region
         self.audit = audit
         self._home_of = home_of
+
+    def require_region(self, region: Region, what: str) -> None:
+        """Refuse (`ConfigError`) to guard `what` of `region` with this region's boundary."""
+        if region != self.region:
+            raise ConfigError(
+                f"{what} of region {region.value!r} was given the boundary of region "
+                f"{self.region.value!r}"
+            )
 
     def admit(
         self,

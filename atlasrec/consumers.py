@@ -18,10 +18,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from atlasrec.errors import BoundaryViolation, UnknownTenantError
-from atlasrec.eventlog.base import Consumer, ConsumerLag, EventLog
+from atlasrec.eventlog.base import Consumer, EventLog
 from atlasrec.eventlog.records import Delivery
 from atlasrec.offline_store import OfflineStore
 from atlasrec.online_store import OnlineStore
@@ -73,8 +73,6 @@ class WorkerStats:
     events: int = 0
     failures: int = 0
     dropped: int = 0
-    last_lag: ConsumerLag | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 class ConsumerWorker:

@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -97,11 +96,6 @@ class OfflineStore:
         """The tenant's part of the store, once the boundary admits the scope (audited)."""
         self.boundary.admit(scope, actor=actor, action="offline_store.open")
         return TenantOffline(scope, self.root / f"tenant={validate_tenant_id(scope.tenant_id)}")
-
-
-def partition_date(ts: int) -> str:
-    """The partition (UTC date) of an epoch-seconds timestamp."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 class TenantOffline:
@@ -177,23 +171,12 @@ class TenantOffline:
         fmt = ds.ParquetFileFormat(read_options=encoded)
         return ds.dataset([str(f) for f in files], format=fmt).to_table(columns=list(columns))
 
-    def batches(self, columns: Sequence[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """The live rows' `columns`, a record batch at a time (memory bounded by the batch)."""
-        files = self.files()
-        if files:
-            dataset = ds.dataset([str(f) for f in files], format="parquet")
-            yield from dataset.to_batches(columns=list(columns), batch_size=batch_rows)
-
     # maintenance --------------------------------------------------------------------------
 
-    def compact(
-        self, *, min_files: int = COMPACT_MIN_FILES, before: str | None = None
-    ) -> Compaction:
-        """Merge each partition with at least `min_files` live files (dates before `before`)."""
+    def compact(self, *, min_files: int = COMPACT_MIN_FILES) -> Compaction:
+        """Merge each partition with at least `min_files` live files."""
         done = Compaction(0, 0, 0, 0)
         for part in self.partitions():
-            if before is not None and part.name.removeprefix("date=") >= before:
-                continue
             with _locked(part):
                 _sweep(part)  # a crashed compaction's inputs go before anything else
                 files = live_files(part)

@@ -482,11 +482,7 @@ class OnlineStore:
         *,
         namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
-        if boundary.region != region:
-            raise ConfigError(
-                f"online store of region {region.value!r} was given the boundary of region "
-                f"{boundary.region.value!r}"
-            )
+        boundary.require_region(region, "online store")
         if not _NAMESPACE_PATTERN.fullmatch(namespace):
             raise ConfigError(f"invalid online store namespace {namespace!r}")
         self.region = region

@@ -33,14 +33,12 @@ class RequestLog:
         self.max_batch = max_batch
         self._queue: queue.Queue[tuple[Scope | None, Any] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="serving-request-log", daemon=True)
-        self._idle = threading.Event()
         self.written_requests = 0
         self.failures = 0
         self._thread.start()
 
     def served(self, scope: Scope, row: ServedRequest) -> None:
         """Queue one served request's record."""
-        self._idle.clear()
         self._queue.put((scope, row))
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -22,6 +22,7 @@ from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import Interaction, Item
 from atlasrec.errors import AtlasRecError, CrossRegionError
+from atlasrec.eventlog.base import EventLogUnavailable
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
 from atlasrec.platform import Plane, Platform
@@ -146,7 +147,7 @@ class RegionRuntime:
         store = self.online.scoped(scope, actor=ACTOR)
         try:
             self._warm(scope, store)
-        except OnlineStoreUnavailable as exc:
+        except (OnlineStoreUnavailable, EventLogUnavailable) as exc:
             log.warning("serving %s: online features not warmed: %s", tenant.id, exc)
         log.info("serving %s: model %s, %d items", tenant.id, state.model_version, state.size)
         return TenantRuntime(
@@ -218,7 +219,7 @@ class RegionRuntime:
         scope = runtime.scope
         try:
             self._warm(scope, runtime.online.store)
-        except OnlineStoreUnavailable as exc:
+        except (OnlineStoreUnavailable, EventLogUnavailable) as exc:
             log.warning("serving %s: online features not warmed: %s", scope.tenant_id, exc)
         artifact = self.plane.artifacts.latest(scope, KIND, actor=ACTOR)
         current = runtime.state

@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from atlasrec.boundary import Boundary
-from atlasrec.errors import ConfigError, InvalidInputError
+from atlasrec.errors import InvalidInputError
 from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
 from atlasrec.eventlog.records import (
     SUBJECT_ROOT,
@@ -46,6 +46,7 @@ from atlasrec.eventlog.records import (
 from atlasrec.tenancy import Region, Scope
 
 MAX_AGE_S = 7 * 86_400.0
+CONNECT_TIMEOUT_S = 2.0
 MAX_ACK_PENDING = 50_000
 log = logging.getLogger("atlasrec.eventlog")
 _T = TypeVar("_T")
@@ -70,13 +71,9 @@ class JetStreamEventLog:
         duplicate_window_s: float = 600.0,
         max_age_s: float = MAX_AGE_S,
         ack_wait_s: float = ACK_WAIT_S,
-        timeout_s: float = 2.0,
+        timeout_s: float = 5.0,
     ) -> None:
-        if boundary.region != region:
-            raise ConfigError(
-                f"event log of region {region.value!r} was given the boundary of region "
-                f"{boundary.region.value!r}"
-            )
+        boundary.require_region(region, "event log")
         self.region = region
         self.boundary = boundary
         self.url = url
@@ -90,7 +87,7 @@ class JetStreamEventLog:
         )
         self._thread.start()
         try:
-            self._nc = self._run(self._connect(), timeout_s + 0.5)
+            self._nc = self._run(self._connect(), CONNECT_TIMEOUT_S + 0.5)
             self._js = self._nc.jetstream(timeout=timeout_s)
             self.log_id = self._run(self._ensure_stream(duplicate_window_s, max_age_s))
         except EventLogUnavailable:
@@ -115,7 +112,7 @@ class JetStreamEventLog:
     async def _connect(self) -> NATS:
         return await nats.connect(
             self.url,
-            connect_timeout=self.timeout_s,
+            connect_timeout=CONNECT_TIMEOUT_S,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from atlasrec.boundary import Boundary
-from atlasrec.errors import ConfigError
 from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
 from atlasrec.eventlog.records import Appended, Delivery, LogEvent
 from atlasrec.tenancy import Region, Scope
@@ -61,11 +60,7 @@ class LocalEventLog:
         ack_wait_s: float = ACK_WAIT_S,
         busy_timeout_s: float = 10.0,
     ) -> None:
-        if boundary.region != region:
-            raise ConfigError(
-                f"event log of region {region.value!r} was given the boundary of region "
-                f"{boundary.region.value!r}"
-            )
+        boundary.require_region(region, "event log")
         self.region = region
         self.boundary = boundary
         self.ack_wait_s = ack_wait_s

@@ -230,7 +230,7 @@ def test_a_nats_restart_loses_no_acknowledged_event(world: World) -> None:
 
     def crash_and_restart() -> None:
         world.nats.kill9()
-        time.sleep(0.5)
+        time.sleep(6.0)  # longer than an append waits (5 s): the outage must answer 503s
         world.nats.start(lambda: _listening(port))
 
     refused_before = world.refused
