@@ -71,6 +71,7 @@ class WorkerStats:
 
     batches: int = 0
     events: int = 0
+    redelivered: int = 0
     failures: int = 0
     dropped: int = 0
 
@@ -124,6 +125,7 @@ class ConsumerWorker:
         self.consumer.ack(deliveries)
         self.stats.batches += 1
         self.stats.events += len(deliveries)
+        self.stats.redelivered += sum(d.redelivered for d in deliveries)
         return len(deliveries)
 
     def _write(self, scope: Scope, group: list[Delivery]) -> None:

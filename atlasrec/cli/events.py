@@ -44,7 +44,10 @@ def run(
     workers = consume(open_platform(), parse_region(region), consumer or list(CONSUMERS), once=once)
     for worker in workers:
         done = worker.stats
-        typer.echo(f"{worker.consumer.name}: {done.events} events, {done.failures} failures")
+        typer.echo(
+            f"{worker.consumer.name}: {done.events} events ({done.redelivered} redelivered), "
+            f"{done.failures} failures"
+        )
 
 
 @app.command("replay")

@@ -11,77 +11,25 @@ region database locked. Then the load stops, the consumer catches up, and the te
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import httpx
 import pyarrow.compute as pc
 import pytest
+from utils.event_load import EventLoad
 from utils.factories import seed_music_tenant
 from utils.flower import free_port
+from utils.processes import ATLASREC, Proc, answers, listening, nats_server
 
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
 
 pytestmark = pytest.mark.nats
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-ATLASREC = str(Path(sys.executable).with_name("atlasrec"))
 SHOP = Scope("shop", Region.EU)
 BATCH = 20
-
-
-class Proc:
-    """A child process that can be killed (-9) and started again with the same command."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.argv, self.env, self.log = argv, env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, ready: Callable[[], bool] = lambda: True, timeout_s: float = 90) -> None:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.argv[:3]} did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -93,49 +41,11 @@ class World:
     server: Proc
     consumer: Proc
     url: str
-    key: str
-    acked: set[str] = field(default_factory=set)
-    refused: int = 0
-    sent: int = 0
+    load: EventLoad
 
     def burst(self, seconds: float, fault: Callable[[], None] | None = None) -> None:
         """Post batches for `seconds`, applying `fault` halfway through."""
-        stop = threading.Event()
-        client = threading.Thread(target=self._post_until, args=(stop,))
-        client.start()
-        time.sleep(seconds / 2)
-        if fault is not None:
-            fault()
-        time.sleep(seconds / 2)
-        stop.set()
-        client.join(timeout=30)
-
-    def _post_until(self, stop: threading.Event) -> None:
-        with httpx.Client(timeout=3.0) as http:
-            while not stop.is_set():
-                ids = [uuid.uuid4().hex for _ in range(BATCH)]
-                body = {
-                    "events": [
-                        {"event_id": i, "user_id": f"u{n % 7}", "item_id": f"i{n % 30}"}
-                        for n, i in enumerate(ids)
-                    ]
-                }
-                self.sent += len(ids)
-                try:
-                    response = http.post(
-                        f"{self.url}/v1/events",
-                        json=body,
-                        headers={"Authorization": f"Bearer {self.key}"},
-                    )
-                except httpx.HTTPError:
-                    self.refused += len(ids)
-                    time.sleep(0.05)
-                    continue
-                if response.status_code == 202:
-                    self.acked.update(ids)
-                else:
-                    self.refused += len(ids)
-                    time.sleep(0.05)
+        self.load.burst(seconds, fault)
 
     def stored_ids(self, timeout_s: float = 60) -> list[str]:
         """Every event id in the offline store, once the consumer has caught up."""
@@ -155,21 +65,17 @@ class World:
     def assert_nothing_lost_or_doubled(self) -> None:
         stored = self.stored_ids()
         assert len(stored) == len(set(stored)), "an event is stored twice"
-        lost = self.acked - set(stored)
+        lost = self.load.acked - set(stored)
         assert not lost, f"{len(lost)} acknowledged events lost"
-        assert len(self.acked) > 200  # the burst really ran
+        assert len(self.load.acked) > 200  # the burst really ran
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("faults")
     nats_port, http_port = free_port(), free_port()
-    nats = Proc(
-        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(folder / "js")],
-        dict(os.environ),
-        folder / "nats.log",
-    )
-    nats.start(lambda: _listening(nats_port))
+    nats = nats_server(nats_port, folder, dict(os.environ))
+    nats.start(lambda: listening(nats_port))
     settings = Settings(
         home=folder / "home",
         event_log_url=f"nats://127.0.0.1:{nats_port}",
@@ -196,8 +102,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         env,
         folder / "consumer.log",
     )
-    world = World(settings, nats, server, consumer, url, key)
-    server.start(lambda: _answers(f"{url}/healthz"))
+    world = World(settings, nats, server, consumer, url, EventLoad([url], key, BATCH))
+    server.start(lambda: answers(f"{url}/healthz"))
     consumer.start()
     world.burst(1.0)  # warm: the tenant is loaded, the key cached
     yield world
@@ -208,7 +114,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_kill_9_of_the_server_loses_no_acknowledged_event(world: World) -> None:
     def crash_and_restart() -> None:
         world.server.kill9()
-        world.server.start(lambda: _answers(f"{world.url}/healthz"))
+        world.server.start(lambda: answers(f"{world.url}/healthz"))
 
     world.burst(4.0, crash_and_restart)
     world.assert_nothing_lost_or_doubled()
@@ -231,27 +137,27 @@ def test_a_nats_restart_loses_no_acknowledged_event(world: World) -> None:
     def crash_and_restart() -> None:
         world.nats.kill9()
         time.sleep(6.0)  # longer than an append waits (5 s): the outage must answer 503s
-        world.nats.start(lambda: _listening(port))
+        world.nats.start(lambda: listening(port))
 
-    refused_before = world.refused
+    refused_before = world.load.refused
     world.burst(4.0, crash_and_restart)
-    assert world.refused > refused_before  # the outage was seen (503s), not hidden
+    assert world.load.refused > refused_before  # the outage was seen (503s), not hidden
     world.assert_nothing_lost_or_doubled()
 
 
 def test_a_locked_region_database_does_not_stop_acknowledgements(world: World) -> None:
     database = world.settings.region_dir(Region.EU) / "data.db"
-    acked_before = len(world.acked)
+    acked_before = len(world.load.acked)
 
     def lock_for_3_s() -> None:
         holder = sqlite3.connect(database, timeout=10)
         holder.execute("BEGIN EXCLUSIVE")
-        during = len(world.acked)
+        during = len(world.load.acked)
         time.sleep(3.0)
-        assert len(world.acked) > during + 100  # acknowledged while the database was locked
+        assert len(world.load.acked) > during + 100  # acknowledged while the database was locked
         holder.rollback()
         holder.close()
 
     world.burst(4.0, lock_for_3_s)
-    assert len(world.acked) > acked_before
+    assert len(world.load.acked) > acked_before
     world.assert_nothing_lost_or_doubled()
