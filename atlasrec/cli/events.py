@@ -14,7 +14,8 @@ from atlasrec.tenancy import parse_region
 app = group("The region's event log, its consumers and the offline store.")
 
 ConsumerOpt = Annotated[
-    list[str] | None, typer.Option("--consumer", help="online or offline (default: both)")
+    list[str] | None,
+    typer.Option("--consumer", help="online, offline or requests (default: all three)"),
 ]
 
 
@@ -44,13 +45,13 @@ def run(
     workers = consume(open_platform(), parse_region(region), consumer or list(CONSUMERS), once=once)
     for worker in workers:
         done = worker.stats
-        typer.echo(f"{worker.consumer.name}: {done.events} events, {done.failures} failures")
+        typer.echo(f"{worker.consumer.name}: {done.events} records, {done.failures} failures")
 
 
 @app.command("replay")
 def replay_from(
     region: RegionOpt,
-    consumer: Annotated[str, typer.Option("--consumer", help="online or offline")],
+    consumer: Annotated[str, typer.Option("--consumer", help="online, offline or requests")],
     from_seq: Annotated[int, typer.Option("--from-seq", min=1)] = 1,
 ) -> None:
     """Deliver the log again to a consumer from a sequence number (rebuilds what it feeds)."""

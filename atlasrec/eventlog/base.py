@@ -71,17 +71,13 @@ class EventLog(Protocol):
         record goes under its kind (events, served requests), de-duplicated by its key.
         """
 
+    # The durable consumer `name` of one kind of record (default: events), created on first
+    # use from the log's start; the name of an existing consumer of another kind is refused
+    # (`ConfigError`).
     @overload
-    def consumer(self, name: str) -> Consumer[LogEvent]:
-        """The durable consumer `name` of the events."""
-
+    def consumer(self, name: str) -> Consumer[LogEvent]: ...
     @overload
-    def consumer(self, name: str, kind: Kind[R]) -> Consumer[R]:
-        """The durable consumer `name` of one kind of record (default: events).
-
-        Created on first use, from the log's start; the name of an existing consumer of
-        another kind is refused (`ConfigError`).
-        """
+    def consumer(self, name: str, kind: Kind[R]) -> Consumer[R]: ...
 
     def read(self, scope: Scope, from_seq: int, max_n: int) -> list[Delivery]:
         """Up to `max_n` of the scope's events from `from_seq` on, in order, outside consumers."""

@@ -5,8 +5,9 @@ The same interface as the JetStream log, for a single machine with no NATS serve
   (`events`, `served`); the unique `(kind, tenant_id, event_id)` makes a repeated key a
   duplicate for as long as it is held.
 - A durable consumer is a cursor over one kind (the next sequence number it has not been
-  handed) and a lease per delivered, unacknowledged record. A lease that expires (`ack_wait_s`) is handed
-  out again, to any process sharing the consumer's name: delivery is at least once.
+  handed) and a lease per delivered, unacknowledged record. A lease that expires
+  (`ack_wait_s`) is handed out again, to any process sharing the consumer's name:
+  delivery is at least once.
 - Appends are committed with `synchronous=FULL`, so an acknowledged event survives kill -9
   and power loss; several processes may share the file (SQLite's locking serialises them).
 """
