@@ -2,7 +2,12 @@
 
 - `online`: applies events to the online store (Redis) once each, by sequence number;
 - `offline`: writes events to the offline store (Parquet by tenant and date), where a
-  sequence number already stored is skipped.
+  sequence number already stored is skipped;
+- `requests`: writes served requests' records to the region DB (`served_requests`), where
+  a request id already stored is skipped (`atlasrec/served_requests.py`).
+
+The events' consumers read only events, the request log's only served records (a consumer
+reads one kind of record of the log).
 
 A `ConsumerWorker` thread fetches a batch, hands it to its sink and acknowledges it only
 after the sink has returned; a sink that fails gets the batch again (after a back-off), so a
@@ -19,10 +24,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic
 
 from atlasrec.errors import BoundaryViolation, UnknownTenantError
 from atlasrec.eventlog.base import Consumer, EventLog
-from atlasrec.eventlog.records import Delivery
+from atlasrec.eventlog.records import Delivery, Kind, R
 from atlasrec.offline_store import OfflineStore
 from atlasrec.online_store import OnlineStore
 from atlasrec.tenancy import Region, Scope
@@ -33,13 +39,13 @@ FETCH_WAIT_S = 0.2
 BACKOFF_S = 1.0
 log = logging.getLogger("atlasrec.consumers")
 
-Sink = Callable[[Scope, Sequence[Delivery]], None]
+Sink = Callable[[Scope, Sequence[Delivery[R]]], None]
 """Writes one tenant's deliveries; raises to have the batch delivered again."""
 
 
-def by_tenant(deliveries: Sequence[Delivery], region: Region) -> dict[Scope, list[Delivery]]:
+def by_tenant(deliveries: Sequence[Delivery[R]], region: Region) -> dict[Scope, list[Delivery[R]]]:
     """Deliveries grouped under their tenant's scope in `region`, in log order."""
-    groups: dict[Scope, list[Delivery]] = defaultdict(list)
+    groups: dict[Scope, list[Delivery[R]]] = defaultdict(list)
     for d in deliveries:
         groups[Scope(d.tenant_id, region)].append(d)
     return groups
@@ -76,14 +82,14 @@ class WorkerStats:
     dropped: int = 0
 
 
-class ConsumerWorker:
+class ConsumerWorker(Generic[R]):
     """One thread consuming one durable consumer of a region's log into one sink."""
 
     def __init__(
-        self, consumer: Consumer, sink: Sink, region: Region, *, batch: int = BATCH
+        self, consumer: Consumer[R], sink: Sink[R], region: Region, *, batch: int = BATCH
     ) -> None:
-        self.consumer = consumer
-        self.sink = sink
+        self.consumer: Consumer[R] = consumer
+        self.sink: Sink[R] = sink
         self.region = region
         self.batch = batch
         self.stats = WorkerStats()
@@ -92,7 +98,7 @@ class ConsumerWorker:
             target=self._run, name=f"consumer-{consumer.name}", daemon=True
         )
 
-    def start(self) -> ConsumerWorker:
+    def start(self) -> ConsumerWorker[R]:
         """Start consuming in the background."""
         self._thread.start()
         return self
@@ -128,7 +134,7 @@ class ConsumerWorker:
         self.stats.redelivered += sum(d.redelivered for d in deliveries)
         return len(deliveries)
 
-    def _write(self, scope: Scope, group: list[Delivery]) -> None:
+    def _write(self, scope: Scope, group: list[Delivery[R]]) -> None:
         try:
             self.sink(scope, group)
         except (BoundaryViolation, UnknownTenantError) as exc:  # refused and audited: drop
@@ -153,11 +159,20 @@ class ConsumerWorker:
         return True
 
 
+@dataclass(frozen=True)
+class Subscription(Generic[R]):
+    """What a named consumer reads (its kind of record) and where it writes (its sink)."""
+
+    kind: Kind[R]
+    sink: Sink[R]
+
+    def worker(self, log_: EventLog, name: str, *, batch: int = BATCH) -> ConsumerWorker[R]:
+        """A worker (not started) on the durable consumer `name` of this kind."""
+        return ConsumerWorker(log_.consumer(name, self.kind), self.sink, log_.region, batch=batch)
+
+
 def start_workers(
-    log_: EventLog, sinks: dict[str, Sink], *, batch: int = BATCH
-) -> list[ConsumerWorker]:
-    """One started worker per named sink, each on the durable consumer of that name."""
-    return [
-        ConsumerWorker(log_.consumer(name), sink, log_.region, batch=batch).start()
-        for name, sink in sinks.items()
-    ]
+    log_: EventLog, subscriptions: dict[str, Subscription[Any]], *, batch: int = BATCH
+) -> list[ConsumerWorker[Any]]:
+    """One started worker per named subscription, each on the durable consumer of that name."""
+    return [s.worker(log_, name, batch=batch).start() for name, s in subscriptions.items()]

@@ -11,16 +11,17 @@ import hashlib
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from atlasrec.consumers import ConsumerWorker, offline_sink, online_sink, start_workers
+from atlasrec.consumers import ConsumerWorker, start_workers
 from atlasrec.control.tables import Tenant
 from atlasrec.errors import CrossRegionError
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
+from atlasrec.pipelines.events import CONSUMERS, subscriptions
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from serving.metrics import Metrics
@@ -28,6 +29,7 @@ from serving.request_log import RequestLog
 from serving.runtime import RegionRuntime, TenantRuntime
 
 _bearer = HTTPBearer(auto_error=False)
+CLOSE_DRAIN_S = 5.0
 
 
 class KeyCache:
@@ -77,24 +79,28 @@ class ServingApp:
         )
         online = OnlineStore(region, self.backend, self.plane.boundary)
         self.runtime = RegionRuntime(platform, region, online=online)
-        self.request_log = RequestLog(self.plane)
-        self.consumers: list[ConsumerWorker] = []
+        self.request_log = RequestLog(self.plane.events)
+        self.consumers: list[ConsumerWorker[Any]] = []
         if settings.serving_consumers:
-            sinks = {
-                "online": online_sink(online, self.plane.events.log_id),
-                "offline": offline_sink(self.plane.offline),
-            }
-            self.consumers = start_workers(self.plane.events, sinks)
+            chosen = subscriptions(self.plane, list(CONSUMERS), online=online)
+            self.consumers = start_workers(self.plane.events, chosen)
         self.metrics = Metrics()
         self.budgets = dict(settings.serving_budget_ms)
         self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
 
     def close(self) -> None:
-        """Stop background work, writing every queued record first."""
+        """Stop background work, logging every queued record first.
+
+        The in-process `requests` consumer is given up to `CLOSE_DRAIN_S` to store what was
+        logged; whatever it has not stored stays in the log for the next consumer.
+        """
         self.runtime.stop()
+        self.request_log.close()
+        for worker in self.consumers:
+            if worker.consumer.name == "requests":
+                worker.caught_up(CLOSE_DRAIN_S)
         for worker in self.consumers:
             worker.stop()
-        self.request_log.close()
 
 
 # Async (no I/O): they stay on the event loop instead of taking a thread-pool hop.

@@ -50,6 +50,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.request_log = Gauge(
+            "atlasrec_request_log",
+            "Served requests' records: logged, held back (log down), dropped; failed appends.",
+            ["state"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's in multiprocess mode."""

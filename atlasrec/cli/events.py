@@ -14,7 +14,8 @@ from atlasrec.tenancy import parse_region
 app = group("The region's event log, its consumers and the offline store.")
 
 ConsumerOpt = Annotated[
-    list[str] | None, typer.Option("--consumer", help="online or offline (default: both)")
+    list[str] | None,
+    typer.Option("--consumer", help="online, offline or requests (default: all three)"),
 ]
 
 
@@ -45,7 +46,7 @@ def run(
     for worker in workers:
         done = worker.stats
         typer.echo(
-            f"{worker.consumer.name}: {done.events} events ({done.redelivered} redelivered), "
+            f"{worker.consumer.name}: {done.events} records ({done.redelivered} redelivered), "
             f"{done.failures} failures"
         )
 
@@ -53,7 +54,7 @@ def run(
 @app.command("replay")
 def replay_from(
     region: RegionOpt,
-    consumer: Annotated[str, typer.Option("--consumer", help="online or offline")],
+    consumer: Annotated[str, typer.Option("--consumer", help="online, offline or requests")],
     from_seq: Annotated[int, typer.Option("--from-seq", min=1)] = 1,
 ) -> None:
     """Deliver the log again to a consumer from a sequence number (rebuilds what it feeds)."""

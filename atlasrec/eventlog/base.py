@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 from atlasrec.errors import UnavailableError
-from atlasrec.eventlog.records import Appended, Delivery, LogEvent
+from atlasrec.eventlog.records import Appended, Delivery, Kind, LogEvent, R, Record
 from atlasrec.tenancy import Region, Scope
 
 ACK_WAIT_S = 30.0
@@ -35,18 +35,18 @@ class ConsumerLag:
         return self.pending + self.unacknowledged
 
 
-class Consumer(Protocol):
-    """A durable, at-least-once consumer: what is fetched and not acked comes back."""
+class Consumer(Protocol[R]):
+    """A durable, at-least-once consumer of one kind of record: what is not acked comes back."""
 
     name: str
 
-    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery]:
+    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery[R]]:
         """Up to `max_n` deliveries, waiting at most `timeout_s` for the first."""
 
-    def ack(self, deliveries: Sequence[Delivery]) -> None:
+    def ack(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Mark deliveries done: they are not delivered again."""
 
-    def nak(self, deliveries: Sequence[Delivery]) -> None:
+    def nak(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Hand deliveries back for redelivery (a failed batch)."""
 
     def lag(self) -> ConsumerLag:
@@ -63,21 +63,27 @@ class EventLog(Protocol):
     log_id: str
     """Identifies this log's sequence numbers: a log recreated from empty gets a new id."""
 
-    def append(self, scope: Scope, events: Sequence[LogEvent], *, actor: str) -> Appended:
-        """Append a tenant's events durably; returns only once they are stored.
+    def append(self, scope: Scope, events: Sequence[Record], *, actor: str) -> Appended:
+        """Append a tenant's records durably; returns only once they are stored.
 
         The scope is admitted at the region's boundary first (a refusal is audited), and the
-        subject is built from it, so nothing is written to another region's log.
+        subject is built from it, so nothing is written to another region's log. Each
+        record goes under its kind (events, served requests), de-duplicated by its key.
         """
 
-    def consumer(self, name: str) -> Consumer:
-        """The durable consumer `name` (created on first use, from the log's start)."""
+    # The durable consumer `name` of one kind of record (default: events), created on first
+    # use from the log's start; the name of an existing consumer of another kind is refused
+    # (`ConfigError`).
+    @overload
+    def consumer(self, name: str) -> Consumer[LogEvent]: ...
+    @overload
+    def consumer(self, name: str, kind: Kind[R]) -> Consumer[R]: ...
 
     def read(self, scope: Scope, from_seq: int, max_n: int) -> list[Delivery]:
         """Up to `max_n` of the scope's events from `from_seq` on, in order, outside consumers."""
 
     def replay(self, name: str, from_seq: int) -> None:
-        """Move consumer `name` so it delivers again everything from `from_seq` on."""
+        """Move consumer `name` (of its kind) so it delivers again everything from `from_seq`."""
 
     def consumers(self) -> list[str]:
         """The names of the log's durable consumers."""
@@ -86,7 +92,7 @@ class EventLog(Protocol):
         """Events held in the log for the scope's tenant."""
 
     def last_seq(self) -> int:
-        """The sequence number of the newest event (0 when empty)."""
+        """The sequence number of the newest record of any kind (0 when empty)."""
 
     def close(self) -> None:
         """Release connections."""

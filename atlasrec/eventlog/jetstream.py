@@ -1,13 +1,16 @@
 """The region's event log on NATS JetStream: one stream per region, a subject per tenant.
 
-- Stream `ATLASREC_EVENTS_<REGION>` holds the subjects `atlasrec.<region>.events.*` in file
-  storage, for `max_age_s` (the replay window).
-- An append publishes one message per event to the tenant's subject, pipelined, and returns
-  when JetStream has confirmed every one (stored, and replicated where configured). The
-  message id `<tenant>:<event_id>` makes JetStream drop a repeat within the duplicate window
-  (its answer names the first copy's sequence number).
-- A consumer is a durable pull consumer with explicit acknowledgement: processes that use
-  the same name share the work, and what is not acknowledged within `ack_wait_s` comes back.
+- Stream `ATLASREC_EVENTS_<REGION>` holds the subjects `atlasrec.<region>.events.*` and
+  `atlasrec.<region>.served.*` (served requests' records) in file storage, for `max_age_s`
+  (the replay window). A stream created before served records existed gets their subjects.
+- An append publishes one message per record to the tenant's subject of its kind,
+  pipelined, and returns when JetStream has confirmed every one (stored, and replicated
+  where configured). The message id (`<tenant>:<event_id>`, `served/<tenant>:<request_id>`)
+  makes JetStream drop a repeat within the duplicate window (its answer names the first
+  copy's sequence number).
+- A consumer is a durable pull consumer of one kind (its filter subject) with explicit
+  acknowledgement: processes that use the same name share the work, and what is not
+  acknowledged within `ack_wait_s` comes back.
 
 nats-py is asynchronous and our callers are threads: each log runs one event loop in a
 daemon thread and waits on it with a timeout. A failure or a timeout is `EventLogUnavailable`.
@@ -21,7 +24,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import nats
 import nats.errors
@@ -31,13 +34,19 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from atlasrec.boundary import Boundary
-from atlasrec.errors import InvalidInputError
+from atlasrec.errors import ConfigError, InvalidInputError
 from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
 from atlasrec.eventlog.records import (
+    EVENTS,
+    KINDS,
     SUBJECT_ROOT,
     Appended,
     Delivery,
+    Kind,
     LogEvent,
+    R,
+    Record,
+    message_id,
     region_subjects,
     stream_name,
     subject,
@@ -120,18 +129,24 @@ class JetStreamEventLog:
 
     async def _ensure_stream(self, duplicate_window_s: float, max_age_s: float) -> str:
         """Create the region's stream when absent; its identity (name and creation time)."""
+        subjects = [region_subjects(self.region, self.root, k.name) for k in KINDS]
         try:
             info = await self._js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
             info = await self._js.add_stream(
                 StreamConfig(
                     name=self.stream,
-                    subjects=[region_subjects(self.region, self.root)],
+                    subjects=subjects,
                     storage=StorageType.FILE,
                     duplicate_window=duplicate_window_s,
                     max_age=max_age_s,
                 )
             )
+        held = info.config.subjects or []
+        if set(subjects) - set(held):  # a stream of events only: add the other kinds
+            config = info.config
+            config.subjects = sorted(set(held) | set(subjects))
+            await self._js.update_stream(config)
         return f"{self.stream}@{info.created.isoformat() if info.created else 'unknown'}"
 
     def _stop_loop(self) -> None:
@@ -150,24 +165,31 @@ class JetStreamEventLog:
 
     # the EventLog interface --------------------------------------------------------------
 
-    def append(self, scope: Scope, events: Sequence[LogEvent], *, actor: str) -> Appended:
-        """Publish a tenant's events; returns once JetStream has stored every one."""
+    def append(self, scope: Scope, events: Sequence[Record], *, actor: str) -> Appended:
+        """Publish a tenant's records; returns once JetStream has stored every one."""
         self.boundary.admit(scope, actor=actor, action="eventlog.append")
-        acks = self._run(self._publish(subject(scope, self.root), scope.tenant_id, events))
+        acks = self._run(self._publish(scope, events))
         return Appended([a.seq for a in acks], [bool(a.duplicate) for a in acks])
 
-    async def _publish(self, to: str, tenant_id: str, events: Sequence[LogEvent]) -> list[Any]:
+    async def _publish(self, scope: Scope, events: Sequence[Record]) -> list[Any]:
+        subjects = {k.name: subject(scope, self.root, k.name) for k in KINDS}
         pending = [
             await self._js.publish_async(
-                to, e.encode(), headers={"Nats-Msg-Id": f"{tenant_id}:{e.event_id}"}
+                subjects[e.kind],
+                e.encode(),
+                headers={"Nats-Msg-Id": message_id(scope.tenant_id, e)},
             )
             for e in events
         ]
         return list(await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s))
 
-    def consumer(self, name: str) -> JetStreamConsumer:
-        """The durable pull consumer `name` (created on first use, from the stream's start)."""
-        return JetStreamConsumer(self, name)
+    @overload
+    def consumer(self, name: str) -> JetStreamConsumer[LogEvent]: ...
+    @overload
+    def consumer(self, name: str, kind: Kind[R]) -> JetStreamConsumer[R]: ...
+    def consumer(self, name: str, kind: Kind[Any] = EVENTS) -> JetStreamConsumer[Any]:
+        """The durable pull consumer `name` of `kind` (created on first use, from the start)."""
+        return JetStreamConsumer(self, name, kind)
 
     def read(self, scope: Scope, from_seq: int, max_n: int) -> list[Delivery]:
         """Up to `max_n` of the scope's events from `from_seq` on (an ephemeral consumer)."""
@@ -199,23 +221,35 @@ class JetStreamEventLog:
         return deliveries
 
     def replay(self, name: str, from_seq: int) -> None:
-        """Recreate consumer `name` so it delivers again from `from_seq` (stop it first)."""
+        """Recreate consumer `name` (of its kind) so it delivers again from `from_seq`."""
 
         async def recreate() -> None:
+            kind = EVENTS.name
             with contextlib.suppress(nats.js.errors.NotFoundError):
+                kind = self._kind_of(await self._js.consumer_info(self.stream, name))
                 await self._js.delete_consumer(self.stream, name)
-            await self._js.add_consumer(self.stream, self.consumer_config(name, from_seq))
+            await self._js.add_consumer(self.stream, self.consumer_config(name, kind, from_seq))
 
         self._run(recreate())
 
-    def consumer_config(self, name: str, from_seq: int | None = None) -> ConsumerConfig:
-        """A durable, explicitly acknowledged consumer of every tenant's subject."""
+    def _kind_of(self, info: Any) -> str:
+        """The kind of record an existing consumer reads (from its filter subject)."""
+        wanted = info.config.filter_subject or ""
+        for kind in KINDS:
+            if wanted == region_subjects(self.region, self.root, kind.name):
+                return kind.name
+        raise ConfigError(f"consumer {info.name!r} of {self.stream} reads {wanted!r}")
+
+    def consumer_config(
+        self, name: str, kind: str = EVENTS.name, from_seq: int | None = None
+    ) -> ConsumerConfig:
+        """A durable, explicitly acknowledged consumer of every tenant's subject of `kind`."""
         return ConsumerConfig(
             durable_name=name,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             max_ack_pending=MAX_ACK_PENDING,
-            filter_subject=region_subjects(self.region, self.root),
+            filter_subject=region_subjects(self.region, self.root, kind),
             deliver_policy=DeliverPolicy.ALL
             if from_seq is None
             else DeliverPolicy.BY_START_SEQUENCE,
@@ -248,23 +282,33 @@ class JetStreamEventLog:
         self._stop_loop()
 
 
-class JetStreamConsumer:
-    """A durable pull consumer of a region's stream."""
+class JetStreamConsumer(Generic[R]):
+    """A durable pull consumer of one kind of record of a region's stream."""
 
-    def __init__(self, log_: JetStreamEventLog, name: str) -> None:
+    def __init__(self, log_: JetStreamEventLog, name: str, kind: Kind[R]) -> None:
         self.log = log_
         self.name = name
+        self.kind: Kind[R] = kind
         self._msgs: dict[int, Msg] = {}
-        self._sub = log_._run(
-            log_._js.pull_subscribe(
-                region_subjects(log_.region, log_.root),
-                durable=name,
-                stream=log_.stream,
-                config=log_.consumer_config(name),
-            )
+        self._sub = log_._run(self._subscribe())
+
+    async def _subscribe(self) -> Any:
+        """Bind to the durable consumer, creating it; one of another kind is refused."""
+        log_ = self.log
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            held = log_._kind_of(await log_._js.consumer_info(log_.stream, self.name))
+            if held != self.kind.name:
+                raise ConfigError(
+                    f"consumer {self.name!r} of {log_.stream} reads {held}, not {self.kind.name}"
+                )
+        return await log_._js.pull_subscribe(
+            region_subjects(log_.region, log_.root, self.kind.name),
+            durable=self.name,
+            stream=log_.stream,
+            config=log_.consumer_config(self.name, self.kind.name),
         )
 
-    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery]:
+    def fetch(self, max_n: int, timeout_s: float) -> list[Delivery[R]]:
         """Up to `max_n` deliveries, waiting at most `timeout_s` for them."""
         try:
             msgs = self.log._run(
@@ -276,12 +320,12 @@ class JetStreamConsumer:
             raise
         return [d for d in (self._delivery(m) for m in msgs) if d is not None]
 
-    def _delivery(self, msg: Msg) -> Delivery | None:
+    def _delivery(self, msg: Msg) -> Delivery[R] | None:
         meta = msg.metadata
         try:
-            tenant_id = tenant_of(msg.subject, self.log.region, self.log.root)
-            event = LogEvent.decode(msg.data)
-        except (InvalidInputError, ValueError, TypeError) as exc:
+            tenant_id = tenant_of(msg.subject, self.log.region, self.log.root, self.kind.name)
+            event = self.kind.decode(msg.data)
+        except (InvalidInputError, ValueError, TypeError, KeyError) as exc:
             log.warning("event log %s: message %s dropped: %s", self.log.stream, meta.sequence, exc)
             self.log._run(msg.term())
             return None
@@ -289,15 +333,15 @@ class JetStreamConsumer:
         self._msgs[seq] = msg
         return Delivery(seq, tenant_id, event, redelivered=meta.num_delivered > 1)
 
-    def ack(self, deliveries: Sequence[Delivery]) -> None:
+    def ack(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Acknowledge deliveries (flushed to the server before returning)."""
         self._settle(deliveries, "ack")
 
-    def nak(self, deliveries: Sequence[Delivery]) -> None:
+    def nak(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Hand deliveries back for redelivery now."""
         self._settle(deliveries, "nak")
 
-    def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:
+    def _settle(self, deliveries: Sequence[Delivery[R]], how: str) -> None:
         msgs = [m for d in deliveries if (m := self._msgs.pop(d.seq, None)) is not None]
 
         async def settle() -> None:

@@ -1,9 +1,18 @@
-"""What the event log holds: pseudonymised events, one message each, and their subjects."""
+"""What the event log holds, one message each, and their subjects.
+
+A region's log holds two kinds of record under one sequence: interaction events
+(`LogEvent`, subjects `<root>.<region>.events.<tenant>`) and served requests' records
+(`ServedRecord`, subjects `<root>.<region>.served.<tenant>`). A consumer reads one kind.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic
+
+from typing_extensions import TypeVar
 
 from atlasrec.errors import InvalidInputError
 from atlasrec.tenancy import Region, Scope, validate_tenant_id
@@ -15,6 +24,7 @@ SUBJECT_ROOT = "atlasrec"
 class LogEvent:
     """One accepted interaction; `user_key` is already pseudonymised, never a raw user id."""
 
+    kind: ClassVar[str] = "events"
     event_id: str
     user_key: str
     item_id: str
@@ -39,14 +49,104 @@ class LogEvent:
         event_id, user_key, item_id, ts, event, weight = json.loads(body)
         return cls(str(event_id), str(user_key), str(item_id), int(ts), str(event), float(weight))
 
+    @property
+    def key(self) -> str:
+        """The id the log de-duplicates on, within the tenant and kind."""
+        return self.event_id
+
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """An event handed to a consumer: its position in the region's log, and its tenant."""
+class ServedRecord:
+    """One served recommendation request, as the request log keeps it (`served_requests`)."""
+
+    kind: ClassVar[str] = "served"
+    request_id: str
+    served_at: datetime
+    model_version: str | None
+    user_key: str | None
+    k: int
+    items: tuple[str, ...]
+    cold_start: bool
+    degraded: tuple[str, ...]
+    timings_ms: dict[str, float]
+    intent: str
+
+    @property
+    def key(self) -> str:
+        """The id the log de-duplicates on: the request's id."""
+        return self.request_id
+
+    def encode(self) -> bytes:
+        """The message body: a compact JSON object."""
+        return json.dumps(
+            {**self.row(), "served_at": self.served_at.isoformat()}, separators=(",", ":")
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> ServedRecord:
+        """Inverse of `encode`."""
+        d = json.loads(body)
+        return cls(
+            request_id=str(d["request_id"]),
+            served_at=datetime.fromisoformat(d["served_at"]),
+            model_version=d["model_version"],
+            user_key=d["user_key"],
+            k=int(d["k"]),
+            items=tuple(d["items"]),
+            cold_start=bool(d["cold_start"]),
+            degraded=tuple(d["degraded"]),
+            timings_ms={str(s): float(ms) for s, ms in d["timings_ms"].items()},
+            intent=str(d["intent"]),
+        )
+
+    def row(self) -> dict[str, Any]:
+        """The record's `served_requests` columns (without the tenant)."""
+        return {
+            "request_id": self.request_id,
+            "served_at": self.served_at,
+            "model_version": self.model_version,
+            "user_key": self.user_key,
+            "k": self.k,
+            "items": list(self.items),
+            "cold_start": self.cold_start,
+            "degraded": list(self.degraded),
+            "timings_ms": self.timings_ms,
+            "intent": self.intent,
+        }
+
+
+Record = LogEvent | ServedRecord
+R = TypeVar("R", LogEvent, ServedRecord, default=LogEvent)
+
+
+@dataclass(frozen=True)
+class Kind(Generic[R]):
+    """A kind of record in the log: its subjects' token and its record type."""
+
+    name: str
+    record: type[R]
+
+    def decode(self, body: bytes) -> R:
+        """A message body of this kind as its record."""
+        return self.record.decode(body)
+
+
+EVENTS = Kind("events", LogEvent)
+SERVED = Kind("served", ServedRecord)
+KINDS: tuple[Kind[Any], ...] = (EVENTS, SERVED)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[R]):
+    """A record handed to a consumer: its position in the region's log, and its tenant.
+
+    `event` is the record: a `LogEvent` for the events' consumers, a `ServedRecord` for the
+    served requests' consumer.
+    """
 
     seq: int
     tenant_id: str
-    event: LogEvent
+    event: R
     redelivered: bool = False
 
 
@@ -77,19 +177,32 @@ def stream_name(region: Region, root: str = SUBJECT_ROOT) -> str:
     return f"{root.upper()}_EVENTS_{region.value.upper()}"
 
 
-def region_subjects(region: Region, root: str = SUBJECT_ROOT) -> str:
-    """Every subject of the region's events."""
-    return f"{root}.{region.value}.events.*"
+def region_subjects(region: Region, root: str = SUBJECT_ROOT, kind: str = "events") -> str:
+    """Every subject of the region's records of kind `kind`."""
+    return f"{root}.{region.value}.{kind}.*"
 
 
-def subject(scope: Scope, root: str = SUBJECT_ROOT) -> str:
-    """The subject of one tenant's events in its region, built only from an admitted scope."""
-    return f"{root}.{scope.region.value}.events.{validate_tenant_id(scope.tenant_id)}"
+def subject(scope: Scope, root: str = SUBJECT_ROOT, kind: str = "events") -> str:
+    """The subject of one tenant's records of `kind`, built only from an admitted scope."""
+    return f"{root}.{scope.region.value}.{kind}.{validate_tenant_id(scope.tenant_id)}"
 
 
-def tenant_of(subject_name: str, region: Region, root: str = SUBJECT_ROOT) -> str:
-    """The tenant of a subject of `region`'s stream; anything else is refused."""
-    prefix = f"{root}.{region.value}.events."
+def message_id(tenant_id: str, record: Record) -> str:
+    """The id the log de-duplicates a message on (events keep their `<tenant>:<id>`).
+
+    A served record's id starts with `served/`, which no tenant id can: it never equals an
+    event's id, whatever event ids clients choose.
+    """
+    if record.kind == EVENTS.name:
+        return f"{tenant_id}:{record.key}"
+    return f"{record.kind}/{tenant_id}:{record.key}"
+
+
+def tenant_of(
+    subject_name: str, region: Region, root: str = SUBJECT_ROOT, kind: str = "events"
+) -> str:
+    """The tenant of a subject of `region`'s stream and `kind`; anything else is refused."""
+    prefix = f"{root}.{region.value}.{kind}."
     if not subject_name.startswith(prefix):
         raise InvalidInputError(f"subject {subject_name!r} is not in region {region.value!r}")
     return validate_tenant_id(subject_name[len(prefix) :])

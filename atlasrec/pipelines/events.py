@@ -6,13 +6,24 @@ import signal
 import threading
 from typing import Any
 
-from atlasrec.consumers import ConsumerWorker, Sink, offline_sink, online_sink, start_workers
+from atlasrec.consumers import (
+    ConsumerWorker,
+    Subscription,
+    offline_sink,
+    online_sink,
+    start_workers,
+)
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.errors import InvalidInputError
+from atlasrec.eventlog.records import EVENTS, SERVED, Kind
+from atlasrec.online_store import OnlineStore
 from atlasrec.platform import Plane, Platform
+from atlasrec.served_requests import requests_sink
 from atlasrec.tenancy import Region
 
-CONSUMERS = ("online", "offline")
+CONSUMERS = ("online", "offline", "requests")
+KIND_OF: dict[str, Kind[Any]] = {"online": EVENTS, "offline": EVENTS, "requests": SERVED}
+"""What each consumer reads: the events, or the served requests' records."""
 
 
 def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
@@ -22,7 +33,10 @@ def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, 
     offline = plane.offline.scoped(scope).stats()
     with plane.session(scope, actor=actor, action="events.stats") as session:
         table = TenantData(session).stats().interactions
-    lags = {name: plane.events.consumer(name).lag() for name in plane.events.consumers()}
+    lags = {
+        name: plane.events.consumer(name, KIND_OF.get(name, EVENTS)).lag()
+        for name in plane.events.consumers()
+    }
     return {
         "tenant": tenant_id,
         "region": scope.region.value,
@@ -38,27 +52,38 @@ def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, 
     }
 
 
-def sinks(plane: Plane, names: list[str]) -> dict[str, Sink]:
-    """The sinks of the named consumers (`online`, `offline`)."""
+def subscriptions(
+    plane: Plane, names: list[str], *, online: OnlineStore | None = None
+) -> dict[str, Subscription[Any]]:
+    """What the named consumers read and write (`online`, `offline`, `requests`).
+
+    `online` is the online store the `online` consumer writes (default: the plane's).
+    """
     unknown = sorted(set(names) - set(CONSUMERS))
     if unknown:
-        raise InvalidInputError(f"unknown consumer {unknown[0]!r} (expected online or offline)")
-    return {
-        name: online_sink(plane.online, plane.events.log_id)
-        if name == "online"
-        else offline_sink(plane.offline)
-        for name in names
-    }
+        raise InvalidInputError(
+            f"unknown consumer {unknown[0]!r} (expected one of {', '.join(CONSUMERS)})"
+        )
+    chosen: dict[str, Subscription[Any]] = {}
+    for name in names:
+        if name == "online":
+            sink = online_sink(online or plane.online, plane.events.log_id)
+            chosen[name] = Subscription(EVENTS, sink)
+        elif name == "offline":
+            chosen[name] = Subscription(EVENTS, offline_sink(plane.offline))
+        else:
+            chosen[name] = Subscription(SERVED, requests_sink(plane))
+    return chosen
 
 
 def consume(
     platform: Platform, region: Region, names: list[str], *, once: bool = False
-) -> list[ConsumerWorker]:
+) -> list[ConsumerWorker[Any]]:
     """Run the named consumers of a region's log until SIGTERM/SIGINT (or, `once`, until idle)."""
     plane = platform.plane(region)
-    chosen = sinks(plane, names)
+    chosen = subscriptions(plane, names)
     if once:
-        workers = [ConsumerWorker(plane.events.consumer(n), s, region) for n, s in chosen.items()]
+        workers = [s.worker(plane.events, name) for name, s in chosen.items()]
         for worker in workers:
             worker.drain(timeout_s=3600)
         return workers
@@ -75,6 +100,6 @@ def consume(
 def replay(platform: Platform, region: Region, name: str, from_seq: int) -> dict[str, Any]:
     """Deliver the region's log again to consumer `name` from `from_seq` (rebuilds its sink)."""
     plane = platform.plane(region)
-    sinks(plane, [name])
+    subscriptions(plane, [name])
     plane.events.replay(name, from_seq)
     return {"region": region.value, "consumer": name, "from_seq": from_seq}

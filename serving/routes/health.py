@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -20,7 +21,8 @@ def healthz(serving: ServingDep) -> dict[str, Any]:
         "region": serving.region.value,
         "tenants": {r.scope.tenant_id: r.state.model_version for r in serving.runtime.loaded()},
         "online_store": "unreachable" if serving.runtime.breaker.open else "ok",
-        "queued_records_written": serving.request_log.written_requests,
+        "queued_records_written": serving.request_log.stats.logged,
+        "request_log": asdict(serving.request_log.stats),
     }
 
 
@@ -28,4 +30,6 @@ def healthz(serving: ServingDep) -> dict[str, Any]:
 def metrics(serving: ServingDep) -> Response:
     """Prometheus metrics."""
     serving.metrics.model_swaps.set(serving.runtime.swaps)
+    for state, value in asdict(serving.request_log.stats).items():
+        serving.metrics.request_log.labels(state).set(value)
     return Response(serving.metrics.render(), media_type=CONTENT_TYPE_LATEST)

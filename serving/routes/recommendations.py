@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from atlasrec.clock import utcnow
-from atlasrec.dataplane.tables import ServedRequest
+from atlasrec.eventlog.records import ServedRecord
 from serving import schemas
 from serving.deps import Auth, RequestIdDep, ServingApp, ServingDep, check_known_items
 from serving.pipeline import STAGES, Query, Served, recommend
@@ -27,7 +27,7 @@ def recommendations(
     query = _query(body, runtime)
     served = recommend(runtime.state, runtime.online, query, serving.budgets)
     _observe(serving, runtime.scope.tenant_id, served)
-    serving.request_log.served(runtime.scope, _served_row(request_id, runtime, query, served))
+    serving.request_log.served(runtime.scope, _served_record(request_id, query, served))
     return schemas.RecommendationResponse(
         request_id=request_id,
         tenant_id=runtime.scope.tenant_id,
@@ -70,20 +70,17 @@ def _observe(serving: ServingApp, tenant_id: str, served: Served) -> None:
     serving.metrics.requests.labels(tenant_id, "recommendations", "200").inc()
 
 
-def _served_row(
-    request_id: str, runtime: TenantRuntime, query: Query, served: Served
-) -> ServedRequest:
-    """The request log's row of a served request."""
-    return ServedRequest(
+def _served_record(request_id: str, query: Query, served: Served) -> ServedRecord:
+    """The request log's record of a served request."""
+    return ServedRecord(
         request_id=request_id,
-        tenant_id=runtime.scope.tenant_id,
         served_at=utcnow(),
         model_version=served.model_version,
         user_key=query.user_key,
         k=query.k,
-        items=[item_id for item_id, _ in served.items],
+        items=tuple(item_id for item_id, _ in served.items),
         cold_start=served.cold_start,
-        degraded=served.degraded,
-        timings_ms=served.timings_ms,
+        degraded=tuple(served.degraded),
+        timings_ms=dict(served.timings_ms),
         intent=served.intent,
     )

@@ -1,5 +1,6 @@
 """Both event logs (embedded SQLite and NATS JetStream), one contract: durable appends,
-duplicates by event id, the region's boundary, shared durable consumers, kill -9."""
+duplicates by event id, the region's boundary, shared durable consumers, kill -9, and the
+served requests' records beside the events (each consumer reads one kind)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,8 @@ from atlasrec.boundary import REFUSED, Boundary
 from atlasrec.errors import ConfigError, CrossRegionError, UnknownTenantError
 from atlasrec.eventlog.base import EventLog, EventLogUnavailable
 from atlasrec.eventlog.jetstream import JetStreamEventLog
-from atlasrec.eventlog.local import LocalEventLog
-from atlasrec.eventlog.records import LogEvent
+from atlasrec.eventlog.local import FILE_NAME, LocalEventLog
+from atlasrec.eventlog.records import SERVED, LogEvent, ServedRecord
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope, SharingPolicy
@@ -238,3 +241,126 @@ def test_an_unreachable_server_fails_fast_with_a_typed_error(platform: Platform)
     with pytest.raises(EventLogUnavailable, match=r"nats://127\.0\.0\.1:1"):
         JetStreamEventLog(Region.US, platform.plane(Region.US).boundary, "nats://127.0.0.1:1")
     assert time.monotonic() - started < 5
+
+
+def served(n: int, start: int = 0) -> list[ServedRecord]:
+    return [
+        ServedRecord(
+            request_id=f"r{k:031d}",
+            served_at=datetime(2026, 1, 1, 12, 0, k % 60, tzinfo=UTC),
+            model_version="m1",
+            user_key=None if k % 2 else f"user{k}",
+            k=3,
+            items=("i1", "i2", "i3"),
+            cold_start=bool(k % 2),
+            degraded=("ranking",) if k == 1 else (),
+            timings_ms={"total": 1.5 + k},
+            intent="next",
+        )
+        for k in range(start, start + n)
+    ]
+
+
+def test_served_records_and_events_share_the_sequence_but_each_consumer_reads_one_kind(
+    log: EventLog,
+) -> None:
+    log.append(US, events(2), actor="test")
+    appended = log.append(US, [*served(2), *served(1)], actor="test")  # a repeated request id
+    assert appended.seqs == [3, 4, 3] and appended.duplicate == [False, False, True]
+    # keys are per kind: an event whose id is a request's id is not a duplicate of its record
+    twin = LogEvent(served(1)[0].request_id, "u", "i1", 1_700_000_000, "view", 1.0)
+    assert log.append(US, [twin], actor="test").duplicate == [False]
+    log.append(US, served(1, start=2), actor="test")
+    assert log.last_seq() == 6 and log.count(US) == 3  # count and read: events only
+    assert [d.seq for d in log.read(US, 1, 10)] == [1, 2, 5]
+    online, requests = log.consumer("online"), log.consumer("requests", SERVED)
+    assert (online.lag().pending, requests.lag().pending) == (3, 3)
+    seen = online.fetch(10, timeout_s=0.5)
+    assert [(d.seq, type(d.event)) for d in seen] == [(1, LogEvent), (2, LogEvent), (5, LogEvent)]
+    logged = requests.fetch(10, timeout_s=0.5)
+    assert [(d.seq, d.tenant_id) for d in logged] == [(3, "shop"), (4, "shop"), (6, "shop")]
+    assert [d.event for d in logged] == served(3)  # the records round-trip whole
+    assert (online.lag().unacknowledged, requests.lag().unacknowledged) == (3, 3)
+    requests.ack(logged)
+    assert requests.lag().total == 0 and online.lag().total == 3
+    assert online.fetch(10, timeout_s=0.1) == [] and requests.fetch(10, timeout_s=0.1) == []
+    assert sorted(log.consumers()) == ["online", "requests"]
+    with pytest.raises(ConfigError, match="requests"):
+        log.consumer("requests")  # a consumer keeps its kind
+    with pytest.raises(ConfigError, match="online"):
+        log.consumer("online", SERVED)
+
+
+def test_a_replayed_served_consumer_keeps_its_kind(log: EventLog) -> None:
+    log.append(US, [*events(1), *served(2), *events(1, start=1)], actor="test")
+    requests = log.consumer("requests", SERVED)
+    requests.ack(requests.fetch(10, timeout_s=0.5))
+    requests.close()
+    log.replay("requests", 1)
+    again = log.consumer("requests", SERVED).fetch(10, timeout_s=0.5)
+    assert [(d.seq, d.event.request_id) for d in again] == [
+        (2, served(1)[0].request_id),
+        (3, served(2)[1].request_id),
+    ]
+
+
+def test_served_records_of_another_region_are_refused_and_audited(
+    log: EventLog, platform: Platform
+) -> None:
+    ledger = platform.plane(Region.US).ledger
+    before = len(ledger.records(action=REFUSED))
+    with pytest.raises(CrossRegionError):
+        log.append(Scope("eushop", Region.EU), served(2), actor="serving")
+    with pytest.raises(UnknownTenantError):
+        log.append(Scope("ghost", Region.US), served(1), actor="serving")
+    assert log.last_seq() == 0
+    refusals = [json.loads(r.details) for r in ledger.records(action=REFUSED)][before:]
+    assert [(r["scope_tenant"], r["attempted"]) for r in refusals] == [
+        ("eushop", "eventlog.append"),
+        ("ghost", "eventlog.append"),
+    ]
+
+
+def test_an_events_only_file_is_upgraded_in_place(platform: Platform, tmp_path: Path) -> None:
+    """A log file written before served records existed keeps its events, seqs and cursors."""
+    db = sqlite3.connect(tmp_path / FILE_NAME)
+    db.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, "
+        "event_id TEXT NOT NULL, body BLOB NOT NULL, appended_at REAL NOT NULL, "
+        "UNIQUE (tenant_id, event_id));"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE cursors (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);"
+        "INSERT INTO meta VALUES ('log_id', 'old');"
+        "INSERT INTO cursors VALUES ('offline', 2);"
+    )
+    for n, event in enumerate(events(2), start=1):
+        db.execute(
+            "INSERT INTO events VALUES (?, 'shop', ?, ?, 0)", (n, event.event_id, event.encode())
+        )
+    db.commit()
+    db.close()
+    log = LocalEventLog(Region.US, platform.plane(Region.US).boundary, tmp_path)
+    assert log.log_id == "old" and log.read(US, 1, 10)[1].event == events(2)[1]
+    assert log.append(US, events(1, start=1), actor="t").duplicate == [True]
+    assert log.append(US, served(1), actor="t").seqs == [3]
+    assert [d.seq for d in log.consumer("offline").fetch(10, timeout_s=0.1)] == [2]
+    assert [d.seq for d in log.consumer("requests", SERVED).fetch(10, timeout_s=0.1)] == [3]
+    log.close()
+
+
+@pytest.mark.nats
+def test_a_stream_of_events_only_gets_the_served_subjects(platform: Platform) -> None:
+    root = f"t{uuid.uuid4().hex[:10]}"
+    boundary = platform.plane(Region.US).boundary
+    first = JetStreamEventLog(Region.US, boundary, NATS_URL, root=root)
+    config = first._run(first._js.stream_info(first.stream)).config
+    config.subjects = [f"{root}.us.events.*"]  # as the stream was created before
+    first._run(first._js.update_stream(config))
+    first.close()
+    log = JetStreamEventLog(Region.US, boundary, NATS_URL, root=root)
+    try:
+        assert log.append(US, served(1), actor="t").seqs == [1]
+        subjects = log._run(log._js.stream_info(log.stream)).config.subjects
+        assert sorted(subjects or []) == [f"{root}.us.events.*", f"{root}.us.served.*"]
+    finally:
+        close_log(log)

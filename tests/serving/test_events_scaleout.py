@@ -104,7 +104,7 @@ def _caught_up(platform: Platform, timeout_s: float = 60) -> None:
 def _handled(log: Path) -> dict[str, tuple[int, int]]:
     """(events, redelivered) per consumer of a stopped `events consume` process."""
     text = log.read_text()
-    found = re.findall(r"^(online|offline): (\d+) events \((\d+) redelivered\)", text, re.M)
+    found = re.findall(r"^(online|offline): (\d+) records \((\d+) redelivered\)", text, re.M)
     return {name: (int(n), int(again)) for name, n, again in found}
 
 

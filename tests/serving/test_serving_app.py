@@ -152,7 +152,9 @@ def test_the_profile_intent_is_served_and_reported(
     assert recs(client, key, user_id="user-0", k=5)["intent"] == "next"  # the default
     cold = recs(client, key, user_id="nobody", k=5, intent="profile")
     assert cold["intent"] == "next" and cold["cold_start"] is True  # nothing to pool
-    client.app.state.serving.request_log.flush()  # type: ignore[attr-defined]
+    serving = client.app.state.serving  # type: ignore[attr-defined]
+    assert serving.request_log.flush()  # in the log, then stored by the requests consumer
+    assert all(w.caught_up(10.0) for w in serving.consumers)
     plane = region.platform.plane(Region.EU)
     with plane.session(Scope("shop", Region.EU), actor="t", action="t") as s:
         logged = {r: s.get(ServedRequest, r) for r in (profile["request_id"], cold["request_id"])}
