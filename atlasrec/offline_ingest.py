@@ -96,7 +96,10 @@ class IngestStage:
         """Write each partition's final files into the staging folder; rows newly stored."""
         written = 0
         for day in sorted(set(self._buffers) | set(self._spilled)):
-            pieces: list[pa.Table | Path] = [*self._spilled.get(day, []), *self._buffers.pop(day, [])]
+            pieces: list[pa.Table | Path] = [
+                *self._spilled.get(day, []),
+                *self._buffers.pop(day, []),
+            ]
             written += self._finish_partition(day, pieces)
         shutil.rmtree(self.folder / "spill", ignore_errors=True)
         return written
@@ -139,9 +142,7 @@ class IngestStage:
     def _writer(self, partition: str, part: int) -> pq.ParquetWriter:
         name = f"{self.prefix}{part:04d}.parquet"
         staged = self.folder / partition / name
-        self._renames.append(
-            (str(staged.relative_to(self.tenant)), f"{partition}/{name}")
-        )
+        self._renames.append((str(staged.relative_to(self.tenant)), f"{partition}/{name}"))
         return pq.ParquetWriter(staged, _FINAL_SCHEMA, compression="zstd")
 
     def publish(self) -> None:

@@ -269,8 +269,11 @@ def events_table(seqs: Sequence[int], events: Sequence[LogEvent]) -> pa.Table:
 
 
 def live_files(folder: Path) -> list[Path]:
-    """A partition's committed files minus those a present compacted file replaces and
-    those a pending ingest journal names."""
+    """A partition's committed files, less those a compaction or a pending journal hides.
+
+    Hidden: files that a present compacted file replaces and files a pending ingest journal
+    names (published, not yet visible).
+    """
     files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith(TMP))
     replaced = pending_names(folder)
     for f in files:
@@ -296,7 +299,9 @@ def pending_names(partition: Path) -> set[str]:
             renames = read_journal(journal)
         except FileNotFoundError:  # completed meanwhile
             continue
-        names.update(Path(final).name for _, final in renames if Path(final).parent.name == partition.name)
+        names.update(
+            Path(final).name for _, final in renames if Path(final).parent.name == partition.name
+        )
     return names
 
 

@@ -116,7 +116,13 @@ def ingest(
     with offline.ingest_lock():
         offline.sweep()  # a crashed ingest's journal is rolled forward first
         return _ingest(
-            plane, scope, offline, secret=secret, actor=actor, items=items, interactions=interactions
+            plane,
+            scope,
+            offline,
+            secret=secret,
+            actor=actor,
+            items=items,
+            interactions=interactions,
         )
 
 

@@ -77,7 +77,9 @@ def read_interactions(path: Path, pseudonymise: Pseudonymise, lookup: Lookup) ->
         )
         for batch in reader:
             try:
-                yield _convert(pa.Table.from_batches([batch]).rename_columns(names), pseudonymise, catalog)
+                yield _convert(
+                    pa.Table.from_batches([batch]).rename_columns(names), pseudonymise, catalog
+                )
             except _Bad as bad:
                 raise Rejected(line_of(path, record + bad.index), bad.field, bad.reason) from None
             record += batch.num_rows
@@ -264,7 +266,8 @@ def _cast(value: pa.Array, to: pa.DataType) -> tuple[np.ndarray, int | None]:
 def _numbers(values: pa.Array) -> np.ndarray:
     if pa.types.is_timestamp(values.type):
         values = values.cast(pa.int64())
-    return values.to_numpy(zero_copy_only=False).astype(np.float64)
+    numbers: np.ndarray = values.to_numpy(zero_copy_only=False).astype(np.float64)
+    return numbers
 
 
 def event_ids(user_key: pa.Array, item: pa.Array, ts: np.ndarray, event: pa.Array) -> pa.Array:
@@ -288,7 +291,9 @@ def _string_hash(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     n = len(strings)
     offsets = np.frombuffer(strings.buffers()[1], np.int32)[: n + 1]
     data = strings.buffers()[2]
-    raw = np.frombuffer(data, np.uint8)[: offsets[-1]] if data is not None else np.empty(0, np.uint8)
+    raw = (
+        np.frombuffer(data, np.uint8)[: offsets[-1]] if data is not None else np.empty(0, np.uint8)
+    )
     lengths = np.diff(offsets)
     position = np.arange(len(raw)) - np.repeat(offsets[:-1], lengths)
     byte = raw.astype(np.uint64) + np.uint64(1)
@@ -306,7 +311,8 @@ def _mix(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser (wrapping uint64 arithmetic)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    mixed: np.ndarray = z ^ (z >> np.uint64(31))
+    return mixed
 
 
 def _hex(high: np.ndarray, low: np.ndarray) -> pa.Array:

@@ -83,6 +83,7 @@ def rows(
 
 
 def identifier(value: str, line: int, field: str) -> str:
+    """`value` stripped; refused if empty, too long or with control characters."""
     value = value.strip()
     if not value:
         raise Rejected(line, field, "is empty")
@@ -94,6 +95,7 @@ def identifier(value: str, line: int, field: str) -> str:
 
 
 def text(value: str, line: int, field: str, *, required: bool) -> str | None:
+    """`value` stripped (None if empty and not required); refused if too long."""
     value = value.strip()
     if not value:
         if required:
