@@ -30,7 +30,7 @@ from atlasrec.errors import IngestError
 from atlasrec.ingest.interactions import read_interactions
 from atlasrec.ingest.rows import Rejected, file_sha256, identifier, rows, text
 from atlasrec.offline_ingest import IngestStage
-from atlasrec.offline_store import TenantOffline
+from atlasrec.offline_store import TenantOffline, roll_forward
 from atlasrec.tenancy import Scope
 
 CHUNK_ROWS = 5_000
@@ -114,7 +114,7 @@ def ingest(
     if offline is None:
         return _ingest(plane, scope, None, secret=secret, actor=actor, items=items)
     with offline.ingest_lock():
-        offline.sweep()  # a crashed ingest's journal is rolled forward first
+        roll_forward(offline.folder)  # a crashed ingest's journal first
         return _ingest(
             plane,
             scope,

@@ -42,10 +42,10 @@ DEFAULT_EVENT = "interaction"
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _NON_FINITE = r"^[+-]?(nan|inf|infinity)$"
 _ISO = (
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?"
-    r"(Z|[+-]\d{2}(:?\d{2})?)?$"
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?"
+    r"(Z|[+-]\d{2}(:?\d{2})?)?)?$"
 )
-_ZONE = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+_ZONE = r"[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 _LANES = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)
 
@@ -100,6 +100,7 @@ class _Catalog:
         encoded = pc.dictionary_encode(items)
         ids = encoded.dictionary
         new = ids.filter(pc.invert(pc.is_in(ids, value_set=self.known)))
+        new = new.filter(pc.invert(pc.match_substring(new, "\x00")))  # refused anyway
         if len(new):
             found = self.lookup(new.to_pylist())
             self.known = pa.concat_arrays([self.known, pa.array(sorted(found), pa.string())])

@@ -8,6 +8,7 @@ place (field counts, encoding, malformed quoting).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ def rows(
                         raise Rejected(start, name, "contains a NUL byte")
                 yield start, row
         except UnicodeDecodeError:
-            raise Rejected(reader.line_num + 1, None, "not valid UTF-8") from None
+            raise Rejected(_bad_utf8_line(path), None, "not valid UTF-8") from None
         except csv.Error as exc:
             raise Rejected(reader.line_num, None, f"malformed CSV: {exc}") from None
 
@@ -134,3 +135,17 @@ def first_row_error(path: Path, required: tuple[str, ...], allowed: tuple[str, .
     """Raise `Rejected` at the first row the `csv` module refuses (field count, NUL, UTF-8)."""
     for _ in rows(path, required, allowed):
         pass
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The line of the file's first byte that is not valid UTF-8 (read in blocks)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return lines + block.count(b"\n", 0, max(exc.start, 0))
+            lines += block.count(b"\n")
+    return lines
