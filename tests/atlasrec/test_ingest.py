@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 
 from atlasrec import ingest as ingest_module
 from atlasrec import offline_ingest
-from atlasrec.ingest import interactions as interactions_module
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import IngestBatch, Item
 from atlasrec.errors import IngestError
 from atlasrec.ingest import ingest
+from atlasrec.ingest import interactions as interactions_module
 from atlasrec.offline_store import TenantOffline
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
