@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ from atlasrec.offline_store import (
 )
 
 SPILL_BYTES = 64 << 20
+FINISH_THREADS = 2
 FILE_ROWS = 2_000_000
 DAY_S = 86_400
 _FINAL_SCHEMA = SCHEMA.with_metadata({SEQ_RANGE: b"[-1, -1]"})
@@ -94,13 +96,12 @@ class IngestStage:
 
     def finish(self) -> int:
         """Write each partition's final files into the staging folder; rows newly stored."""
-        written = 0
-        for day in sorted(set(self._buffers) | set(self._spilled)):
-            pieces: list[pa.Table | Path] = [
-                *self._spilled.get(day, []),
-                *self._buffers.pop(day, []),
-            ]
-            written += self._finish_partition(day, pieces)
+        days = sorted(set(self._buffers) | set(self._spilled))
+        pieces = {d: [*self._spilled.get(d, []), *self._buffers.get(d, [])] for d in days}
+        self._buffers = {}
+        with ThreadPoolExecutor(max_workers=FINISH_THREADS) as pool:  # Arrow frees the GIL
+            written = sum(pool.map(lambda d: self._finish_partition(d, pieces.pop(d)), days))
+        self._renames.sort()
         shutil.rmtree(self.folder / "spill", ignore_errors=True)
         return written
 
@@ -143,13 +144,17 @@ class IngestStage:
         name = f"{self.prefix}{part:04d}.parquet"
         staged = self.folder / partition / name
         self._renames.append((str(staged.relative_to(self.tenant)), f"{partition}/{name}"))
-        return pq.ParquetWriter(staged, _FINAL_SCHEMA, compression="zstd")
+        return pq.ParquetWriter(
+            staged,
+            _FINAL_SCHEMA,
+            compression="zstd",
+            use_dictionary=["user_key", "item_id", "event"],  # event ids are unique
+        )
 
     def publish(self) -> None:
         """Journal the renames (the point of no return), then move the files into place."""
-        for staged, _ in self._renames:
-            with open(self.tenant / staged, "rb") as fh:
-                os.fsync(fh.fileno())
+        with ThreadPoolExecutor(max_workers=8) as pool:  # the disk overlaps them
+            list(pool.map(_fsync, [self.tenant / staged for staged, _ in self._renames]))
         tmp = self.tenant / f"{TMP}{self.journal.name}"
         with open(tmp, "w") as fh:
             json.dump({"renames": self._renames}, fh)
@@ -169,6 +174,11 @@ class IngestStage:
     def discard(self) -> None:
         """Forget everything staged (before `publish`)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def _first_of_each_id(table: pa.Table) -> pa.Table:

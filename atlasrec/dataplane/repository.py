@@ -85,6 +85,10 @@ class TenantData:
         )
         self.session.execute(stmt, rows)
 
+    def item_ids(self) -> list[str]:
+        """The ids of the tenant's catalog items."""
+        return list(self.session.execute(select(Item.item_id)).scalars())
+
     def known_item_ids(self, item_ids: Iterable[str]) -> set[str]:
         """Those of `item_ids` that are in the tenant's catalog."""
         ids = list(set(item_ids))

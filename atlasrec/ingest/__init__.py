@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from atlasrec.catalog import PolicyAttributeError, parse_policy
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.plane import RegionDataPlane
@@ -94,7 +96,7 @@ def _stage_interactions(data: TenantData, path: Path, secret: bytes, stage: Inge
     """Validate the whole file into `stage`; the number of rows read."""
     pseudonym = data.pseudonymiser(secret)
     count = 0
-    for table in read_interactions(path, pseudonym, data.known_item_ids):
+    for table in read_interactions(path, pseudonym, lambda: pa.array(data.item_ids(), pa.string())):
         stage.add(table)
         count += table.num_rows
     return count

@@ -3,8 +3,8 @@
 The file is streamed with pyarrow's CSV reader in blocks of `BLOCK_BYTES`, every column read
 as a string, then checked and converted a whole block at a time with `pyarrow.compute` and
 numpy: no Python code runs per row. Per distinct value of a block only: the pseudonym of a
-user id (the tenant's HMAC key; the pseudonymiser caches) and, once per item id, the catalog
-check. `event_id` is a 128-bit hash of (user key, item, ts, event) computed with numpy, so a
+user id (the tenant's HMAC key; the pseudonymiser caches). Item ids are checked against the
+tenant's catalog ids, read once (memory O(catalog), not O(file)). `event_id` is a 128-bit hash of (user key, item, ts, event) computed with numpy, so a
 row ingested twice (overlapping files) has the same id and is stored once.
 
 Errors name the first bad row: its index is found with vectorised masks, and its line number
@@ -50,7 +50,6 @@ _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 _LANES = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)
 
 Pseudonymise = Callable[[str], str]
-Lookup = Callable[[list[str]], set[str]]
 
 
 class _Bad(Exception):
@@ -58,15 +57,17 @@ class _Bad(Exception):
         self.index, self.field, self.reason = index, field, reason
 
 
-def read_interactions(path: Path, pseudonymise: Pseudonymise, lookup: Lookup) -> Iterator[pa.Table]:
+def read_interactions(
+    path: Path, pseudonymise: Pseudonymise, catalog: Callable[[], pa.Array]
+) -> Iterator[pa.Table]:
     """The file's rows in blocks, as tables in the offline store's schema (`seq` -1).
 
-    `lookup` returns those of the given item ids that are in the tenant's catalog. Raises
-    `Rejected` (line, field, reason) at the first bad row.
+    `catalog` returns the tenant's item ids (called once, after the header is checked).
+    Raises `Rejected` (line, field, reason) at the first bad row.
     """
     raw = header(path, REQUIRED, COLUMNS)
     names = [h.strip().lower() for h in raw]
-    catalog = _Catalog(lookup)
+    items = catalog()
     record = 0
     try:
         reader = pcsv.open_csv(
@@ -78,7 +79,7 @@ def read_interactions(path: Path, pseudonymise: Pseudonymise, lookup: Lookup) ->
         for batch in reader:
             try:
                 yield _convert(
-                    pa.Table.from_batches([batch]).rename_columns(names), pseudonymise, catalog
+                    pa.Table.from_batches([batch]).rename_columns(names), pseudonymise, items
                 )
             except _Bad as bad:
                 raise Rejected(line_of(path, record + bad.index), bad.field, bad.reason) from None
@@ -86,26 +87,6 @@ def read_interactions(path: Path, pseudonymise: Pseudonymise, lookup: Lookup) ->
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         first_row_error(path, REQUIRED, COLUMNS)
         raise Rejected(None, None, f"malformed CSV: {exc}") from None
-
-
-class _Catalog:
-    """Which item ids are in the catalog, asked once per id (cached across blocks)."""
-
-    def __init__(self, lookup: Lookup) -> None:
-        self.lookup = lookup
-        self.known = pa.array([], pa.string())
-
-    def unknown(self, items: pa.Array) -> pa.Array:
-        """A mask over `items`: those not in the catalog."""
-        encoded = pc.dictionary_encode(items)
-        ids = encoded.dictionary
-        new = ids.filter(pc.invert(pc.is_in(ids, value_set=self.known)))
-        new = new.filter(pc.invert(pc.match_substring(new, "\x00")))  # refused anyway
-        if len(new):
-            found = self.lookup(new.to_pylist())
-            self.known = pa.concat_arrays([self.known, pa.array(sorted(found), pa.string())])
-        known = pc.is_in(ids, value_set=self.known).to_numpy(zero_copy_only=False)
-        return pa.array(~known[encoded.indices.to_numpy()])
 
 
 class _Checks:
@@ -125,10 +106,10 @@ class _Checks:
             raise self.first
 
 
-def _convert(table: pa.Table, pseudonymise: Pseudonymise, catalog: _Catalog) -> pa.Table:
+def _convert(table: pa.Table, pseudonymise: Pseudonymise, catalog: pa.Array) -> pa.Table:
     n = table.num_rows
     checks = _Checks()
-    for name in table.column_names:
+    for name in _with_nul(table):
         checks.add(
             pc.match_substring(table[name].combine_chunks(), "\x00"),
             name,
@@ -152,7 +133,7 @@ def _convert(table: pa.Table, pseudonymise: Pseudonymise, catalog: _Catalog) -> 
         else np.ones(n, np.float32)
     )
     checks.add(
-        catalog.unknown(item),
+        pc.invert(pc.is_in(item, value_set=catalog)),
         "item_id",
         lambda i: f"{item[i].as_py()!r} is not in the tenant's catalog",
     )
@@ -172,6 +153,18 @@ def _convert(table: pa.Table, pseudonymise: Pseudonymise, catalog: _Catalog) -> 
         ],
         schema=SCHEMA,
     )
+
+
+def _with_nul(table: pa.Table) -> list[str]:
+    """The columns whose bytes contain a NUL (a scan of the data buffers)."""
+    found = []
+    for name in table.column_names:
+        for chunk in table[name].chunks:
+            data = chunk.buffers()[2]
+            if data is not None and data.size and np.frombuffer(data, np.uint8).min() == 0:
+                found.append(name)
+                break
+    return found
 
 
 def _identifier(table: pa.Table, field: str, checks: _Checks) -> pa.Array:
