@@ -4,8 +4,9 @@ The file is streamed with pyarrow's CSV reader in blocks of `BLOCK_BYTES`, every
 as a string, then checked and converted a whole block at a time with `pyarrow.compute` and
 numpy: no Python code runs per row. Per distinct value of a block only: the pseudonym of a
 user id (the tenant's HMAC key; the pseudonymiser caches). Item ids are checked against the
-tenant's catalog ids, read once (memory O(catalog), not O(file)). `event_id` is a 128-bit hash of (user key, item, ts, event) computed with numpy, so a
-row ingested twice (overlapping files) has the same id and is stored once.
+tenant's catalog ids, read once (memory O(catalog), not O(file)). `event_id` is a 128-bit
+hash of (user key, item, ts, event) computed with numpy, so a row ingested twice
+(overlapping files) has the same id and is stored once.
 
 Errors name the first bad row: its index is found with vectorised masks, and its line number
 by re-reading the file with the `csv` module (`rows.line_of`, exact with quoted newlines and
