@@ -299,7 +299,7 @@ class _ArrowPeak:
 def test_memory_does_not_grow_with_file_size(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Python (tracemalloc) plus Arrow memory stays flat for 8x the rows.
+    """Python (tracemalloc) plus Arrow memory stays nearly flat for 12x the rows.
 
     Bounded by a block, the spill buffer and one date partition's ids (for de-duplication):
     the rows here spread over days (144 a day), as a long file's do.
@@ -308,7 +308,7 @@ def test_memory_does_not_grow_with_file_size(
     monkeypatch.setattr(offline_ingest, "SPILL_BYTES", 64_000)
     items = write_csv(tmp_path / "items.csv", ITEMS_HEADER, items_rows(20))
     peaks = []
-    for n, tenant in ((2_000, "small-file"), (16_000, "big-file")):
+    for n, tenant in ((2_000, "small-file"), (24_000, "big-file")):
         scope = make_tenant(platform, tenant, Region.US)
         rows = [
             (u, i, 1_700_000_000 + k * 600, e, w)
@@ -322,4 +322,4 @@ def test_memory_does_not_grow_with_file_size(
         peaks.append(tracemalloc.get_traced_memory()[1] + arrow.peak - base)
         tracemalloc.stop()
         assert report.interactions is not None and report.interactions.written == n
-    assert peaks[1] < 2 * peaks[0], peaks  # 8x the rows, well under 2x the peak
+    assert peaks[1] < 1.5 * peaks[0], peaks  # 12x the rows (buffering them all: over 2x)
