@@ -9,14 +9,15 @@ processes. Everything a tenant's runtime reads goes through the tenant's scope.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import groupby
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -178,17 +179,20 @@ class RegionRuntime:
             raise
 
     def _warm_ingested(self, scope: Scope, store: ScopedOnlineStore) -> None:
-        """Apply the ingested files' rows, each chunk of a file once (`record_marked`).
+        """Apply the ingested files' rows, oldest first, each chunk once (`record_marked`).
 
-        Ingested files are immutable (compaction leaves them alone), so (file, chunk number)
+        A date partition's ingested files are read together, in time order. The files are
+        immutable (compaction leaves them alone), so (partition, its files, chunk number)
         names the same rows on every attempt: a warm-up retried after a failure, or by
         another process, applies nothing twice.
         """
         columns = ["user_key", "item_id", "weight", "ts"]
         offline = self.plane.offline.scoped(scope, actor=ACTOR)
-        for file in offline.ingested_files():
-            table = pq.read_table(file, columns=columns).sort_by("ts")
-            mark = f"{file.parent.name}/{file.name}"
+        for partition, group in groupby(offline.ingested_files(), key=lambda f: f.parent.name):
+            files = list(group)
+            table = offline.read_table(columns, files=files).sort_by("ts")
+            names = hashlib.sha256(",".join(f.name for f in files).encode()).hexdigest()
+            mark = f"{partition}/{names[:32]}"
             for chunk, batch in enumerate(table.to_batches(max_chunksize=WARM_CHUNK)):
                 user, item, weight, ts = (batch.column(c).to_pylist() for c in columns)
                 events = [
