@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from atlasrec import offline_ingest
 from atlasrec.dataplane.tables import IngestBatch
+from atlasrec.dataplane.training_data import load_tenant_dataset
 from atlasrec.errors import IngestError
 from atlasrec.eventlog.records import LogEvent
 from atlasrec.ingest import ingest
@@ -296,3 +297,29 @@ def test_ingested_rows_and_logged_events_share_partitions(
     assert store.count() == 40 and len(store.ingested_files()) == 1
     seqs = store.read_table(["seq"])["seq"]
     assert pc.sum(pc.equal(seqs, -1)).as_py() == 30
+
+
+def test_the_training_snapshot_covers_ingested_parquet_files(
+    platform: Platform, shop: Scope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = platform.plane(Region.EU)
+    first = write_csv(tmp_path / "a.csv", INTERACTIONS_HEADER, spread_rows(20, days=2))
+    run(platform, shop, interactions=first)
+    before = load_tenant_dataset(plane, shop, actor="t")
+    real, calls = os.replace, []
+
+    def flaky(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) > 1:  # after the journal: the batch row is never committed
+            raise OSError("disk gone")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    second = write_csv(tmp_path / "b.csv", INTERACTIONS_HEADER, spread_rows(20, days=2, seed=5))
+    with pytest.raises(OSError):
+        run(platform, shop, interactions=second)
+    monkeypatch.undo()
+    assert load_tenant_dataset(plane, shop, actor="t").snapshot == before.snapshot
+    offline(platform, shop).sweep()  # only Parquet files change, no ingest batch row
+    after = load_tenant_dataset(plane, shop, actor="t")
+    assert after.snapshot != before.snapshot and after.n_interactions > before.n_interactions
