@@ -323,3 +323,18 @@ def test_the_training_snapshot_covers_ingested_parquet_files(
     offline(platform, shop).sweep()  # only Parquet files change, no ingest batch row
     after = load_tenant_dataset(plane, shop, actor="t")
     assert after.snapshot != before.snapshot and after.n_interactions > before.n_interactions
+
+
+def test_event_stats_count_ingested_rows_in_the_offline_store(
+    platform: Platform, shop: Scope, tmp_path: Path
+) -> None:
+    from atlasrec.pipelines.events import event_stats
+
+    run(
+        platform,
+        shop,
+        interactions=write_csv(tmp_path / "e.csv", INTERACTIONS_HEADER, spread_rows(12)),
+    )
+    stats = event_stats(platform, "shop", actor="t")
+    assert stats["stored"] == stats["offline"]["rows"] == stats["offline"]["ingested"] == 12
+    assert stats["log"]["events"] == 0
