@@ -5,7 +5,7 @@ Writes stamp `tenant_id` from the session's scope; callers never supply it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import select
 
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import IngestBatch, Item, TenantSecret
@@ -88,15 +88,6 @@ class TenantData:
     def item_ids(self) -> list[str]:
         """The ids of the tenant's catalog items."""
         return list(self.session.execute(select(Item.item_id)).scalars())
-
-    def known_item_ids(self, item_ids: Iterable[str]) -> set[str]:
-        """Those of `item_ids` that are in the tenant's catalog."""
-        ids = list(set(item_ids))
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            query = select(Item.item_id).where(col(Item.item_id).in_(ids[start : start + 500]))
-            found.update(self.session.execute(query).scalars())
-        return found
 
     def stats(self, offline: TenantOffline) -> TenantStats:
         """Counts of items, users and interactions, and the time span of interactions.
