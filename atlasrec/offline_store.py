@@ -191,10 +191,7 @@ class TenantOffline:
 
     def snapshot(self) -> str:
         """Identifies what is stored: a hash over the live files' names and sizes."""
-        digest = hashlib.sha256()
-        for f in self.files():
-            digest.update(f"{f.parent.name}/{f.name}:{f.stat().st_size};".encode())
-        return digest.hexdigest()
+        return files_snapshot(self.files())
 
     def read_table(
         self,
@@ -266,6 +263,19 @@ def events_table(seqs: Sequence[int], events: Sequence[LogEvent]) -> pa.Table:
         ],
         schema=SCHEMA,
     )
+
+
+def files_snapshot(files: Sequence[Path]) -> str:
+    """A hash over files' partitions, names and sizes (`TenantOffline.snapshot`'s rule)."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.parent.name}/{f.name}:{f.stat().st_size};".encode())
+    return digest.hexdigest()
+
+
+def ingested_sha(path: Path) -> str | None:
+    """The first 32 hex digits of the source file's sha256, for an ingested file's Parquet."""
+    return path.name[len(INGEST) : len(INGEST) + 32] if path.name.startswith(INGEST) else None
 
 
 def live_files(folder: Path) -> list[Path]:
