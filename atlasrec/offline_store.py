@@ -20,6 +20,13 @@ Laid out as an object store would hold it, under `<root>/<region>/events/`:
   twice or misses one.
 - **Bounded reads.** `read_table()` reads the live files' columns through a `pyarrow.dataset`
   with ids dictionary-encoded; no per-row Python objects.
+- **Ingested files.** Rows of ingested CSV files (`atlasrec.ingest`) have no log sequence
+  number: their `seq` is `INGESTED_SEQ` (-1) and their `event_id` is derived from the natural
+  key (user, item, ts, event). They live in their own files (`ingest-<file sha>-<part>`),
+  which compaction leaves alone, so sequence-number idempotence and compaction of logged
+  events are unchanged. A file's partitions are published together through a journal
+  (`.journal-*.json`, `atlasrec.offline_ingest`): files a pending journal names are invisible
+  to readers until it is removed, and `sweep()` rolls a crashed publish forward.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -60,6 +68,11 @@ REPLACES = b"atlasrec.replaces"
 SEQ_RANGE = b"atlasrec.seq_range"
 TMP = ".tmp-"
 LOCK = ".lock"
+INGEST = "ingest-"
+INGESTED_SEQ = -1
+JOURNAL = ".journal-"
+STAGE = f"{TMP}ingest-"
+INGEST_LOCK = ".ingest.lock"
 COMPACT_MIN_FILES = 8
 SEQ_CACHE_FILES = 4_096
 
@@ -72,6 +85,7 @@ class OfflineStats:
     rows: int
     bytes: int
     partitions: int
+    ingested: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,25 @@ class TenantOffline:
         """Every live file (committed, not replaced by a compaction), in partition order."""
         return [f for part in self.partitions() for f in live_files(part)]
 
+    def ingested_files(self) -> list[Path]:
+        """The live files of ingested CSV files (rows without a sequence number)."""
+        return [f for f in self.files() if f.name.startswith(INGEST)]
+
+    @contextmanager
+    def ingest_lock(self, *, wait: bool = True) -> Iterator[bool]:
+        """The tenant's ingest lock (one file ingest at a time); yields whether it is held."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / INGEST_LOCK, "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def count(self) -> int:
         """Rows stored (from the files' footers)."""
         return sum(_footer(f).num_rows for f in self.files())
@@ -153,23 +186,31 @@ class TenantOffline:
             rows=sum(_footer(f).num_rows for f in files),
             bytes=sum(f.stat().st_size for f in files),
             partitions=len(self.partitions()),
+            ingested=sum(_footer(f).num_rows for f in files if f.name.startswith(INGEST)),
         )
 
     def snapshot(self) -> str:
         """Identifies what is stored: a hash over the live files' names and sizes."""
-        digest = hashlib.sha256()
-        for f in self.files():
-            digest.update(f"{f.parent.name}/{f.name}:{f.stat().st_size};".encode())
-        return digest.hexdigest()
+        return files_snapshot(self.files())
 
-    def read_table(self, columns: Sequence[str]) -> pa.Table:
-        """The live rows' `columns`; `user_key`, `item_id` and `event` dictionary-encoded."""
-        files = self.files()
+    def read_table(
+        self,
+        columns: Sequence[str],
+        *,
+        files: Sequence[Path] | None = None,
+        where: ds.Expression | None = None,
+    ) -> pa.Table:
+        """The live rows' `columns` (of `files`, default all; rows matching `where`).
+
+        `user_key`, `item_id` and `event` come dictionary-encoded.
+        """
+        files = self.files() if files is None else files
         if not files:
             return SCHEMA.empty_table().select(list(columns))
         encoded = ds.ParquetReadOptions(dictionary_columns={"user_key", "item_id", "event"})
         fmt = ds.ParquetFileFormat(read_options=encoded)
-        return ds.dataset([str(f) for f in files], format=fmt).to_table(columns=list(columns))
+        dataset = ds.dataset([str(f) for f in files], format=fmt, schema=SCHEMA)
+        return dataset.to_table(columns=list(columns), filter=where)
 
     # maintenance --------------------------------------------------------------------------
 
@@ -179,7 +220,7 @@ class TenantOffline:
         for part in self.partitions():
             with _locked(part):
                 _sweep(part)  # a crashed compaction's inputs go before anything else
-                files = live_files(part)
+                files = [f for f in live_files(part) if not f.name.startswith(INGEST)]
                 if len(files) >= min_files:
                     rows_in, rows_out = _compact(part, files)
                     done = Compaction(
@@ -192,8 +233,16 @@ class TenantOffline:
         return done
 
     def sweep(self) -> int:
-        """Delete temporary files and files replaced by a compaction; how many were deleted."""
+        """Delete temporary files and files replaced by a compaction; how many were deleted.
+
+        First, unless an ingest is running, roll pending ingest journals forward and delete
+        abandoned ingest staging folders.
+        """
         deleted = 0
+        if self.folder.is_dir():
+            with self.ingest_lock(wait=False) as held:
+                if held:
+                    deleted += roll_forward(self.folder)
         for part in self.partitions():
             with _locked(part):
                 deleted += _sweep(part)
@@ -216,13 +265,94 @@ def events_table(seqs: Sequence[int], events: Sequence[LogEvent]) -> pa.Table:
     )
 
 
+def files_snapshot(files: Sequence[Path]) -> str:
+    """A hash over files' partitions, names and sizes (`TenantOffline.snapshot`'s rule)."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.parent.name}/{f.name}:{f.stat().st_size};".encode())
+    return digest.hexdigest()
+
+
+def ingested_sha(path: Path) -> str | None:
+    """The first 32 hex digits of the source file's sha256, for an ingested file's Parquet."""
+    return path.name[len(INGEST) : len(INGEST) + 32] if path.name.startswith(INGEST) else None
+
+
 def live_files(folder: Path) -> list[Path]:
-    """A partition's committed files minus those a present compacted file replaces."""
+    """A partition's committed files, less those a compaction or a pending journal hides.
+
+    Hidden: files that a present compacted file replaces and files a pending ingest journal
+    names (published, not yet visible).
+    """
     files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith(TMP))
-    replaced: set[str] = set()
+    replaced = pending_names(folder)
     for f in files:
         replaced.update(_replaces(f))
     return [f for f in files if f.name not in replaced]
+
+
+def journals(tenant_folder: Path) -> list[Path]:
+    """The tenant's pending ingest journals."""
+    return sorted(tenant_folder.glob(f"{JOURNAL}*.json"))
+
+
+def read_journal(journal: Path) -> list[tuple[str, str]]:
+    """A journal's (staged, final) renames, paths relative to the tenant folder."""
+    return [(a, b) for a, b in json.loads(journal.read_text())["renames"]]
+
+
+def pending_names(partition: Path) -> set[str]:
+    """Names of the partition's files that a pending ingest journal names (not yet visible)."""
+    names: set[str] = set()
+    for journal in journals(partition.parent):
+        try:
+            renames = read_journal(journal)
+        except FileNotFoundError:  # completed meanwhile
+            continue
+        names.update(
+            Path(final).name for _, final in renames if Path(final).parent.name == partition.name
+        )
+    return names
+
+
+def roll_forward(tenant_folder: Path) -> int:
+    """Complete the renames of pending journals, drop them and staging folders left behind.
+
+    The caller holds the tenant's ingest lock. Returns the number of journals and staging
+    folders removed.
+    """
+    removed = 0
+    for journal in journals(tenant_folder):
+        renames = read_journal(journal)
+        apply_renames(tenant_folder, renames)
+        journal.unlink()
+        removed += 1
+    for stage in tenant_folder.glob(f"{STAGE}*"):
+        shutil.rmtree(stage, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def apply_renames(tenant_folder: Path, renames: Sequence[tuple[str, str]]) -> None:
+    """Rename staged files into place (those already moved are skipped), fsyncing folders."""
+    touched: set[Path] = set()
+    for staged, final in renames:
+        source, target = tenant_folder / staged, tenant_folder / final
+        if source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            touched.add(target.parent)
+    for folder in (*touched, tenant_folder):
+        fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's renames durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 @contextmanager
@@ -248,21 +378,17 @@ def _publish(folder: Path, name: str, table: pa.Table, metadata: dict[bytes, byt
         os.fsync(fh.fileno())
     final = folder / name
     os.replace(tmp, final)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(folder)
     return final
 
 
 def _sweep(part: Path) -> int:
     """Delete a partition's temporary and replaced files (the caller holds its lock)."""
-    live = set(live_files(part))
+    live = {f.name for f in live_files(part)} | pending_names(part)
     dead = [
         f
         for f in part.iterdir()
-        if f.name.startswith(TMP) or (f.suffix == ".parquet" and f not in live)
+        if f.name.startswith(TMP) or (f.suffix == ".parquet" and f.name not in live)
     ]
     for f in dead:
         f.unlink(missing_ok=True)

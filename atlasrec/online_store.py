@@ -588,6 +588,26 @@ class ScopedOnlineStore:
         ]
         return self._backend.record_once(marks, cap, ttl_s)
 
+    def record_marked(
+        self,
+        events: Sequence[tuple[str, str, float, float]],
+        mark: str,
+        bit: int,
+        *,
+        cap: int = 200,
+        ttl_s: float = APPLIED_TTL_S,
+    ) -> int:
+        """Apply a batch of events once per (`mark`, `bit`), atomically; 1 if applied now.
+
+        For rows without a log sequence number (ingested files): the caller names each batch
+        by a stable mark (a file) and bit (a chunk number). The mark lives under the tenant's
+        prefix, so `clear()` forgets it with the features it guards.
+        """
+        if bit < 0:
+            raise InvalidInputError(f"bit must not be negative, got {bit}")
+        key = self._key("applied", _part(mark, "mark"))
+        return self._backend.record_once([(key, bit, self._writes(events, cap))], cap, ttl_s)
+
     def _writes(self, events: Sequence[tuple[str, str, float, float]], cap: int) -> list[Write]:
         if cap < 1:
             raise InvalidInputError(f"cap must be at least 1, got {cap}")

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -29,6 +30,7 @@ from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import AuditRecord, DpRun, IngestBatch, ServedRequest
 from atlasrec.errors import InvalidInputError, NotFoundError
 from atlasrec.models.bundle import KIND as MODEL_KIND
+from atlasrec.offline_store import files_snapshot, ingested_sha
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
 
@@ -164,7 +166,12 @@ def model_lineage(plane: Plane, scope: Scope, version: str | None, *, actor: str
     rounds = _backbone_rounds(plane, scope, parent)  # the ledger first: one transaction at a time
     with plane.session(scope, actor=actor, action="audit.lineage") as session:
         training = _training(session, meta.get("dp"))
-        snapshot = _snapshot(session, meta.get("data_snapshot"), manifest.get("created_at"))
+        snapshot = _snapshot(
+            session,
+            plane.offline.scoped(scope, actor=actor).files(),
+            meta.get("data_snapshot"),
+            manifest.get("created_at"),
+        )
         backbone = _backbone(session, scope, parent, rounds)
     return {
         "model": model,
@@ -229,13 +236,28 @@ def snapshot_of(pairs: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256("".join(f"{k}:{s};" for k, s in sorted(pairs)).encode()).hexdigest()
 
 
+def _with_parquet(batches: Sequence[IngestBatch], parquet: Sequence[Path]) -> str:
+    """`snapshot_hash` of `batches`, combined with the Parquet files training read.
+
+    Those are the offline store's live files less ingested files of later batches (named by
+    their source file's sha256), as `training_data` combines them.
+    """
+    shas = {b.sha256[:32] for b in batches}
+    files = [f for f in parquet if (sha := ingested_sha(f)) is None or sha in shas]
+    base = snapshot_of((b.kind, b.sha256) for b in batches)
+    if not files:
+        return base
+    return hashlib.sha256(f"{base}:{files_snapshot(files)}".encode()).hexdigest()
+
+
 def _snapshot(
-    session: TenantSession, recorded: str | None, trained_at: str | None
+    session: TenantSession, parquet: Sequence[Path], recorded: str | None, trained_at: str | None
 ) -> dict[str, Any] | None:
     """The recorded snapshot hash, and the ingested files it is verified against.
 
     The snapshot is the set of files ingested when training read the data: the latest
-    prefix of batches (by time) up to the model's publication whose hash matches.
+    prefix of batches (by time) up to the model's publication whose hash matches (with the
+    offline store's Parquet files of those batches, and its events as they are now).
     """
     if recorded is None:
         return None
@@ -254,7 +276,10 @@ def _snapshot(
         )
     matched: list[IngestBatch] | None = None
     for end in range(cutoff, max(-1, cutoff - _SNAPSHOT_LOOKBACK - 1), -1):
-        if snapshot_of((b.kind, b.sha256) for b in batches[:end]) == recorded:
+        if recorded in (
+            snapshot_of((b.kind, b.sha256) for b in batches[:end]),
+            _with_parquet(batches[:end], parquet),
+        ):
             matched = batches[:end]
             break
     files = [

@@ -13,14 +13,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
-from sqlalchemy import func
-from sqlmodel import col, select
 
 from atlasrec.boundary import federation_refusal
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_transactions
-from atlasrec.dataplane.session import TenantSession
-from atlasrec.dataplane.tables import Interaction
 from atlasrec.dataplane.training_data import load_tenant_dataset
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.wire import Status
@@ -29,6 +27,7 @@ from atlasrec.models.pretrain import pretrain_backbone
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, dp_schedule, train
 from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.offline_store import TenantOffline
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from privacy.accounting import Mechanism, calibrate_noise
@@ -125,7 +124,7 @@ def client_status(platform: Platform, tenant_id: str, plan: RoundPlan, *, actor:
     tenant = platform.control.get_tenant(tenant_id)
     plane = platform.plane(plan.region)
     with plane.session(scope, actor=actor, action="federation.status") as session:
-        users = _user_count(session)
+        users = _user_count(plane.offline.scoped(scope, actor=actor))
         budget = DpRunTable(session, plane.ledger).budget(
             cap=tenant.epsilon_cap, delta=tenant.delta
         )
@@ -144,11 +143,10 @@ def client_status(platform: Platform, tenant_id: str, plan: RoundPlan, *, actor:
     )
 
 
-def _user_count(session: TenantSession) -> int:
-    query = select(func.count(func.distinct(Interaction.user_key))).where(
-        col(Interaction.tenant_id) == session.scope.tenant_id
-    )
-    return int(session.execute(query).scalar_one())
+def _user_count(offline: TenantOffline) -> int:
+    """Distinct users in the tenant's offline store (ingested files and events)."""
+    users = offline.read_table(["user_key"])["user_key"]
+    return int(pc.count_distinct(pc.cast(users, pa.string())).as_py())
 
 
 def train_round(

@@ -106,8 +106,9 @@ def _ingest(platform: Platform, ds: TenantDataset, actor: str, console: Console)
         assert file is not None
         state = "unchanged" if file.already_ingested else f"{file.written}/{file.rows} rows written"
         console.print(f"ingested {ds.tenant_id}: {file.file} ({state})")
+    offline = plane.offline.scoped(scope, actor=actor)
     with plane.session(scope, actor=actor, action="stats") as session:
-        return TenantData(session).stats()
+        return TenantData(session).stats(offline)
 
 
 def _summary(

@@ -51,12 +51,13 @@ class Pseudonymiser:
     """Maps a tenant's user ids to stable pseudonyms (HMAC-SHA256, truncated to 128 bits)."""
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
-        self._cached = lru_cache(maxsize=200_000)(self._compute)
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per id: the key's
+        self._cached = lru_cache(maxsize=200_000)(self._compute)  # pads are hashed once
 
     def _compute(self, user_id: str) -> str:
-        digest = hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()
-        return digest[:PSEUDONYM_HEX]
+        mac = self._keyed.copy()
+        mac.update(user_id.encode())
+        return mac.hexdigest()[:PSEUDONYM_HEX]
 
     def __call__(self, user_id: str) -> str:
         """The pseudonym of `user_id`."""

@@ -9,21 +9,26 @@ processes. Everything a tenant's runtime reads goes through the tenant's scope.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import groupby
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import select
 
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
 from atlasrec.dataplane.repository import TenantData
-from atlasrec.dataplane.tables import Interaction, Item
+from atlasrec.dataplane.tables import Item
 from atlasrec.errors import AtlasRecError, CrossRegionError
 from atlasrec.eventlog.base import EventLogUnavailable
 from atlasrec.models.bundle import KIND, ModelBundle
+from atlasrec.offline_store import INGEST
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
@@ -128,16 +133,16 @@ class RegionRuntime:
         self, scope: Scope, bundle: ModelBundle | None
     ) -> tuple[ServingState, datetime | None]:
         items = embedded_items(self.plane, scope, actor=ACTOR)
-        with self.plane.session(scope, actor=ACTOR, action="serving.load") as session:
-            counts = dict(
-                session.execute(
-                    select(Interaction.item_id, func.sum(Interaction.weight)).group_by(
-                        col(Interaction.item_id)
-                    )
-                ).all()
-            )
         watermark = max((i.updated_at for i in items), default=None)
-        return build_state(catalog_items(items), bundle, counts), watermark
+        return build_state(catalog_items(items), bundle, self._counts(scope)), watermark
+
+    def _counts(self, scope: Scope) -> dict[str, float]:
+        """Summed weights per item of the ingested rows (the offline store's ingested files)."""
+        offline = self.plane.offline.scoped(scope, actor=ACTOR)
+        table = offline.read_table(["item_id", "weight"], files=offline.ingested_files())
+        table = table.set_column(0, "item_id", pc.cast(table["item_id"], pa.string()))
+        sums = table.group_by("item_id").aggregate([("weight", "sum")])
+        return dict(zip(sums["item_id"].to_pylist(), sums["weight_sum"].to_pylist(), strict=True))
 
     def _load(self, tenant: Tenant) -> TenantRuntime:
         scope = self._scope(tenant)
@@ -174,22 +179,35 @@ class RegionRuntime:
             raise
 
     def _warm_ingested(self, scope: Scope, store: ScopedOnlineStore) -> None:
-        with self.plane.session(scope, actor=ACTOR, action="serving.warm") as session:
-            rows = session.execute(
-                select(
-                    Interaction.user_key, Interaction.item_id, Interaction.weight, Interaction.ts
-                ).order_by(col(Interaction.ts))
-            ).all()
-        for start in range(0, len(rows), WARM_CHUNK):
-            chunk = rows[start : start + WARM_CHUNK]
-            store.record_events(
-                [(u, i, float(w), float(t)) for u, i, w, t in chunk], cap=RECENT_CAP
-            )
+        """Apply the ingested files' rows, oldest first, each chunk once (`record_marked`).
+
+        A date partition's ingested files are read together, in time order. The files are
+        immutable (compaction leaves them alone), so (partition, its files, chunk number)
+        names the same rows on every attempt: a warm-up retried after a failure, or by
+        another process, applies nothing twice.
+        """
+        columns = ["user_key", "item_id", "weight", "ts"]
+        offline = self.plane.offline.scoped(scope, actor=ACTOR)
+        for partition, group in groupby(offline.ingested_files(), key=lambda f: f.parent.name):
+            files = list(group)
+            table = offline.read_table(columns, files=files).sort_by("ts")
+            names = hashlib.sha256(",".join(f.name for f in files).encode()).hexdigest()
+            mark = f"{partition}/{names[:32]}"
+            for chunk, batch in enumerate(table.to_batches(max_chunksize=WARM_CHUNK)):
+                user, item, weight, ts = (batch.column(c).to_pylist() for c in columns)
+                events = [
+                    (u, i, float(w), float(t))
+                    for u, i, w, t in zip(user, item, weight, ts, strict=True)
+                ]
+                store.record_marked(events, mark, chunk, cap=RECENT_CAP)
 
     def _warm_offline(self, scope: Scope, store: ScopedOnlineStore) -> None:
         columns = ["seq", "user_key", "item_id", "weight", "ts"]
         offline = self.plane.offline.scoped(scope, actor=ACTOR)
-        table = offline.read_table(columns).sort_by([("ts", "ascending"), ("seq", "ascending")])
+        logged = [f for f in offline.files() if not f.name.startswith(INGEST)]
+        table = offline.read_table(columns, files=logged).sort_by(
+            [("ts", "ascending"), ("seq", "ascending")]
+        )
         log_id = self.plane.events.log_id
         for batch in table.to_batches(max_chunksize=WARM_CHUNK):
             seq, user, item, weight, ts = (batch.column(c).to_pylist() for c in columns)

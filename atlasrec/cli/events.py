@@ -30,7 +30,8 @@ def stats(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     typer.echo(
         f"{tenant}@{built['region']}: {built['stored']} stored "
         f"({built['offline']['rows']} in {built['offline']['files']} Parquet files, "
-        f"{built['interactions_table']} ingested rows); {built['log']['events']} in the log; "
+        f"{built['offline']['ingested']} of them from ingested files); "
+        f"{built['log']['events']} in the log; "
         f"consumer lag: {lags}"
     )
 

@@ -1,8 +1,8 @@
 """A tenant's training data, read through its scope: catalog, content vectors, sequences.
 
-Interactions come from the offline store (the events its consumer wrote, as Parquet) and
-from the region's interactions table (ingested files), joined as Arrow columns and encoded
-to dense indices without a Python object per row.
+Interactions come from the offline store (as Parquet: the events its consumer wrote and the
+rows of ingested files), read as Arrow columns and encoded to dense indices without a Python
+object per row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from atlasrec.dataplane.embeddings import refresh_item_embeddings
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
-from atlasrec.dataplane.tables import IngestBatch, Interaction, Item
+from atlasrec.dataplane.tables import IngestBatch, Item
 from atlasrec.evaluation import Interactions
 from atlasrec.offline_store import TenantOffline
 from atlasrec.tenancy import Scope
@@ -66,11 +66,12 @@ def _read(
     session: TenantSession, offline: TenantOffline, item_ids: list[str], content: np.ndarray
 ) -> TenantDataset:
     categories = dict(session.execute(select(Item.item_id, Item.category)).all())
-    table = pa.concat_tables([_ingested(session), _plain(offline.read_table(COLUMNS))])
+    table = _plain(offline.read_table(COLUMNS))
     users, items, ts, weights, user_keys = encode(table, item_ids)
     data = Interactions.from_arrays(
         users, items, ts, weights, n_users=len(user_keys), n_items=len(item_ids)
     )
+    # the ingested files' hashes and the live Parquet files (events and ingested rows)
     snapshot = snapshot_hash(session)
     if offline.files():
         snapshot = hashlib.sha256(f"{snapshot}:{offline.snapshot()}".encode()).hexdigest()
@@ -79,24 +80,8 @@ def _read(
     )
 
 
-def _ingested(session: TenantSession) -> pa.Table:
-    """The interactions table's rows (ingested files), as Arrow columns (`seq` -1)."""
-    rows = session.execute(
-        select(Interaction.user_key, Interaction.item_id, Interaction.ts, Interaction.weight)
-    ).all()
-    return pa.table(
-        {
-            "user_key": pa.array([r[0] for r in rows], pa.string()),
-            "item_id": pa.array([r[1] for r in rows], pa.string()),
-            "ts": pa.array([r[2] for r in rows], pa.int64()),
-            "weight": pa.array([r[3] for r in rows], pa.float32()),
-            "seq": pa.array(np.full(len(rows), -1, np.int64)),
-        }
-    )
-
-
 def _plain(table: pa.Table) -> pa.Table:
-    """Dictionary-encoded id columns decoded, so tables of both sources concatenate."""
+    """Dictionary-encoded id columns decoded (files' dictionaries differ)."""
     return pa.table(
         {
             name: pc.cast(table[name], pa.string())

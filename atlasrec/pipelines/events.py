@@ -13,7 +13,6 @@ from atlasrec.consumers import (
     online_sink,
     start_workers,
 )
-from atlasrec.dataplane.repository import TenantData
 from atlasrec.errors import InvalidInputError
 from atlasrec.eventlog.records import EVENTS, SERVED, Kind
 from atlasrec.online_store import OnlineStore
@@ -30,9 +29,7 @@ def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, 
     """What the tenant's region holds of its events, and how far each consumer lags."""
     scope = platform.scope(tenant_id)
     plane = platform.plane(scope.region)
-    offline = plane.offline.scoped(scope).stats()
-    with plane.session(scope, actor=actor, action="events.stats") as session:
-        table = TenantData(session).stats().interactions
+    offline = plane.offline.scoped(scope, actor=actor).stats()
     lags = {
         name: plane.events.consumer(name, KIND_OF.get(name, EVENTS)).lag()
         for name in plane.events.consumers()
@@ -40,9 +37,13 @@ def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, 
     return {
         "tenant": tenant_id,
         "region": scope.region.value,
-        "stored": offline.rows + table,
-        "offline": {"rows": offline.rows, "files": offline.files, "bytes": offline.bytes},
-        "interactions_table": table,
+        "stored": offline.rows,
+        "offline": {
+            "rows": offline.rows,
+            "files": offline.files,
+            "bytes": offline.bytes,
+            "ingested": offline.ingested,
+        },
         "log": {"events": plane.events.count(scope), "last_seq": plane.events.last_seq()},
         "consumers": {name: lag.total for name, lag in lags.items()},
         "consumer_detail": {

@@ -2,8 +2,9 @@
 
 The same path as POST /v1/recommendations (`serving.pipeline.recommend`) on the tenant's
 serving snapshot, without deadlines. Items the user ever interacted with are excluded
-(read from the database, so the whole history counts, not only the online store's recent
-items). Users without history (unknown ids included) get the cold-start list.
+(read from the offline store, ingested files and events, so the whole history counts, not
+only the online store's recent items). Users without history (unknown ids included) get
+the cold-start list.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlmodel import col, select
+import pyarrow.dataset as ds
 
-from atlasrec.dataplane.tables import Interaction
 from atlasrec.errors import InvalidInputError
 from atlasrec.intents import Intent
 from atlasrec.online_store import OnlineStore, make_backend
@@ -54,17 +54,17 @@ def recommend_users(
     plane = platform.plane(scope.region)
     online = OnlineStore(scope.region, make_backend(platform.settings.redis_url), plane.boundary)
     runtime = RegionRuntime(platform, scope.region, online=online).tenant(tenant)
+    offline = plane.offline.scoped(scope, actor=actor)
     for start in range(0, len(user_ids), _CHUNK):
         chunk = list(user_ids[start : start + _CHUNK])
         keys = [runtime.pseudonymise(u) for u in chunk]
-        with plane.session(scope, actor=actor, action="recommend") as session:
-            rows = session.execute(
-                select(Interaction.user_key, Interaction.item_id).where(
-                    col(Interaction.user_key).in_(set(keys))
-                )
-            ).all()
         seen: dict[str, set[str]] = {key: set() for key in keys}
-        for key, item_id in rows:
+        history = offline.read_table(
+            ["user_key", "item_id"], where=ds.field("user_key").isin(sorted(set(keys)))
+        )
+        for key, item_id in zip(
+            history["user_key"].to_pylist(), history["item_id"].to_pylist(), strict=True
+        ):
             seen[key].add(item_id)
         state = runtime.state
         for user_id, key in zip(chunk, keys, strict=True):

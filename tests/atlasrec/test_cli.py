@@ -145,7 +145,8 @@ def test_malformed_csv_names_the_row_and_leaves_nothing(
     )
     db = sqlite3.connect(cli_home / "regions" / "in" / "data.db")
     assert db.execute("SELECT count(*) FROM items").fetchone() == (0,)
-    assert db.execute("SELECT count(*) FROM interactions").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM ingest_batches").fetchone() == (0,)
+    assert not list((cli_home / "offline").rglob("*.parquet"))  # nothing published
 
 
 def test_ingest_json_and_audit_verify_after_a_one_field_edit(

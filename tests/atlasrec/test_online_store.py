@@ -196,6 +196,17 @@ class OnlineStoreContract:
         # a new log (its sequence numbers start again) is not mistaken for the old one
         assert store.record_logged([("u3", "a", 1.0, 1.0)], [7], log_id="L2", cap=5) == 1
 
+    def test_marked_batches_apply_once(self, stores: dict[str, ScopedOnlineStore]) -> None:
+        store = stores["t-a"]
+        chunk = [("u1", "a", 1.0, 100.0), ("u1", "b", 2.0, 300.0)]
+        assert store.record_marked(chunk, "date=2024-01-01/ingest-x.parquet", 0, cap=5) == 1
+        assert store.record_marked(chunk, "date=2024-01-01/ingest-x.parquet", 0, cap=5) == 0
+        assert store.record_marked(chunk[:1], "date=2024-01-01/ingest-x.parquet", 1) == 1
+        assert store.item_counts(["a", "b"]) == {"a": 2.0, "b": 2.0}
+        assert stores["t-b"].record_marked(chunk, "date=2024-01-01/ingest-x.parquet", 0) == 1
+        with pytest.raises(InvalidInputError):
+            store.record_marked(chunk, "m", -1)
+
     def test_a_claim_is_granted_once_until_released(
         self, stores: dict[str, ScopedOnlineStore]
     ) -> None:
