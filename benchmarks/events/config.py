@@ -7,7 +7,8 @@ TENANT = "shop"
 BASELINE_COMMIT = "94d27a7"
 PORT_BASE = 18380
 REDIS_BASE = "redis://127.0.0.1:6379"
-REDIS_DBS = (12, 13, 14)
+REDIS_DBS = (8, 9, 10)
+REDIS_INNER_DBS = (6, 7)
 """One Redis db per variant, flushed before and after the run."""
 CATALOG_ITEMS = 300
 CATALOG_USERS = 200

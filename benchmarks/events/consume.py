@@ -72,7 +72,8 @@ _CONSUMED = re.compile(r"offline: (\d+) events, (\d+) failures")
 
 def drain(home: Home) -> dict[str, Any]:
     """Time `events consume --consumer offline --once` to exit; events/s, peak RSS."""
-    done = run_child(home.cli("events", "consume", "--region", REGION, "--consumer", "offline", "--once"), home.env())
+    argv = home.cli("events", "consume", "--region", REGION, "--consumer", "offline", "--once")
+    done = run_child(argv, home.env(), home.variant.code)
     found = _CONSUMED.search(done.output)
     if done.returncode or not found:
         raise RuntimeError(f"consume failed ({done.returncode}): {done.output[-2000:]}")
@@ -83,6 +84,20 @@ def drain(home: Home) -> dict[str, Any]:
         "failures": failures,
         "events_per_s": round(events / done.seconds, 1),
     }
+
+
+def caught_up(home: Home, name: str = "offline", timeout_s: float = 600) -> dict[str, Any]:
+    """Wait until consumer `name` of the home's log has finished its backlog; how long."""
+    platform = Platform(settings(home))
+    try:
+        lag = platform.plane(Region(REGION)).events.consumer(name).lag
+        started, backlog = time.perf_counter(), lag().total
+        while lag().total and time.perf_counter() - started < timeout_s:
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        return {"backlog": backlog, "seconds": round(seconds, 1), "left": lag().total}
+    finally:
+        platform.close()
 
 
 def offline_rows(home: Home) -> int:
@@ -100,10 +115,14 @@ def consumer_throughput(home: Home, items: list[str], n: int) -> dict[str, Any]:
     empty = drain(home)
     print(f"  {home.variant.name}: empty-log consume run {empty['seconds']} s", flush=True)
     filled = prefill(home, items, n)
-    print(f"  {home.variant.name}: pre-filled {n} events at {filled['events_per_s']} ev/s", flush=True)
+    print(
+        f"  {home.variant.name}: pre-filled {n} events at {filled['events_per_s']} ev/s", flush=True
+    )
     drained = drain(home)
-    work_s = max(1e-3, drained["seconds"] - empty["seconds"])
-    drained["events_per_s_excluding_startup"] = round(drained["events"] / work_s, 1)
+    work_s = drained["seconds"] - empty["seconds"]
+    drained["events_per_s_excluding_startup"] = (
+        round(drained["events"] / work_s, 1) if work_s > 0.5 else None  # else: noise
+    )
     drained["offline_rows"] = offline_rows(home)
     print(
         f"  {home.variant.name}: drained {drained['events']} events in {drained['seconds']} s "

@@ -60,7 +60,7 @@ def _accounted(
 
 def one(target: Target, shape: Shape, duration_s: float) -> dict[str, Any]:
     """One run of `shape` against `target` (after the server has settled)."""
-    settle(target.port, 1.0)
+    settle(target.port, min(1.0, duration_s / 4))
     requests = target.requests[shape.batch]
     if shape.events_per_s is None:
         load = closed_loop(target.port, requests, shape.connections, duration_s, False)

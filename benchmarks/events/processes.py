@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from benchmarks.events.config import PORT_BASE, REGION
 
 NATS_SERVER = "/usr/sbin/nats-server"
+TIME = "/usr/bin/time"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,11 @@ class Home:
         return env
 
     def cli(self, *args: str) -> list[str]:
-        """An `atlasrec` command line run with this interpreter (`python -m atlasrec`)."""
+        """An `atlasrec` command line run with this interpreter (`python -m atlasrec`).
+
+        Run it in the variant's checkout (`cwd`): `python -m` puts the working directory
+        first on sys.path, ahead of PYTHONPATH.
+        """
         return [sys.executable, "-m", "atlasrec", *args]
 
 
@@ -82,32 +88,34 @@ class ChildRun:
         }
 
 
-def run_child(argv: list[str], env: dict[str, str], timeout_s: float = 1800) -> ChildRun:
-    """Run a command to completion; its own rusage (`wait4`), not every child's maximum."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read().decode(errors="replace")
-    deadline = started + timeout_s
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            proc.kill()
-        time.sleep(0.01)
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(
-        seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, proc.returncode, output
-    )
+def run_child(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout_s: float = 1800
+) -> ChildRun:
+    """Run a command to completion under /usr/bin/time: its own peak RSS and CPU.
+
+    Not `wait4` on our own child: Linux carries the peak RSS of the image before `exec`
+    (this big benchmark process, forked) into the child's `ru_maxrss`; /usr/bin/time is a
+    small process, so the figure it reports is the command's own.
+    """
+    with tempfile.NamedTemporaryFile(prefix="bench-time-", suffix=".txt") as stats:
+        timed = [TIME, "-f", "%M %U %S", "-o", stats.name, *argv]
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+                timed, env=env, cwd=cwd, capture_output=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{argv[3:6]} ran over {timeout_s:.0f} s") from exc
+        seconds = time.perf_counter() - started
+        fields = Path(stats.name).read_text().split()[-3:]
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    maxrss_kb, user_s, system_s = int(fields[0]), float(fields[1]), float(fields[2])
+    return ChildRun(seconds, maxrss_kb / 1024, user_s + system_s, done.returncode, output)
 
 
 def cli_json(home: Home, *args: str) -> dict[str, Any]:
     """Run an `atlasrec` command that prints JSON; the parsed JSON (raises on failure)."""
-    done = run_child(home.cli(*args), home.env(), timeout_s=600)
+    done = run_child(home.cli(*args), home.env(), home.variant.code, timeout_s=600)
     if done.returncode:
         raise RuntimeError(f"{args[:2]} failed ({done.returncode}): {done.output[-2000:]}")
     text = done.output[done.output.index("{") :]
@@ -147,10 +155,13 @@ def _listening(port: int) -> bool:
 class Proc:
     """A long-running child (server, consumer, NATS): started, watched, stopped."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.argv, self.env, self.log = argv, env, log
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
+        self.argv, self.env, self.log, self.cwd = argv, env, log, cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_s = 0.0
+        self._launched = 0.0
 
     @property
     def pid(self) -> int:
@@ -158,21 +169,32 @@ class Proc:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, ready_port: int | None = None, *, http: bool = True, timeout_s: float = 300) -> Proc:
+    def start(
+        self, ready_port: int | None = None, *, http: bool = True, timeout_s: float = 300
+    ) -> Proc:
         """Start it; wait until `ready_port` answers /healthz (or listens, `http` False)."""
-        started = time.perf_counter()
+        return self.launch().ready(ready_port, http=http, timeout_s=timeout_s)
+
+    def launch(self) -> Proc:
+        """Start it, without waiting."""
+        self._launched = time.perf_counter()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: S603 - our own commands
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT
             )
-        while ready_port is not None:
-            if (_answers if http else _listening)(ready_port):
+        return self
+
+    def ready(self, port: int | None, *, http: bool = True, timeout_s: float = 300) -> Proc:
+        """Wait until `port` answers /healthz (or listens, `http` False); None: no wait."""
+        assert self.proc is not None
+        while port is not None:
+            if (_answers if http else _listening)(port):
                 break
-            if self.proc.poll() is not None or time.perf_counter() - started > timeout_s:
+            if self.proc.poll() is not None or time.perf_counter() - self._launched > timeout_s:
                 self.stop()
                 raise RuntimeError(f"{self.argv[:4]} did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        self.started_s = time.perf_counter() - started
+            time.sleep(0.1)
+        self.started_s = time.perf_counter() - self._launched
         return self
 
     def peak_rss_mb(self) -> float | None:
@@ -210,7 +232,7 @@ def running(*procs: Proc) -> Iterator[None]:
 def server(home: Home, port: int, log: Path, *, serving_consumers: bool = False) -> Proc:
     """`atlasrec serve` (one worker) for a home, not yet started."""
     argv = home.cli("serve", "--region", REGION, "--port", str(port), "--workers", "1")
-    return Proc(argv, home.env(serving_consumers=serving_consumers), log)
+    return Proc(argv, home.env(serving_consumers=serving_consumers), log, home.variant.code)
 
 
 def consumer(home: Home, log: Path, *names: str, once: bool = False) -> Proc:
@@ -220,7 +242,7 @@ def consumer(home: Home, log: Path, *names: str, once: bool = False) -> Proc:
         argv += ["--consumer", name]
     if once:
         argv.append("--once")
-    return Proc(argv, home.env(), log)
+    return Proc(argv, home.env(), log, home.variant.code)
 
 
 def nats(folder: Path, port: int) -> Proc:
