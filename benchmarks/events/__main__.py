@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import json
 import subprocess
 import tempfile
@@ -234,7 +235,9 @@ def consumers(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     for variant in (bench.jetstream, bench.embedded):
         home = bench.home(variant, "drain", REDIS_DBS[0], tenant=False)
         home.api_key = create_tenant(home)
-        out[variant.name] = consume.consumer_throughput(home, bench.items, args.prefill)
+        out[variant.name] = consume.consumer_throughput(
+            home, bench.items, args.prefill, startup=not args.quick
+        )
     return out
 
 
@@ -316,14 +319,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         quick = {
-            "duration": 1.5,
+            "duration": 1.0,
             "repeats": 1,
             "prefill": 10_000,
-            "ingest_sizes": [20_000, 40_000],
+            "ingest_sizes": [10_000, 20_000],
             "ingest_items": 2_000,
             "probes": 5,
-            "lock_s": 3.0,
-            "lock_margin_s": 1.0,
+            "lock_s": 2.0,
+            "lock_margin_s": 0.5,
         }
         args = argparse.Namespace(**{**vars(args), **quick})
     return args

@@ -133,7 +133,7 @@ def report(results: dict[str, Any]) -> str:
     if "freshness" in results:
         lines.append(f"## Freshness (target < {TARGET_FRESHNESS_S} s)")
         for name, d in results["freshness"].items():
-            if isinstance(d, dict):
+            if isinstance(d, dict) and "ack_ms" in d:
                 lines.append(
                     f"{name}: ack {d['ack_ms']} ms; recommendation {d['recommendation_ms']} ms; "
                     f"offline store {d.get('offline_store_ms', '-')} ms; missed {d['missed']}"
