@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
 import json
 import subprocess
 import tempfile
@@ -51,6 +50,7 @@ class Bench:
         self.jetstream = Variant("new-jetstream", REPO, nats_url)
         self.embedded = Variant("new-embedded", REPO)
         self.baseline = Variant("baseline", baseline, baseline=True)
+        self.variants = [self.jetstream, self.embedded, self.baseline]
         self._homes = 0
 
     def home(self, variant: Variant, section: str, db: int, *, tenant: bool = True) -> Home:
@@ -102,17 +102,20 @@ class Served:
 
 
 class Fleet:
-    """The servers the sections share: one per variant (consumers apart), and the in-server
-    consumer setups (started with the others, idle until the freshness probes)."""
+    """The servers the sections share: one per variant (consumers apart).
+
+    And the setups with the consumers in the server, started with the others and idle until
+    the freshness probes.
+    """
 
     def __init__(self, bench: Bench, in_server: list[Variant]) -> None:
-        variants = (bench.jetstream, bench.embedded, bench.baseline)
-        homes = [bench.home(v, "srv", db) for v, db in zip(variants, REDIS_DBS, strict=True)]
-        inner = [
-            bench.home(v, "inner", db) for v, db in zip(in_server, REDIS_INNER_DBS, strict=False)
-        ]
-        launched = [bench.serve(h, wait=False) for h in homes]
-        launched_inner = [bench.serve(h, serving_consumers=True, wait=False) for h in inner]
+        homes, inner, launched, launched_inner = [], [], [], []
+        for variant, db in zip(bench.variants, REDIS_DBS, strict=False):
+            homes.append(bench.home(variant, "srv", db))
+            launched.append(bench.serve(homes[-1], wait=False))  # starts while the next is set up
+        for variant, db in zip(in_server, REDIS_INNER_DBS, strict=False):
+            inner.append(bench.home(variant, "inner", db))
+            launched_inner.append(bench.serve(inner[-1], serving_consumers=True, wait=False))
         self.apart = {
             h.variant.name: Served(h, proc.ready(port), port)
             for h, (proc, port) in zip(homes, launched, strict=True)
@@ -232,7 +235,9 @@ def consumers(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """2 + 6: the offline consumer draining a pre-filled log (JetStream, embedded)."""
     print(f"offline consumer draining {args.prefill:,} events ...", flush=True)
     out = {}
-    for variant in (bench.jetstream, bench.embedded):
+    for variant in bench.variants:
+        if variant.baseline:
+            continue
         home = bench.home(variant, "drain", REDIS_DBS[0], tenant=False)
         home.api_key = create_tenant(home)
         out[variant.name] = consume.consumer_throughput(
@@ -267,6 +272,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ExitStack() as stack,
     ):
         bench = Bench(Path(tmp), stack, base)
+        if args.quick:  # under 2 minutes: JetStream (production's log) against baseline only
+            bench.variants.remove(bench.embedded)
         results["baseline_code"] = {"commit": BASELINE_COMMIT, "checkout": str(base)}
         chosen = [name for name in SECTIONS if not args.only or name in args.only]
         if any(name in SERVED for name in chosen):

@@ -68,8 +68,8 @@ def ingest_runs(
             }
             out[home.variant.name][str(size)] = result
             print(
-                f"    {home.variant.name:<9} {result['seconds']} s, {result['rows_per_s']:,} rows/s, "
-                f"peak RSS {result['peak_rss_mb']} MB",
+                f"    {home.variant.name:<13} {result['seconds']} s, "
+                f"{result['rows_per_s']:,} rows/s, peak RSS {result['peak_rss_mb']} MB",
                 flush=True,
             )
         for path in (items, interactions):

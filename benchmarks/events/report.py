@@ -112,7 +112,8 @@ def report(results: dict[str, Any]) -> str:
                 continue
             d = done["drain"]
             lines.append(
-                f"{name}: {d['events']:,} events in {d['seconds']} s = {_f(d['events_per_s'])} ev/s "
+                f"{name}: {d['events']:,} events in {d['seconds']} s = "
+                f"{_f(d['events_per_s'])} ev/s "
                 f"({_f(d['events_per_s_excluding_startup'])} without start-up); peak RSS "
                 f"{d['peak_rss_mb']} MB; prefill {_f(done['prefill']['events_per_s'])} ev/s "
                 f"(target {TARGET_CONSUMER_EVENTS_PER_S:,.0f})"
@@ -143,8 +144,9 @@ def report(results: dict[str, Any]) -> str:
         for name, d in results["locked_db"].items():
             if isinstance(d, dict):
                 lines.append(
-                    f"{name}: acknowledged {d['acknowledged']:,} ({d['acknowledged_during_lock']:,} "
-                    f"during the lock), stored {d['stored']:,}, lost {d['lost']}, duplicates "
+                    f"{name}: acknowledged {d['acknowledged']:,} "
+                    f"({d['acknowledged_during_lock']:,} during the lock), stored "
+                    f"{d['stored']:,}, lost {d['lost']}, duplicates "
                     f"{d['duplicates']}, refused {d['refused']}, p99 during lock "
                     f"{d['latency_during_lock_ms']['p99']} ms"
                 )
