@@ -329,7 +329,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "duration": 1.0,
             "repeats": 1,
             "prefill": 10_000,
-            "ingest_sizes": [10_000, 20_000],
+            "ingest_sizes": [20_000],
             "ingest_items": 2_000,
             "probes": 5,
             "lock_s": 2.0,
