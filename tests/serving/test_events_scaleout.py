@@ -161,8 +161,9 @@ def _stored_ids(fleet: Fleet) -> list[str]:
     platform = Platform(fleet.settings)
     try:
         offline = platform.plane(Region.EU).offline.scoped(fleet.scope)
-        stored = offline.read_table(["event_id"])["event_id"]
-        return [str(v) for v in pc.cast(stored, "string").to_pylist()]
+        table = offline.read_table(["event_id", "seq"])
+        logged = table.filter(pc.greater_equal(table["seq"], 0))["event_id"]  # not ingested rows
+        return [str(v) for v in pc.cast(logged, "string").to_pylist()]
     finally:
         platform.close()
 
