@@ -67,7 +67,7 @@ def prefill(home: Home, items: list[str], n: int, seed: int = 0) -> dict[str, An
     return {"events": n, "seconds": round(seconds, 2), "events_per_s": round(n / seconds, 1)}
 
 
-_CONSUMED = re.compile(r"offline: (\d+) events, (\d+) failures")
+_CONSUMED = re.compile(r"offline: (\d+) records \(\d+ redelivered\), (\d+) failures")
 
 
 def drain(home: Home) -> dict[str, Any]:
