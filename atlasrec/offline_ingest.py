@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from atlasrec.offline_store import (
+    DAY_S,
     INGEST,
     JOURNAL,
     SCHEMA,
@@ -44,12 +45,12 @@ from atlasrec.offline_store import (
     apply_renames,
     fsync_dir,
     live_files,
+    partition_name,
 )
 
 SPILL_BYTES = 64 << 20
 FINISH_THREADS = 2
 FILE_ROWS = 2_000_000
-DAY_S = 86_400
 _FINAL_SCHEMA = SCHEMA.with_metadata({SEQ_RANGE: b"[-1, -1]"})
 
 
@@ -106,8 +107,7 @@ class IngestStage:
         return written
 
     def _finish_partition(self, day: int, pieces: list[pa.Table | Path]) -> int:
-        date = np.datetime_as_string(np.datetime64(day, "D"))
-        partition = f"date={date}"
+        partition = partition_name(day)
         stored = [
             f
             for f in live_files(self.tenant / partition)

@@ -75,6 +75,7 @@ STAGE = f"{TMP}ingest-"
 INGEST_LOCK = ".ingest.lock"
 COMPACT_MIN_FILES = 8
 SEQ_CACHE_FILES = 4_096
+DAY_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,12 @@ class TenantOffline:
     def write(self, seqs: Sequence[int], events: Sequence[LogEvent]) -> int:
         """Store events (at their log sequence numbers) not stored yet; rows newly stored."""
         table = events_table(seqs, events)
-        dates = pc.strftime(pc.cast(table["ts"], pa.timestamp("s", tz="UTC")), "%Y-%m-%d")
+        days = table["ts"].to_numpy() // DAY_S
         written = 0
-        for date in pc.unique(dates).to_pylist():
-            part = table.filter(pc.equal(dates, date))
-            written += self._write_partition(self.folder / f"date={date}", part)
+        unique = np.unique(days)
+        for day in unique:
+            part = table if unique.size == 1 else table.filter(pa.array(days == day))
+            written += self._write_partition(self.folder / partition_name(int(day)), part)
         return written
 
     def _write_partition(self, folder: Path, table: pa.Table) -> int:
@@ -263,6 +265,11 @@ def events_table(seqs: Sequence[int], events: Sequence[LogEvent]) -> pa.Table:
         ],
         schema=SCHEMA,
     )
+
+
+def partition_name(day: int) -> str:
+    """The partition folder of a UTC day (days since the epoch): `date=YYYY-MM-DD`."""
+    return f"date={np.datetime_as_string(np.datetime64(day, 'D'))}"
 
 
 def files_snapshot(files: Sequence[Path]) -> str:

@@ -36,6 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from atlasrec.boundary import Boundary
 from atlasrec.errors import ConfigError, InvalidInputError
 from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
+from atlasrec.eventlog.pull import Puller, position
 from atlasrec.eventlog.records import (
     EVENTS,
     KINDS,
@@ -289,68 +290,79 @@ class JetStreamConsumer(Generic[R]):
         self.log = log_
         self.name = name
         self.kind: Kind[R] = kind
-        self._msgs: dict[int, Msg] = {}
-        self._sub = log_._run(self._subscribe())
+        self._replies: dict[int, str] = {}
+        self._tenants: dict[str, str] = {}
+        self._puller = Puller(log_._nc, log_.stream, name)
+        log_._run(self._bind())
 
-    async def _subscribe(self) -> Any:
-        """Bind to the durable consumer, creating it; one of another kind is refused."""
+    async def _bind(self) -> None:
+        """Create the durable consumer when absent (one of another kind is refused); listen."""
         log_ = self.log
-        with contextlib.suppress(nats.js.errors.NotFoundError):
+        try:
             held = log_._kind_of(await log_._js.consumer_info(log_.stream, self.name))
+        except nats.js.errors.NotFoundError:
+            config = log_.consumer_config(self.name, self.kind.name)
+            await log_._js.add_consumer(log_.stream, config)
+        else:
             if held != self.kind.name:
                 raise ConfigError(
                     f"consumer {self.name!r} of {log_.stream} reads {held}, not {self.kind.name}"
                 )
-        return await log_._js.pull_subscribe(
-            region_subjects(log_.region, log_.root, self.kind.name),
-            durable=self.name,
-            stream=log_.stream,
-            config=log_.consumer_config(self.name, self.kind.name),
-        )
+        await self._puller.start()
 
     def fetch(self, max_n: int, timeout_s: float) -> list[Delivery[R]]:
         """Up to `max_n` deliveries, waiting at most `timeout_s` for them."""
+        msgs = self.log._run(self._puller.fetch(max_n, timeout_s), timeout_s + self.log.timeout_s)
+        if not msgs:
+            return []
         try:
-            msgs = self.log._run(
-                self._sub.fetch(max_n, timeout=timeout_s), timeout_s + self.log.timeout_s
-            )
-        except EventLogUnavailable as exc:
-            if isinstance(exc.__cause__, nats.errors.TimeoutError):
-                return []
-            raise
-        return [d for d in (self._delivery(m) for m in msgs) if d is not None]
+            records = self.kind.decode_many([m.data for m in msgs])
+            tenants = [self._tenant(m.subject) for m in msgs]
+        except (InvalidInputError, ValueError, TypeError, KeyError):
+            return [d for d in (self._delivery(m) for m in msgs) if d is not None]
+        deliveries = []
+        for msg, tenant_id, record in zip(msgs, tenants, records, strict=True):
+            seq, delivered = position(msg.reply)
+            self._replies[seq] = msg.reply
+            deliveries.append(Delivery(seq, tenant_id, record, delivered > 1))
+        return deliveries
+
+    def _tenant(self, subject_name: str) -> str:
+        """The tenant of a subject of this consumer's kind (validated once per subject)."""
+        tenant_id = self._tenants.get(subject_name)
+        if tenant_id is None:
+            log_ = self.log
+            tenant_id = tenant_of(subject_name, log_.region, log_.root, self.kind.name)
+            self._tenants[subject_name] = tenant_id
+        return tenant_id
 
     def _delivery(self, msg: Msg) -> Delivery[R] | None:
-        meta = msg.metadata
+        """One message as a delivery; one that is not a record of this kind is dropped."""
+        seq, delivered = position(msg.reply)
         try:
-            tenant_id = tenant_of(msg.subject, self.log.region, self.log.root, self.kind.name)
+            tenant_id = self._tenant(msg.subject)
             event = self.kind.decode(msg.data)
         except (InvalidInputError, ValueError, TypeError, KeyError) as exc:
-            log.warning("event log %s: message %s dropped: %s", self.log.stream, meta.sequence, exc)
-            self.log._run(msg.term())
+            log.warning("event log %s: message %s dropped: %s", self.log.stream, seq, exc)
+            self._send([msg.reply], Msg.Ack.Term)
             return None
-        seq = int(meta.sequence.stream)
-        self._msgs[seq] = msg
-        return Delivery(seq, tenant_id, event, redelivered=meta.num_delivered > 1)
+        self._replies[seq] = msg.reply
+        return Delivery(seq, tenant_id, event, redelivered=delivered > 1)
 
     def ack(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Acknowledge deliveries (flushed to the server before returning)."""
-        self._settle(deliveries, "ack")
+        self._send(self._taken(deliveries), Msg.Ack.Ack)
 
     def nak(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Hand deliveries back for redelivery now."""
-        self._settle(deliveries, "nak")
+        self._send(self._taken(deliveries), Msg.Ack.Nak)
 
-    def _settle(self, deliveries: Sequence[Delivery[R]], how: str) -> None:
-        msgs = [m for d in deliveries if (m := self._msgs.pop(d.seq, None)) is not None]
+    def _taken(self, deliveries: Sequence[Delivery[R]]) -> list[str]:
+        return [r for d in deliveries if (r := self._replies.pop(d.seq, None)) is not None]
 
-        async def settle() -> None:
-            for m in msgs:
-                await (m.ack() if how == "ack" else m.nak())
-            await self.log._nc.flush(timeout=int(max(1, self.log.timeout_s)))
-
-        if msgs:
-            self.log._run(settle())
+    def _send(self, replies: list[str], body: bytes) -> None:
+        if replies:
+            self.log._run(self._puller.settle(replies, body, self.log.timeout_s))
 
     def lag(self) -> ConsumerLag:
         """Pending (never delivered) and unacknowledged counts, from the server."""
@@ -361,6 +373,6 @@ class JetStreamConsumer(Generic[R]):
         )
 
     def close(self) -> None:
-        """Unsubscribe this process (the durable consumer stays)."""
+        """Stop listening (the durable consumer stays); hand back what was pulled, not taken."""
         with contextlib.suppress(EventLogUnavailable):
-            self.log._run(self._sub.unsubscribe())
+            self._send(self.log._run(self._puller.stop()), Msg.Ack.Nak)

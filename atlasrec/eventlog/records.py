@@ -8,6 +8,7 @@ A region's log holds two kinds of record under one sequence: interaction events
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic
@@ -48,6 +49,20 @@ class LogEvent:
         """Inverse of `encode`."""
         event_id, user_key, item_id, ts, event, weight = json.loads(body)
         return cls(str(event_id), str(user_key), str(item_id), int(ts), str(event), float(weight))
+
+    @classmethod
+    def decode_many(cls, bodies: Sequence[bytes]) -> list[LogEvent]:
+        """`decode` of each body, parsed as one JSON array (one parser call per batch).
+
+        Raises `ValueError` unless every body is exactly one event, so a caller can fall back
+        to `decode` per body to find the bad one.
+        """
+        rows = json.loads(b"[" + b",".join(bodies) + b"]")
+        if len(rows) != len(bodies):
+            raise ValueError(f"{len(bodies)} messages held {len(rows)} events")
+        return [
+            cls(str(e), str(u), str(i), int(t), str(ev), float(w)) for e, u, i, t, ev, w in rows
+        ]
 
     @property
     def key(self) -> str:
@@ -99,6 +114,11 @@ class ServedRecord:
             intent=str(d["intent"]),
         )
 
+    @classmethod
+    def decode_many(cls, bodies: Sequence[bytes]) -> list[ServedRecord]:
+        """`decode` of each body."""
+        return [cls.decode(b) for b in bodies]
+
     def row(self) -> dict[str, Any]:
         """The record's `served_requests` columns (without the tenant)."""
         return {
@@ -129,6 +149,10 @@ class Kind(Generic[R]):
     def decode(self, body: bytes) -> R:
         """A message body of this kind as its record."""
         return self.record.decode(body)
+
+    def decode_many(self, bodies: Sequence[bytes]) -> list[R]:
+        """Message bodies of this kind as records; `ValueError` if any is not one record."""
+        return self.record.decode_many(bodies)
 
 
 EVENTS = Kind("events", LogEvent)

@@ -9,6 +9,7 @@ from typing import Any
 from atlasrec.consumers import (
     ConsumerWorker,
     Subscription,
+    collect_less_often,
     offline_sink,
     online_sink,
     start_workers,
@@ -83,6 +84,7 @@ def consume(
     """Run the named consumers of a region's log until SIGTERM/SIGINT (or, `once`, until idle)."""
     plane = platform.plane(region)
     chosen = subscriptions(plane, names)
+    collect_less_often()
     if once:
         workers = [s.worker(plane.events, name) for name, s in chosen.items()]
         for worker in workers:
