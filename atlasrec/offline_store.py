@@ -429,6 +429,7 @@ def _footer(path: Path) -> pq.FileMetaData:
     return pq.read_metadata(path)
 
 
+@lru_cache(maxsize=SEQ_CACHE_FILES)
 def _seq_range(path: Path) -> tuple[int, int] | None:
     raw = (_footer(path).metadata or {}).get(SEQ_RANGE)
     if raw is None:
@@ -437,11 +438,12 @@ def _seq_range(path: Path) -> tuple[int, int] | None:
     return int(low), int(high)
 
 
-def _replaces(path: Path) -> list[str]:
+@lru_cache(maxsize=SEQ_CACHE_FILES)
+def _replaces(path: Path) -> tuple[str, ...]:
     if not path.name.startswith("compact-"):
-        return []
+        return ()
     raw = (_footer(path).metadata or {}).get(REPLACES)
-    return [] if raw is None else list(json.loads(raw))
+    return () if raw is None else tuple(json.loads(raw))
 
 
 def _compact(part: Path, files: list[Path]) -> tuple[int, int]:
