@@ -1,10 +1,20 @@
-"""Where a benchmark's results go: JSON on stdout, and the same text in `--out` when given."""
+"""Where a benchmark's results go: stdout, `--out`, and one current file per benchmark.
+
+That file is `docs/benchmarks-<name>.json` (`scripts/bench` records each run into it).
+
+A benchmark's default run is the file's top level; each of its variants (`--quick`,
+`--sweep`, `--seed-study`, ...) is kept under `variants.<variant>`, replaced by its next
+run. Older runs live in git history only.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+VARIANTS = "variants"
 
 
 def emit(results: dict[str, Any], out: Path | None) -> None:
@@ -13,3 +23,21 @@ def emit(results: dict[str, Any], out: Path | None) -> None:
     if out:
         out.write_text(text)
     print(text)
+
+
+def record(path: Path, results: dict[str, Any], variant: str = "") -> None:
+    """Put one run into the benchmark's result file: the top level, or `variants.<variant>`."""
+    held = json.loads(path.read_text()) if path.exists() else {}
+    variants = held.pop(VARIANTS, {})
+    if variant:
+        variants[variant] = results
+        merged = {**held, VARIANTS: variants}
+    else:
+        merged = {**results, VARIANTS: variants} if variants else results
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":  # python -m benchmarks.output FILE RUN_JSON [VARIANT]
+    record(Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()), *sys.argv[3:4])
