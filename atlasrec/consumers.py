@@ -77,9 +77,8 @@ def collect_less_often(threshold: int = GC_THRESHOLD) -> None:
     """Run CPython's cyclic collector after `threshold` new objects, not the default 700.
 
     A consumer makes a few objects per record and keeps almost none: at the default, a
-    collection runs every few dozen records and takes a fifth of a consumer process's CPU
-    (measured: docs/benchmarks.md, events). Reference counting still frees nearly all of it
-    at once; only cycles wait for the rarer collections. For consumer processes only.
+    collection runs every few dozen records. Reference counting still frees nearly all of
+    it at once; only cycles wait for the rarer collections. For consumer processes only.
     """
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(threshold, older, oldest)

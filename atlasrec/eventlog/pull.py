@@ -26,6 +26,8 @@ from nats.aio.subscription import Subscription
 _V1_TOKENS = 9
 """`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>` (v2 adds domain and
 account hash after `ACK`, and a random token at the end)."""
+ANSWER_GRACE_S = 5.0
+"""How long past its own expiry a request may go unanswered before the server counts as gone."""
 _DONE = frozenset({"404", "408", "409"})
 """Statuses that close a pull request: no messages, expired, or refused (conflict)."""
 
@@ -89,9 +91,8 @@ class Puller:
         else:
             body["expires"] = int(wait_s * 1e9)
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._current)
-        limit = (wait_s or 0.0) + 5.0
         try:
-            await asyncio.wait_for(self._answered.wait(), limit)
+            await asyncio.wait_for(self._answered.wait(), (wait_s or 0.0) + ANSWER_GRACE_S)
         finally:
             self._current = ""
 

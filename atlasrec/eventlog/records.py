@@ -47,7 +47,12 @@ class LogEvent:
     @classmethod
     def decode(cls, body: bytes) -> LogEvent:
         """Inverse of `encode`."""
-        event_id, user_key, item_id, ts, event, weight = json.loads(body)
+        return cls.from_row(json.loads(body))
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> LogEvent:
+        """An event from its decoded JSON array, each field coerced to its type."""
+        event_id, user_key, item_id, ts, event, weight = row
         return cls(str(event_id), str(user_key), str(item_id), int(ts), str(event), float(weight))
 
     @classmethod
@@ -60,9 +65,7 @@ class LogEvent:
         rows = json.loads(b"[" + b",".join(bodies) + b"]")
         if len(rows) != len(bodies):
             raise ValueError(f"{len(bodies)} messages held {len(rows)} events")
-        return [
-            cls(str(e), str(u), str(i), int(t), str(ev), float(w)) for e, u, i, t, ev, w in rows
-        ]
+        return [cls.from_row(row) for row in rows]
 
     @property
     def key(self) -> str:
