@@ -88,6 +88,9 @@ class EventLog(Protocol):
     def consumers(self) -> list[str]:
         """The names of the log's durable consumers."""
 
+    def lags(self) -> dict[str, ConsumerLag]:
+        """Every durable consumer's lag, read without attaching to any of them."""
+
     def count(self, scope: Scope) -> int:
         """Events held in the log for the scope's tenant."""
 

@@ -2,7 +2,8 @@
 
 - Stream `ATLASREC_EVENTS_<REGION>` holds the subjects `atlasrec.<region>.events.*` and
   `atlasrec.<region>.served.*` (served requests' records) in file storage, for `max_age_s`
-  (the replay window). A stream created before served records existed gets their subjects.
+  (the replay window). A stream created before served records existed gets their subjects;
+  a changed replay or duplicate window is applied to the existing stream.
 - An append publishes one message per record to the tenant's subject of its kind,
   pipelined, and returns when JetStream has confirmed every one (stored, and replicated
   where configured). The message id (`<tenant>:<event_id>`, `served/<tenant>:<request_id>`)
@@ -22,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, Generic, TypeVar, overload
@@ -31,7 +33,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from atlasrec.boundary import Boundary
 from atlasrec.errors import ConfigError, InvalidInputError
@@ -143,10 +152,14 @@ class JetStreamEventLog:
                     max_age=max_age_s,
                 )
             )
-        held = info.config.subjects or []
-        if set(subjects) - set(held):  # a stream of events only: add the other kinds
-            config = info.config
-            config.subjects = sorted(set(held) | set(subjects))
+        config, held = info.config, set(info.config.subjects or [])
+        if (
+            set(subjects) - held  # a stream of events only: add the other kinds
+            or not math.isclose(config.duplicate_window, duplicate_window_s)
+            or not math.isclose(config.max_age or 0.0, max_age_s)
+        ):
+            config.subjects = sorted(held | set(subjects))
+            config.duplicate_window, config.max_age = duplicate_window_s, max_age_s
             await self._js.update_stream(config)
         return f"{self.stream}@{info.created.isoformat() if info.created else 'unknown'}"
 
@@ -262,6 +275,13 @@ class JetStreamEventLog:
         infos = self._run(self._js.consumers_info(self.stream))
         return sorted(i.name for i in infos if i.config.durable_name)
 
+    def lags(self) -> dict[str, ConsumerLag]:
+        """Every durable consumer's lag, in one request to the server."""
+        infos = self._run(self._js.consumers_info(self.stream))
+        return {
+            i.name: _lag(i) for i in sorted(infos, key=lambda i: i.name) if i.config.durable_name
+        }
+
     def count(self, scope: Scope) -> int:
         """Events the stream holds for the scope's tenant."""
         wanted = subject(scope, self.root)
@@ -366,13 +386,15 @@ class JetStreamConsumer(Generic[R]):
 
     def lag(self) -> ConsumerLag:
         """Pending (never delivered) and unacknowledged counts, from the server."""
-        info = self.log._run(self.log._js.consumer_info(self.log.stream, self.name))
-        floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        return ConsumerLag(
-            int(info.num_pending or 0), int(info.num_ack_pending or 0), int(floor or 0)
-        )
+        return _lag(self.log._run(self.log._js.consumer_info(self.log.stream, self.name)))
 
     def close(self) -> None:
         """Stop listening (the durable consumer stays); hand back what was pulled, not taken."""
         with contextlib.suppress(EventLogUnavailable):
             self._send(self.log._run(self._puller.stop()), Msg.Ack.Nak)
+
+
+def _lag(info: ConsumerInfo) -> ConsumerLag:
+    """A consumer's lag, from the server's description of it."""
+    floor = info.ack_floor.stream_seq if info.ack_floor else 0
+    return ConsumerLag(int(info.num_pending or 0), int(info.num_ack_pending or 0), int(floor or 0))

@@ -198,6 +198,25 @@ class LocalEventLog:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT name FROM cursors ORDER BY name")]
 
+    def lags(self) -> dict[str, ConsumerLag]:
+        """Every consumer's lag (from its cursor and leases)."""
+        with self._lock:
+            held = self._db.execute("SELECT name, kind FROM cursors ORDER BY name").fetchall()
+            return {name: self._lag(name, kind) for name, kind in held}
+
+    def _lag(self, name: str, kind: str) -> ConsumerLag:
+        """Consumer `name`'s lag over records of `kind` (the caller holds the lock)."""
+        db = self._db
+        (start,) = db.execute("SELECT next_seq FROM cursors WHERE name = ?", (name,)).fetchone()
+        (pending,) = db.execute(
+            "SELECT COUNT(*) FROM events WHERE kind = ? AND seq >= ?", (kind, start)
+        ).fetchone()
+        leased, lowest = db.execute(
+            "SELECT COUNT(*), MIN(seq) FROM leases WHERE name = ?", (name,)
+        ).fetchone()
+        floor = (start if lowest is None else lowest) - 1
+        return ConsumerLag(int(pending), int(leased), int(floor))
+
     def count(self, scope: Scope) -> int:
         """Events held for the scope's tenant."""
         with self._lock:
@@ -290,18 +309,7 @@ class LocalConsumer(Generic[R]):
     def lag(self) -> ConsumerLag:
         """Records not yet handed to this consumer, and those handed out but not acked."""
         with self.log._lock:
-            db = self.log._db
-            (start,) = db.execute(
-                "SELECT next_seq FROM cursors WHERE name = ?", (self.name,)
-            ).fetchone()
-            (pending,) = db.execute(
-                "SELECT COUNT(*) FROM events WHERE kind = ? AND seq >= ?", (self.kind.name, start)
-            ).fetchone()
-            leased, lowest = db.execute(
-                "SELECT COUNT(*), MIN(seq) FROM leases WHERE name = ?", (self.name,)
-            ).fetchone()
-        floor = (start if lowest is None else lowest) - 1
-        return ConsumerLag(int(pending), int(leased), int(floor))
+            return self.log._lag(self.name, self.kind.name)
 
     def close(self) -> None:
         """Nothing to release: the position is in the file."""

@@ -15,15 +15,13 @@ from atlasrec.consumers import (
     start_workers,
 )
 from atlasrec.errors import InvalidInputError
-from atlasrec.eventlog.records import EVENTS, SERVED, Kind
+from atlasrec.eventlog.records import EVENTS, SERVED
 from atlasrec.online_store import OnlineStore
 from atlasrec.platform import Plane, Platform
 from atlasrec.served_requests import requests_sink
 from atlasrec.tenancy import Region
 
 CONSUMERS = ("online", "offline", "requests")
-KIND_OF: dict[str, Kind[Any]] = {"online": EVENTS, "offline": EVENTS, "requests": SERVED}
-"""What each consumer reads: the events, or the served requests' records."""
 
 
 def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
@@ -31,10 +29,7 @@ def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, 
     scope = platform.scope(tenant_id)
     plane = platform.plane(scope.region)
     offline = plane.offline.scoped(scope, actor=actor).stats()
-    lags = {
-        name: plane.events.consumer(name, KIND_OF.get(name, EVENTS)).lag()
-        for name in plane.events.consumers()
-    }
+    lags = plane.events.lags()
     return {
         "tenant": tenant_id,
         "region": scope.region.value,

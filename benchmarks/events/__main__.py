@@ -253,7 +253,13 @@ def ingests(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         bench.home(bench.jetstream, "ingest", REDIS_DBS[0], tenant=False),
         bench.home(bench.baseline, "ingest", REDIS_DBS[2], tenant=False),
     ]
-    return ingest.ingest_runs(homes, bench.work / "ingest", args.ingest_sizes, args.ingest_items)
+    return ingest.ingest_runs(
+        homes,
+        bench.work / "ingest",
+        args.ingest_sizes,
+        args.ingest_items,
+        args.ingest_repeats,
+    )
 
 
 SERVED = {"ack": acknowledgements, "freshness": freshnesses, "locked_db": locked}
@@ -318,6 +324,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--prefill", type=int, default=500_000, help="events drained by the consumer"
     )
     parser.add_argument("--ingest-sizes", type=int, nargs="+", default=[1_000_000, 2_000_000])
+    parser.add_argument("--ingest-repeats", type=int, default=3, help="runs per size")
     parser.add_argument("--ingest-items", type=int, default=20_000, help="catalog of ingest runs")
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--lock-s", type=float, default=40.0)
@@ -331,6 +338,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "prefill": 10_000,
             "ingest_sizes": [20_000],
             "ingest_items": 2_000,
+            "ingest_repeats": 1,
             "probes": 5,
             "lock_s": 2.0,
             "lock_margin_s": 0.5,

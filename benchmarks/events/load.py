@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.serving.load import Sample, closed_loop, open_loop, summarise
-from benchmarks.serving.server import cpu_seconds, settle
+from benchmarks.serving.server import cpu_seconds, quiet, settle
 from benchmarks.stats import median_of
 
 
@@ -61,13 +61,14 @@ def _accounted(
 def one(target: Target, shape: Shape, duration_s: float) -> dict[str, Any]:
     """One run of `shape` against `target` (after the server has settled)."""
     settle(target.port, min(1.0, duration_s / 4))
+    waited = quiet()
     requests = target.requests[shape.batch]
     if shape.events_per_s is None:
         load = closed_loop(target.port, requests, shape.connections, duration_s, False)
     else:
         rate = shape.events_per_s / shape.batch
         load = open_loop(target.port, requests, rate, duration_s, False)
-    return _accounted(target.pid, load, shape)
+    return {**_accounted(target.pid, load, shape), "quiet_wait_s": round(waited, 1)}
 
 
 def interleaved(

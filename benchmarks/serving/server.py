@@ -87,6 +87,28 @@ def settle(port: int, pause_s: float = 2.0) -> None:
     time.sleep(pause_s)
 
 
+def quiet(busy_cores: float = 0.1, window_s: float = 0.5, timeout_s: float = 60.0) -> float:
+    """Wait until the whole machine uses under `busy_cores` over `window_s`; seconds waited.
+
+    A run then starts with nothing of an earlier one still at work in any process (a
+    server's background writer, the event log flushing): on a shared 2-core machine that
+    work would otherwise land in the next run's tail latency. Gives up after `timeout_s`.
+    """
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        before = _busy_seconds()
+        time.sleep(window_s)
+        if (_busy_seconds() - before) / window_s < busy_cores:
+            break
+    return time.perf_counter() - started
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the machine has spent busy (all cores; /proc/stat minus idle and iowait)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and its descendants (uvicorn's worker processes with --workers N)."""
     out = [pid]

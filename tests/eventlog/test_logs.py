@@ -19,7 +19,7 @@ import pytest
 
 from atlasrec.boundary import REFUSED, Boundary
 from atlasrec.errors import ConfigError, CrossRegionError, UnknownTenantError
-from atlasrec.eventlog.base import EventLog, EventLogUnavailable
+from atlasrec.eventlog.base import ConsumerLag, EventLog, EventLogUnavailable
 from atlasrec.eventlog.jetstream import JetStreamEventLog
 from atlasrec.eventlog.local import FILE_NAME, LocalEventLog
 from atlasrec.eventlog.records import SERVED, LogEvent, ServedRecord
@@ -154,7 +154,17 @@ def test_a_tenants_events_are_read_from_a_sequence_number_outside_any_consumer(
     assert [d.seq for d in log.read(US, 2, 10)] == [2, 3, 6, 7]
     assert [d.event.event_id for d in log.read(US, 1, 2)] == ["e0", "e1"]
     assert [d.tenant_id for d in log.read(Scope("other", Region.US), 1, 10)] == ["other"] * 2
-    assert log.read(US, 8, 10) == [] and log.consumers() == []
+    assert log.read(US, 8, 10) == [] and log.consumers() == [] and log.lags() == {}
+
+
+def test_lags_are_read_for_every_consumer_of_each_kind(log: EventLog) -> None:
+    log.append(US, [*events(4), *served(2)], actor="test")
+    online, requests = log.consumer("online"), log.consumer("requests", SERVED)
+    online.ack(online.fetch(1, timeout_s=0.5))
+    assert [d.seq for d in online.fetch(1, timeout_s=0.5)] == [2]
+    online.close()
+    requests.close()
+    assert log.lags() == {"online": ConsumerLag(2, 1, 1), "requests": ConsumerLag(2, 0, 0)}
 
 
 def _child_log(kind: str, folder: str, root: str) -> EventLog:
@@ -283,6 +293,7 @@ def test_served_records_and_events_share_the_sequence_but_each_consumer_reads_on
     assert (online.lag().unacknowledged, requests.lag().unacknowledged) == (3, 3)
     requests.ack(logged)
     assert requests.lag().total == 0 and online.lag().total == 3
+    assert log.lags() == {"online": online.lag(), "requests": requests.lag()}
     assert online.fetch(10, timeout_s=0.1) == [] and requests.fetch(10, timeout_s=0.1) == []
     assert sorted(log.consumers()) == ["online", "requests"]
     with pytest.raises(ConfigError, match="requests"):
@@ -364,3 +375,23 @@ def test_a_stream_of_events_only_gets_the_served_subjects(platform: Platform) ->
         assert sorted(subjects or []) == [f"{root}.us.events.*", f"{root}.us.served.*"]
     finally:
         close_log(log)
+
+
+@pytest.mark.nats
+def test_changed_replay_and_duplicate_windows_are_applied_to_the_existing_stream(
+    platform: Platform,
+) -> None:
+    root = f"t{uuid.uuid4().hex[:10]}"
+    boundary = platform.plane(Region.US).boundary
+    first = JetStreamEventLog(Region.US, boundary, NATS_URL, root=root)
+    first.append(US, events(1), actor="t")
+    first.close()
+    for window, age in ((30.0, 3_600.0), (30.0, 7_200.0), (60.0, 7_200.0)):
+        log = JetStreamEventLog(
+            Region.US, boundary, NATS_URL, root=root, duplicate_window_s=window, max_age_s=age
+        )
+        config = log._run(log._js.stream_info(log.stream)).config
+        assert (config.duplicate_window, config.max_age) == (window, age)
+        assert log.count(US) == 1  # updated in place: what it held stays
+        log.close()
+    close_log(JetStreamEventLog(Region.US, boundary, NATS_URL, root=root))
