@@ -70,7 +70,8 @@ class Puller:
     async def fetch(self, max_n: int, wait_s: float) -> list[Msg]:
         """Up to `max_n` messages: those buffered or available now, else those within `wait_s`.
 
-        A request waiting for messages closes when it is full or expires.
+        A request waiting for messages is answered by its first one (those it brings later
+        are buffered for the next fetch), so a quiet log's event is handed over at once.
         """
         if len(self._buffer) < max_n:
             await self._request(max_n - len(self._buffer), None)
@@ -83,7 +84,7 @@ class Puller:
         """One pull request, awaited until it is full or closed by the server."""
         self._requests += 1
         self._current = f"{self._inbox}.{self._requests}"
-        self._wanted = batch
+        self._wanted = batch if wait_s is None else 1
         self._answered.clear()
         body: dict[str, object] = {"batch": batch}
         if wait_s is None:

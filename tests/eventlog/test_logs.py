@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -131,6 +132,20 @@ def test_an_empty_fetch_waits_for_an_append_then_returns(log: EventLog) -> None:
     assert time.monotonic() - started >= 0.19
     log.append(US, events(1), actor="test")
     assert [d.seq for d in consumer.fetch(5, timeout_s=1.0)] == [1]
+
+
+def test_an_append_during_a_waiting_fetch_is_handed_over_at_once(log: EventLog) -> None:
+    consumer = log.consumer("c")
+    assert consumer.fetch(5, timeout_s=0.05) == []
+    appender = threading.Timer(0.2, lambda: log.append(US, events(1), actor="test"))
+    started = time.monotonic()
+    appender.start()
+    got = consumer.fetch(100, timeout_s=3.0)  # a batch it will not fill
+    waited = time.monotonic() - started
+    appender.join()
+    assert [d.seq for d in got] == [1]
+    assert waited < 1.5  # answered by the event, not by the request's expiry
+    consumer.close()
 
 
 def test_replay_delivers_again_from_a_sequence_number(log: EventLog) -> None:
