@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from atlasrec.control.service import MAX_EPSILON_CAP
 from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.errors import ConflictError, InvalidInputError
 from atlasrec.platform import Platform
@@ -23,7 +24,6 @@ from privacy.budget import BudgetState
 
 CAP_CHANGED = "budget.cap_changed"
 MIN_REASON, MAX_REASON = 10, 2000
-MAX_CAP = 1000.0
 
 
 class CapConflictError(ConflictError):
@@ -48,13 +48,15 @@ class CapChange:
 
 
 def parse_cap(value: str | float) -> float:
-    """A cap from user input: a finite number in (0, MAX_CAP]; the error names the field."""
+    """A cap from user input: a finite number in (0, MAX_EPSILON_CAP]; the error names the field."""
     try:
         cap = float(value)
     except (TypeError, ValueError):
         raise InvalidInputError(f"field 'cap': {value!r} is not a number") from None
-    if not math.isfinite(cap) or not 0 < cap <= MAX_CAP:
-        raise InvalidInputError(f"field 'cap': must be a finite number > 0 and <= {MAX_CAP:g}")
+    if not math.isfinite(cap) or not 0 < cap <= MAX_EPSILON_CAP:
+        raise InvalidInputError(
+            f"field 'cap': must be a finite number > 0 and <= {MAX_EPSILON_CAP:g}"
+        )
     return cap
 
 

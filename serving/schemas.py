@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from atlasrec.ingest.rows import ID_PATTERN
 from atlasrec.intents import Intent
 
 MAX_K = 100
@@ -19,16 +20,16 @@ MAX_EVENTS = 1_000
 MAX_ITEMS = 500
 MAX_ATTRIBUTES = 50
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=ID_PATTERN)]
 NO_NUL = r"^[^\x00]*$"
 """No NUL characters (PostgreSQL text cannot hold them)."""
 Text = Annotated[str, StringConstraints(max_length=20_000, pattern=NO_NUL)]
 
 
 class Strict(BaseModel):
-    """Base: unknown fields are an error."""
+    """Base: unknown fields are an error; values are not coerced (`"5"` is no number)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Context(Strict):

@@ -18,6 +18,8 @@ from atlasrec.kdf import derive_key
 from atlasrec.migrations import upgrade
 from atlasrec.tenancy import Region, SharingPolicy, validate_tenant_id
 
+MAX_EPSILON_CAP = 1000.0
+"""The largest DP budget (epsilon) a tenant may be given: one officers can still raise to."""
 API_KEY_PREFIX = "ark"
 
 
@@ -58,9 +60,10 @@ class ControlPlane:
         validate_tenant_id(tenant_id)
         tenant = Tenant(id=tenant_id, name=name or tenant_id, home_region=region, sharing=sharing)
         if epsilon_cap is not None:
-            if not epsilon_cap > 0 or epsilon_cap != epsilon_cap or epsilon_cap == float("inf"):
+            if not 0 < epsilon_cap <= MAX_EPSILON_CAP:  # NaN fails both comparisons
                 raise InvalidInputError(
-                    f"tenant {tenant_id!r}: --epsilon must be a finite number > 0"
+                    f"tenant {tenant_id!r}: --epsilon must be a number > 0 and <= "
+                    f"{MAX_EPSILON_CAP:g}"
                 )
             tenant.epsilon_cap = epsilon_cap
         if delta is not None:

@@ -29,6 +29,7 @@ from atlasrec.ingest.rows import (
     MAX_ID_LEN,
     MAX_TS,
     MIN_TS,
+    NOT_IN_IDS,
     Rejected,
     first_row_error,
     header,
@@ -177,9 +178,9 @@ def _identifier(table: pa.Table, field: str, checks: _Checks) -> pa.Array:
         lambda _: f"is longer than {MAX_ID_LEN} characters",
     )
     checks.add(
-        pc.match_substring_regex(value, r"[\x00-\x1f]"),
+        pc.match_substring_regex(value, f"[{NOT_IN_IDS}]"),
         field,
-        lambda _: "contains control characters",
+        lambda _: "contains control, bidirectional or byte-order characters",
     )
     return value
 

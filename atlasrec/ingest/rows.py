@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,12 @@ MAX_ID_LEN = 256
 MAX_TEXT_LEN = 20_000
 MAX_EVENT_LEN = 32
 MIN_TS, MAX_TS = 0, 4_102_444_800  # 1970-01-01 .. 2100-01-01
+NOT_IN_IDS = "\\x00-\\x1f\\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+"""What an identifier may not hold (a regex character range): control characters, the
+bidirectional controls that make an id display as another, and the byte-order mark."""
+ID_PATTERN = f"^[^{NOT_IN_IDS}]*[^\\s{NOT_IN_IDS}][^{NOT_IN_IDS}]*$"
+"""An identifier: something other than whitespace, and nothing of `NOT_IN_IDS`."""
+_NOT_ID = re.compile(f"[{NOT_IN_IDS}]")
 
 csv.field_size_limit(1 << 20)
 
@@ -84,14 +91,14 @@ def rows(
 
 
 def identifier(value: str, line: int, field: str) -> str:
-    """`value` stripped; refused if empty, too long or with control characters."""
+    """`value` stripped; refused if empty, too long, or with control or bidi characters."""
     value = value.strip()
     if not value:
         raise Rejected(line, field, "is empty")
     if len(value) > MAX_ID_LEN:
         raise Rejected(line, field, f"is longer than {MAX_ID_LEN} characters")
-    if any(ord(ch) < 32 for ch in value):
-        raise Rejected(line, field, "contains control characters")
+    if _NOT_ID.search(value):
+        raise Rejected(line, field, "contains control, bidirectional or byte-order characters")
     return value
 
 

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 import atlasrec
+from atlasrec.control.service import MAX_EPSILON_CAP
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.dp_runs import budget_transactions
 from atlasrec.dataplane.training_data import TenantDataset, load_tenant_dataset
@@ -59,6 +60,7 @@ from privacy.budget import (
 
 DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
+"""The smallest epsilon a DP run is given: below it the noise drowns the model."""
 DP_RANKER_REASON = "DP run: not fitted on user data"
 
 
@@ -218,8 +220,11 @@ def train_tenant(
     """
     if no_dp and epsilon is not None:
         raise InvalidInputError("give either --epsilon or --no-dp, not both")
-    if epsilon is not None and not (epsilon > 0 and np.isfinite(epsilon)):
-        raise InvalidInputError(f"tenant {tenant_id!r}: --epsilon must be a finite number > 0")
+    if epsilon is not None and not MIN_EPSILON <= epsilon <= MAX_EPSILON_CAP:
+        raise InvalidInputError(
+            f"tenant {tenant_id!r}: --epsilon must be a number from {MIN_EPSILON:g} "
+            f"(less trains nothing useful) to {MAX_EPSILON_CAP:g}"
+        )
     inputs = training_inputs(
         platform, tenant_id, actor=actor, no_dp=no_dp, no_backbone=no_backbone, config=config
     )

@@ -115,6 +115,19 @@ def test_a_timestamp_outside_the_window_is_refused_naming_the_field(
     assert region.platform.plane(Region.EU).events.count(SHOP) == 0  # nothing half-written
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("timestamp", True), ("timestamp", "1700000000"), ("weight", True), ("weight", "2")],
+)
+def test_json_values_of_the_wrong_type_are_refused_not_coerced(
+    region: ServedRegion, client: TestClient, field: str, value: object
+) -> None:
+    bad = post(client, region.keys["shop"], [event(1), {**event(2), field: value}])
+    assert bad.status_code == 422
+    assert ["body", "events", 1, field] in [e["loc"] for e in bad.json()["detail"]]
+    assert region.platform.plane(Region.EU).events.count(SHOP) == 0
+
+
 def test_unknown_items_and_oversized_batches_are_refused_and_nothing_is_logged(
     region: ServedRegion, client: TestClient
 ) -> None:

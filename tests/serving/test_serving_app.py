@@ -204,6 +204,12 @@ def test_bad_input_gets_a_4xx_naming_the_problem(region: ServedRegion, client: T
         ({"k": 3, "context": {"country": "Germany"}}, ["body", "context", "country"]),
         ({"user_id": "", "k": 3}, ["body", "user_id"]),
         ({"k": 3, "intent": "later"}, ["body", "intent"]),
+        ({"k": True}, ["body", "k"]),  # JSON types are not coerced
+        ({"k": "5"}, ["body", "k"]),
+        ({"k": 3, "context": {"user_age": "30"}}, ["body", "context", "user_age"]),
+        ({"user_id": " \t ", "k": 3}, ["body", "user_id"]),  # ids: not whitespace only,
+        ({"user_id": "u\u202e1", "k": 3}, ["body", "user_id"]),  # no bidi controls
+        ({"user_id": "\ufeffu1", "k": 3}, ["body", "user_id"]),  # no byte-order mark
     ):
         response = client.post(url, json=body, headers=key)
         assert response.status_code == 422, body

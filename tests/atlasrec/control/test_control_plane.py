@@ -82,6 +82,7 @@ def test_duplicate_tenant_is_refused_without_side_effects(platform: Platform) ->
         ("ok-id", {"epsilon_cap": -1.0}, "--epsilon"),
         ("ok-id", {"epsilon_cap": float("nan")}, "--epsilon"),
         ("ok-id", {"epsilon_cap": float("inf")}, "--epsilon"),
+        ("ok-id", {"epsilon_cap": 1e308}, "--epsilon"),
         ("ok-id", {"delta": 1.0}, "--delta"),
     ],
 )

@@ -142,6 +142,8 @@ def test_a_run_over_the_cap_is_refused_before_it_starts(platform: Platform, shop
         ({"epsilon": 0.0}, "--epsilon must be"),
         ({"epsilon": -1.0}, "--epsilon must be"),
         ({"epsilon": float("nan")}, "--epsilon must be"),
+        ({"epsilon": 1e-300}, "--epsilon must be a number from 0.05"),  # not "exhausted"
+        ({"epsilon": 1e308}, "--epsilon must be"),
         ({"epsilon": 1.0, "no_dp": True}, "not both"),
     ],
 )
