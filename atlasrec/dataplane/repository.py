@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import select
+from sqlmodel import col, select
 
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import IngestBatch, Item, TenantSecret
@@ -84,6 +85,11 @@ class TenantData:
             },
         )
         self.session.execute(stmt, rows)
+
+    def items_updated_at(self, ids: Sequence[str], at: datetime) -> list[str]:
+        """Those of `ids` whose item was last written at exactly `at` (by the same load)."""
+        query = select(Item.item_id).where(col(Item.item_id).in_(ids), Item.updated_at == at)
+        return list(self.session.execute(query).scalars())
 
     def item_ids(self) -> list[str]:
         """The ids of the tenant's catalog items."""

@@ -3,7 +3,8 @@
 items.csv:        item_id,title[,category,description,...]   (other columns -> attributes)
 interactions.csv: user_id,item_id,timestamp[,event,weight]
 
-Items are validated row by row and upserted into the region database's `items` table.
+Items are validated row by row and upserted into the region database's `items` table; an
+item id given twice in one file is refused (a later file updates the item).
 Interactions are read and validated a block at a time with pyarrow (`interactions.py`) and
 go to the region's offline store as Parquet (tenant and date partitions), staged and
 published only once the whole file is valid (`atlasrec.offline_ingest`). A rejected file
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +68,16 @@ class IngestReport:
 
 
 def _load_items(data: TenantData, path: Path) -> tuple[int, int]:
+    """Upsert the file's items in chunks; an item id given twice in the file is refused."""
     count = written = 0
     chunk: dict[str, dict[str, Any]] = {}
+    lines: dict[str, int] = {}
     now = utcnow()
     for line, row in rows(path, ITEM_COLUMNS, None):
         item_id = identifier(row["item_id"], line, "item_id")
+        if item_id in lines:
+            raise Rejected(line, "item_id", f"{item_id!r} repeats line {lines[item_id]}")
+        lines[item_id] = line
         attributes = {k: v for k, v in row.items() if k not in ITEM_KNOWN and v != ""}
         try:
             parse_policy(attributes)
@@ -86,10 +93,21 @@ def _load_items(data: TenantData, path: Path) -> tuple[int, int]:
         }
         count += 1
         if len(chunk) >= CHUNK_ROWS:
-            data.upsert_items(list(chunk.values()))
-            written, chunk = written + len(chunk), {}
-    data.upsert_items(list(chunk.values()))
+            _upsert_chunk(data, chunk, lines, now)
+            written, chunk, lines = written + len(chunk), {}, {}
+    _upsert_chunk(data, chunk, lines, now)
     return count, written + len(chunk)
+
+
+def _upsert_chunk(
+    data: TenantData, chunk: dict[str, dict[str, Any]], lines: dict[str, int], now: datetime
+) -> None:
+    """Write a chunk of items, refusing an id an earlier chunk of the same file wrote."""
+    again = data.items_updated_at(list(chunk), now)
+    if again:
+        first = min(again, key=lines.__getitem__)
+        raise Rejected(lines[first], "item_id", f"{first!r} repeats an earlier line")
+    data.upsert_items(list(chunk.values()))
 
 
 def _stage_interactions(data: TenantData, path: Path, secret: bytes, stage: IngestStage) -> int:

@@ -238,7 +238,20 @@ BAD_ITEMS = {
     "control chars": ('item_id,title\n"i\x01",a\n', 2, "item_id"),
     "long id": ("item_id,title\n" + "x" * 300 + ",a\n", 2, "item_id"),
     "nul byte": ("item_id,title,category\ni1,a,b\ni2,ok\x00not,c\n", 3, "title"),
+    "bidi control": ("item_id,title\ni\u202e1,a\n", 2, "item_id"),
+    "repeated id": ("item_id,title\ni1,a\ni2,b\n i1 ,c\n", 4, "item_id"),
 }
+
+
+def test_an_item_id_repeated_in_a_later_chunk_is_refused(
+    platform: Platform, shop: Scope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "CHUNK_ROWS", 2)
+    rows = [("i1", "a", "c"), ("i2", "b", "c"), ("i3", "c", "c"), ("i2", "again", "c")]
+    with pytest.raises(IngestError, match="repeats an earlier line") as caught:
+        run(platform, shop, items=write_csv(tmp_path / "items.csv", ITEMS_HEADER, rows))
+    assert (caught.value.line, caught.value.field) == (5, "item_id")
+    assert counts(platform, shop) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ITEMS))
