@@ -1,10 +1,19 @@
-"""Durable file writes: atomic replacement and folder fsync."""
+"""Durable, private file writes: atomic replacement, folder fsync, owner-only folders."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+"""The CLI's file mode mask: what it creates is readable by its own user only (0600, 0700)."""
+
+
+def private_folder(path: Path) -> None:
+    """Create `path` (and its parents) when absent, and make it its owner's only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 def fsync_dir(path: Path) -> None:

@@ -9,6 +9,7 @@ from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.db import make_engine
 from atlasrec.errors import CrossRegionError, UnknownTenantError
+from atlasrec.files import private_folder
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.ledger import AuditLedger
@@ -22,6 +23,8 @@ class Platform:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
+        for folder in {self.settings.home, self.settings.offline_root()}:
+            private_folder(folder)  # databases, secrets and data: the owner's only
         self.secret = self.settings.secret_key.get_secret_value().encode()
         self.control = ControlPlane(make_engine(self.settings.control_url()), self.secret)
         self.control.migrate()

@@ -7,12 +7,14 @@ when one of its commands runs. Commands parse their options, call one operation 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from atlasrec.cli.errors import run
 from atlasrec.cli.lazy import Lazy, LazyGroup
+from atlasrec.files import PRIVATE_UMASK
 
 COMMANDS = {
     "ingest": Lazy(
@@ -78,7 +80,12 @@ def _root() -> None:
 
 
 def main() -> None:
-    """Console entry point: typed errors become one line on stderr and exit status 1."""
+    """Console entry point: typed errors become one line on stderr and exit status 1.
+
+    Everything the process creates (databases, artifacts, the offline store) is its user's
+    only: files 0600, folders 0700.
+    """
+    os.umask(PRIVATE_UMASK)
     sys.exit(run(app))
 
 

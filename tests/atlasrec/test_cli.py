@@ -30,8 +30,13 @@ CONTRACT = [
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     sys.argv = ["atlasrec", *args]
-    with pytest.raises(SystemExit) as exited:
-        main()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        os.umask(umask)  # main() narrows the process's mask: keep it to this call
     out, err = capsys.readouterr()
     return int(exited.value.code or 0), out, err
 
@@ -222,6 +227,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "officer privacy-officer / " in run.stdout and "/audit/" in run.stdout
     officers = tmp_path / "demo-home" / "demo-officers.json"
     assert officers.stat().st_mode & 0o777 == 0o600
+    home = tmp_path / "demo-home"
+    shared = [p for p in [home, *home.rglob("*")] if p.stat().st_mode & 0o077]
+    assert shared == []  # databases, artifacts, Parquet, reports: the owner's only
+    assert home.stat().st_mode & 0o777 == 0o700
     reports = sorted(p.name for p in (tmp_path / "demo-home" / "reports").iterdir())
     assert "ml-docs-in-compliance.csv" in reports and len(reports) == 7 * 3
     again = subprocess.run(
