@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ def regional_servers(regions: Sequence[str]) -> Iterator[dict[str, str]]:
     """Start `atlasrec serve` for each region; yield region -> base URL; stop them after."""
     processes: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     env = {k: v for k, v in os.environ.items() if k != "ATLASREC_REGION"}
+    previous = _stop_on_sigterm()
     try:
         for region in regions:
             port = _free_port()
@@ -61,6 +63,22 @@ def regional_servers(regions: Sequence[str]) -> Iterator[dict[str, str]]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """Treat SIGTERM as Ctrl-C, so the servers are stopped too; the handler it replaced.
+
+    None where handlers cannot be set (not the main thread).
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _wait_ready(region: str, process: subprocess.Popen[bytes], url: str) -> None:
