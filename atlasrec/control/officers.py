@@ -14,14 +14,15 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from atlasrec.clock import utcnow
-from atlasrec.control.tables import Officer, Tenant
+from atlasrec.control.tables import Officer, RevokedSession, Tenant
 from atlasrec.errors import AtlasRecError, InvalidInputError, UnknownTenantError
 from atlasrec.tenancy import Region
 
@@ -153,6 +154,22 @@ class Officers:
         except IntegrityError:
             raise InvalidInputError(f"officer {officer_id!r} already exists") from None
         return IssuedOfficer(officer, password)
+
+    def revoke_session(self, session_id: str, officer_id: str, expires_at: datetime) -> None:
+        """End a session on the server (every process refuses it); prunes expired entries."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(RevokedSession).where(col(RevokedSession.expires_at) < utcnow()))
+            if session.get(RevokedSession, session_id) is None:
+                session.add(
+                    RevokedSession(
+                        session_id=session_id, officer_id=officer_id, expires_at=expires_at
+                    )
+                )
+
+    def session_revoked(self, session_id: str) -> bool:
+        """Whether the session was ended on the server."""
+        with Session(self.engine) as session:
+            return session.get(RevokedSession, session_id) is not None
 
     def get(self, officer_id: str) -> Officer | None:
         """The officer, or None."""

@@ -87,3 +87,12 @@ class Officer(ControlModel, table=True):
     password_hash: str = Field(max_length=255)
     created_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
+
+
+class RevokedSession(ControlModel, table=True):
+    """An audit UI session ended on the server (sign-out), kept until its cookie expires."""
+
+    __tablename__ = "revoked_sessions"
+    session_id: str = Field(primary_key=True, max_length=64)
+    officer_id: str = Field(max_length=63)
+    expires_at: datetime = Field(index=True)

@@ -89,7 +89,7 @@ class SignedIn:
 def signed_in(request: Request, context: ContextDep) -> SignedIn:
     """The officer of the session cookie (still active, same password, authority here)."""
     session = read_session(context.signer, request.cookies.get(SESSION_COOKIE))
-    if session is None:
+    if session is None or context.officers.session_revoked(session.session_id):
         raise SignInRequiredError
     officer = context.officers.get(session.officer_id)
     if officer is None or officer.disabled_at is not None:

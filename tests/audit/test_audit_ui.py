@@ -17,6 +17,7 @@ from atlasrec.tenancy import Region
 from audit.access import REFUSED
 from audit.caps import CAP_CHANGED
 from audit.reports import CSV_COLUMNS, OTHER_TENANT
+from audit.ui.sessions import SESSION_COOKIE
 from tests.audit.conftest import ClientFactory
 from tests.utils.audit import OFFICERS, AuditWorld, csrf_of, sign_in
 
@@ -196,12 +197,18 @@ def test_sessions_end_with_logout_disable_and_password_reset(
 ) -> None:
     client = signed_in(app_client, world, "po-eu")
     page = client.get("/audit/tenants")
+    cookie = client.cookies.get(SESSION_COOKIE)
     assert client.post("/audit/logout", data={"csrf_token": "nope"}).status_code == 403
     out = client.post(
         "/audit/logout", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False
     )
     assert out.status_code == 303
     assert client.get("/audit/tenants", follow_redirects=False).status_code == 303
+    replayed = app_client(Region.EU)  # a copy of the cookie, kept past the sign-out
+    replayed.cookies.set(SESSION_COOKIE, cookie or "", path="/audit")
+    assert replayed.get("/audit/tenants", follow_redirects=False).status_code == 303
+    ledger = world.platform.plane(Region.EU).ledger
+    assert ledger.records(action="officer.signed_out")
     expired = client.post(
         "/audit/tenants/shop/cap",
         data={"cap": "1", "reason": "x" * 20, "csrf_token": "t"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
@@ -120,9 +121,19 @@ def _start_session(
 def logout(
     request: Request, who: SignedInDep, csrf_token: Annotated[str, Form(max_length=200)]
 ) -> Response:
-    """End the session."""
+    """End the session, on the server too: the cookie no longer works anywhere."""
     check_same_origin(request)
     who.check_csrf(csrf_token)
+    session = who.session
+    expires = datetime.fromtimestamp(session.expires, UTC)
+    who.context.officers.revoke_session(session.session_id, session.officer_id, expires)
+    who.context.platform.plane(who.context.region).ledger.append(
+        actor=who.principal.actor,
+        action="officer.signed_out",
+        subject=f"officer:{session.officer_id}",
+        tenant_id=who.principal.tenant_id,
+        details={"session": session.session_id[:8]},
+    )
     response = RedirectResponse("/audit/login", 303)
     response.delete_cookie(SESSION_COOKIE, path="/audit")
     return response

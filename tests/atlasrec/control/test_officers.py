@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from atlasrec.clock import utcnow
 from atlasrec.control.officers import (
     OfficerRole,
     Officers,
@@ -109,3 +111,16 @@ def test_the_command_line(cli_home: Path, capsys: pytest.CaptureFixture[str]) ->
     ):
         code, _, err = cli(capsys, "officers", *args)
         assert code == 1 and message in err and err.count("\n") == 1
+
+
+def test_revoked_sessions_are_refused_until_they_would_expire(platform: Platform) -> None:
+    officers = Officers(platform.control.engine)
+    later = utcnow() + timedelta(hours=1)
+    officers.revoke_session("s1", "dpo", later)
+    officers.revoke_session("s1", "dpo", later)  # a second sign-out of the same session
+    officers.revoke_session("old", "dpo", utcnow() - timedelta(seconds=1))
+    assert officers.session_revoked("s1") and officers.session_revoked("old")
+    assert not officers.session_revoked("s2")
+    officers.revoke_session("s3", "dpo", later)  # prunes the entries past their expiry
+    assert not officers.session_revoked("old")
+    assert officers.session_revoked("s1") and officers.session_revoked("s3")
