@@ -12,7 +12,6 @@ run that would take the composed epsilon past the (new) cap.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from atlasrec.control.service import MAX_EPSILON_CAP
@@ -53,7 +52,7 @@ def parse_cap(value: str | float) -> float:
         cap = float(value)
     except (TypeError, ValueError):
         raise InvalidInputError(f"field 'cap': {value!r} is not a number") from None
-    if not math.isfinite(cap) or not 0 < cap <= MAX_EPSILON_CAP:
+    if not 0 < cap <= MAX_EPSILON_CAP:  # NaN and infinity fail the comparison
         raise InvalidInputError(
             f"field 'cap': must be a finite number > 0 and <= {MAX_EPSILON_CAP:g}"
         )

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from atlasrec.files import write_atomic
+
 VARIANTS = "variants"
 
 
@@ -34,9 +36,7 @@ def record(path: Path, results: dict[str, Any], variant: str = "") -> None:
         merged = {**held, VARIANTS: variants}
     else:
         merged = {**results, VARIANTS: variants} if variants else results
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, (json.dumps(merged, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":  # python -m benchmarks.output FILE RUN_JSON [VARIANT]

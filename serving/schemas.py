@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from atlasrec.ingest.rows import ID_PATTERN
+from atlasrec.ingest.rows import ID_PATTERN, MAX_ID_LEN
 from atlasrec.intents import Intent
 
 MAX_K = 100
@@ -20,7 +20,7 @@ MAX_EVENTS = 1_000
 MAX_ITEMS = 500
 MAX_ATTRIBUTES = 50
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=ID_PATTERN)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
 NO_NUL = r"^[^\x00]*$"
 """No NUL characters (PostgreSQL text cannot hold them)."""
 Text = Annotated[str, StringConstraints(max_length=20_000, pattern=NO_NUL)]

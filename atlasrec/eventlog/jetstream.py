@@ -272,8 +272,7 @@ class JetStreamEventLog:
 
     def consumers(self) -> list[str]:
         """The durable consumers' names."""
-        infos = self._run(self._js.consumers_info(self.stream))
-        return sorted(i.name for i in infos if i.config.durable_name)
+        return list(self.lags())
 
     def lags(self) -> dict[str, ConsumerLag]:
         """Every durable consumer's lag, in one request to the server."""
@@ -340,12 +339,7 @@ class JetStreamConsumer(Generic[R]):
             tenants = [self._tenant(m.subject) for m in msgs]
         except (InvalidInputError, ValueError, TypeError, KeyError):
             return [d for d in (self._delivery(m) for m in msgs) if d is not None]
-        deliveries = []
-        for msg, tenant_id, record in zip(msgs, tenants, records, strict=True):
-            seq, delivered = position(msg.reply)
-            self._replies[seq] = msg.reply
-            deliveries.append(Delivery(seq, tenant_id, record, delivered > 1))
-        return deliveries
+        return [self._delivered(*taken) for taken in zip(msgs, tenants, records, strict=True)]
 
     def _tenant(self, subject_name: str) -> str:
         """The tenant of a subject of this consumer's kind (validated once per subject)."""
@@ -358,16 +352,21 @@ class JetStreamConsumer(Generic[R]):
 
     def _delivery(self, msg: Msg) -> Delivery[R] | None:
         """One message as a delivery; one that is not a record of this kind is dropped."""
-        seq, delivered = position(msg.reply)
         try:
             tenant_id = self._tenant(msg.subject)
             event = self.kind.decode(msg.data)
         except (InvalidInputError, ValueError, TypeError, KeyError) as exc:
+            seq = position(msg.reply)[0]
             log.warning("event log %s: message %s dropped: %s", self.log.stream, seq, exc)
             self._send([msg.reply], Msg.Ack.Term)
             return None
+        return self._delivered(msg, tenant_id, event)
+
+    def _delivered(self, msg: Msg, tenant_id: str, record: R) -> Delivery[R]:
+        """A decoded message as a delivery, its reply subject kept for the ack."""
+        seq, delivered = position(msg.reply)
         self._replies[seq] = msg.reply
-        return Delivery(seq, tenant_id, event, redelivered=delivered > 1)
+        return Delivery(seq, tenant_id, record, redelivered=delivered > 1)
 
     def ack(self, deliveries: Sequence[Delivery[R]]) -> None:
         """Acknowledge deliveries (flushed to the server before returning)."""
