@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from atlasrec.errors import ConfigError
 from atlasrec.tenancy import Region
 
+MIN_SECRET_LEN = 32
 DEV_SECRET = "atlasrec-development-secret-do-not-use-in-production"  # noqa: S105
 
 
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     federation_rounds: int = Field(default=2, ge=1)
     """Rounds per scheduled federation run."""
     serving_redis_timeout_s: float = 0.05
+    ops_token: SecretStr | None = None
+    """Bearer token of the serving app's operator endpoints (/metrics, /healthz/detail). Unset:
+    they answer only clients on this host that came through no proxy (an internal bind)."""
     """Socket timeout of the serving path's online-store calls."""
     event_log_url: str | None = None
     """The regions' event log: `nats://host:port` (JetStream); unset: a local file per region."""
@@ -75,14 +79,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
         secret = self.secret_key.get_secret_value()
+        ops = self.ops_token.get_secret_value() if self.ops_token is not None else None
+        if ops is not None and len(ops) < MIN_SECRET_LEN:
+            raise ConfigError(f"ATLASREC_OPS_TOKEN must be at least {MIN_SECRET_LEN} characters")
         if self.environment != "development":
             if secret == DEV_SECRET:
                 raise ConfigError(
                     f"ATLASREC_SECRET_KEY must be set in the {self.environment} environment "
                     "(the built-in development secret is refused outside development)"
                 )
-            if len(secret) < 32:
-                raise ConfigError("ATLASREC_SECRET_KEY must be at least 32 characters")
+            if len(secret) < MIN_SECRET_LEN:
+                raise ConfigError(
+                    f"ATLASREC_SECRET_KEY must be at least {MIN_SECRET_LEN} characters"
+                )
         return self
 
     def control_url(self) -> str:

@@ -8,6 +8,7 @@ refusal is audited at the region's boundary), never data.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -161,6 +162,45 @@ def _refuse_foreign(serving: ServingApp, tenant: Tenant) -> NoReturn:
 
 
 Auth = Annotated[TenantRuntime, Depends(authenticated)]
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+async def operator_only(
+    request: Request,
+    serving: ServingDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse (401) operator endpoints to anyone without the ops token.
+
+    Without a configured token (`ATLASREC_OPS_TOKEN`) only a client on this host that came
+    through no proxy is let in: the endpoints are then as if bound to an internal address.
+    """
+    token = serving.platform.settings.ops_token
+    if token is not None:
+        given = credentials.credentials if credentials is not None else ""
+        if hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return
+    elif _on_this_host(request):
+        return
+    serving.metrics.refusals.labels("operator").inc()
+    raise HTTPException(
+        401,
+        "operator endpoint: give the ops token (ATLASREC_OPS_TOKEN) as a bearer token"
+        if token is not None
+        else "operator endpoint: answered on this host only (or set ATLASREC_OPS_TOKEN)",
+        {"WWW-Authenticate": 'Bearer realm="ops"'},
+    )
+
+
+def _on_this_host(request: Request) -> bool:
+    """A loopback client that came through no proxy (a proxy here would make every client local)."""
+    local = request.client is not None and request.client.host in LOOPBACK
+    return local and not any(header in request.headers for header in PROXY_HEADERS)
+
+
+OperatorOnly = Depends(operator_only)
 
 
 def check_known_items(runtime: TenantRuntime, ids: list[str], where: str) -> None:

@@ -40,7 +40,7 @@ class Metrics:
         )
         self.refusals = Counter(
             "atlasrec_refusals",
-            "Refused requests by reason (unauthenticated, wrong region).",
+            "Refused requests by reason (unauthenticated, wrong region, operator).",
             ["reason"],
             registry=self.registry,
         )

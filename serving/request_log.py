@@ -15,7 +15,7 @@ at most every `retry_s` seconds; serving goes on regardless (a request never wai
 or fails because of, the request log). At most `max_held` records are held: beyond that
 the oldest (of the tenant holding most) are dropped. Failed appends, dropped records (also
 those of a tenant the boundary refuses, which is audited) and held-back records are
-counted in `stats`, shown by /healthz and /metrics.
+counted in `stats`, shown by /healthz/detail and /metrics.
 """
 
 from __future__ import annotations

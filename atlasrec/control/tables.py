@@ -96,3 +96,16 @@ class RevokedSession(ControlModel, table=True):
     session_id: str = Field(primary_key=True, max_length=64)
     officer_id: str = Field(max_length=63)
     expires_at: datetime = Field(index=True)
+
+
+class SignInFailure(ControlModel, table=True):
+    """One failed audit UI sign-in, counted against one throttle key (kept for its window).
+
+    The key is a SHA-256 digest: neither officer ids nor client addresses are stored.
+    """
+
+    __tablename__ = "signin_failures"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, max_length=64)
+    at: float = Field(index=True)
+    """Seconds since the epoch (wall clock: every process counts in the same time)."""

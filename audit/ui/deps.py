@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request
 
 from atlasrec.control.officers import Officers, fingerprint
+from atlasrec.control.signin_throttle import SignInThrottle
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
 from audit.access import Access, Principal
-from audit.ui.sessions import SESSION_COOKIE, SessionData, Signer, SignInLimiter, read_session
+from audit.ui.sessions import SESSION_COOKIE, SessionData, Signer, read_session
 
 STATE_KEY = "audit_ui"
 
@@ -27,14 +28,14 @@ class SignInRequiredError(Exception):
 
 @dataclass
 class AuditUiContext:
-    """What the audit UI of one region needs: its platform, region, signer and limiter."""
+    """What the audit UI of one region needs: its platform, region, signer and throttle."""
 
     platform: Platform
     region: Region
     access: Access
     officers: Officers
     signer: Signer
-    limiter: SignInLimiter
+    throttle: SignInThrottle
 
     @classmethod
     def of(cls, platform: Platform, region: Region) -> AuditUiContext:
@@ -45,7 +46,7 @@ class AuditUiContext:
             Access(platform, region),
             Officers(platform.control.engine),
             Signer.for_region(platform.secret, region.value),
-            SignInLimiter(),
+            SignInThrottle(platform.control.engine),
         )
 
 

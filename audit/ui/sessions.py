@@ -1,10 +1,12 @@
-"""Officer sessions of the audit UI: signed cookies, CSRF tokens and a sign-in limiter.
+"""Officer sessions of the audit UI: signed cookies, CSRF tokens and device cookies.
 
 A session is a cookie holding `{officer, session id, expiry, password fingerprint}` signed
 with HMAC-SHA256 under a key derived from the platform secret and the app's region (a
 session of one region's UI is worthless at another's). It is HttpOnly, SameSite=Strict,
 limited to `/audit`, and Secure over HTTPS. Forms carry a CSRF token derived from the
-session id (sign-in: from a short-lived signed cookie of the sign-in page).
+session id (sign-in: from a short-lived signed cookie of the sign-in page). A browser that
+signed in gets a long-lived device cookie, which the sign-in throttle trusts
+(`atlasrec.control.signin_throttle`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ SESSION_COOKIE = "atlasrec_audit"
 SIGNIN_COOKIE = "atlasrec_audit_signin"
 SESSION_TTL_S = 8 * 3600
 SIGNIN_TTL_S = 3600
+DEVICE_COOKIE = "atlasrec_audit_device"
+DEVICE_TTL_S = 180 * 24 * 3600
 
 
 def _b64(data: bytes) -> str:
@@ -115,38 +117,15 @@ def read_session(signer: Signer, cookie: str | None) -> SessionData | None:
     return SessionData(officer, session_id, fp, payload["exp"])
 
 
-class SignInLimiter:
-    """Refuses sign-in for an officer id after `attempts` failures within `window_s`."""
+def new_device(signer: Signer, officer_id: str) -> str:
+    """A device cookie: this browser has signed in as `officer_id` (see the sign-in throttle)."""
+    return signer.sign("device", {"o": officer_id, "d": secrets.token_urlsafe(16)}, DEVICE_TTL_S)
 
-    MAX_KEYS = 10_000
 
-    def __init__(self, attempts: int = 5, window_s: float = 300.0) -> None:
-        self.attempts = attempts
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: str) -> float:
-        """Seconds until `key` may try again (0: now)."""
-        now = time.monotonic()
-        with self._lock:
-            failures = self._failures.get(key)
-            if failures is None:
-                return 0.0
-            while failures and failures[0] <= now - self.window_s:
-                failures.popleft()
-            if len(failures) < self.attempts:
-                return 0.0
-            return failures[0] + self.window_s - now
-
-    def failed(self, key: str) -> None:
-        """Count a failed attempt."""
-        with self._lock:
-            if len(self._failures) >= self.MAX_KEYS:
-                self._failures.clear()
-            self._failures.setdefault(key, deque()).append(time.monotonic())
-
-    def succeeded(self, key: str) -> None:
-        """Forget the failures of `key`."""
-        with self._lock:
-            self._failures.pop(key, None)
+def device_of(signer: Signer, cookie: str | None, officer_id: str) -> str | None:
+    """The device id of a valid device cookie issued to `officer_id`, else None."""
+    payload = signer.unsign("device", cookie)
+    if payload is None or payload.get("o") != officer_id or not isinstance(payload.get("d"), str):
+        return None
+    device: str = payload["d"]
+    return device

@@ -1,4 +1,9 @@
-"""GET /healthz (liveness, what is served) and GET /metrics (Prometheus)."""
+"""GET /healthz (public liveness), GET /healthz/detail and GET /metrics (operators only).
+
+Liveness says only that the process answers and which region it serves. What it serves
+(tenant ids, model versions, request-log counts) and the per-tenant metrics need the ops
+token, or a client on the same host (`serving.deps.operator_only`).
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,32 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from serving.deps import ServingDep
+from serving.deps import OperatorOnly, ServingDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 def healthz(serving: ServingDep) -> dict[str, Any]:
-    """Liveness, and what the process is serving from."""
+    """Liveness (public: no tenant is named)."""
+    return {"status": "ok", "region": serving.region.value}
+
+
+@router.get("/healthz/detail", dependencies=[OperatorOnly])
+def healthz_detail(serving: ServingDep) -> dict[str, Any]:
+    """What the process is serving from (operators only)."""
     return {
         "status": "ok",
         "region": serving.region.value,
         "tenants": {r.scope.tenant_id: r.state.model_version for r in serving.runtime.loaded()},
         "online_store": "unreachable" if serving.runtime.breaker.open else "ok",
-        "queued_records_written": serving.request_log.stats.logged,
         "request_log": asdict(serving.request_log.stats),
     }
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[OperatorOnly])
 def metrics(serving: ServingDep) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics (operators only)."""
     serving.metrics.model_swaps.set(serving.runtime.swaps)
     for state, value in asdict(serving.request_log.stats).items():
         serving.metrics.request_log.labels(state).set(value)

@@ -87,6 +87,11 @@ def client_for(
     return TestClient(app)
 
 
+def operator(client: TestClient) -> TestClient:
+    """A client of the same app on this host (let into /metrics and /healthz/detail)."""
+    return TestClient(client.app, client=("127.0.0.1", 50000))
+
+
 @pytest.fixture
 def client(region: ServedRegion) -> Iterator[TestClient]:
     with client_for(region.platform, refresh=False) as c:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import BOOKS, ServedRegion, bearer, client_for
+import pytest
+from conftest import BOOKS, ServedRegion, bearer, client_for, operator
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from sqlmodel import select
 from utils.factories import MUSIC_ITEMS
 
@@ -176,17 +178,39 @@ def test_an_anonymous_session_is_served_from_its_recent_items(
 
 def test_metrics_healthz_and_docs(region: ServedRegion, client: TestClient) -> None:
     recs(client, region.keys["shop"], user_id="user-3", k=3)
-    metrics = client.get("/metrics").text
+    metrics = operator(client).get("/metrics").text
     assert (
         'atlasrec_requests_total{endpoint="recommendations",status="200",tenant="shop"} 1.0'
         in metrics
     )
     assert 'atlasrec_stage_seconds_bucket{le="0.025",stage="policy"}' in metrics
-    health = client.get("/healthz").json()
+    health = operator(client).get("/healthz/detail").json()
     assert health["tenants"] == region.versions and health["online_store"] == "ok"
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/v1/recommendations", "/v1/events", "/v1/catalog/items"} <= set(spec["paths"])
+
+
+def test_only_liveness_is_public(
+    region: ServedRegion, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recs(client, region.keys["shop"], user_id="user-3", k=3)
+    assert client.get("/healthz").json() == {"status": "ok", "region": "eu"}
+    local = operator(client)
+    for path in ("/metrics", "/healthz/detail"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and "shop" not in refused.text
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert local.get(path).status_code == 200
+        proxied = local.get(path, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert proxied.status_code == 401  # a proxy on this host is not this host
+    token = "t" * 40
+    monkeypatch.setattr(region.platform.settings, "ops_token", SecretStr(token))
+    for path in ("/metrics", "/healthz/detail"):
+        assert client.get(path, headers=bearer(token)).status_code == 200
+        assert client.get(path, headers=bearer("t" * 39 + "u")).status_code == 401
+        assert local.get(path).status_code == 401  # with a token, this host needs it too
+    assert 'refusals_total{reason="operator"}' in client.get("/metrics", headers=bearer(token)).text
 
 
 def test_bad_input_gets_a_4xx_naming_the_problem(region: ServedRegion, client: TestClient) -> None:

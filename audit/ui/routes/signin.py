@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from datetime import UTC, datetime
@@ -11,15 +12,20 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from atlasrec.control.officers import fingerprint
+from atlasrec.control.signin_throttle import client_of
 from atlasrec.control.tables import Officer
 from audit.access import Principal
 from audit.ui.deps import AuditUiContext, ContextDep, SignedInDep, check_same_origin
 from audit.ui.pages import AuditRoute, render
 from audit.ui.sessions import (
+    DEVICE_COOKIE,
+    DEVICE_TTL_S,
     SESSION_COOKIE,
     SESSION_TTL_S,
     SIGNIN_COOKIE,
     SIGNIN_TTL_S,
+    device_of,
+    new_device,
     new_session,
 )
 
@@ -84,17 +90,26 @@ def login(
         message = "field 'csrf_token': the sign-in form expired or was not ours; try again"
         return _login_page(request, context, next, status=403, message=message)
     key = officer_id.strip().lower()
-    wait = context.limiter.retry_after(key)
+    device = device_of(context.signer, request.cookies.get(DEVICE_COOKIE), key)
+    client = client_of(request.client.host if request.client else None)
+    limits = context.throttle.limits(key, client, device)
+    wait = context.throttle.retry_after(limits)
     if wait > 0:
-        message = f"too many failed attempts for {key!r}: try again in {wait:.0f} s"
-        return _login_page(request, context, next, status=429, message=message)
+        message = f"too many failed sign-ins for {key!r} from here: try again in {wait:.0f} s"
+        refused = _login_page(request, context, next, status=429, message=message)
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
     officer = context.officers.authenticate(key, password)
     if officer is None:
-        context.limiter.failed(key)
+        context.throttle.failed(limits)
         message = "unknown officer or wrong password"
         return _login_page(request, context, next, status=401, message=message)
-    context.limiter.succeeded(key)
-    return _start_session(request, context, officer, next)
+    context.throttle.succeeded(limits)
+    response = _start_session(request, context, officer, next)
+    if device is None:
+        token = new_device(context.signer, officer.id)
+        _set_cookie(request, response, DEVICE_COOKIE, token, DEVICE_TTL_S, "/audit/login")
+    return response
 
 
 def _start_session(
