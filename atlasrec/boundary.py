@@ -67,24 +67,7 @@ class Boundary:
         A scope is admitted when its region is this data plane's region, its tenant exists
         and is homed in that region, and any `target_tenant` it reaches for is itself.
         """
-        error: BoundaryViolation | UnknownTenantError | None = None
-        home = self._home_of(scope.tenant_id)
-        if home is None:
-            error = UnknownTenantError(scope.tenant_id)
-        elif scope.region != self.region:
-            error = CrossRegionError(
-                f"scope {scope} cannot {action} in region {self.region.value!r}: "
-                f"tenant {scope.tenant_id!r} is homed in {home.value!r}"
-            )
-        elif home != scope.region:
-            error = CrossRegionError(
-                f"tenant {scope.tenant_id!r} is homed in region {home.value!r}, "
-                f"not {scope.region.value!r}"
-            )
-        elif target_tenant is not None and target_tenant != scope.tenant_id:
-            error = CrossTenantError(
-                f"scope {scope} cannot {action} data of tenant {target_tenant!r}"
-            )
+        error = self.check(scope, action=action, target_tenant=target_tenant)
         if error is not None:
             self.refuse(
                 scope,
@@ -94,6 +77,29 @@ class Boundary:
                 subject=subject,
                 target_tenant=target_tenant,
             )
+
+    def check(
+        self, scope: Scope, *, action: str, target_tenant: str | None = None
+    ) -> BoundaryViolation | UnknownTenantError | None:
+        """Why `admit` would refuse (an error to raise), or None: nothing is recorded."""
+        home = self._home_of(scope.tenant_id)
+        if home is None:
+            return UnknownTenantError(scope.tenant_id)
+        if scope.region != self.region:
+            return CrossRegionError(
+                f"scope {scope} cannot {action} in region {self.region.value!r}: "
+                f"tenant {scope.tenant_id!r} is homed in {home.value!r}"
+            )
+        if home != scope.region:
+            return CrossRegionError(
+                f"tenant {scope.tenant_id!r} is homed in region {home.value!r}, "
+                f"not {scope.region.value!r}"
+            )
+        if target_tenant is not None and target_tenant != scope.tenant_id:
+            return CrossTenantError(
+                f"scope {scope} cannot {action} data of tenant {target_tenant!r}"
+            )
+        return None
 
     def refuse(
         self,
@@ -106,6 +112,20 @@ class Boundary:
         **details: Any,
     ) -> None:
         """Write the refusal to this region's ledger (in its own transaction) and raise."""
+        self.record(scope, error, actor=actor, action=action, subject=subject, **details)
+        raise error
+
+    def record(
+        self,
+        scope: Scope,
+        error: Exception,
+        *,
+        actor: str,
+        action: str,
+        subject: str = "",
+        **details: Any,
+    ) -> None:
+        """Write a refusal to this region's ledger (`refuse` without the raise)."""
         self.audit.append(
             actor=actor,
             action=REFUSED,
@@ -120,7 +140,6 @@ class Boundary:
                 **{k: v for k, v in details.items() if v is not None},
             },
         )
-        raise error
 
 
 def federation_refusal(

@@ -19,11 +19,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from atlasrec.consumers import ConsumerWorker, start_workers
+from atlasrec.control.service import key_id_of
 from atlasrec.control.tables import Tenant
 from atlasrec.errors import CrossRegionError
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
 from atlasrec.pipelines.events import CONSUMERS, subscriptions
 from atlasrec.platform import Platform
+from atlasrec.repeated_refusals import RepeatedRefusals
 from atlasrec.tenancy import Region, Scope
 from serving.metrics import Metrics
 from serving.request_log import RequestLog
@@ -31,6 +33,7 @@ from serving.runtime import RegionRuntime, TenantRuntime
 
 _bearer = HTTPBearer(auto_error=False)
 CLOSE_DRAIN_S = 5.0
+REFUSALS_WINDOW_S = 60.0
 
 
 class KeyCache:
@@ -88,6 +91,7 @@ class ServingApp:
         self.metrics = Metrics()
         self.budgets = dict(settings.serving_budget_ms)
         self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
+        self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
 
     def close(self) -> None:
         """Stop background work, logging every queued record first.
@@ -97,6 +101,7 @@ class ServingApp:
         """
         self.runtime.stop()
         self.request_log.close()
+        self.refusals.close()
         for worker in self.consumers:
             if worker.consumer.name == "requests":
                 worker.caught_up(CLOSE_DRAIN_S)
@@ -130,11 +135,12 @@ async def authenticated(
     The usual path (a cached key of a loaded tenant) does no I/O and stays on the event
     loop; database lookups, tenant loads and audited refusals run in the thread pool.
     """
+    api_key = credentials.credentials if credentials is not None else ""
     tenant: Tenant | None = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        hit, tenant = serving.keys.cached(credentials.credentials)
+        hit, tenant = serving.keys.cached(api_key)
         if not hit:
-            tenant = await run_in_threadpool(serving.keys.lookup, credentials.credentials)
+            tenant = await run_in_threadpool(serving.keys.lookup, api_key)
     if tenant is None:
         serving.metrics.refusals.labels("unauthenticated").inc()
         raise HTTPException(
@@ -142,18 +148,24 @@ async def authenticated(
         )
     if Region(tenant.home_region) != serving.region:
         serving.metrics.refusals.labels("wrong_region").inc()
-        await run_in_threadpool(_refuse_foreign, serving, tenant)
+        await run_in_threadpool(_refuse_foreign, serving, tenant, api_key)
     runtime = serving.runtime.loaded_tenant(tenant.id)
     if runtime is None:
         runtime = await run_in_threadpool(serving.runtime.tenant, tenant)
     return runtime
 
 
-def _refuse_foreign(serving: ServingApp, tenant: Tenant) -> NoReturn:
-    """Refuse (and audit, at the boundary) a tenant homed in another region: 421."""
+def _refuse_foreign(serving: ServingApp, tenant: Tenant, api_key: str) -> NoReturn:
+    """Refuse (and audit, at the boundary) a tenant homed in another region: 421.
+
+    A key's repeated refusals are one ledger record per `REFUSALS_WINDOW_S` (with a count).
+    """
     with suppress(CrossRegionError):
-        serving.plane.boundary.admit(
-            Scope(tenant.id, serving.region), actor=f"api-key:{tenant.id}", action="serving.auth"
+        serving.refusals.admit(
+            f"api-key:{key_id_of(api_key)}",
+            Scope(tenant.id, serving.region),
+            actor=f"api-key:{tenant.id}",
+            action="serving.auth",
         )
     home = Region(tenant.home_region).value
     raise HTTPException(

@@ -32,6 +32,14 @@ class IssuedKey:
     api_key: str
 
 
+def key_id_of(api_key: str) -> str | None:
+    """The public id part of an API key (`ark_<key id>_<secret>`), or None if malformed."""
+    parts = api_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        return None
+    return parts[1]
+
+
 class ControlPlane:
     """Tenant registry and API keys. Holds no user-level data."""
 
@@ -153,11 +161,11 @@ class ControlPlane:
 
     def authenticate(self, api_key: str) -> Tenant | None:
         """The tenant an API key belongs to, or None for unknown, malformed or revoked keys."""
-        parts = api_key.split("_", 2)
-        if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        key_id = key_id_of(api_key)
+        if key_id is None:
             return None
         with Session(self.engine, expire_on_commit=False) as session:
-            key = session.get(ApiKey, parts[1])
+            key = session.get(ApiKey, key_id)
             if key is None or key.revoked_at is not None:
                 return None
             if not hmac.compare_digest(key.key_hash, self._hash(api_key)):

@@ -20,13 +20,14 @@ from tests.utils.audit import sign_in
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 Browser = Callable[..., TestClient]
+OFFICERS = ("po-a", "po-b")
 
 
 @pytest.fixture
 def passwords(platform: Platform) -> dict[str, str]:
     officers = Officers(platform.control.engine)
-    made = {o: officers.create(o, role=OfficerRole.PLATFORM, regions=[Region.EU]) for o in ("po-a", "po-b")}
-    return {o: issued.password for o, issued in made.items()}
+    made = (officers.create(o, role=OfficerRole.PLATFORM, regions=[Region.EU]) for o in OFFICERS)
+    return {each.officer.id: each.password for each in made}
 
 
 @pytest.fixture

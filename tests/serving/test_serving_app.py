@@ -80,6 +80,29 @@ def test_keys_map_to_tenants_and_regions(region: ServedRegion, client: TestClien
     assert any(t == "far" and '"serving.auth"' in d for t, d in refusals), refusals
 
 
+def test_a_keys_repeated_421s_are_one_record_per_window(
+    region: ServedRegion, client: TestClient
+) -> None:
+    second = region.platform.control.issue_api_key("far").api_key
+    url = "/v1/recommendations"
+    for n in range(30):
+        key = second if n % 10 == 9 else region.keys["far"]
+        assert client.post(url, json={"k": 3}, headers=bearer(key)).status_code == 421
+    plane = region.platform.plane(Region.EU)
+
+    def refusals() -> list[dict[str, object]]:
+        records = plane.ledger.records(action=REFUSED, tenant_id="far", limit=None)
+        return [{"actor": r.actor, **json.loads(r.details)} for r in records]
+
+    first = refusals()
+    assert len(first) == 2 and {r.get("repeats") for r in first} == {None}
+    assert len({r["key"] for r in first}) == 2
+    client.app.state.serving.refusals.sweep(everything=True)  # type: ignore[attr-defined]
+    repeats = {r["key"]: r["repeats"] for r in refusals() if "repeats" in r}
+    assert sorted(repeats.values()) == [2, 26]  # 1 + 26 and 1 + 2 of the 30 requests
+    assert all(r["actor"] == "api-key:far" and r["scope_region"] == "eu" for r in refusals())
+
+
 @settings(
     max_examples=12,
     deadline=None,
