@@ -56,9 +56,7 @@ def test_repeats_are_counted_then_recorded_once_per_window(
     assert [r.get("repeats") for r in recorded(platform)][-1] == 1
 
 
-def test_an_admitted_scope_is_not_recorded(
-    platform: Platform, refusals: RepeatedRefusals
-) -> None:
+def test_an_admitted_scope_is_not_recorded(platform: Platform, refusals: RepeatedRefusals) -> None:
     platform.create_tenant("near", region=Region.EU, sharing=SharingPolicy.SOLO, actor="test")
     refusals.admit("k", Scope("near", Region.EU), actor="api-key:near", action="serving.auth")
     refusals.close()
