@@ -8,17 +8,27 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from atlasrec.errors import ConfigError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-def make_engine(url: str, *, user: str | None = None) -> Engine:
+SQLITE_LOCK_WAIT_S = 30.0
+"""How long SQLite waits for another writer's lock when no `lock_wait_s` is given."""
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+"""PostgreSQL's lock_not_available (its `lock_timeout` expired)."""
+
+
+def make_engine(url: str, *, user: str | None = None, lock_wait_s: float | None = None) -> Engine:
     """Create an engine; for SQLite, enable foreign keys, WAL and a busy timeout.
 
     `user` overrides the URL's user name (PostgreSQL): tenant sessions connect as the
     unprivileged application role so that row-level security applies to them.
+    `lock_wait_s` bounds how long a statement waits for a lock another transaction holds
+    (None: SQLite `SQLITE_LOCK_WAIT_S`, PostgreSQL without limit); past it the statement
+    fails, and `is_lock_timeout` tells that failure apart.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -27,7 +37,8 @@ def make_engine(url: str, *, user: str | None = None) -> Engine:
         # SQLAlchemy, not pysqlite, owns transactions (pysqlite would run a transaction's
         # reads outside it); each begins IMMEDIATE so a read-then-write transaction (a budget
         # check, a ledger append) is serialised against other writers.
-        engine = create_engine(parsed, connect_args={"timeout": 30, "isolation_level": None})
+        timeout = SQLITE_LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
+        engine = create_engine(parsed, connect_args={"timeout": timeout, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -35,7 +46,19 @@ def make_engine(url: str, *, user: str | None = None) -> Engine:
         raise ConfigError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
     if user is not None:
         parsed = parsed.set(username=validate_identifier(user), password=None)
-    return create_engine(parsed, pool_pre_ping=True)
+    options = (
+        {} if lock_wait_s is None else {"options": f"-c lock_timeout={lock_wait_s * 1000:.0f}"}
+    )
+    return create_engine(parsed, pool_pre_ping=True, connect_args=options)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether a database error is a lock wait that ran out (SQLite busy, PostgreSQL 55P03)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) == LOCK_TIMEOUT_SQLSTATE:
+        return True
+    return "database is locked" in str(exc.orig)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     federation_rounds: int = Field(default=2, ge=1)
     """Rounds per scheduled federation run."""
     serving_redis_timeout_s: float = 0.05
+    db_lock_wait_s: float | None = Field(default=None, gt=0)
+    """How long a region database statement waits for another transaction's lock before it
+    fails (a 503 on the API; nothing is written). Unset: SQLite 30 s, PostgreSQL no limit;
+    `atlasrec serve` sets 5 s unless this is set."""
     ops_token: SecretStr | None = None
     """Bearer token of the serving app's operator endpoints (/metrics, /healthz/detail). Unset:
     they answer only clients on this host that came through no proxy (an internal bind)."""

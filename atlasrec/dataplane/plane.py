@@ -8,12 +8,14 @@ from functools import cached_property
 from typing import Generic, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from atlasrec.artifacts import ArtifactStore
 from atlasrec.boundary import AuditLog, Boundary
 from atlasrec.control.service import ControlPlane
 from atlasrec.dataplane.session import TenantSession
-from atlasrec.db import is_postgres, make_engine
+from atlasrec.db import is_lock_timeout, is_postgres, make_engine
+from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.base import EventLog
 from atlasrec.eventlog.regional import open_event_log
 from atlasrec.migrations import upgrade
@@ -42,9 +44,12 @@ class RegionDataPlane(Generic[L]):
         self.region = region
         self.settings = settings
         url = settings.region_url(region)
-        self.engine = make_engine(url)
+        wait = settings.db_lock_wait_s
+        self.engine = make_engine(url, lock_wait_s=wait)
         self.tenant_engine = (
-            make_engine(url, user=settings.pg_app_role) if is_postgres(self.engine) else self.engine
+            make_engine(url, user=settings.pg_app_role, lock_wait_s=wait)
+            if is_postgres(self.engine)
+            else self.engine
         )
         self.ledger = ledger(self.engine)
         self.boundary = Boundary(region, self.ledger, control.home_region_of)
@@ -69,15 +74,26 @@ class RegionDataPlane(Generic[L]):
 
     @contextmanager
     def session(self, scope: Scope, *, actor: str, action: str) -> Iterator[TenantSession]:
-        """A transaction scoped to one tenant: commits on success, rolls back on error."""
+        """A transaction scoped to one tenant: commits on success, rolls back on error.
+
+        A lock wait past `db_lock_wait_s` is an `UnavailableError` (nothing was written).
+        """
         self.boundary.admit(scope, actor=actor, action=action)
-        with (
-            TenantSession(
-                self.tenant_engine, scope=scope, boundary=self.boundary, actor=actor
-            ) as session,
-            session.begin(),
-        ):
-            yield session
+        try:
+            with (
+                TenantSession(
+                    self.tenant_engine, scope=scope, boundary=self.boundary, actor=actor
+                ) as session,
+                session.begin(),
+            ):
+                yield session
+        except OperationalError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            raise UnavailableError(
+                f"tenant {scope.tenant_id!r}: region {self.region.value!r} database is busy "
+                f"(a lock held for longer than the wait allowed): nothing was written, retry"
+            ) from exc
 
     def dispose(self) -> None:
         """Close pooled connections."""

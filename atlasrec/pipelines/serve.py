@@ -13,6 +13,8 @@ from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region
 
+SERVING_DB_LOCK_WAIT_S = 5.0
+
 
 def serve_region(
     region: Region, *, host: str, port: int, workers: int, on_ready: Callable[[], None]
@@ -22,6 +24,8 @@ def serve_region(
     `on_ready` runs once the settings are checked, before uvicorn starts.
     """
     os.environ["ATLASREC_REGION"] = region.value  # workers inherit the pin
+    # A request waits a bounded time for a locked database, then gets 503 + Retry-After.
+    os.environ.setdefault("ATLASREC_DB_LOCK_WAIT_S", str(SERVING_DB_LOCK_WAIT_S))
     get_settings.cache_clear()
     Platform().close()  # fail fast on bad settings, and migrate before workers start
     metrics_dir = None

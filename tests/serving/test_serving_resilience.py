@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from utils.factories import MUSIC_ITEMS
 from atlasrec.dataplane.tables import Item
 from atlasrec.online_store import OnlineStoreUnavailable, RedisBackend
 from atlasrec.pipelines.train import train_tenant
+from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -250,6 +253,52 @@ def test_catalog_changes_from_another_process_arrive_by_refresh(region: ServedRe
         assert "elsewhere" not in served(b, key, user_id="user-0", k=30)
         b.app.state.serving.runtime.refresh_all()  # type: ignore[attr-defined]
         assert "elsewhere" in served(b, key, user_id="user-0", k=30)
+
+
+@contextmanager
+def database_locked(platform: Platform) -> Iterator[None]:
+    """Another transaction holds the region database's lock (SQLite: the file; PostgreSQL:
+    the items table) until the block ends."""
+    plane = platform.plane(Region.EU)
+    if plane.engine.dialect.name == "sqlite":
+        holder = sqlite3.connect(plane.engine.url.database or "", timeout=10)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    with plane.engine.connect() as conn:
+        conn.exec_driver_sql("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def test_a_locked_database_gets_a_bounded_503_and_writes_nothing(region: ServedRegion) -> None:
+    bounded = region.platform.settings.model_copy(update={"db_lock_wait_s": 0.5})
+    platform = Platform(bounded)
+    key = region.keys["shop"]
+    item = {"item_id": "while-locked", "title": "Item 97 jazz record", "category": "jazz"}
+    try:
+        with client_for(platform, refresh=False) as client:
+            with database_locked(platform):
+                started = time.perf_counter()
+                busy = client.put("/v1/catalog/items", json={"items": [item]}, headers=bearer(key))
+                waited = time.perf_counter() - started
+            assert busy.status_code == 503, busy.text
+            assert 0.4 < waited < 3.0
+            assert busy.headers["retry-after"] == "1"
+            body = busy.json()
+            assert body["request_id"] == busy.headers["x-request-id"]
+            assert "database is busy" in body["detail"] and "'shop'" in body["detail"]
+            assert "while-locked" not in served(client, key, user_id="user-0", k=30)
+            put_items(client, key, [item])  # the retry, once the lock is gone
+            assert "while-locked" in served(client, key, user_id="user-0", k=30)
+    finally:
+        platform.close()
 
 
 def test_business_rules_bury_and_boost(region: ServedRegion, client: TestClient) -> None:
