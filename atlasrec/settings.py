@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     federation_rounds: int = Field(default=2, ge=1)
     """Rounds per scheduled federation run."""
     serving_redis_timeout_s: float = 0.05
+    serving_record_wait_s: float = Field(default=2.0, gt=0)
+    """How long a recommendation waits for its served record to be kept (in the region's log,
+    or this process's spool) before it answers 503 instead."""
     db_lock_wait_s: float | None = Field(default=None, gt=0)
     """How long a region database statement waits for another transaction's lock before it
     fails (a 503 on the API; nothing is written). Unset: SQLite 30 s, PostgreSQL no limit;

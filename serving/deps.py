@@ -34,6 +34,8 @@ from serving.runtime import RegionRuntime, TenantRuntime
 _bearer = HTTPBearer(auto_error=False)
 CLOSE_DRAIN_S = 5.0
 REFUSALS_WINDOW_S = 60.0
+SPOOL = "request-spool"
+"""The region folder's sub-folder of the serving processes' request-log spools."""
 
 
 class KeyCache:
@@ -83,7 +85,7 @@ class ServingApp:
         )
         online = OnlineStore(region, self.backend, self.plane.boundary)
         self.runtime = RegionRuntime(platform, region, online=online)
-        self.request_log = RequestLog(self.plane.events)
+        self.request_log = RequestLog(self.plane.events, settings.region_dir(region) / SPOOL)
         self.consumers: list[ConsumerWorker[Any]] = []
         if settings.serving_consumers:
             chosen = subscriptions(self.plane, list(CONSUMERS), online=online)
@@ -94,7 +96,7 @@ class ServingApp:
         self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
 
     def close(self) -> None:
-        """Stop background work, logging every queued record first.
+        """Stop background work, keeping every queued record first.
 
         The in-process `requests` consumer is given up to `CLOSE_DRAIN_S` to store what was
         logged; whatever it has not stored stays in the log for the next consumer.

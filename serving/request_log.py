@@ -1,42 +1,53 @@
-"""Appends the served requests' records to the region's log, off the hot path, in batches.
+"""Served requests' records, durable before their responses are sent.
 
-A request only queues its `ServedRecord` (no I/O). A thread appends what was queued, per
-tenant, to the region's log (`<root>.<region>.served.<tenant>`, de-duplicated by request
-id) at most every `flush_s` seconds, or sooner when `max_batch` records are waiting; the
-log's `requests` consumer (`atlasrec/served_requests.py`) then writes them to the region
-DB, with a ledger record per batch, exactly once.
+The route awaits `record()`, which resolves once the record is in the region's log
+(`<root>.<region>.served.<tenant>`, de-duplicated by request id), or, while the log cannot
+be reached, in this process's spool (`atlasrec.eventlog.spool`, on disk). A thread appends
+what is queued as one batch per tenant per append (group commit: what arrives during an
+append goes in the next), so a request waits about one append's round trip and a busy
+process makes fewer, larger appends. The log's `requests` consumer
+(`atlasrec/served_requests.py`) then writes them to the region DB, exactly once.
 
-Durability: a record is durable once its batch is appended, so a kill -9 loses at most the
-records of the last `flush_s` seconds (plus one append's round trip). `close()` appends
-everything still queued, so a graceful shutdown loses nothing.
+An append that fails, or takes longer than `append_wait_s` (a log that stopped answering),
+sends its records to the spool, and for `retry_s` after it records go straight there. A
+second thread appends the spool to the log, oldest first, every `retry_s` (a record both
+appended late and spooled is kept once: the log de-duplicates by request id). A spool left
+by a killed process is claimed and replayed by the next request log on the same folder.
 
-When the log cannot be reached, the records are held back in memory and appended again
-at most every `retry_s` seconds; serving goes on regardless (a request never waits for,
-or fails because of, the request log). At most `max_held` records are held: beyond that
-the oldest (of the tenant holding most) are dropped. Failed appends, dropped records (also
-those of a tenant the boundary refuses, which is audited) and held-back records are
-counted in `stats`, shown by /healthz/detail and /metrics.
+When neither the log nor the spool takes a record (or `record()` waits past its timeout)
+the answer is False and the route answers 503: a response is never sent without its
+record. Failed appends, spooled records, records not kept and those of a tenant the
+boundary refuses (audited) are counted in `stats`, shown by /healthz/detail and /metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 from atlasrec.errors import BoundaryViolation, UnknownTenantError
 from atlasrec.eventlog.base import EventLog
-from atlasrec.eventlog.records import ServedRecord
+from atlasrec.eventlog.records import SERVED, ServedRecord
+from atlasrec.eventlog.spool import RecordSpool
 from atlasrec.tenancy import Scope
 
 ACTOR = "serving"
 log = logging.getLogger("atlasrec.serving")
 
-_Entry = tuple[Scope, ServedRecord] | threading.Event | None
-"""A record to append, a flush marker, or None to stop."""
+Settle = Callable[[bool], None]
+"""Told whether a record was kept (in the log or the spool)."""
+_Entry = tuple[Scope, ServedRecord, Settle] | threading.Event | None
+"""A record to keep, a flush marker, or None to stop."""
 
 
 @dataclass
@@ -44,118 +55,199 @@ class RequestLogStats:
     """What the request log has done since start."""
 
     logged: int = 0
-    """Records appended to the region's log."""
+    """Records appended to the region's log (directly, or from the spool)."""
     failures: int = 0
-    """Appends that failed (the log unreachable): their records were held back."""
+    """Appends that failed (the log unreachable): their records went to the spool."""
+    spooled: int = 0
+    """Records kept in the spool while the log was unreachable."""
     dropped: int = 0
-    """Records given up: over `max_held` while the log was down, or refused at the boundary."""
+    """Records not kept (neither log nor spool took them, or the boundary refused them)."""
     held: int = 0
-    """Records waiting for the log to come back."""
+    """Records in the spool now, waiting for the log."""
 
 
 class RequestLog:
-    """The region's request log: served requests' records, appended in batches."""
+    """The region's request log: served requests' records, kept before the response."""
 
     def __init__(
         self,
         events: EventLog,
+        spool_dir: Path,
         *,
-        flush_s: float = 0.2,
         max_batch: int = 2_000,
+        append_wait_s: float = 0.5,
         retry_s: float = 1.0,
-        max_held: int = 100_000,
     ) -> None:
         self.events = events
-        self.flush_s = flush_s
         self.max_batch = max_batch
+        self.append_wait_s = append_wait_s
         self.retry_s = retry_s
-        self.max_held = max_held
         self.stats = RequestLogStats()
+        self.spool = RecordSpool.create(spool_dir, SERVED, events.region)
+        self._orphans = RecordSpool.orphans(spool_dir, SERVED, events.region)
+        self.stats.held = sum(len(orphan) for orphan in self._orphans)
         self._queue: queue.Queue[_Entry] = queue.Queue()
-        self._held: dict[Scope, list[ServedRecord]] = defaultdict(list)
-        self._retry_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="serving-request-log", daemon=True)
-        self._thread.start()
+        self._appender = ThreadPoolExecutor(1, thread_name_prefix="serving-request-append")
+        self._in_flight: Future[bool | None] | None = None
+        self._down_until = 0.0
+        self._replaying = threading.Lock()
+        self._counting = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=target, name=name, daemon=True)
+            for target, name in ((self._write, "serving-request-log"), (self._retry, "spool"))
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def served(self, scope: Scope, record: ServedRecord) -> None:
-        """Queue one served request's record (no I/O)."""
-        self._queue.put((scope, record))
+    async def record(self, scope: Scope, record: ServedRecord, timeout_s: float) -> bool:
+        """Keep one served request's record; whether it was kept within `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        kept: asyncio.Future[bool] = loop.create_future()
+
+        def resolve(ok: bool) -> None:
+            if not kept.done():
+                kept.set_result(ok)
+
+        def settle(ok: bool) -> None:
+            with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(resolve, ok)
+
+        self.served(scope, record, settle)
+        try:
+            return await asyncio.wait_for(kept, timeout_s)
+        except TimeoutError:
+            return False
+
+    def served(self, scope: Scope, record: ServedRecord, settle: Settle | None = None) -> None:
+        """Queue one record (no I/O); `settle` is told whether it was kept."""
+        self._queue.put((scope, record, settle or _ignore))
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Append everything queued so far now; whether all of it is in the log."""
+        """Keep everything queued so far, retry the spool now; whether all is in the log."""
         marker = threading.Event()
         self._queue.put(marker)
         return marker.wait(timeout) and self.stats.held == 0
 
     def close(self) -> None:
-        """Append everything still queued, then stop the thread."""
+        """Keep everything still queued, try the spool once more, then stop the threads."""
         self._queue.put(None)
-        self._thread.join()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._appender.shutdown(cancel_futures=True)  # a late append finishes first
+        if self.stats.held:
+            log.error("request log: %d served records left in %s", self.stats.held, self.spool.path)
+        self.spool.close()
 
-    def _run(self) -> None:
+    def _write(self) -> None:
+        """Keep what is queued, one group commit at a time; replay the spool on a marker."""
         stopping = False
         while not stopping:
             entries = self._take()
             stopping = None in entries
+            self._keep([e for e in entries if isinstance(e, tuple)])
             markers = [e for e in entries if isinstance(e, threading.Event)]
-            for entry in entries:
-                if isinstance(entry, tuple):
-                    self._held[entry[0]].append(entry[1])
-            if self._held and (stopping or markers or time.monotonic() >= self._retry_at):
-                self._append_held()
-            self._bound()
+            if stopping or markers:
+                self._replay()
             for marker in markers:
                 marker.set()
-        if self._held:
-            log.error("request log: %d served records not logged at shutdown", self.stats.held)
+
+    def _retry(self) -> None:
+        """Every `retry_s`, append what the spools hold (once the log may be back)."""
+        while not self._stop.wait(self.retry_s):
+            if self.stats.held and time.monotonic() >= self._down_until:
+                self._replay()
 
     def _take(self) -> list[_Entry]:
-        """What arrives within `flush_s` of the first entry (up to `max_batch`, or a marker)."""
-        try:
-            first = self._queue.get(timeout=self.retry_s if self._held else None)
-        except queue.Empty:
-            return []
-        entries = [first]
-        deadline = time.monotonic() + self.flush_s
+        """The first entry, then whatever else is already queued (up to `max_batch`)."""
+        entries = [self._queue.get()]
         while isinstance(entries[-1], tuple) and len(entries) < self.max_batch:
             try:
-                entries.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                entries.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return entries
 
-    def _append_held(self) -> None:
-        """Append each tenant's held records; keep them (and retry later) if the log is down."""
-        for scope in list(self._held):
-            records = self._held[scope]
-            while records:
-                chunk = records[: self.max_batch]
-                try:
-                    self.events.append(scope, chunk, actor=ACTOR)
-                except (BoundaryViolation, UnknownTenantError) as exc:  # refused and audited
-                    self.stats.dropped += len(records)
-                    log.warning("request log: %d records dropped: %s", len(records), exc)
-                    records.clear()
-                except Exception as exc:  # keep serving; the records stay held
-                    self.stats.failures += 1
-                    self._retry_at = time.monotonic() + self.retry_s
-                    log.warning("request log: %d records held back: %s", len(records), exc)
-                    return
-                else:
-                    self.stats.logged += len(chunk)
-                    del records[: len(chunk)]
-            del self._held[scope]
+    def _keep(self, entries: list[tuple[Scope, ServedRecord, Settle]]) -> None:
+        """Append each tenant's records (or spool them while the log is down); settle each."""
+        by_scope: dict[Scope, list[tuple[ServedRecord, Settle]]] = defaultdict(list)
+        for scope, record, settle in entries:
+            by_scope[scope].append((record, settle))
+        for scope, pending in by_scope.items():
+            records = [r for r, _ in pending]
+            ok = (
+                None if time.monotonic() < self._down_until else self._append_within(scope, records)
+            )
+            if ok is None:
+                ok = self._spool(scope, records)
+            for _, settle in pending:
+                settle(ok)
 
-    def _bound(self) -> None:
-        """Drop the oldest held records beyond `max_held`; count what is held."""
-        held = sum(len(r) for r in self._held.values())
-        while held > self.max_held:
-            scope = max(self._held, key=lambda s: len(self._held[s]))
-            excess = min(held - self.max_held, len(self._held[scope]))
-            del self._held[scope][:excess]
-            if not self._held[scope]:
-                del self._held[scope]
-            self.stats.dropped += excess
-            held -= excess
-            log.error("request log: %d held records of %s dropped", excess, scope.tenant_id)
-        self.stats.held = held
+    def _append_within(self, scope: Scope, records: list[ServedRecord]) -> bool | None:
+        """`_append`, given up on (None) past `append_wait_s`; it may still land later.
+
+        While an append given up on is still running, the log counts as down.
+        """
+        if self._in_flight is not None and not self._in_flight.done():
+            return None
+        self._in_flight = future = self._appender.submit(self._append, scope, records)
+        try:
+            return future.result(self.append_wait_s)
+        except FutureTimeout:
+            self._went_down(f"no answer within {self.append_wait_s} s")
+            return None
+
+    def _append(self, scope: Scope, records: list[ServedRecord]) -> bool | None:
+        """Append to the log: True, False (refused at the boundary, audited), None (down)."""
+        try:
+            self.events.append(scope, records, actor=ACTOR)
+        except (BoundaryViolation, UnknownTenantError) as exc:
+            self._count(dropped=len(records))
+            log.warning("request log: %d records refused: %s", len(records), exc)
+            return False
+        except Exception as exc:
+            self._went_down(str(exc))
+            return None
+        self._count(logged=len(records))
+        return True
+
+    def _went_down(self, why: str) -> None:
+        self._down_until = time.monotonic() + self.retry_s
+        self._count(failures=1)
+        log.warning("request log: the region's log is unavailable (%s); spooling", why)
+
+    def _spool(self, scope: Scope, records: list[ServedRecord]) -> bool:
+        """Keep records in the spool until the log is back; whether they were kept."""
+        try:
+            self.spool.put(scope, records)
+        except Exception:
+            self._count(dropped=len(records))
+            log.exception("request log: %d records neither logged nor spooled", len(records))
+            return False
+        self._count(spooled=len(records), held=len(records))
+        return True
+
+    def _replay(self) -> None:
+        """Append the spools' records to the log, oldest first, until it fails."""
+        with self._replaying:
+            for spool in [*self._orphans, self.spool]:
+                while (batch := spool.oldest(self.max_batch)) is not None:
+                    scope, ids, records = batch
+                    if self._append(scope, records) is None:
+                        return
+                    spool.remove(ids)
+                    self._count(held=-len(ids))
+            for orphan in self._orphans:
+                orphan.close()
+            self._orphans = []
+
+    def _count(self, **changes: int) -> None:
+        """Add to `stats` (two threads count)."""
+        with self._counting:
+            for name, change in changes.items():
+                setattr(self.stats, name, getattr(self.stats, name) + change)
+
+
+def _ignore(ok: bool) -> None:
+    """The settle of a record nobody waits for."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
 from atlasrec.clock import utcnow
+from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import ServedRecord
 from serving import schemas
 from serving.deps import Auth, RequestIdDep, ServingApp, ServingDep, check_known_items
@@ -15,19 +17,26 @@ router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
 
 
 @router.post("", response_model=schemas.RecommendationResponse)
-def recommendations(
+async def recommendations(
     body: schemas.RecommendationRequest,
     serving: ServingDep,
     request_id: RequestIdDep,
     runtime: Auth,
 ) -> schemas.RecommendationResponse:
-    """Top-k items for a user (or an anonymous session), policy filtered."""
-    check_known_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
-    check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
-    query = _query(body, runtime)
-    served = recommend(runtime.state, runtime.online, query, serving.budgets)
-    _observe(serving, runtime.scope.tenant_id, served)
-    serving.request_log.served(runtime.scope, _served_record(request_id, query, served))
+    """Top-k items for a user (or an anonymous session), policy filtered.
+
+    The response goes out only once its served record is kept (`serving.request_log`).
+    """
+    query, served = await run_in_threadpool(_serve, body, serving, runtime)
+    record = _served_record(request_id, query, served)
+    wait_s = serving.platform.settings.serving_record_wait_s
+    if not await serving.request_log.record(runtime.scope, record, wait_s):
+        serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "503").inc()
+        raise UnavailableError(
+            f"tenant {runtime.scope.tenant_id!r}: the request could not be recorded (region "
+            f"{serving.region.value!r} log and spool unavailable); nothing was served, retry"
+        )
+    serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "200").inc()
     return schemas.RecommendationResponse(
         request_id=request_id,
         tenant_id=runtime.scope.tenant_id,
@@ -42,6 +51,18 @@ def recommendations(
             **{s: served.timings_ms.get(s, 0.0) for s in (*STAGES, "total")}
         ),
     )
+
+
+def _serve(
+    body: schemas.RecommendationRequest, serving: ServingApp, runtime: TenantRuntime
+) -> tuple[Query, Served]:
+    """The request's query and what the pipeline serves for it (blocking: a worker thread)."""
+    check_known_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
+    check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
+    query = _query(body, runtime)
+    served = recommend(runtime.state, runtime.online, query, serving.budgets)
+    _observe(serving, runtime.scope.tenant_id, served)
+    return query, served
 
 
 def _query(body: schemas.RecommendationRequest, runtime: TenantRuntime) -> Query:
@@ -60,14 +81,13 @@ def _query(body: schemas.RecommendationRequest, runtime: TenantRuntime) -> Query
 
 
 def _observe(serving: ServingApp, tenant_id: str, served: Served) -> None:
-    """Count the response and its stage timings and degradations."""
+    """Count the response's stage timings and degradations."""
     for stage in (*STAGES, "total"):
         serving.metrics.stage_seconds.labels(stage).observe(
             served.timings_ms.get(stage, 0.0) / 1000
         )
     for stage in served.degraded:
         serving.metrics.degraded.labels(tenant_id, stage).inc()
-    serving.metrics.requests.labels(tenant_id, "recommendations", "200").inc()
 
 
 def _served_record(request_id: str, query: Query, served: Served) -> ServedRecord:

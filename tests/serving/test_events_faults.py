@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
 import pytest
-from utils.event_load import EventLoad
+from utils.event_load import EventLoad, RecommendationLoad
 from utils.factories import seed_music_tenant
 from utils.flower import free_port
 from utils.processes import ATLASREC, Proc, answers, listening, nats_server
 
+from atlasrec.eventlog.records import SERVED
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
@@ -61,6 +64,30 @@ class World:
             return [str(v) for v in pc.cast(table["event_id"], "string").to_pylist()]
         finally:
             platform.close()
+
+    def served_in_log(self) -> set[str]:
+        """The request ids of every served record in the region's log."""
+        platform = Platform(self.settings)
+        try:
+            log = platform.plane(Region.EU).events
+            consumer = log.consumer(f"check{uuid.uuid4().hex[:8]}", SERVED)
+            ids: set[str] = set()
+            while batch := consumer.fetch(5_000, timeout_s=0.5):
+                ids.update(d.event.request_id for d in batch)
+                consumer.ack(batch)
+            return ids
+        finally:
+            platform.close()
+
+    def recommend_during(self, seconds: float, fault: Callable[[], None]) -> RecommendationLoad:
+        """Ask for recommendations for `seconds` (with the event load), `fault` halfway."""
+        load = RecommendationLoad(self.url, self.load.key)
+        stop = threading.Event()
+        thread = load.run(stop)
+        self.burst(seconds, fault)
+        stop.set()
+        thread.join(timeout=30)
+        return load
 
     def assert_nothing_lost_or_doubled(self) -> None:
         stored = self.stored_ids()
@@ -120,6 +147,17 @@ def test_kill_9_of_the_server_loses_no_acknowledged_event(world: World) -> None:
     world.assert_nothing_lost_or_doubled()
 
 
+def test_kill_9_of_the_server_loses_no_answered_recommendation(world: World) -> None:
+    def crash_and_restart() -> None:
+        world.server.kill9()
+        world.server.start(lambda: answers(f"{world.url}/healthz"))
+
+    load = world.recommend_during(4.0, crash_and_restart)
+    assert len(load.answered) > 50 and load.statuses[0] > 0  # served, and the crash was seen
+    lost = load.answered - world.served_in_log()
+    assert not lost, f"{len(lost)} answered requests have no record"
+
+
 def test_kill_9_of_the_consumer_mid_batch_resumes_without_loss_or_duplicates(
     world: World,
 ) -> None:
@@ -140,9 +178,13 @@ def test_a_nats_restart_loses_no_acknowledged_event(world: World) -> None:
         world.nats.start(lambda: listening(port))
 
     refused_before = world.load.refused
-    world.burst(4.0, crash_and_restart)
+    recommendations = world.recommend_during(4.0, crash_and_restart)
     assert world.load.refused > refused_before  # the outage was seen (503s), not hidden
     world.assert_nothing_lost_or_doubled()
+    # recommendations went on through the outage (their records spooled, then appended)
+    assert set(recommendations.statuses) == {200}, recommendations.statuses
+    lost = recommendations.answered - world.served_in_log()
+    assert not lost, f"{len(lost)} answered requests have no record"
 
 
 def test_a_locked_region_database_does_not_stop_acknowledgements(world: World) -> None:

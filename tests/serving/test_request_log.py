@@ -1,9 +1,11 @@
-"""The serving request log: batches of served records appended to the region's log, held
-back (bounded, counted) while the log is down, refused scopes dropped and audited."""
+"""The serving request log: records kept before their answer (group commits to the region's
+log, a durable spool while it is down, replayed by a successor), refused scopes audited."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from atlasrec.boundary import REFUSED
 from atlasrec.eventlog.base import EventLogUnavailable
 from atlasrec.eventlog.local import LocalEventLog
 from atlasrec.eventlog.records import SERVED, Appended, Record, ServedRecord
+from atlasrec.eventlog.spool import RecordSpool
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope, SharingPolicy
@@ -27,10 +30,12 @@ class FlakyLog(LocalEventLog):
     """The embedded log, with an outage switch and a count of appends."""
 
     down = False
+    stall_s = 0.0
     appends = 0
 
     def append(self, scope: Scope, events: Sequence[Record], *, actor: str) -> Appended:
         self.appends += 1
+        time.sleep(self.stall_s)
         if self.down:
             raise EventLogUnavailable("event log of region 'eu' unavailable: test outage")
         return super().append(scope, events, actor=actor)
@@ -65,53 +70,99 @@ def in_log(log: FlakyLog) -> list[str]:
     return sorted(d.event.request_id for d in deliveries)
 
 
-def test_records_are_appended_in_batches_and_close_appends_the_rest(log: FlakyLog) -> None:
-    request_log = RequestLog(log, flush_s=2.0)
-    for n in range(50):
-        request_log.served(SHOP, record(n))
-        time.sleep(0.002)
-    assert request_log.flush()  # ends the batch's window
-    assert log.appends == 1  # one batch
-    request_log.served(SHOP, record(50))
+def kept(request_log: RequestLog, n: int) -> list[bool]:
+    """Queue records 0..n-1; whether each was kept (as the route waits for it)."""
+    answers: list[bool] = []
+    done = threading.Event()
+
+    def settle(ok: bool) -> None:
+        answers.append(ok)
+        if len(answers) == n:
+            done.set()
+
+    for i in range(n):
+        request_log.served(SHOP, record(i), settle)
+    assert done.wait(10)
+    return answers
+
+
+def test_records_are_kept_before_they_are_answered_in_group_commits(
+    log: FlakyLog, tmp_path: Path
+) -> None:
+    request_log = RequestLog(log, tmp_path / "spool")
+    assert kept(request_log, 500) == [True] * 500
+    assert in_log(log) == sorted(record(n).request_id for n in range(500))  # before any flush
+    assert 1 <= log.appends < 500  # what queued during an append went in the next
     request_log.served(SHOP, record(0))  # a repeat of a request id is stored once
     request_log.close()
-    assert in_log(log) == sorted(record(n).request_id for n in range(51))
-    assert (request_log.stats.logged, request_log.stats.failures) == (52, 0)
+    assert len(in_log(log)) == 500
+    assert (request_log.stats.logged, request_log.stats.failures) == (501, 0)
 
 
-def test_records_are_held_back_while_the_log_is_down_then_appended(log: FlakyLog) -> None:
-    request_log = RequestLog(log, flush_s=0.01, retry_s=0.05)
+def test_records_are_spooled_while_the_log_is_down_then_appended(
+    log: FlakyLog, tmp_path: Path
+) -> None:
+    request_log = RequestLog(log, tmp_path / "spool", retry_s=0.05)
     log.down = True
-    for n in range(5):
-        request_log.served(SHOP, record(n))
-    assert not request_log.flush()  # tried, and held back
+    assert kept(request_log, 5) == [True] * 5  # on disk, in the spool
+    assert not request_log.flush()  # tried, and still held
     stats = request_log.stats
-    assert stats.failures >= 1 and stats.held == 5 and stats.logged == 0
+    assert stats.failures >= 1 and (stats.held, stats.spooled, stats.logged) == (5, 5, 0)
+    assert in_log(log) == []
     log.down = False
     assert request_log.flush()
     assert (stats.held, stats.logged, stats.dropped) == (0, 5, 0)
     assert in_log(log) == [record(n).request_id for n in range(5)]
     request_log.close()
+    assert list((tmp_path / "spool").iterdir()) == []  # an empty spool is removed
 
 
-def test_a_long_outage_holds_at_most_max_held_records_and_counts_the_dropped(
-    log: FlakyLog,
+def test_a_stalled_log_does_not_hold_answers_and_nothing_is_kept_twice(
+    log: FlakyLog, tmp_path: Path
 ) -> None:
-    request_log = RequestLog(log, flush_s=0.01, retry_s=0.05, max_held=3)
-    log.down = True
-    for n in range(5):
-        request_log.served(SHOP, record(n))
-    assert not request_log.flush()
-    assert (request_log.stats.held, request_log.stats.dropped) == (3, 2)
-    log.down = False
+    request_log = RequestLog(log, tmp_path / "spool", append_wait_s=0.2, retry_s=0.1)
+    log.stall_s = 1.0  # the append still lands, late
+    started = time.monotonic()
+    assert kept(request_log, 3) == [True] * 3
+    assert time.monotonic() - started < 0.8  # spooled after 0.2 s, not held for the append
+    assert request_log.stats.spooled == 3
+    log.stall_s = 0.0
+    assert request_log.flush()
+    assert in_log(log) == [record(n).request_id for n in range(3)]  # once each
     request_log.close()
-    assert in_log(log) == [record(n).request_id for n in (2, 3, 4)]  # the oldest dropped
+
+
+def test_a_killed_processs_spool_is_replayed_by_the_next(log: FlakyLog, tmp_path: Path) -> None:
+    dead = RecordSpool.create(tmp_path / "spool", SERVED, Region.EU)
+    dead.put(SHOP, [record(n) for n in range(3)])
+    os.close(dead._lock)  # what kill -9 leaves: the files, and no process holding them
+    dead._db.close()
+    successor = RequestLog(log, tmp_path / "spool", retry_s=0.05)
+    assert successor.flush()
+    assert in_log(log) == [record(n).request_id for n in range(3)]
+    successor.close()
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_a_record_neither_logged_nor_spooled_is_not_kept(
+    log: FlakyLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_log = RequestLog(log, tmp_path / "spool")
+    log.down = True
+
+    def disk_full(scope: Scope, records: Sequence[Record]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(request_log.spool, "put", disk_full)
+    assert kept(request_log, 2) == [False, False]
+    assert request_log.stats.dropped == 2
+    request_log.close()
 
 
 def test_a_scope_of_another_region_is_refused_audited_and_dropped(
-    log: FlakyLog, platform: Platform
+    log: FlakyLog, platform: Platform, tmp_path: Path
 ) -> None:
-    request_log = RequestLog(log, flush_s=0.01)
+    request_log = RequestLog(log, tmp_path / "spool")
     request_log.served(Scope("far", Region.US), record(1))
     request_log.served(Scope("far", Region.EU), record(2))
     request_log.served(SHOP, record(3))

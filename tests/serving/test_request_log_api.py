@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from sqlmodel import select
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.eventlog.base import EventLogUnavailable
 from atlasrec.eventlog.jetstream import JetStreamEventLog
-from atlasrec.eventlog.records import Record
+from atlasrec.eventlog.records import SERVED, Record
 from atlasrec.pipelines.events import event_stats
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
@@ -105,6 +106,25 @@ def test_served_requests_are_stored_once_by_the_requests_consumer_only(
     assert stored(region) == served
     after = plane.ledger.records(tenant_id="shop", action="serving.requests")
     assert len(after) == len(batches)
+
+
+def test_an_answered_request_is_in_the_log_before_its_answer(
+    region: ServedRegion, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = region.platform.plane(Region.EU).events
+    consumer = log.consumer("durability-check", SERVED)
+    append = log.append
+
+    def slow(scope: Scope, events: list[Record], *, actor: str) -> object:
+        time.sleep(0.3)  # a slow log (within the append wait): the answer waits for it
+        return append(scope, events, actor=actor)
+
+    monkeypatch.setattr(log, "append", slow)
+    answered = []
+    for n in range(3):
+        answered.append(recommend(client, region.keys["shop"], f"user-{n}"))
+        in_log = [d.event.request_id for d in consumer.fetch(10, timeout_s=0.05)]
+        assert in_log == answered[-1:]  # no flush: it was appended before the answer
 
 
 def test_recommendations_are_served_while_the_log_is_down_and_logged_after(

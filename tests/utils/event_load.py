@@ -63,3 +63,38 @@ class EventLoad:
                 else:
                     self.refused += len(ids)
                     time.sleep(0.05)
+
+
+@dataclass
+class RecommendationLoad:
+    """Asks one url for recommendations with one API key; remembers each answered request id."""
+
+    url: str
+    key: str
+    answered: set[str] = field(default_factory=set)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    def run(self, stop: threading.Event) -> threading.Thread:
+        """Ask in a thread until `stop` is set."""
+        thread = threading.Thread(target=self._ask_until, args=(stop,))
+        thread.start()
+        return thread
+
+    def _ask_until(self, stop: threading.Event) -> None:
+        with httpx.Client(timeout=5.0) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    response = http.post(
+                        f"{self.url}/v1/recommendations",
+                        json={"user_id": f"user-{n % 7}", "k": 3},
+                        headers={"Authorization": f"Bearer {self.key}"},
+                    )
+                except httpx.HTTPError:
+                    self.statuses[0] += 1  # no answer (the server is down)
+                    time.sleep(0.05)
+                    continue
+                self.statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    self.answered.add(response.json()["request_id"])
