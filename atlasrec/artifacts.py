@@ -27,7 +27,7 @@ from atlasrec.files import fsync_dir, write_atomic
 from atlasrec.tenancy import Region, Scope
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
+VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 MANIFEST = "manifest.json"
 
 
@@ -44,7 +44,7 @@ class Artifact:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not (_VERSION if what == "version" else _NAME).fullmatch(value):
+    if not (VERSION if what == "version" else _NAME).fullmatch(value):
         raise InvalidInputError(f"invalid artifact {what} {value!r}")
     return value
 
@@ -153,7 +153,7 @@ class ArtifactStore:
         return sorted(
             p.name
             for p in kind_dir.iterdir()
-            if _VERSION.fullmatch(p.name) and (p / MANIFEST).exists()
+            if VERSION.fullmatch(p.name) and (p / MANIFEST).exists()
         )
 
     def _load(self, scope: Scope, kind: str, path: Path) -> Artifact:

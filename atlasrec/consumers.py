@@ -37,6 +37,7 @@ from atlasrec.tenancy import Region, Scope
 ACTOR = "consumer"
 BATCH = 2_000
 FETCH_WAIT_S = 0.2
+LINGER_FETCH_S = 0.01
 BACKOFF_S = 1.0
 GC_THRESHOLD = 50_000
 log = logging.getLogger("atlasrec.consumers")
@@ -99,12 +100,20 @@ class ConsumerWorker(Generic[R]):
     """One thread consuming one durable consumer of a region's log into one sink."""
 
     def __init__(
-        self, consumer: Consumer[R], sink: Sink[R], region: Region, *, batch: int = BATCH
+        self,
+        consumer: Consumer[R],
+        sink: Sink[R],
+        region: Region,
+        *,
+        batch: int = BATCH,
+        linger_s: float = 0.0,
     ) -> None:
         self.consumer: Consumer[R] = consumer
         self.sink: Sink[R] = sink
         self.region = region
         self.batch = batch
+        self.linger_s = linger_s
+        """How long a batch that is not full waits for more records (0: none)."""
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -135,6 +144,9 @@ class ConsumerWorker(Generic[R]):
         deliveries = self.consumer.fetch(self.batch, FETCH_WAIT_S)
         if not deliveries:
             return 0
+        if self.linger_s and len(deliveries) < self.batch and not self._stop.is_set():
+            self._stop.wait(self.linger_s)  # fewer, larger writes where freshness is not urgent
+            deliveries += self.consumer.fetch(self.batch - len(deliveries), LINGER_FETCH_S)
         try:
             for scope, group in by_tenant(deliveries, self.region).items():
                 self._write(scope, group)
@@ -178,10 +190,13 @@ class Subscription(Generic[R]):
 
     kind: Kind[R]
     sink: Sink[R]
+    linger_s: float = 0.0
+    """How long its batches wait to fill (`ConsumerWorker.linger_s`)."""
 
     def worker(self, log_: EventLog, name: str, *, batch: int = BATCH) -> ConsumerWorker[R]:
         """A worker (not started) on the durable consumer `name` of this kind."""
-        return ConsumerWorker(log_.consumer(name, self.kind), self.sink, log_.region, batch=batch)
+        consumer = log_.consumer(name, self.kind)
+        return ConsumerWorker(consumer, self.sink, log_.region, batch=batch, linger_s=self.linger_s)
 
 
 def start_workers(

@@ -5,7 +5,8 @@ With `ATLASREC_BROKER_URL` (Redis), a job runs as a Celery task on a worker of t
     ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs worker --pool=solo
 
 Federated rounds are scheduled per region by Celery beat (`beat_schedule`: one entry per
-region every `ATLASREC_FEDERATION_INTERVAL_S`, on that region's queue):
+region every `ATLASREC_FEDERATION_INTERVAL_S`, on that region's queue), and so are the
+retrains of stale models (every `ATLASREC_RETRAIN_CHECK_S`, `atlasrec.pipelines.retrain`):
 
     ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs beat
 
@@ -25,6 +26,7 @@ from celery.exceptions import TimeoutError as ResultTimeout
 
 from atlasrec.errors import AtlasRecError
 from atlasrec.models.training import Progress
+from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings, get_settings
@@ -49,7 +51,8 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.task(name="atlasrec.train")(_train_task)
     app.task(name="atlasrec.federate")(_federate_task)
-    app.conf.beat_schedule = federation_schedule(settings)
+    app.task(name="atlasrec.retrain_stale")(_retrain_stale_task)
+    app.conf.beat_schedule = federation_schedule(settings) | retrain_schedule(settings)
     return app
 
 
@@ -64,6 +67,41 @@ def federation_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         }
         for region in Region
     }
+
+
+def retrain_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """One periodic check for stale models per region, on the region's own queue."""
+    return {
+        f"retrain-stale-{region.value}": {
+            "task": "atlasrec.retrain_stale",
+            "schedule": settings.retrain_check_s,
+            "args": [region.value, "celery-beat"],
+            "options": {"queue": f"atlasrec-{region.value}"},
+        }
+        for region in Region
+    }
+
+
+def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
+    """The worker side of the stale-model check: each retrain is a `train` task of its own."""
+    platform = Platform()
+    app = make_celery(platform.settings)
+
+    def submit(tenant_id: str) -> str:
+        task = app.send_task(
+            "atlasrec.train",
+            args=[tenant_id, None, False, actor],
+            queue=f"atlasrec-{region}",
+        )
+        return str(task.id)
+
+    try:
+        decisions = retrain_stale(platform, parse_region(region), actor=actor, submit=submit)
+    except AtlasRecError as exc:
+        return {"ok": False, "error": str(exc), "type": type(exc).__name__}
+    finally:
+        platform.close()
+    return {"ok": True, "decisions": decisions}
 
 
 def _federate_task(region: str, rounds: int, actor: str) -> dict[str, Any]:

@@ -553,6 +553,11 @@ class ScopedOnlineStore:
         """The `n` items with the highest counters, highest first."""
         return self._backend.zset_top(self._key("items"), n)
 
+    def last_event_at(self) -> float | None:
+        """The timestamp of the newest event applied to the tenant's features, or None."""
+        newest = self._backend.zset_top(self._key("last"), 1)
+        return newest[0][1] if newest else None
+
     def record_events(
         self,
         events: Sequence[tuple[str, str, float, float]],

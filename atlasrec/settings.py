@@ -13,6 +13,7 @@ from atlasrec.errors import ConfigError
 from atlasrec.tenancy import Region
 
 MIN_SECRET_LEN = 32
+FRESHNESS_SIGNALS = ("model", "features", "backbone", "federation")
 DEV_SECRET = "atlasrec-development-secret-do-not-use-in-production"  # noqa: S105
 
 
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
     """How often Celery beat runs each region's federated rounds."""
     federation_rounds: int = Field(default=2, ge=1)
     """Rounds per scheduled federation run."""
+    retrain_check_s: float = Field(default=3_600.0, gt=0)
+    """How often Celery beat looks for models past their SLO to retrain (per region)."""
     serving_redis_timeout_s: float = 0.05
     serving_record_wait_s: float = Field(default=2.0, gt=0)
     """How long a recommendation waits for its served record to be kept (in the region's log,
@@ -66,6 +69,19 @@ class Settings(BaseSettings):
     """How long a region database statement waits for another transaction's lock before it
     fails (a 503 on the API; nothing is written). Unset: SQLite 30 s, PostgreSQL no limit;
     `atlasrec serve` sets 5 s unless this is set."""
+    freshness_slo_s: dict[str, float] = Field(
+        default_factory=lambda: {
+            "model": 7 * 86_400.0,
+            "features": 300.0,
+            "backbone": 14 * 86_400.0,
+            "federation": 2 * 86_400.0,
+        }
+    )
+    """Freshness SLOs (seconds) of every tenant: model age, feature lag (while events wait
+    for the online store), backbone age and time since the last completed federation run
+    (`atlasrec/freshness.py`)."""
+    freshness_slo_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Per tenant SLOs that replace the defaults, e.g. `{"shop": {"model": 86400}}`."""
     ops_token: SecretStr | None = None
     """Bearer token of the serving app's operator endpoints (/metrics, /healthz/detail). Unset:
     they answer only clients on this host that came through no proxy (an internal bind)."""
@@ -82,6 +98,30 @@ class Settings(BaseSettings):
     """A consumer's delivery not acknowledged within this time is delivered again."""
     offline_store_dir: Path | None = None
     """Root of the offline store (Parquet by tenant and date); unset: `home / "offline"`."""
+
+    @model_validator(mode="after")
+    def _check_freshness_slos(self) -> Settings:
+        named = {"ATLASREC_FRESHNESS_SLO_S": self.freshness_slo_s} | {
+            f"ATLASREC_FRESHNESS_SLO_OVERRIDES[{t!r}]": s
+            for t, s in self.freshness_slo_overrides.items()
+        }
+        for where, slos in named.items():
+            for signal, seconds in slos.items():
+                if signal not in FRESHNESS_SIGNALS:
+                    known = ", ".join(FRESHNESS_SIGNALS)
+                    raise ConfigError(f"{where}: unknown signal {signal!r} (one of {known})")
+                if not seconds > 0:
+                    raise ConfigError(f"{where}[{signal!r}]: give a positive number of seconds")
+        missing = set(FRESHNESS_SIGNALS) - set(self.freshness_slo_s)
+        if missing:
+            raise ConfigError(f"ATLASREC_FRESHNESS_SLO_S: no SLO for {', '.join(sorted(missing))}")
+        return self
+
+    def freshness_slo(self, tenant_id: str, signal: str) -> float:
+        """The tenant's freshness SLO of `signal`, in seconds."""
+        return self.freshness_slo_overrides.get(tenant_id, {}).get(
+            signal, self.freshness_slo_s[signal]
+        )
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

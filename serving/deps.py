@@ -94,6 +94,8 @@ class ServingApp:
         self.budgets = dict(settings.serving_budget_ms)
         self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
         self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
+        self.freshness_read_at = float("-inf")
+        """When /metrics last read the region's freshness (`serving.gauges`)."""
 
     def close(self) -> None:
         """Stop background work, keeping every queued record first.

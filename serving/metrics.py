@@ -58,6 +58,41 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        self.freshness_age = Gauge(
+            "atlasrec_freshness_age_seconds",
+            "Age of each tenant's model, feature lag, backbone age, time since federation.",
+            ["tenant", "signal"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.freshness_slo = Gauge(
+            "atlasrec_freshness_slo_seconds",
+            "Each tenant's freshness SLO per signal (model, features, backbone, federation).",
+            ["tenant", "signal"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.retrain_refused = Gauge(
+            "atlasrec_retrain_refused",
+            "1 while a tenant's stale model could not be retrained (budget, or the run refused).",
+            ["tenant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.online_store_up = Gauge(
+            "atlasrec_online_store_up",
+            "1 while the online store (Redis) answers, 0 while its circuit breaker is open.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.consumer_lag = Gauge(
+            "atlasrec_consumer_lag_events",
+            "Records each durable consumer of the region's log has still to finish.",
+            ["consumer"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -8,16 +8,19 @@ append goes in the next), so a request waits about one append's round trip and a
 process makes fewer, larger appends. The log's `requests` consumer
 (`atlasrec/served_requests.py`) then writes them to the region DB, exactly once.
 
-An append that fails, or takes longer than `append_wait_s` (a log that stopped answering),
-sends its records to the spool, and for `retry_s` after it records go straight there. A
+An append that fails, or is not confirmed within `append_wait_s` (a log that stopped
+answering), sends its records to the spool, and for `retry_s` after it records go straight
+there. A
 second thread appends the spool to the log, oldest first, every `retry_s` (a record both
 appended late and spooled is kept once: the log de-duplicates by request id). A spool left
 by a killed process is claimed and replayed by the next request log on the same folder.
 
 When neither the log nor the spool takes a record (or `record()` waits past its timeout)
 the answer is False and the route answers 503: a response is never sent without its
-record. Failed appends, spooled records, records not kept and those of a tenant the
-boundary refuses (audited) are counted in `stats`, shown by /healthz/detail and /metrics.
+record (a record that lands after its request's timeout is still kept: the log may hold a
+record of a request answered 503, never the reverse). Failed appends, spooled records,
+records not kept and those of a tenant the boundary refuses (audited) are counted in
+`stats`, shown by /healthz/detail and /metrics.
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,6 @@ class RequestLog:
         self._orphans = RecordSpool.orphans(spool_dir, SERVED, events.region)
         self.stats.held = sum(len(orphan) for orphan in self._orphans)
         self._queue: queue.Queue[_Entry] = queue.Queue()
-        self._appender = ThreadPoolExecutor(1, thread_name_prefix="serving-request-append")
-        self._in_flight: Future[bool | None] | None = None
         self._down_until = 0.0
         self._replaying = threading.Lock()
         self._counting = threading.Lock()
@@ -115,7 +114,8 @@ class RequestLog:
 
         self.served(scope, record, settle)
         try:
-            return await asyncio.wait_for(kept, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await kept
         except TimeoutError:
             return False
 
@@ -135,7 +135,6 @@ class RequestLog:
         self._stop.set()
         for thread in self._threads:
             thread.join()
-        self._appender.shutdown(cancel_futures=True)  # a late append finishes first
         if self.stats.held:
             log.error("request log: %d served records left in %s", self.stats.held, self.spool.path)
         self.spool.close()
@@ -176,32 +175,19 @@ class RequestLog:
             by_scope[scope].append((record, settle))
         for scope, pending in by_scope.items():
             records = [r for r, _ in pending]
-            ok = (
-                None if time.monotonic() < self._down_until else self._append_within(scope, records)
-            )
+            down = time.monotonic() < self._down_until
+            ok = None if down else self._append(scope, records, self.append_wait_s)
             if ok is None:
                 ok = self._spool(scope, records)
             for _, settle in pending:
                 settle(ok)
 
-    def _append_within(self, scope: Scope, records: list[ServedRecord]) -> bool | None:
-        """`_append`, given up on (None) past `append_wait_s`; it may still land later.
-
-        While an append given up on is still running, the log counts as down.
-        """
-        if self._in_flight is not None and not self._in_flight.done():
-            return None
-        self._in_flight = future = self._appender.submit(self._append, scope, records)
-        try:
-            return future.result(self.append_wait_s)
-        except FutureTimeout:
-            self._went_down(f"no answer within {self.append_wait_s} s")
-            return None
-
-    def _append(self, scope: Scope, records: list[ServedRecord]) -> bool | None:
+    def _append(
+        self, scope: Scope, records: list[ServedRecord], timeout_s: float | None = None
+    ) -> bool | None:
         """Append to the log: True, False (refused at the boundary, audited), None (down)."""
         try:
-            self.events.append(scope, records, actor=ACTOR)
+            self.events.append(scope, records, actor=ACTOR, timeout_s=timeout_s)
         except (BoundaryViolation, UnknownTenantError) as exc:
             self._count(dropped=len(records))
             log.warning("request log: %d records refused: %s", len(records), exc)

@@ -101,6 +101,8 @@ class RecommendationResponse(BaseModel):
     model_version: str
     degraded: bool
     degraded_stages: list[str]
+    stale: bool
+    """The model is older than the tenant's freshness SLO (`ATLASREC_FRESHNESS_SLO_S`)."""
     cold_start: bool
     intent: Intent
     """The order served: `next` where `profile` was asked but the history has no neighbours."""

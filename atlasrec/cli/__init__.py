@@ -50,6 +50,9 @@ COMMANDS = {
     "events": Lazy(
         "atlasrec.cli.events", "The region's event log, its consumers and the offline store."
     ),
+    "monitor": Lazy(
+        "atlasrec.cli.monitor", "What the platform watches in a region: freshness and budgets."
+    ),
     "tenants": Lazy("atlasrec.cli.tenants", "Register tenants and manage their API keys."),
     "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets."),
     "audit": Lazy("atlasrec.cli.audit", "The hash-chained audit ledger of each region."),

@@ -63,8 +63,14 @@ class EventLog(Protocol):
     log_id: str
     """Identifies this log's sequence numbers: a log recreated from empty gets a new id."""
 
-    def append(self, scope: Scope, events: Sequence[Record], *, actor: str) -> Appended:
+    def append(
+        self, scope: Scope, events: Sequence[Record], *, actor: str, timeout_s: float | None = None
+    ) -> Appended:
         """Append a tenant's records durably; returns only once they are stored.
+
+        `timeout_s` bounds the wait for a remote log's confirmation (`EventLogUnavailable`
+        past it; what was sent may still be stored, and a retry is de-duplicated); None: the
+        log's own timeout. The embedded log waits on its file lock regardless.
 
         The scope is admitted at the region's boundary first (a refusal is audited), and the
         subject is built from it, so nothing is written to another region's log. Each

@@ -179,13 +179,16 @@ class JetStreamEventLog:
 
     # the EventLog interface --------------------------------------------------------------
 
-    def append(self, scope: Scope, events: Sequence[Record], *, actor: str) -> Appended:
+    def append(
+        self, scope: Scope, events: Sequence[Record], *, actor: str, timeout_s: float | None = None
+    ) -> Appended:
         """Publish a tenant's records; returns once JetStream has stored every one."""
         self.boundary.admit(scope, actor=actor, action="eventlog.append")
-        acks = self._run(self._publish(scope, events))
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        acks = self._run(self._publish(scope, events, wait), wait + 0.1)
         return Appended([a.seq for a in acks], [bool(a.duplicate) for a in acks])
 
-    async def _publish(self, scope: Scope, events: Sequence[Record]) -> list[Any]:
+    async def _publish(self, scope: Scope, events: Sequence[Record], timeout_s: float) -> list[Any]:
         subjects = {k.name: subject(scope, self.root, k.name) for k in KINDS}
         pending = [
             await self._js.publish_async(
@@ -195,7 +198,7 @@ class JetStreamEventLog:
             )
             for e in events
         ]
-        return list(await asyncio.wait_for(asyncio.gather(*pending), self.timeout_s))
+        return list(await asyncio.wait_for(asyncio.gather(*pending), timeout_s))
 
     @overload
     def consumer(self, name: str) -> JetStreamConsumer[LogEvent]: ...

@@ -131,7 +131,9 @@ class LocalEventLog:
             self._db.execute("ROLLBACK")
             raise EventLogUnavailable(f"event log {self.path}: commit failed: {exc}") from exc
 
-    def append(self, scope: Scope, events: Sequence[Record], *, actor: str) -> Appended:
+    def append(
+        self, scope: Scope, events: Sequence[Record], *, actor: str, timeout_s: float | None = None
+    ) -> Appended:
         """Append a tenant's records in one fsynced transaction (duplicates keep their seq)."""
         self.boundary.admit(scope, actor=actor, action="eventlog.append")
         seqs: list[int] = []

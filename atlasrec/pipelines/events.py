@@ -22,6 +22,8 @@ from atlasrec.served_requests import requests_sink
 from atlasrec.tenancy import Region
 
 CONSUMERS = ("online", "offline", "requests")
+REQUESTS_LINGER_S = 0.5
+"""How long the `requests` consumer lets a batch fill (a transaction and ledger record each)."""
 
 
 def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
@@ -69,7 +71,8 @@ def subscriptions(
         elif name == "offline":
             chosen[name] = Subscription(EVENTS, offline_sink(plane.offline))
         else:
-            chosen[name] = Subscription(SERVED, requests_sink(plane))
+            # served records arrive one group commit at a time: store them in larger batches
+            chosen[name] = Subscription(SERVED, requests_sink(plane), REQUESTS_LINGER_S)
     return chosen
 
 

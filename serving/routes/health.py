@@ -14,6 +14,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.deps import OperatorOnly, ServingDep
+from serving.gauges import observe
 
 router = APIRouter(tags=["health"])
 
@@ -39,7 +40,5 @@ def healthz_detail(serving: ServingDep) -> dict[str, Any]:
 @router.get("/metrics", dependencies=[OperatorOnly])
 def metrics(serving: ServingDep) -> Response:
     """Prometheus metrics (operators only)."""
-    serving.metrics.model_swaps.set(serving.runtime.swaps)
-    for state, value in asdict(serving.request_log.stats).items():
-        serving.metrics.request_log.labels(state).set(value)
+    observe(serving)
     return Response(serving.metrics.render(), media_type=CONTENT_TYPE_LATEST)

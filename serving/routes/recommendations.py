@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from atlasrec.clock import utcnow
 from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import ServedRecord
+from atlasrec.freshness import age_of_version
 from serving import schemas
 from serving.deps import Auth, RequestIdDep, ServingApp, ServingDep, check_known_items
 from serving.pipeline import STAGES, Query, Served, recommend
@@ -44,6 +47,7 @@ async def recommendations(
         model_version=served.model_version,
         degraded=bool(served.degraded),
         degraded_stages=served.degraded,
+        stale=_stale(serving, runtime.scope.tenant_id, served.model_version),
         cold_start=served.cold_start,
         intent=served.intent,
         items=[schemas.ScoredItem(item_id=i, score=s) for i, s in served.items],
@@ -63,6 +67,12 @@ def _serve(
     served = recommend(runtime.state, runtime.online, query, serving.budgets)
     _observe(serving, runtime.scope.tenant_id, served)
     return query, served
+
+
+def _stale(serving: ServingApp, tenant_id: str, model_version: str) -> bool:
+    """Whether the model served is past the tenant's model freshness SLO."""
+    age = age_of_version(model_version, time.time())
+    return age is not None and age > serving.platform.settings.freshness_slo(tenant_id, "model")
 
 
 def _query(body: schemas.RecommendationRequest, runtime: TenantRuntime) -> Query:

@@ -115,7 +115,7 @@ def test_an_answered_request_is_in_the_log_before_its_answer(
     consumer = log.consumer("durability-check", SERVED)
     append = log.append
 
-    def slow(scope: Scope, events: list[Record], *, actor: str) -> object:
+    def slow(scope: Scope, events: list[Record], *, actor: str, **wait: object) -> object:
         time.sleep(0.3)  # a slow log (within the append wait): the answer waits for it
         return append(scope, events, actor=actor)
 
@@ -133,7 +133,7 @@ def test_recommendations_are_served_while_the_log_is_down_and_logged_after(
     plane = region.platform.plane(Region.EU)
     up = plane.events.append
 
-    def down(scope: Scope, events: list[Record], *, actor: str) -> None:
+    def down(scope: Scope, events: list[Record], *, actor: str, **wait: object) -> None:
         raise EventLogUnavailable("event log of region 'eu' unavailable: connection refused")
 
     monkeypatch.setattr(plane.events, "append", down)

@@ -1,0 +1,66 @@
+"""`atlasrec monitor ...`: what the platform watches in a region."""
+
+from __future__ import annotations
+
+import typer
+
+from atlasrec.cli.options import JsonOpt, RegionOpt, actor, group, open_platform
+from atlasrec.cli.output import print_json
+from atlasrec.jobs import run_train
+from atlasrec.pipelines.monitor import monitor_status
+from atlasrec.pipelines.retrain import retrain_stale
+from atlasrec.tenancy import parse_region
+
+app = group("What the platform watches in a region: freshness and budgets.")
+
+
+@app.command("retrain")
+def retrain(region: RegionOpt, as_json: JsonOpt = False) -> None:
+    """Retrain every model of the region past its SLO, budget permitting (DP, default epsilon)."""
+    platform = open_platform()
+    who = actor()
+
+    def submit(tenant_id: str) -> str:
+        done = run_train(platform, tenant_id, actor=who, epsilon=None, no_dp=False)
+        return str(done["model_version"])
+
+    decisions = retrain_stale(platform, parse_region(region), actor=who, submit=submit)
+    if as_json:
+        print_json({"region": region, "decisions": decisions})
+        return
+    if not decisions:
+        typer.echo(f"region {region}: no model past its SLO needs a retrain")
+    for d in decisions:
+        what = f"retrained: {d['job']}" if d["scheduled"] else f"refused: {d['reason']}"
+        typer.echo(f"{d['tenant_id']}: {what}")
+
+
+@app.command("status")
+def status(region: RegionOpt, as_json: JsonOpt = False) -> None:
+    """Every tenant of the region: freshness against its SLOs, DP budget, and flags."""
+    built = monitor_status(open_platform(), parse_region(region), actor=actor())
+    if as_json:
+        print_json(built)
+        return
+    lags = ", ".join(f"{name} {lag}" for name, lag in built["consumers"].items()) or "none"
+    typer.echo(f"region {built['region']}: consumer lag: {lags}")
+    for tenant in built["tenants"]:
+        ages = ", ".join(
+            f"{name} {_age(s['age_s'])}/{_age(s['slo_s'])}" for name, s in tenant["signals"].items()
+        )
+        budget = tenant["budget"]
+        flags = ", ".join(tenant["flags"]) or "ok"
+        typer.echo(
+            f"  {tenant['tenant_id']} ({tenant['sharing']}): {flags}; age/SLO: {ages}; "
+            f"epsilon {budget['spent']:.2f} of {budget['cap']:g}"
+        )
+
+
+def _age(seconds: float | None) -> str:
+    """`-` (nothing to measure), or seconds, minutes, hours or days."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"

@@ -1,0 +1,114 @@
+"""Retrains of stale models: each tenant past its model SLO, budget permitting.
+
+`retrain_stale` looks at every tenant of a region (`atlasrec.freshness`). A tenant whose
+model is past its SLO is retrained (`submit`) when at least `RETRAIN_MIN_EPSILON` of its DP
+budget is left, and not already scheduled within `RESCHEDULE_S`; each decision is a ledger
+record: `monitor.retrain_scheduled`, or `monitor.retrain_refused` with the reason (the
+budget, or the run refused by the ledger), recorded once per model version. The
+serving processes export the refusals (`atlasrec_retrain_refused`), which alert
+(AtlasRecRetrainRefused). Celery beat runs it per region; `atlasrec monitor retrain` by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
+from atlasrec.errors import AtlasRecError
+from atlasrec.freshness import region_freshness
+from atlasrec.platform import Plane, Platform
+from atlasrec.tenancy import Region, Scope
+
+DECISIONS = "monitor.retrain_"
+SCHEDULED = f"{DECISIONS}scheduled"
+REFUSED = f"{DECISIONS}refused"
+RETRAIN_MIN_EPSILON = 1.0
+"""A scheduled DP retrain needs at least this much budget left (less trains a poor model)."""
+RESCHEDULE_S = 6 * 3600.0
+"""A tenant scheduled less than this ago is not scheduled again (its run may be going on)."""
+
+
+def retrain_stale(
+    platform: Platform, region: Region, *, actor: str, submit: Callable[[str], Any]
+) -> list[dict[str, Any]]:
+    """Schedule a retrain of every stale model of `region` the budget allows; the decisions."""
+    plane = platform.plane(region)
+    now = time.time()
+    recent = _scheduled_since(platform, region, now - RESCHEDULE_S)
+    refused = refused_retrains(platform, region)
+    decisions = []
+    for tenant in region_freshness(platform, region, now=now):
+        if not tenant.signals["model"].breached or tenant.tenant_id in recent:
+            continue
+        left = _budget_left(platform, Scope(tenant.tenant_id, region), actor=actor)
+        decision: dict[str, Any] = {
+            "tenant_id": tenant.tenant_id,
+            "model_version": tenant.model_version,
+            "epsilon_left": left,
+        }
+        if left < RETRAIN_MIN_EPSILON:
+            if refused.get(tenant.tenant_id, "") == tenant.model_version:
+                continue  # refused already for this model: recorded, and still alerting
+            reason = (
+                f"DP budget: {left:.3f} left, a retrain needs {RETRAIN_MIN_EPSILON:g}; the "
+                "officer may raise the cap"
+            )
+            decisions.append(_decide(plane, actor, decision | {"reason": reason}, REFUSED))
+            continue
+        _decide(plane, actor, decision, SCHEDULED)
+        try:
+            decision["job"] = submit(tenant.tenant_id)
+        except AtlasRecError as exc:  # the run itself was refused (budget, data)
+            decisions.append(_decide(plane, actor, decision | {"reason": str(exc)}, REFUSED))
+            continue
+        decisions.append({**decision, "scheduled": True})
+    return decisions
+
+
+def _decide(plane: Plane, actor: str, decision: dict[str, Any], action: str) -> dict[str, Any]:
+    """Record a decision in the region's ledger; the decision, with `scheduled`."""
+    done = {**decision, "scheduled": action == SCHEDULED}
+    plane.ledger.append(
+        actor=actor,
+        action=action,
+        subject=f"tenant:{decision['tenant_id']}",
+        tenant_id=decision["tenant_id"],
+        details=done,
+    )
+    return done
+
+
+def refused_retrains(platform: Platform, region: Region) -> dict[str, str | None]:
+    """Tenants whose latest retrain decision was a refusal: the model version it was for.
+
+    The refusal stands until a retrain is scheduled or the tenant's model changes (the
+    caller compares the version with the live one).
+    """
+    latest: dict[str, tuple[str, str | None]] = {}
+    for record in platform.plane(region).ledger.records(action=DECISIONS, limit=None):
+        if record.tenant_id:
+            version = json.loads(record.details).get("model_version")
+            latest[record.tenant_id] = (record.action, version)
+    return {t: version for t, (action, version) in latest.items() if action == REFUSED}
+
+
+def _scheduled_since(platform: Platform, region: Region, since: float) -> set[str]:
+    """Tenants scheduled for a retrain after `since` (epoch seconds)."""
+    records = platform.plane(region).ledger.records(action=SCHEDULED, limit=None)
+    return {
+        r.tenant_id
+        for r in records
+        if r.tenant_id and datetime.fromisoformat(r.ts).timestamp() > since
+    }
+
+
+def _budget_left(platform: Platform, scope: Scope, *, actor: str) -> float:
+    tenant = platform.control.get_tenant(scope.tenant_id)
+    plane = platform.plane(scope.region)
+    with plane.session(scope, actor=actor, action="monitor.retrain") as session:
+        runs = DpRunTable(session, plane.ledger).runs()
+    return budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta).remaining

@@ -1,0 +1,47 @@
+"""What /metrics reads at scrape time.
+
+The request log, the online store, the consumers' lag and every tenant's freshness
+(`atlasrec.freshness`, recomputed at most every `FRESHNESS_EVERY_S`; a failure to read it
+keeps the last values and is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+
+from atlasrec.freshness import region_freshness
+from atlasrec.pipelines.retrain import refused_retrains
+from serving.deps import ServingApp
+
+FRESHNESS_EVERY_S = 15.0
+log = logging.getLogger("atlasrec.serving")
+
+
+def observe(serving: ServingApp) -> None:
+    """Set the gauges that describe the process and its region now."""
+    metrics = serving.metrics
+    metrics.model_swaps.set(serving.runtime.swaps)
+    for state, value in asdict(serving.request_log.stats).items():
+        metrics.request_log.labels(state).set(value)
+    metrics.online_store_up.set(0 if serving.runtime.breaker.open else 1)
+    if time.monotonic() - serving.freshness_read_at < FRESHNESS_EVERY_S:
+        return
+    serving.freshness_read_at = time.monotonic()
+    try:
+        for name, lag in serving.plane.events.lags().items():
+            metrics.consumer_lag.labels(name).set(lag.total)
+        tenants = region_freshness(serving.platform, serving.region)
+        refused = refused_retrains(serving.platform, serving.region)
+    except Exception:
+        log.exception("metrics: could not read the region's freshness")
+        return
+    for tenant in tenants:
+        standing = refused.get(tenant.tenant_id, "") == tenant.model_version
+        metrics.retrain_refused.labels(tenant.tenant_id).set(1 if standing else 0)
+        for signal, value in tenant.signals.items():
+            labels = (tenant.tenant_id, signal)
+            metrics.freshness_slo.labels(*labels).set(value.slo_s)
+            if value.age_s is not None:  # nothing to measure: no series (never an alert)
+                metrics.freshness_age.labels(*labels).set(value.age_s)

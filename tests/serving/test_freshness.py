@@ -1,0 +1,158 @@
+"""Freshness: each tenant's signals against its SLOs, the `stale` flag, the gauges,
+`atlasrec monitor status`, and the retrains of stale models."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import ServedRegion, bearer, client_for, operator
+from sqlmodel import Session
+
+from atlasrec.dataplane.tables import FederationRun
+from atlasrec.eventlog.base import ConsumerLag
+from atlasrec.federation.store import region_store
+from atlasrec.freshness import region_freshness, version_time
+from atlasrec.pipelines.monitor import monitor_status
+from atlasrec.pipelines.retrain import REFUSED, SCHEDULED, refused_retrains, retrain_stale
+from atlasrec.tenancy import Region
+from privacy.budget import BudgetExceededError
+
+EU = Region.EU
+
+
+def by_tenant(region: ServedRegion, now: float) -> dict[str, dict[str, float | None]]:
+    return {
+        t.tenant_id: {name: s.age_s for name, s in t.signals.items()}
+        for t in region_freshness(region.platform, EU, now=now)
+    }
+
+
+def test_ages_are_measured_per_tenant_and_policy(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained = version_time(region.versions["shop"])
+    assert trained is not None
+    ages = by_tenant(region, now=trained + 100)
+    assert set(ages) == {"shop", "label"}  # far is homed in us
+    assert ages["shop"]["model"] == pytest.approx(100, abs=1e-3)
+    assert ages["shop"]["backbone"] is None and ages["shop"]["federation"] is None  # solo
+    assert ages["label"]["backbone"] is None  # regional, but no backbone was published yet
+    assert ages["shop"]["features"] == 0.0  # nothing waits for the online store
+
+    store = region_store(region.platform.settings, EU)
+    backbone = store.publish(b"weights", metadata={"round": 1})
+    finished = datetime.now(UTC) - timedelta(hours=3)
+    with Session(region.platform.plane(EU).engine) as session:
+        session.add(
+            FederationRun(
+                id="run1", region="eu", status="completed", rounds_planned=1, updated_at=finished
+            )
+        )
+        session.commit()
+    now = time.time()
+    ages = by_tenant(region, now=now)
+    published = version_time(backbone.version)
+    assert published is not None
+    assert ages["label"]["backbone"] == pytest.approx(now - published, abs=1e-3)
+    assert ages["label"]["federation"] == pytest.approx(3 * 3600, abs=5)
+    assert ages["shop"]["backbone"] is None  # solo: never a backbone
+
+    plane = region.platform.plane(EU)
+    scoped = plane.online.scoped(region.platform.scope("shop"), actor="t")
+    scoped.record_events([("u1", "i1", 1.0, now - 900), ("u1", "i2", 1.0, now - 400)])
+    assert by_tenant(region, now=now)["shop"]["features"] == 0.0  # applied, none waiting
+    monkeypatch.setattr(plane.events, "lags", lambda: {"online": ConsumerLag(5, 0)})
+    assert by_tenant(region, now=now)["shop"]["features"] == pytest.approx(400)
+
+
+def test_slos_are_per_tenant_settings_and_breaches_are_flagged(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = region.platform.settings
+    monkeypatch.setattr(settings, "freshness_slo_overrides", {"shop": {"model": 60.0}})
+    trained = version_time(region.versions["shop"])
+    assert trained is not None
+    report = {t.tenant_id: t for t in region_freshness(region.platform, EU, now=trained + 120)}
+    assert report["shop"].breached == ["model"]
+    assert report["shop"].signals["model"].slo_s == 60.0
+    assert report["label"].breached == []
+    assert report["label"].signals["model"].slo_s == settings.freshness_slo_s["model"]
+
+
+def test_a_response_past_its_model_slo_says_stale_and_metrics_show_it(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = region.platform.settings
+    with client_for(region.platform, refresh=False) as client:
+        body = {"user_id": "user-1", "k": 3}
+        url = "/v1/recommendations"
+        fresh = client.post(url, json=body, headers=bearer(region.keys["shop"])).json()
+        assert fresh["stale"] is False
+        monkeypatch.setattr(settings, "freshness_slo_overrides", {"shop": {"model": 0.001}})
+        stale = client.post(url, json=body, headers=bearer(region.keys["shop"])).json()
+        other = client.post(url, json=body, headers=bearer(region.keys["label"])).json()
+        assert stale["stale"] is True and other["stale"] is False
+        metrics = operator(client).get("/metrics").text
+    age = re.search(r'freshness_age_seconds\{signal="model",tenant="shop"\} (\S+)', metrics)
+    slo = re.search(r'freshness_slo_seconds\{signal="model",tenant="shop"\} (\S+)', metrics)
+    assert age and slo and float(age.group(1)) > float(slo.group(1)) == 0.001
+    assert 'atlasrec_freshness_slo_seconds{signal="model",tenant="label"} 604800.0' in metrics
+    assert "atlasrec_online_store_up 1.0" in metrics
+    assert re.search(r'atlasrec_consumer_lag_events\{consumer="online"\} \d', metrics)
+
+
+def test_monitor_status_flags_freshness_and_budgets(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = region.platform.settings
+    monkeypatch.setattr(settings, "freshness_slo_overrides", {"label": {"model": 0.001}})
+    status = monitor_status(region.platform, EU, actor="test")
+    tenants = {t["tenant_id"]: t for t in status["tenants"]}
+    assert status["region"] == "eu" and set(tenants) == {"shop", "label"}
+    assert tenants["label"]["flags"] == ["model_stale"]
+    assert tenants["shop"]["flags"] == []
+    assert tenants["shop"]["budget"]["spent"] == 0.0  # trained without DP
+    assert all(isinstance(lag, int) for lag in status["consumers"].values())
+
+
+def test_stale_models_are_retrained_budget_permitting_and_refusals_recorded_once(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = region.platform
+    stale = {"shop": {"model": 0.001}, "label": {"model": 0.001}}
+    monkeypatch.setattr(platform.settings, "freshness_slo_overrides", stale)
+    label = platform.control.get_tenant("label")
+    assert platform.control.set_epsilon_cap("label", expected=label.epsilon_cap, new=0.5)
+    submitted: list[str] = []
+
+    def submit(tenant_id: str) -> str:
+        submitted.append(tenant_id)
+        return f"job-{tenant_id}"
+
+    decisions = {d["tenant_id"]: d for d in retrain_stale(platform, EU, actor="t", submit=submit)}
+    assert submitted == ["shop"] and decisions["shop"]["job"] == "job-shop"
+    assert decisions["label"]["scheduled"] is False
+    assert "0.500 left, a retrain needs 1" in decisions["label"]["reason"]
+    ledger = platform.plane(EU).ledger
+    assert [r.tenant_id for r in ledger.records(action=SCHEDULED)] == ["shop"]
+    assert [r.tenant_id for r in ledger.records(action=REFUSED)] == ["label"]
+    assert refused_retrains(platform, EU) == {"label": region.versions["label"]}
+
+    assert retrain_stale(platform, EU, actor="t", submit=submit) == []  # once, not hourly
+    assert submitted == ["shop"] and len(ledger.records(action="monitor.retrain_")) == 2
+
+    def refused_run(tenant_id: str) -> str:
+        raise BudgetExceededError(f"tenant {tenant_id!r}: DP budget exhausted")
+
+    assert platform.control.set_epsilon_cap("label", expected=0.5, new=10.0)
+    again = retrain_stale(platform, EU, actor="t", submit=refused_run)
+    assert [(d["tenant_id"], d["scheduled"]) for d in again] == [("label", False)]
+    assert "DP budget exhausted" in again[0]["reason"]
+    assert refused_retrains(platform, EU) == {"label": region.versions["label"]}
+    with client_for(platform, refresh=False) as client:
+        metrics = operator(client).get("/metrics").text
+    assert 'atlasrec_retrain_refused{tenant="label"} 1.0' in metrics
+    assert 'atlasrec_retrain_refused{tenant="shop"} 0.0' in metrics
