@@ -26,7 +26,16 @@ from typing import Any, Generic, overload
 from atlasrec.boundary import Boundary
 from atlasrec.errors import ConfigError
 from atlasrec.eventlog.base import ACK_WAIT_S, ConsumerLag, EventLogUnavailable
-from atlasrec.eventlog.records import EVENTS, Appended, Delivery, Kind, LogEvent, R, Record
+from atlasrec.eventlog.records import (
+    EVENTS,
+    KINDS,
+    Appended,
+    Delivery,
+    Kind,
+    LogEvent,
+    R,
+    Record,
+)
 from atlasrec.tenancy import Region, Scope
 
 FILE_NAME = "eventlog.sqlite"
@@ -90,7 +99,8 @@ class LocalEventLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / FILE_NAME
         self._lock = threading.Lock()
-        self._appended = threading.Condition(self._lock)
+        self._appended = {kind.name: threading.Condition(self._lock) for kind in KINDS}
+        """Per kind of record: woken by this process's appends of that kind only."""
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
@@ -153,12 +163,13 @@ class LocalEventLog:
                         (event.kind, scope.tenant_id, event.key, event.encode(), now),
                     ).fetchone()
                 seqs.append(int(row[0]))
-        self._notify()
+        self._notify({event.kind for event in events})
         return Appended(seqs, duplicate)
 
-    def _notify(self) -> None:
-        with self._appended:
-            self._appended.notify_all()
+    def _notify(self, kinds: set[str]) -> None:
+        for kind in kinds:
+            with self._appended[kind]:
+                self._appended[kind].notify_all()
 
     @overload
     def consumer(self, name: str) -> LocalConsumer[LogEvent]: ...
@@ -256,8 +267,9 @@ class LocalConsumer(Generic[R]):
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
-            with self.log._appended:  # woken by this process's appends; polls for others'
-                self.log._appended.wait(min(remaining, POLL_S * 5))
+            appended = self.log._appended[self.kind.name]  # this process's appends of its
+            with appended:  # kind wake it; it polls for other processes' appends
+                appended.wait(min(remaining, POLL_S * 5))
 
     def _take(self, max_n: int) -> list[Delivery[R]]:
         now = time.time()
