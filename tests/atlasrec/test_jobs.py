@@ -84,13 +84,19 @@ def test_train_runs_on_the_worker(
         platform.close()
 
 
-def test_beat_schedules_one_federation_per_region_on_its_own_queue() -> None:
+def test_beat_schedules_federation_and_stale_model_checks_per_region_on_its_own_queue() -> None:
     from atlasrec.jobs import make_celery
 
-    settings = Settings(broker_url=BROKER, federation_interval_s=3600, federation_rounds=3)
+    settings = Settings(
+        broker_url=BROKER, federation_interval_s=3600, federation_rounds=3, retrain_check_s=600
+    )
     schedule = make_celery(settings).conf.beat_schedule
-    assert {e["args"][0] for e in schedule.values()} == {r.value for r in Region}
+    by_task: dict[str, list[dict]] = {}  # type: ignore[type-arg]
     for entry in schedule.values():
-        assert entry["task"] == "atlasrec.federate" and entry["schedule"] == 3600
-        assert entry["args"][1] == 3
+        by_task.setdefault(entry["task"], []).append(entry)
         assert entry["options"]["queue"] == f"atlasrec-{entry['args'][0]}"
+    assert set(by_task) == {"atlasrec.federate", "atlasrec.retrain_stale"}
+    for task, every in (("atlasrec.federate", 3600), ("atlasrec.retrain_stale", 600)):
+        assert {e["args"][0] for e in by_task[task]} == {r.value for r in Region}
+        assert all(e["schedule"] == every for e in by_task[task])
+    assert all(e["args"][1] == 3 for e in by_task["atlasrec.federate"])
