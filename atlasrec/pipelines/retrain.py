@@ -38,8 +38,8 @@ def retrain_stale(
     """Schedule a retrain of every stale model of `region` the budget allows; the decisions."""
     plane = platform.plane(region)
     now = time.time()
-    recent = _scheduled_since(platform, region, now - RESCHEDULE_S)
-    refused = refused_retrains(platform, region)
+    scheduled, refused = _decisions(platform, region)
+    recent = {t for t, at in scheduled.items() if at > now - RESCHEDULE_S}
     decisions = []
     for tenant in region_freshness(platform, region, now=now):
         if not tenant.signals["model"].breached or tenant.tenant_id in recent:
@@ -88,22 +88,23 @@ def refused_retrains(platform: Platform, region: Region) -> dict[str, str | None
     The refusal stands until a retrain is scheduled or the tenant's model changes (the
     caller compares the version with the live one).
     """
+    return _decisions(platform, region)[1]
+
+
+def _decisions(
+    platform: Platform, region: Region
+) -> tuple[dict[str, float], dict[str, str | None]]:
+    """Each tenant's last scheduled retrain (epoch s), and the standing refusals; one read."""
+    scheduled: dict[str, float] = {}
     latest: dict[str, tuple[str, str | None]] = {}
     for record in platform.plane(region).ledger.records(action=DECISIONS, limit=None):
-        if record.tenant_id:
-            version = json.loads(record.details).get("model_version")
-            latest[record.tenant_id] = (record.action, version)
-    return {t: version for t, (action, version) in latest.items() if action == REFUSED}
-
-
-def _scheduled_since(platform: Platform, region: Region, since: float) -> set[str]:
-    """Tenants scheduled for a retrain after `since` (epoch seconds)."""
-    records = platform.plane(region).ledger.records(action=SCHEDULED, limit=None)
-    return {
-        r.tenant_id
-        for r in records
-        if r.tenant_id and datetime.fromisoformat(r.ts).timestamp() > since
-    }
+        if not record.tenant_id:
+            continue
+        if record.action == SCHEDULED:
+            scheduled[record.tenant_id] = datetime.fromisoformat(record.ts).timestamp()
+        latest[record.tenant_id] = (record.action, json.loads(record.details).get("model_version"))
+    refused = {t: version for t, (action, version) in latest.items() if action == REFUSED}
+    return scheduled, refused
 
 
 def _budget_left(platform: Platform, scope: Scope, *, actor: str) -> float:
