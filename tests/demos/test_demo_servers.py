@@ -15,8 +15,8 @@ from pathlib import Path
 from demos.serving import regional_servers
 with regional_servers(["eu"]):
     children = Path(f"/proc/{__import__('os').getpid()}/task").glob("*/children")
-    print(" ".join(c.read_text().strip() for c in children), flush=True)
-    try:
+    try:  # the SIGTERM can arrive while print() is still returning
+        print(" ".join(c.read_text().strip() for c in children), flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

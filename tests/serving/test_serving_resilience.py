@@ -366,6 +366,7 @@ def test_online_features_come_back_after_redis_loses_its_data(
         consumers["offline"].stop()  # one event will be in the log only, not yet stored
         more = [{"user_id": "walk-in", "item_id": "i6", "timestamp": now + 6}]
         client.post("/v1/events", json={"events": more}, headers=bearer(key))
+        consumers["online"].caught_up(10.0)  # i6 applied before Redis loses it, not after
         store = serving.runtime.online.scoped(Scope("shop", Region.EU), actor="test")
         user = serving.runtime.loaded_tenant("shop").pseudonymise("walk-in")
         before = (store.recent(user), store.item_counts(["i2", "i4", "i6"]))
