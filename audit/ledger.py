@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, func, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
@@ -178,6 +178,17 @@ class AuditLedger:
             query = query.limit(limit)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.execute(query).scalars().all())
+
+    def latest_by_tenant(self, action: str) -> dict[str, AuditRecord]:
+        """Each tenant's newest record of exactly `action` (one query, on the action index)."""
+        newest = (
+            select(func.max(AuditRecord.seq))
+            .where(col(AuditRecord.action) == action, col(AuditRecord.tenant_id).is_not(None))
+            .group_by(col(AuditRecord.tenant_id))
+        )
+        query = select(AuditRecord).where(col(AuditRecord.seq).in_(newest))
+        with Session(self.engine, expire_on_commit=False) as session:
+            return {r.tenant_id: r for r in session.execute(query).scalars() if r.tenant_id}
 
     def _iter_chain(self, session: Session) -> Iterator[AuditRecord]:
         query = select(AuditRecord).order_by(col(AuditRecord.seq)).execution_options(yield_per=2000)

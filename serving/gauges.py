@@ -1,8 +1,8 @@
 """What /metrics reads at scrape time.
 
-The request log, the online store, the consumers' lag and every tenant's freshness
-(`atlasrec.freshness`, recomputed at most every `FRESHNESS_EVERY_S`; a failure to read it
-keeps the last values and is logged).
+The request log, the online store, the consumers' lag, and every tenant's freshness
+(`atlasrec.freshness`) and last drift check (`atlasrec.drift`), these recomputed at most
+every `FRESHNESS_EVERY_S` (a failure to read them keeps the last values and is logged).
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import logging
 import time
 from dataclasses import asdict
 
+from atlasrec.drift import DriftReport, latest_drift
 from atlasrec.freshness import region_freshness
 from atlasrec.pipelines.retrain import refused_retrains
 from serving.deps import ServingApp
+from serving.metrics import Metrics
 
 FRESHNESS_EVERY_S = 15.0
 log = logging.getLogger("atlasrec.serving")
@@ -34,14 +36,28 @@ def observe(serving: ServingApp) -> None:
             metrics.consumer_lag.labels(name).set(lag.total)
         tenants = region_freshness(serving.platform, serving.region)
         refused = refused_retrains(serving.platform, serving.region)
+        drift = latest_drift(serving.platform, serving.region)
     except Exception:
         log.exception("metrics: could not read the region's freshness")
         return
     for tenant in tenants:
         standing = refused.get(tenant.tenant_id, "") == tenant.model_version
         metrics.retrain_refused.labels(tenant.tenant_id).set(1 if standing else 0)
+        _drift(metrics, tenant.model_version, drift.get(tenant.tenant_id))
         for signal, value in tenant.signals.items():
             labels = (tenant.tenant_id, signal)
             metrics.freshness_slo.labels(*labels).set(value.slo_s)
             if value.age_s is not None:  # nothing to measure: no series (never an alert)
                 metrics.freshness_age.labels(*labels).set(value.age_s)
+
+
+def _drift(metrics: Metrics, live: str | None, report: DriftReport | None) -> None:
+    """The last drift check's verdicts; 0 once the model it checked is replaced."""
+    if report is None:
+        return
+    for signal in report.signals:
+        labels = (report.tenant_id, signal["signal"])
+        drifted = signal["status"] == "drift" and report.model_version == live
+        metrics.drift.labels(*labels).set(1 if drifted else 0)
+        if signal["value"] is not None:
+            metrics.drift_value.labels(*labels).set(signal["value"])

@@ -79,6 +79,20 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.drift = Gauge(
+            "atlasrec_drift_detected",
+            "1 while the last drift check of a tenant's live model found drift in a signal.",
+            ["tenant", "signal"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.drift_value = Gauge(
+            "atlasrec_drift_value",
+            "The last drift check's effect size per signal (JS, normed Wasserstein or AUC).",
+            ["tenant", "signal"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.online_store_up = Gauge(
             "atlasrec_online_store_up",
             "1 while the online store (Redis) answers, 0 while its circuit breaker is open.",

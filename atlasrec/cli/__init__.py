@@ -51,7 +51,8 @@ COMMANDS = {
         "atlasrec.cli.events", "The region's event log, its consumers and the offline store."
     ),
     "monitor": Lazy(
-        "atlasrec.cli.monitor", "What the platform watches in a region: freshness and budgets."
+        "atlasrec.cli.monitor",
+        "What the platform watches in a region: freshness, drift and budgets.",
     ),
     "tenants": Lazy("atlasrec.cli.tenants", "Register tenants and manage their API keys."),
     "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets."),

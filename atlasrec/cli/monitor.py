@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from atlasrec.cli.options import JsonOpt, RegionOpt, actor, group, open_platform
+from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, open_platform
 from atlasrec.cli.output import print_json
+from atlasrec.drift import check_drift
 from atlasrec.jobs import run_train
 from atlasrec.pipelines.monitor import monitor_status
 from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.tenancy import parse_region
 
-app = group("What the platform watches in a region: freshness and budgets.")
+app = group("What the platform watches in a region: freshness, drift and budgets.")
 
 
 @app.command("retrain")
 def retrain(region: RegionOpt, as_json: JsonOpt = False) -> None:
-    """Retrain every model of the region past its SLO, budget permitting (DP, default epsilon)."""
+    """Retrain every model of the region past its SLO or drifted, budget permitting (DP).
+
+    Drift is read from each tenant's last drift check (`atlasrec monitor drift`, or beat's).
+    """
     platform = open_platform()
     who = actor()
 
@@ -29,9 +33,10 @@ def retrain(region: RegionOpt, as_json: JsonOpt = False) -> None:
         print_json({"region": region, "decisions": decisions})
         return
     if not decisions:
-        typer.echo(f"region {region}: no model past its SLO needs a retrain")
+        typer.echo(f"region {region}: no model past its SLO or drifted needs a retrain")
     for d in decisions:
         what = f"retrained: {d['job']}" if d["scheduled"] else f"refused: {d['reason']}"
+        what = f"{d['trigger']}; {what}"
         typer.echo(f"{d['tenant_id']}: {what}")
 
 
@@ -53,6 +58,30 @@ def status(region: RegionOpt, as_json: JsonOpt = False) -> None:
         typer.echo(
             f"  {tenant['tenant_id']} ({tenant['sharing']}): {flags}; age/SLO: {ages}; "
             f"epsilon {budget['spent']:.2f} of {budget['cap']:g}"
+        )
+
+
+@app.command("drift")
+def drift(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """The tenant's traffic since its model's training snapshot against the snapshot.
+
+    Recorded in the region's ledger; a drifted model is a retrain candidate.
+    """
+    report = check_drift(open_platform(), tenant, actor=actor())
+    if as_json:
+        print_json(report.as_json())
+        return
+    if report.model_version is None:
+        typer.echo(f"{tenant} ({report.region}): no model yet, so no training snapshot to compare")
+        return
+    verdict = f"drift in {', '.join(report.drifted)}" if report.drifted else "no drift"
+    typer.echo(f"{tenant} ({report.region}), model {report.model_version}: {verdict}")
+    for s in report.signals:
+        value = "-" if s["value"] is None else f"{s['value']:.3f}"
+        p_value = "-" if s["p_value"] is None else f"{s['p_value']:.2g}"
+        typer.echo(
+            f"  {s['signal']:<19} {s['status']:<17} {s['method']} {value} "
+            f"(threshold {s['threshold']:g}, p {p_value}; n {s['reference_n']}/{s['current_n']})"
         )
 
 

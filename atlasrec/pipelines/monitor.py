@@ -1,21 +1,26 @@
-"""`atlasrec monitor status`: one view of a region's tenants: freshness and budget flags."""
+"""`atlasrec monitor`: one view of a region's tenants (freshness, drift, budget), drift checks."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
+from atlasrec.drift import DriftReport, check_drift, latest_drift
+from atlasrec.errors import AtlasRecError
 from atlasrec.freshness import region_freshness
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 
 BUDGET_LOW = 0.1
 """A tenant with less than this share of its epsilon cap left is flagged `budget_low`."""
+log = logging.getLogger("atlasrec.monitor")
 
 
 def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[str, Any]:
-    """Every tenant of `region`: freshness against its SLOs, DP budget, and its flags."""
+    """Every tenant of `region`: freshness against its SLOs, drift, DP budget, and flags."""
     plane = platform.plane(region)
+    drift = latest_drift(platform, region)
     tenants = []
     for freshness in region_freshness(platform, region):
         tenant = platform.control.get_tenant(freshness.tenant_id)
@@ -24,11 +29,36 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
             runs = DpRunTable(session, plane.ledger).runs()
         state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
         flags = [f"{signal}_stale" for signal in freshness.breached]
+        report = drift.get(tenant.id)
+        if report is not None and report.model_version == freshness.model_version:
+            flags += [f"drift_{signal}" for signal in report.drifted]
         if state.remaining <= 0:
             flags.append("budget_exhausted")
         elif state.remaining < BUDGET_LOW * tenant.epsilon_cap:
             flags.append("budget_low")
         budget = {"cap": tenant.epsilon_cap, "spent": state.spent, "remaining": state.remaining}
-        tenants.append({**freshness.as_json(), "budget": budget, "flags": flags})
+        summary = {"drift": _drift_summary(report), "budget": budget, "flags": flags}
+        tenants.append({**freshness.as_json(), **summary})
     lags = {name: lag.total for name, lag in plane.events.lags().items()}
     return {"region": region.value, "consumers": lags, "tenants": tenants}
+
+
+def check_region_drift(platform: Platform, region: Region, *, actor: str) -> list[DriftReport]:
+    """A recorded drift check of every tenant of `region` with a model (a failure is logged)."""
+    reports = []
+    for tenant in platform.control.list_tenants(region):
+        try:
+            reports.append(check_drift(platform, tenant.id, actor=actor))
+        except AtlasRecError as exc:
+            log.warning("drift check of %s failed: %s", tenant.id, exc)
+    return reports
+
+
+def _drift_summary(report: DriftReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "checked_at": report.checked_at,
+        "model_version": report.model_version,
+        "drifted": report.drifted,
+    }

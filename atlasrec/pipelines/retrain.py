@@ -1,7 +1,8 @@
-"""Retrains of stale models: each tenant past its model SLO, budget permitting.
+"""Retrains of stale and drifted models, budget permitting.
 
 `retrain_stale` looks at every tenant of a region (`atlasrec.freshness`). A tenant whose
-model is past its SLO is retrained (`submit`) when at least `RETRAIN_MIN_EPSILON` of its DP
+model is past its SLO, or whose last drift check of its live model found drift
+(`atlasrec.drift`), is retrained (`submit`) when at least `RETRAIN_MIN_EPSILON` of its DP
 budget is left, and not already scheduled within `RESCHEDULE_S`; each decision is a ledger
 record: `monitor.retrain_scheduled`, or `monitor.retrain_refused` with the reason (the
 budget, or the run refused by the ledger), recorded once per model version. The
@@ -18,8 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
+from atlasrec.drift import DriftReport, latest_drift
 from atlasrec.errors import AtlasRecError
-from atlasrec.freshness import region_freshness
+from atlasrec.freshness import TenantFreshness, region_freshness
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
 
@@ -40,14 +42,17 @@ def retrain_stale(
     now = time.time()
     scheduled, refused = _decisions(platform, region)
     recent = {t for t, at in scheduled.items() if at > now - RESCHEDULE_S}
+    drift = latest_drift(platform, region)
     decisions = []
     for tenant in region_freshness(platform, region, now=now):
-        if not tenant.signals["model"].breached or tenant.tenant_id in recent:
+        trigger = _trigger(tenant, drift.get(tenant.tenant_id))
+        if trigger is None or tenant.tenant_id in recent:
             continue
         left = _budget_left(platform, Scope(tenant.tenant_id, region), actor=actor)
         decision: dict[str, Any] = {
             "tenant_id": tenant.tenant_id,
             "model_version": tenant.model_version,
+            "trigger": trigger,
             "epsilon_left": left,
         }
         if left < RETRAIN_MIN_EPSILON:
@@ -67,6 +72,15 @@ def retrain_stale(
             continue
         decisions.append({**decision, "scheduled": True})
     return decisions
+
+
+def _trigger(tenant: TenantFreshness, drift: DriftReport | None) -> str | None:
+    """Why the tenant's model is a retrain candidate (`stale`, `drift: ...`), or None."""
+    if tenant.signals["model"].breached:
+        return "stale"
+    if drift is not None and drift.model_version == tenant.model_version and drift.drifted:
+        return f"drift: {', '.join(drift.drifted)}"
+    return None
 
 
 def _decide(plane: Plane, actor: str, decision: dict[str, Any], action: str) -> dict[str, Any]:

@@ -375,6 +375,7 @@ def publish(
         "items": len(data.item_ids),
         "users": inputs.users,
         "interactions": data.n_interactions,
+        "data_until": int(data.interactions.ts.max()),
         "train_seconds": round(fitted.report.seconds, 2),
         "final_loss": fitted.report.losses[-1] if fitted.report.losses else None,
         "ranker": fitted.ranker_lineage,

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atlasrec.control.officers import Officers
+from atlasrec.drift import CHECKED, DriftReport
+from atlasrec.evaluation.drift import categorical_drift
 from atlasrec.tenancy import Region
 from audit.access import REFUSED
 from audit.caps import CAP_CHANGED
@@ -56,7 +58,7 @@ def test_each_role_sees_exactly_its_tenants(
     assert set(TENANT_ROW.findall(listed.text)) == visible
     platform_officer = officer.startswith("po-")
     for tenant in ("shop", "label", "far", "ghost"):
-        for suffix in ("", "/residency", "/report", "/report.json", "/report.csv"):
+        for suffix in ("", "/residency", "/drift", "/report", "/report.json", "/report.csv"):
             response = client.get(f"/audit/tenants/{tenant}{suffix}")
             if tenant in visible:
                 expected = 200
@@ -346,3 +348,29 @@ def test_no_input_makes_a_server_error(world: AuditWorld, app_client: ClientFact
 
     check()
     assert world.platform.control.get_tenant("label").epsilon_cap == 10.0
+
+
+@sqlite_only
+def test_the_drift_page_shows_the_last_check_and_the_earlier_ones(
+    world: AuditWorld, app_client: ClientFactory
+) -> None:
+    client = signed_in(app_client, world, "to-shop")
+    assert 'id="none"' in client.get("/audit/tenants/shop/drift").text
+    few = categorical_drift("category_mix", ["a"] * 30, ["b"] * 30)  # too few: no verdict
+    shifted = categorical_drift("category_mix", ["a"] * 300, ["a"] * 100 + ["b"] * 200)
+    for at, signal in (("08", few), ("09", shifted)):
+        checked = f"2026-12-06T{at}:00:00+00:00"
+        report = DriftReport("shop", "eu", world.model_version, 0.0, checked, [signal.as_json()])
+        world.platform.plane(Region.EU).ledger.append(
+            actor="test",
+            action=CHECKED,
+            subject="tenant:shop",
+            tenant_id="shop",
+            details=report.as_json(),
+        )
+    page = client.get("/audit/tenants/shop/drift")
+    assert page.status_code == 200
+    last, earlier = page.text.split('class="history"')
+    assert "drift</span> in category_mix" in last and "jensenshannon" in last
+    assert "(no longer live)" not in last
+    assert earlier.count("<tr><td>") == 1 and "none" in earlier  # the first check: no verdict

@@ -12,6 +12,8 @@ from conftest import ServedRegion, bearer, client_for, operator
 from sqlmodel import Session
 
 from atlasrec.dataplane.tables import FederationRun
+from atlasrec.drift import CHECKED, DriftReport
+from atlasrec.evaluation.drift import categorical_drift
 from atlasrec.eventlog.base import ConsumerLag
 from atlasrec.federation.store import region_store
 from atlasrec.freshness import region_freshness, version_time
@@ -102,6 +104,33 @@ def test_a_response_past_its_model_slo_says_stale_and_metrics_show_it(
     assert 'atlasrec_freshness_slo_seconds{signal="model",tenant="label"} 604800.0' in metrics
     assert "atlasrec_online_store_up 1.0" in metrics
     assert re.search(r'atlasrec_consumer_lag_events\{consumer="online"\} \d', metrics)
+
+
+def _record_drift(region: ServedRegion, model_version: str) -> None:
+    shifted = categorical_drift("category_mix", ["a"] * 300, ["a"] * 100 + ["b"] * 200)
+    report = DriftReport("shop", "eu", model_version, 0.0, "2026-12-06T09:00:00+00:00")
+    region.platform.plane(EU).ledger.append(
+        actor="test",
+        action=CHECKED,
+        subject="tenant:shop",
+        tenant_id="shop",
+        details={**report.as_json(), "signals": [shifted.as_json()]},
+    )
+
+
+def test_drift_of_the_live_model_is_exported_and_a_replaced_model_clears_it(
+    region: ServedRegion,
+) -> None:
+    series = 'atlasrec_drift_detected{signal="category_mix",tenant="shop"}'
+    _record_drift(region, region.versions["shop"])
+    with client_for(region.platform, refresh=False) as client:
+        assert f"{series} 1.0" in operator(client).get("/metrics").text
+        _record_drift(region, "20250101T000000000000Z-000000")  # a check of an older model
+        client.app.state.serving.freshness_read_at = 0.0  # type: ignore[attr-defined]
+        assert f"{series} 0.0" in operator(client).get("/metrics").text
+    status = monitor_status(region.platform, EU, actor="t")
+    flags = {t["tenant_id"]: t["flags"] for t in status["tenants"]}
+    assert flags["shop"] == []  # the last check was not of the live model
 
 
 def test_monitor_status_flags_freshness_and_budgets(

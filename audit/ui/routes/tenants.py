@@ -1,4 +1,4 @@
-"""The tenants of the region: their DP budgets, residency, and the cap form."""
+"""The tenants of the region: their DP budgets, residency, drift, and the cap form."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
+from atlasrec.drift import drift_history
 from atlasrec.errors import InvalidInputError
+from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.platform import Plane
 from atlasrec.tenancy import Scope
 from audit.caps import change_epsilon_cap
@@ -102,3 +104,22 @@ def residency(request: Request, who: SignedInDep, tenant_id: str) -> HTMLRespons
     """Artifacts and the regions they are attributed to; refused crossing attempts."""
     report = report_for(who, tenant_id, action="audit.residency", verify=False)
     return render(request, "residency.html", who=who, r=report)
+
+
+@router.get("/{tenant_id}/drift", response_class=HTMLResponse)
+def drift(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
+    """The tenant's recorded drift checks: the last one's signals, and the ones before."""
+    tenant = who.context.access.tenant(who.principal, tenant_id, action="audit.drift")
+    platform = who.context.platform
+    scope = Scope(tenant.id, who.context.region)
+    artifacts = platform.plane(scope.region).artifacts
+    live = artifacts.latest(scope, MODEL_KIND, actor=who.principal.actor)
+    history = drift_history(platform, tenant.id)
+    return render(
+        request,
+        "drift.html",
+        who=who,
+        tenant=tenant,
+        live=live.version if live is not None else None,
+        history=history,
+    )

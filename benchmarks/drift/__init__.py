@@ -1,0 +1,1 @@
+"""The drift benchmark: false alarms over unshifted replays, detection of synthetic shifts."""
