@@ -6,8 +6,8 @@ With `ATLASREC_BROKER_URL` (Redis), a job runs as a Celery task on a worker of t
 
 Federated rounds are scheduled per region by Celery beat (`beat_schedule`: one entry per
 region every `ATLASREC_FEDERATION_INTERVAL_S`, on that region's queue), and so are the
-drift checks and retrains of stale or drifted models (every `ATLASREC_RETRAIN_CHECK_S`,
-`atlasrec.pipelines.retrain`):
+drift checks, the empirical privacy audits of new DP releases and retrains of stale or
+drifted models (every `ATLASREC_RETRAIN_CHECK_S`, `atlasrec.pipelines.retrain`):
 
     ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs beat
 
@@ -31,6 +31,7 @@ from atlasrec.pipelines.monitor import check_region_drift
 from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
+from atlasrec.privacy_audit import audit_pending
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, parse_region
 
@@ -85,7 +86,7 @@ def retrain_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
-    """The worker side of the stale-model check: drift checks, then retrain decisions.
+    """The worker side of the stale-model check: drift, new DP releases' audits, retrains.
 
     Each retrain is a `train` task of its own.
     """
@@ -102,6 +103,7 @@ def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
 
     try:
         check_region_drift(platform, parse_region(region), actor=actor)
+        audit_pending(platform, parse_region(region), actor=actor)
         decisions = retrain_stale(platform, parse_region(region), actor=actor, submit=submit)
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}

@@ -22,6 +22,7 @@ from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.dataplane.tables import AuditRecord, DpRun
 from atlasrec.platform import Platform
+from atlasrec.privacy_audit import release_audits
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.access import REFUSED as ACCESS_REFUSED
 from audit.access import record_tenants
@@ -149,6 +150,9 @@ def tenant_report(
     changes = plane.ledger.records(tenant_id=tenant.id, action=CAP_CHANGED, limit=None)
     history = cap_history(own + changes, tenant.epsilon_cap)
     run_rows = _run_rows(runs, history)
+    audits = release_audits(platform, tenant.id)
+    for row in run_rows:
+        row["audit"] = audits.get(row["model_version"]) if row["kind"] == "train" else None
     sharing = SharingPolicy(tenant.sharing)
     return {
         "tenant_id": tenant.id,

@@ -1,8 +1,9 @@
 """What /metrics reads at scrape time.
 
 The request log, the online store, the consumers' lag, and every tenant's freshness
-(`atlasrec.freshness`) and last drift check (`atlasrec.drift`), these recomputed at most
-every `FRESHNESS_EVERY_S` (a failure to read them keeps the last values and is logged).
+(`atlasrec.freshness`), last drift check (`atlasrec.drift`) and last privacy audit, these
+recomputed at most every `FRESHNESS_EVERY_S` (a failure to read them keeps the last values
+and is logged).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict
 from atlasrec.drift import DriftReport, latest_drift
 from atlasrec.freshness import region_freshness
 from atlasrec.pipelines.retrain import refused_retrains
+from atlasrec.privacy_audit import audit_alarms
 from serving.deps import ServingApp
 from serving.metrics import Metrics
 
@@ -37,6 +39,7 @@ def observe(serving: ServingApp) -> None:
         tenants = region_freshness(serving.platform, serving.region)
         refused = refused_retrains(serving.platform, serving.region)
         drift = latest_drift(serving.platform, serving.region)
+        alarms = audit_alarms(serving.platform, serving.region)
     except Exception:
         log.exception("metrics: could not read the region's freshness")
         return
@@ -44,6 +47,8 @@ def observe(serving: ServingApp) -> None:
         standing = refused.get(tenant.tenant_id, "") == tenant.model_version
         metrics.retrain_refused.labels(tenant.tenant_id).set(1 if standing else 0)
         _drift(metrics, tenant.model_version, drift.get(tenant.tenant_id))
+        if tenant.tenant_id in alarms:
+            metrics.privacy_audit_alarm.labels(tenant.tenant_id).set(alarms[tenant.tenant_id])
         for signal, value in tenant.signals.items():
             labels = (tenant.tenant_id, signal)
             metrics.freshness_slo.labels(*labels).set(value.slo_s)

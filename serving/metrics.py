@@ -93,6 +93,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.privacy_audit_alarm = Gauge(
+            "atlasrec_privacy_audit_alarm",
+            "1 while a tenant's last empirical privacy audit bounded epsilon above its claim.",
+            ["tenant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.online_store_up = Gauge(
             "atlasrec_online_store_up",
             "1 while the online store (Redis) answers, 0 while its circuit breaker is open.",

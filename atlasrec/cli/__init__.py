@@ -55,7 +55,7 @@ COMMANDS = {
         "What the platform watches in a region: freshness, drift and budgets.",
     ),
     "tenants": Lazy("atlasrec.cli.tenants", "Register tenants and manage their API keys."),
-    "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets."),
+    "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets and empirical audits."),
     "audit": Lazy("atlasrec.cli.audit", "The hash-chained audit ledger of each region."),
     "officers": Lazy(
         "atlasrec.cli.officers",

@@ -1,4 +1,4 @@
-"""`atlasrec monitor`: one view of a region's tenants (freshness, drift, budget), drift checks."""
+"""`atlasrec monitor`: a region's tenants (freshness, drift, audits, budget); drift checks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from atlasrec.drift import DriftReport, check_drift, latest_drift
 from atlasrec.errors import AtlasRecError
 from atlasrec.freshness import region_freshness
 from atlasrec.platform import Platform
+from atlasrec.privacy_audit import audit_alarms
 from atlasrec.tenancy import Region, Scope
 
 BUDGET_LOW = 0.1
@@ -21,6 +22,7 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
     """Every tenant of `region`: freshness against its SLOs, drift, DP budget, and flags."""
     plane = platform.plane(region)
     drift = latest_drift(platform, region)
+    alarms = audit_alarms(platform, region)
     tenants = []
     for freshness in region_freshness(platform, region):
         tenant = platform.control.get_tenant(freshness.tenant_id)
@@ -32,6 +34,8 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
         report = drift.get(tenant.id)
         if report is not None and report.model_version == freshness.model_version:
             flags += [f"drift_{signal}" for signal in report.drifted]
+        if alarms.get(tenant.id):
+            flags.append("privacy_audit_alarm")
         if state.remaining <= 0:
             flags.append("budget_exhausted")
         elif state.remaining < BUDGET_LOW * tenant.epsilon_cap:

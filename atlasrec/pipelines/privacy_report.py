@@ -1,4 +1,4 @@
-"""`atlasrec privacy report`: every DP run of a tenant, and its budget."""
+"""`atlasrec privacy report`: every DP run of a tenant, its budget, and each release's audit."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state, mechanism_of
 from atlasrec.platform import Platform
+from atlasrec.privacy_audit import release_audits
 from privacy.accounting import independent_epsilon
 
 
@@ -17,6 +18,7 @@ def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[st
     with plane.session(scope, actor=actor, action="privacy.report") as s:
         runs = DpRunTable(s, plane.ledger).runs()
     state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
+    audits = release_audits(platform, tenant_id)
     return {
         "tenant_id": tenant_id,
         "region": scope.region.value,
@@ -43,7 +45,26 @@ def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[st
                 "federation_run": r.details.get("federation_run"),
                 "round": r.details.get("round"),
                 "created_at": r.created_at.isoformat(),
+                "audit": _audit_of(r.kind, r.details.get("model_version"), audits),
             }
             for r in runs
         ],
+    }
+
+
+def _audit_of(
+    kind: str, version: str | None, audits: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A DP training run's empirical audit: the recorded one, `pending`, or None (no model)."""
+    if kind != "train" or version is None:
+        return None
+    audit = audits.get(version)
+    if audit is None:
+        return {"status": "pending"}
+    keys = ("claimed_epsilon", "epsilon_lower_bound", "auc", "canaries", "alarm")
+    control = audit["control"]
+    return {
+        "status": "alarm" if audit["alarm"] else "audited",
+        **{k: audit[k] for k in keys},
+        "control": {"epsilon_lower_bound": control["epsilon_lower_bound"], "auc": control["auc"]},
     }

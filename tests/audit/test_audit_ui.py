@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from atlasrec.control.officers import Officers
 from atlasrec.drift import CHECKED, DriftReport
 from atlasrec.evaluation.drift import categorical_drift
-from atlasrec.tenancy import Region
+from atlasrec.privacy_audit import AUDITED
+from atlasrec.tenancy import Region, Scope
 from audit.access import REFUSED
 from audit.caps import CAP_CHANGED
 from audit.reports import CSV_COLUMNS, OTHER_TENANT
 from audit.ui.sessions import SESSION_COOKIE
 from tests.audit.conftest import ClientFactory
-from tests.utils.audit import OFFICERS, AuditWorld, csrf_of, sign_in
+from tests.utils.audit import OFFICERS, TRAIN, AuditWorld, charge, csrf_of, sign_in
 
 VISIBLE_IN_EU = {
     "po-eu": {"shop", "label"},
@@ -374,3 +375,22 @@ def test_the_drift_page_shows_the_last_check_and_the_earlier_ones(
     assert "drift</span> in category_mix" in last and "jensenshannon" in last
     assert "(no longer live)" not in last
     assert earlier.count("<tr><td>") == 1 and "none" in earlier  # the first check: no verdict
+
+
+@sqlite_only
+def test_the_runs_table_shows_each_releases_empirical_audit(
+    world: AuditWorld, app_client: ClientFactory
+) -> None:
+    platform, scope = world.platform, Scope("shop", Region.EU)
+    charge(platform, scope, TRAIN, "train", users=5, model_version=world.model_version)
+    client = signed_in(app_client, world, "to-shop")
+    assert "pending" in client.get("/audit/tenants/shop").text.split('class="data runs"')[1]
+    control = {"epsilon_lower_bound": 1.9, "auc": 0.81}
+    audit = {"model_version": world.model_version, "claimed_epsilon": 2.0, "alarm": False}
+    details = {**audit, "epsilon_lower_bound": 0.123, "auc": 0.54, "control": control}
+    platform.plane(Region.EU).ledger.append(
+        actor="test", action=AUDITED, subject="model", tenant_id="shop", details=details
+    )
+    runs = client.get("/audit/tenants/shop").text.split('class="data runs"')[1]
+    assert "0.123 (AUC 0.54; without DP ≥ 1.90, AUC 0.81)" in runs
+    assert "ABOVE THE CLAIM" not in runs
