@@ -29,6 +29,8 @@ from atlasrec.tenancy import Region, Scope
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 MANIFEST = "manifest.json"
+QUARANTINED = "QUARANTINED"
+"""A version folder holding this file is quarantined: never `latest`, so never served."""
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,31 @@ class ArtifactStore:
         return Artifact(scope.tenant_id, self.region, kind, version, final, manifest)
 
     def latest(self, scope: Scope, kind: str, *, actor: str) -> Artifact | None:
-        """The newest published version, or None."""
+        """The newest published version not quarantined, or None."""
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
         pointer = kind_dir / "LATEST"
         if not pointer.exists():
             return None
-        return self._load(scope, kind, kind_dir / pointer.read_text().strip())
+        path = kind_dir / pointer.read_text().strip()
+        if (path / QUARANTINED).exists():
+            usable = [v for v in self.versions(scope, kind, actor=actor) if v < path.name]
+            usable = [v for v in usable if not (kind_dir / v / QUARANTINED).exists()]
+            if not usable:
+                return None
+            path = kind_dir / usable[-1]
+        return self._load(scope, kind, path)
+
+    def quarantine(self, artifact: Artifact, reason: str, *, actor: str) -> None:
+        """Take a version out of use for good (`latest` passes it over); idempotent."""
+        scope = Scope(artifact.tenant_id, artifact.region)
+        kind_dir = self._kind_dir(scope, artifact.kind, actor=actor, action="artifact.quarantine")
+        marker = {"reason": reason, "by": actor}
+        write_atomic(kind_dir / artifact.version / QUARANTINED, json.dumps(marker).encode())
+
+    @staticmethod
+    def quarantined(artifact: Artifact) -> bool:
+        """Whether the version is quarantined."""
+        return (artifact.path / QUARANTINED).exists()
 
     def get(self, scope: Scope, kind: str, version: str, *, actor: str) -> Artifact:
         """One published version."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from atlasrec.errors import InvalidInputError
+from atlasrec.errors import InvalidInputError, RefusedError
+from atlasrec.leakage import federation_stopped
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
 from clients.app import make_client_app
@@ -41,6 +42,12 @@ def run_embedded(
 ) -> FederationResult:
     """Run (or resume) the region's federation in this process, then the global tier."""
     quiet_duplicate_logs()
+    if federation_stopped(platform, region):
+        raise RefusedError(
+            f"region {region.value!r}: federation is stopped after a leakage finding "
+            "(`atlasrec monitor leakage`); an officer resumes it with "
+            "`atlasrec monitor resume-federation`"
+        )
     tenants = platform.control.list_tenants(region)
     if not tenants:
         raise InvalidInputError(f"region {region.value!r} has no tenants to federate")

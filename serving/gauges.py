@@ -1,7 +1,8 @@
 """What /metrics reads at scrape time.
 
 The request log, the online store, the consumers' lag, and every tenant's freshness
-(`atlasrec.freshness`), last drift check (`atlasrec.drift`) and last privacy audit, these
+(`atlasrec.freshness`), last drift check (`atlasrec.drift`), last privacy audit and leakage
+findings (`atlasrec.leakage`), these
 recomputed at most every `FRESHNESS_EVERY_S` (a failure to read them keeps the last values
 and is logged).
 """
@@ -14,6 +15,7 @@ from dataclasses import asdict
 
 from atlasrec.drift import DriftReport, latest_drift
 from atlasrec.freshness import region_freshness
+from atlasrec.leakage import federation_stopped, leakage_hits
 from atlasrec.pipelines.retrain import refused_retrains
 from atlasrec.privacy_audit import audit_alarms
 from serving.deps import ServingApp
@@ -40,9 +42,14 @@ def observe(serving: ServingApp) -> None:
         refused = refused_retrains(serving.platform, serving.region)
         drift = latest_drift(serving.platform, serving.region)
         alarms = audit_alarms(serving.platform, serving.region)
+        hits = leakage_hits(serving.platform, serving.region)
+        stopped = federation_stopped(serving.platform, serving.region)
     except Exception:
         log.exception("metrics: could not read the region's freshness")
         return
+    metrics.federation_stopped.set(1 if stopped else 0)
+    for tenant_id, count in hits.items():
+        metrics.leakage_hits.labels(tenant_id or "-").set(count)
     for tenant in tenants:
         standing = refused.get(tenant.tenant_id, "") == tenant.model_version
         metrics.retrain_refused.labels(tenant.tenant_id).set(1 if standing else 0)

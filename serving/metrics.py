@@ -100,6 +100,19 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.leakage_hits = Gauge(
+            "atlasrec_leakage_hits",
+            "Leakage findings per tenant (a canary where it must not be; `-`: a backbone).",
+            ["tenant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.federation_stopped = Gauge(
+            "atlasrec_federation_stopped",
+            "1 while a leakage finding keeps the region's federation stopped.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.online_store_up = Gauge(
             "atlasrec_online_store_up",
             "1 while the online store (Redis) answers, 0 while its circuit breaker is open.",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, open_platform
 from atlasrec.cli.output import print_json
 from atlasrec.drift import check_drift
 from atlasrec.jobs import run_train
+from atlasrec.leakage import resume, scan_region
 from atlasrec.pipelines.monitor import monitor_status
 from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.tenancy import parse_region
@@ -83,6 +86,31 @@ def drift(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
             f"  {s['signal']:<19} {s['status']:<17} {s['method']} {value} "
             f"(threshold {s['threshold']:g}, p {p_value}; n {s['reference_n']}/{s['current_n']})"
         )
+
+
+@app.command("leakage")
+def leakage(region: RegionOpt, as_json: JsonOpt = False) -> None:
+    """Scan the region for every tenant's canaries; a hit quarantines and stops federation."""
+    report = scan_region(open_platform(), parse_region(region), actor=actor())
+    if as_json:
+        print_json(report.as_json())
+        return
+    verdict = "clean" if not report.hits and not report.unverified else "NOT clean"
+    typer.echo(f"region {region}: {report.scanned} targets scanned: {verdict}")
+    for hit in report.hits:
+        typer.echo(f"  HIT: {hit.owner}'s canary {hit.canary} in {hit.found_in}")
+    for target in report.unverified:
+        typer.echo(f"  unverified: {target['target']} ({target['reason']})")
+
+
+@app.command("resume-federation")
+def resume_federation(
+    region: RegionOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger)")],
+) -> None:
+    """Resume a region's federation stopped by a leakage finding (a ledger record)."""
+    resume(open_platform(), parse_region(region), reason=reason, actor=actor())
+    typer.echo(f"region {region}: federation resumed")
 
 
 def _age(seconds: float | None) -> str:

@@ -21,8 +21,10 @@ from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import IngestBatch, Item
 from atlasrec.evaluation import Interactions
+from atlasrec.models.text import embed
 from atlasrec.offline_store import TenantOffline
 from atlasrec.tenancy import Scope
+from privacy.canaries import CanarySet
 
 COLUMNS = ("user_key", "item_id", "ts", "weight", "seq")
 
@@ -42,6 +44,37 @@ class TenantDataset:
     def n_interactions(self) -> int:
         """Number of interaction rows."""
         return len(self.interactions.users)
+
+
+def plant_canaries(data: TenantDataset, canary: CanarySet) -> TenantDataset:
+    """The data set with the tenant's canaries planted (`privacy.canaries`).
+
+    Their items get content from their texts and no category; each canary user met every
+    canary item at the newest timestamp. The canary items are not in the catalog, so
+    serving never offers them; they are in the model's items, where the leakage scanner
+    looks for them in other tenants' artifacts.
+    """
+    old = data.interactions
+    first_item, first_user = len(data.item_ids), len(data.user_keys)
+    pairs = [(u, i) for u in range(len(canary.users)) for i in range(len(canary.items))]
+    newest = int(old.ts.max()) if len(old.ts) else 0
+    interactions = Interactions.from_arrays(
+        np.r_[old.users, [first_user + u for u, _ in pairs]],
+        np.r_[old.items, [first_item + i for _, i in pairs]],
+        np.r_[old.ts, [newest] * len(pairs)],
+        np.r_[old.weights, [1.0] * len(pairs)],
+        n_users=first_user + len(canary.users),
+        n_items=first_item + len(canary.items),
+    )
+    content = np.vstack([data.content, embed(list(canary.texts))]).astype(data.content.dtype)
+    return TenantDataset(
+        [*data.item_ids, *canary.items],
+        [*data.categories, *([None] * len(canary.items))],
+        content,
+        [*data.user_keys, *canary.users],
+        interactions,
+        data.snapshot,
+    )
 
 
 def snapshot_hash(session: TenantSession) -> str:

@@ -9,6 +9,7 @@ from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.drift import DriftReport, check_drift, latest_drift
 from atlasrec.errors import AtlasRecError
 from atlasrec.freshness import region_freshness
+from atlasrec.leakage import federation_stopped, leakage_hits
 from atlasrec.platform import Platform
 from atlasrec.privacy_audit import audit_alarms
 from atlasrec.tenancy import Region, Scope
@@ -23,6 +24,7 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
     plane = platform.plane(region)
     drift = latest_drift(platform, region)
     alarms = audit_alarms(platform, region)
+    hits = leakage_hits(platform, region)
     tenants = []
     for freshness in region_freshness(platform, region):
         tenant = platform.control.get_tenant(freshness.tenant_id)
@@ -34,6 +36,8 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
         report = drift.get(tenant.id)
         if report is not None and report.model_version == freshness.model_version:
             flags += [f"drift_{signal}" for signal in report.drifted]
+        if hits.get(tenant.id):
+            flags.append("leakage")
         if alarms.get(tenant.id):
             flags.append("privacy_audit_alarm")
         if state.remaining <= 0:
@@ -44,7 +48,13 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
         summary = {"drift": _drift_summary(report), "budget": budget, "flags": flags}
         tenants.append({**freshness.as_json(), **summary})
     lags = {name: lag.total for name, lag in plane.events.lags().items()}
-    return {"region": region.value, "consumers": lags, "tenants": tenants}
+    stopped = federation_stopped(platform, region)
+    return {
+        "region": region.value,
+        "consumers": lags,
+        "federation_stopped": stopped,
+        "tenants": tenants,
+    }
 
 
 def check_region_drift(platform: Platform, region: Region, *, actor: str) -> list[DriftReport]:

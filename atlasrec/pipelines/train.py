@@ -23,7 +23,7 @@ import atlasrec
 from atlasrec.control.service import MAX_EPSILON_CAP
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.dp_runs import budget_transactions
-from atlasrec.dataplane.training_data import TenantDataset, load_tenant_dataset
+from atlasrec.dataplane.training_data import TenantDataset, load_tenant_dataset, plant_canaries
 from atlasrec.errors import AtlasRecError, InvalidInputError
 from atlasrec.federation.store import (
     BackboneVersion,
@@ -57,6 +57,7 @@ from privacy.budget import (
     ChargedRuns,
     charged_run,
 )
+from privacy.canaries import canaries
 
 DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
@@ -272,6 +273,7 @@ def training_inputs(
     data = load_tenant_dataset(platform.plane(scope.region), scope, actor=actor)
     if data.n_interactions == 0:
         raise InvalidInputError(f"tenant {tenant_id!r} has no interactions to train on")
+    data = plant_canaries(data, canaries(platform.secret, tenant_id))
     sequences = user_sequences(data.interactions)
     users = sum(1 for s in sequences if len(s))
     return TrainingInputs(tenant, scope, data, sequences, users, config, parent)
