@@ -57,7 +57,7 @@ from privacy.budget import (
     ChargedRuns,
     charged_run,
 )
-from privacy.canaries import canaries
+from privacy.canaries import CANARY_ITEMS, CANARY_USERS, canaries
 
 DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
@@ -377,6 +377,7 @@ def publish(
         "items": len(data.item_ids),
         "users": inputs.users,
         "interactions": data.n_interactions,
+        "canaries": {"users": CANARY_USERS, "items": CANARY_ITEMS},
         "data_until": int(data.interactions.ts.max()),
         "train_seconds": round(fitted.report.seconds, 2),
         "final_loss": fitted.report.losses[-1] if fitted.report.losses else None,

@@ -45,7 +45,8 @@ def test_train_publishes_a_versioned_model_with_lineage(platform: Platform, shop
     artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
     assert artifact is not None and artifact.version == result.model_version
     lineage = artifact.manifest["metadata"]
-    assert lineage["dp"] is None and lineage["users"] == 16 and lineage["items"] == 30
+    assert lineage["dp"] is None and lineage["canaries"] == {"users": 3, "items": 3}
+    assert lineage["users"] == 16 + 3 and lineage["items"] == 30 + 3  # canaries included
     assert len(lineage["data_snapshot"]) == 64 and lineage["code_version"]
     assert lineage["hyperparameters"]["epochs"] == 3
     assert artifact.manifest["tenant_id"] == "shop" and artifact.manifest["region"] == "sg"
@@ -61,7 +62,7 @@ def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scop
     entry = artifact.manifest["metadata"]["ranker"]
     assert entry == result.lineage["ranker"]
     # every user has 6 distinct items: 16 lists, cross-validated in 5 folds of users
-    assert entry["fitted"] and entry["lists"] == 16 and entry["users"] == 16
+    assert entry["fitted"] and entry["lists"] == 16 and entry["users"] == 16 + 3  # 3 canaries
     assert entry["folds"] == 5
     assert entry["retrieval_model"] == "retrained on all data"
     saved = LinearRanker.from_json((artifact.path / RANKER).read_text())
