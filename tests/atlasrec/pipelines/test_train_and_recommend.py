@@ -61,7 +61,7 @@ def test_no_dp_training_publishes_a_fitted_ranker(platform: Platform, shop: Scop
     assert artifact is not None
     entry = artifact.manifest["metadata"]["ranker"]
     assert entry == result.lineage["ranker"]
-    # every user has 6 distinct items: 16 lists, cross-validated in 5 folds of users
+    # 16 users with 6 distinct items and 3 canary users with 3: 19 lists, in 5 folds of users
     assert entry["fitted"] and entry["lists"] == entry["users"] == 16 + 3  # 3 canaries
     assert entry["folds"] == 5
     assert entry["retrieval_model"] == "retrained on all data"
