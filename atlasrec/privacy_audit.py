@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict
 from typing import Any
+
+import numpy as np
 
 from atlasrec.artifacts import Artifact
 from atlasrec.errors import InvalidInputError, NotFoundError
@@ -26,6 +29,7 @@ from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 
 AUDITED = "privacy.audited"
+log = logging.getLogger("atlasrec.monitor")
 
 
 def audit_release(
@@ -42,12 +46,7 @@ def audit_release(
             f"tenant {tenant_id!r}: model {artifact.version} was trained without DP; "
             "there is no privacy claim to audit"
         )
-    bundle = ModelBundle.load(artifact)
-    content = bundle.model.content[:-1].numpy()  # type: ignore[index]  # the padding row
-    config = TwoTowerConfig(**lineage["hyperparameters"])
-    plan = DpPlan(
-        dp["noise_multiplier"], dp["sample_rate"], dp["steps"], dp["max_grad_norm"], dp["delta"]
-    )
+    content, config, plan = _mechanism(artifact, lineage, dp)
     seed = int(hashlib.sha256(artifact.version.encode()).hexdigest()[:8], 16)
     audited = audit_run(content, config, plan, lineage["users"], seed=seed)
     control = audit_run(content, config, None, lineage["users"], seed=seed)
@@ -70,6 +69,18 @@ def audit_release(
     return {"tenant_id": tenant_id, "region": scope.region.value, **details}
 
 
+def _mechanism(
+    artifact: Artifact, lineage: dict[str, Any], dp: dict[str, Any]
+) -> tuple[np.ndarray, TwoTowerConfig, DpPlan]:
+    """What the release's DP-SGD run was: its catalog content, model and DP plan."""
+    bundle = ModelBundle.load(artifact)
+    content = bundle.model.content[:-1].numpy()  # type: ignore[index]  # the padding row
+    plan = DpPlan(
+        dp["noise_multiplier"], dp["sample_rate"], dp["steps"], dp["max_grad_norm"], dp["delta"]
+    )
+    return content, TwoTowerConfig(**lineage["hyperparameters"]), plan
+
+
 def audit_pending(platform: Platform, region: Region, *, actor: str) -> list[dict[str, Any]]:
     """Audit every tenant's live DP release that has no audit yet."""
     done = {a["model_version"] for a in _audits(platform, region)}
@@ -79,7 +90,10 @@ def audit_pending(platform: Platform, region: Region, *, actor: str) -> list[dic
         live = platform.plane(region).artifacts.latest(scope, KIND, actor=actor)
         if live is None or live.version in done or not live.manifest.get("metadata", {}).get("dp"):
             continue
-        audited.append(audit_release(platform, tenant.id, actor=actor, version=live.version))
+        try:
+            audited.append(audit_release(platform, tenant.id, actor=actor, version=live.version))
+        except Exception:  # one tenant's unreadable release does not stop the others' audits
+            log.exception("privacy audit of %s's model %s failed", tenant.id, live.version)
     return audited
 
 

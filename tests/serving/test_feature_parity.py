@@ -10,7 +10,7 @@ import pytest
 from conftest import FAST
 from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
-from atlasrec.dataplane.training_data import load_tenant_dataset
+from atlasrec.dataplane.training_data import load_tenant_dataset, plant_canaries
 from atlasrec.ingest import ingest
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranking.features import (
@@ -31,6 +31,7 @@ from atlasrec.pipelines.recommend import NO_DEADLINES
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
+from privacy.canaries import canaries
 from serving import pipeline
 from serving.pipeline import Query, _cooccurrence, _ranking_head, _stats, history_positions
 from serving.runtime import RegionRuntime
@@ -64,7 +65,8 @@ def test_offline_and_online_features_are_identical(
     data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
     assert list(state.item_ids) == data.item_ids
     sequences = user_sequences(data.interactions)
-    neighbours = item_neighbours(sequences, len(data.item_ids))
+    trained = plant_canaries(data, canaries(platform.secret, "shop"))  # as training saw it
+    neighbours = item_neighbours(user_sequences(trained.interactions), len(trained.item_ids))
     assert state.neighbours is not None  # a non-DP model ships them, whatever its ranker
     assert (state.neighbours != neighbours).nnz == 0  # what training built, in serving
     if not state.ranker.uses_cooccurrence:  # rank with them
@@ -135,6 +137,7 @@ def test_the_profile_intent_orders_as_offline(
     state = replace(runtime.state, ranker=DEFAULT_RANKER)
     assert state.model is not None and state.neighbours is not None  # a non-DP model has them
     data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
+    data = plant_canaries(data, canaries(platform.secret, "shop"))  # the model's items
     sequences = user_sequences(data.interactions)
     codes = category_codes(data.categories)
     monkeypatch.setattr(pipeline, "RERANK", RerankConfig(mmr_lambda=1.0))  # the ranked order
