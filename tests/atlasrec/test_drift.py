@@ -103,6 +103,7 @@ def test_unshifted_traffic_shows_no_drift_and_a_shift_is_found_and_recorded(
     assert submitted == ["retail"] and decisions[0]["trigger"].startswith("drift: ")
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_tenant_without_a_model_gets_no_verdict_and_no_record(platform: Platform) -> None:
     platform.create_tenant("bare", region=EU, sharing=SharingPolicy.SOLO, actor="test")
     report = check_drift(platform, "bare", actor="test")
@@ -123,6 +124,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return int(exited.value.code or 0), out, err
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_monitor_drift_prints_every_signal_and_unknown_tenants_get_one_line(
     retail: tuple[Platform, list[str], list[list[str]]],
     tmp_path: Path,
@@ -141,6 +143,7 @@ def test_monitor_drift_prints_every_signal_and_unknown_tenants_get_one_line(
     assert code != 0 and len(err.strip().splitlines()) == 1 and "nobody" in err
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_an_unreadable_model_is_reported_unverified_in_one_line(
     retail: tuple[Platform, list[str], list[list[str]]],
 ) -> None:
