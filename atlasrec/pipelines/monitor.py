@@ -8,7 +8,7 @@ from typing import Any
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.drift import DriftReport, check_drift, latest_drift
 from atlasrec.errors import AtlasRecError
-from atlasrec.freshness import region_freshness
+from atlasrec.freshness import TenantFreshness, region_freshness
 from atlasrec.leakage import federation_stopped, leakage_hits
 from atlasrec.platform import Platform
 from atlasrec.privacy_audit import audit_alarms
@@ -32,14 +32,8 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
         with plane.session(scope, actor=actor, action="monitor.status") as session:
             runs = DpRunTable(session, plane.ledger).runs()
         state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
-        flags = [f"{signal}_stale" for signal in freshness.breached]
         report = drift.get(tenant.id)
-        if report is not None and report.model_version == freshness.model_version:
-            flags += [f"drift_{signal}" for signal in report.drifted]
-        if hits.get(tenant.id):
-            flags.append("leakage")
-        if alarms.get(tenant.id):
-            flags.append("privacy_audit_alarm")
+        flags = _flags(freshness, report, bool(hits.get(tenant.id)), alarms.get(tenant.id))
         if state.remaining <= 0:
             flags.append("budget_exhausted")
         elif state.remaining < BUDGET_LOW * tenant.epsilon_cap:
@@ -55,6 +49,20 @@ def monitor_status(platform: Platform, region: Region, *, actor: str) -> dict[st
         "federation_stopped": stopped,
         "tenants": tenants,
     }
+
+
+def _flags(
+    freshness: TenantFreshness, drift: DriftReport | None, leaked: bool, alarm: bool | None
+) -> list[str]:
+    """Stale signals, drift of the live model, leakage findings, a privacy audit alarm."""
+    flags = [f"{signal}_stale" for signal in freshness.breached]
+    if drift is not None and drift.model_version == freshness.model_version:
+        flags += [f"drift_{signal}" for signal in drift.drifted]
+    if leaked:
+        flags.append("leakage")
+    if alarm:
+        flags.append("privacy_audit_alarm")
+    return flags
 
 
 def check_region_drift(platform: Platform, region: Region, *, actor: str) -> list[DriftReport]:
