@@ -13,8 +13,8 @@ the platform secret, so no other region's data is read), in:
 
 A hit quarantines the artifact (never `latest`: never served, never a federation's start),
 stops the region's federation until an officer resumes it, and is a ledger record
-(`leakage.hit`) that /metrics exports and alerts on. What cannot be read is reported as
-unverified, never as clean. Each scan is a ledger record (`leakage.scanned`).
+(`leakage.hit`, once per finding) that /metrics exports and alerts on. What cannot be read
+is reported as unverified, never as clean. Each scan is a ledger record (`leakage.scanned`).
 """
 
 from __future__ import annotations
@@ -244,8 +244,17 @@ def _near(
 
 
 def _record(platform: Platform, region: Region, report: ScanReport, actor: str) -> None:
+    """Record the new findings, stop the federation on any, and record the scan.
+
+    A served record or a report is found again by every scan: each finding is recorded once.
+    """
     ledger = platform.plane(region).ledger
-    for hit in report.hits:
+    known = {
+        (d["found_in"], d["canary"])
+        for d in (json.loads(r.details) for r in ledger.records(action=HIT, limit=None))
+    }
+    new = [h for h in report.hits if (h.found_in, h.canary) not in known]
+    for hit in new:
         ledger.append(
             actor=actor,
             action=HIT,
@@ -253,14 +262,14 @@ def _record(platform: Platform, region: Region, report: ScanReport, actor: str) 
             tenant_id=hit.tenant_id,
             details=asdict(hit),
         )
-    if report.hits and not federation_stopped(platform, region):
+    if new and not federation_stopped(platform, region):
         ledger.append(
             actor=actor,
             action=FEDERATION_STOPPED,
             subject=f"region:{region.value}",
             details={
-                "reason": f"{len(report.hits)} leakage finding(s)",
-                "first": asdict(report.hits[0]),
+                "reason": f"{len(new)} new leakage finding(s)",
+                "first": asdict(new[0]),
             },
         )
     ledger.append(

@@ -126,6 +126,12 @@ def test_a_served_canary_and_an_unreadable_model_are_never_clean(two: Platform) 
     report = scan_region(two, EU, actor="t").as_json()
     assert not report["clean"]
     assert [u["target"] for u in report["unverified"]] == [f"model:label/{model.version}"]
+    assert federation_stopped(two, EU)
+    resume(two, EU, reason="the served canary is explained", actor="officer")
+    again = scan_region(two, EU, actor="t")  # found again, but not new: no second stop
+    assert any(h.found_in.startswith("served:") for h in again.hits)
+    assert not federation_stopped(two, EU)
+    assert len(two.plane(EU).ledger.records(action=HIT, limit=None)) == 1
     served = [h for h in report["hits"] if h["found_in"].startswith("served:")]
     assert served == [
         {
