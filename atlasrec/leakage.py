@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from sqlmodel import select
 
-from atlasrec.artifacts import MANIFEST, QUARANTINED, Artifact
+from atlasrec.artifacts import Artifact
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.errors import InvalidInputError
 from atlasrec.federation.store import BackboneStore, global_store, region_store
@@ -96,7 +96,7 @@ def scan_region(platform: Platform, region: Region, *, actor: str) -> ScanReport
         _scan_served(platform, scope, sets, report, actor)
         _scan_report(platform, scope, others, report, actor)
     for store in (region_store(platform.settings, region), global_store(platform.settings)):
-        _scan_backbones(store, sets, report)
+        _scan_backbones(store, sets, report, actor)
     _record(platform, region, report, actor)
     return report
 
@@ -189,13 +189,12 @@ def _scan_report(
     report.hits += _exact({"report.json": exported}, others, found_in, scope.tenant_id)
 
 
-def _scan_backbones(store: BackboneStore, sets: list[CanarySet], report: ScanReport) -> None:
-    if not store.folder.is_dir():
-        return
-    for path in sorted(p for p in store.folder.iterdir() if (p / MANIFEST).is_file()):
-        if (path / QUARANTINED).exists():
-            continue
-        found_in = f"backbone:{store.domain}/{path.name}"
+def _scan_backbones(
+    store: BackboneStore, sets: list[CanarySet], report: ScanReport, actor: str
+) -> None:
+    for version in store.unquarantined():
+        path = store.folder / version
+        found_in = f"backbone:{store.domain}/{version}"
         report.scanned += 1
         try:
             blobs = _files(path)
@@ -204,8 +203,7 @@ def _scan_backbones(store: BackboneStore, sets: list[CanarySet], report: ScanRep
             continue
         hits = _exact(blobs, sets, found_in, None)
         if hits:
-            marker = {"reason": f"leakage: {hits[0].owner}'s canary", "by": "leakage-scanner"}
-            (path / QUARANTINED).write_text(json.dumps(marker))
+            store.quarantine(version, f"leakage: {hits[0].owner}'s canary", actor=actor)
             report.hits += hits
 
 

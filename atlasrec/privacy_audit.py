@@ -108,11 +108,8 @@ def release_audits(platform: Platform, tenant_id: str) -> dict[str, dict[str, An
 
 def audit_alarms(platform: Platform, region: Region) -> dict[str, bool]:
     """Each audited tenant: whether its last audit's lower bound exceeded the claim."""
-    return {t: bool(json.loads(r.details)["alarm"]) for t, r in _latest(platform, region).items()}
-
-
-def _latest(platform: Platform, region: Region) -> dict[str, Any]:
-    return platform.plane(region).ledger.latest_by_tenant(AUDITED)
+    latest = platform.plane(region).ledger.latest_by_tenant(AUDITED)
+    return {t: bool(json.loads(r.details)["alarm"]) for t, r in latest.items()}
 
 
 def _audits(platform: Platform, region: Region) -> list[dict[str, Any]]:

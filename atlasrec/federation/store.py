@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlasrec.artifacts import MANIFEST, publish_version
+from atlasrec.artifacts import MANIFEST, QUARANTINED, publish_version
 from atlasrec.errors import InvalidInputError
 from atlasrec.files import write_atomic
 from atlasrec.models.backbone import unflatten
@@ -108,6 +108,21 @@ class BackboneStore:
     def point_latest(self, version: str) -> None:
         """Make a published version the newest (after it is recorded)."""
         write_atomic(self.folder / "LATEST", self.get(version).version.encode())
+
+    def unquarantined(self) -> list[str]:
+        """Published version names, oldest first, without the quarantined ones."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.folder.iterdir()
+            if (p / MANIFEST).is_file() and not (p / QUARANTINED).exists()
+        )
+
+    def quarantine(self, version: str, reason: str, *, actor: str) -> None:
+        """Mark a version quarantined (as `ArtifactStore.quarantine` marks a model's)."""
+        marker = {"reason": reason, "by": actor}
+        write_atomic(self.get(version).path / QUARANTINED, json.dumps(marker).encode())
 
     def latest(self) -> BackboneVersion | None:
         """The newest version, or None."""

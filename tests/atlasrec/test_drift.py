@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from atlasrec.cli import main
 from atlasrec.datasets.synthetic import SyntheticTenantSpec, generate_synthetic_tenant
 from atlasrec.drift import CHECKED, ModelUnreadableError, check_drift, latest_drift, tenant_drift
 from atlasrec.ingest import ingest
@@ -23,6 +20,7 @@ from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
+from tests.atlasrec.test_cli import cli
 
 EU = Region.EU
 FAST = TwoTowerConfig(dim=16, hidden=32, history=10, positives=4, negatives=16, epochs=1)
@@ -109,19 +107,6 @@ def test_a_tenant_without_a_model_gets_no_verdict_and_no_record(platform: Platfo
     report = check_drift(platform, "bare", actor="test")
     assert report.model_version is None and report.signals == [] and not report.drifted
     assert latest_drift(platform, EU) == {}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    sys.argv = ["atlasrec", *args]
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        os.umask(umask)
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

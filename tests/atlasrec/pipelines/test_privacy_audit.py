@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from atlasrec.cli import main
 from atlasrec.errors import InvalidInputError, NotFoundError
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.monitor import monitor_status
@@ -19,6 +16,7 @@ from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.privacy_audit import AUDITED, audit_alarms, audit_pending, audit_release
 from atlasrec.tenancy import Region, Scope
+from tests.atlasrec.test_cli import cli
 from tests.utils.factories import seed_music_tenant
 
 FAST = TwoTowerConfig(
@@ -76,19 +74,6 @@ def test_a_bound_above_the_claim_is_an_alarm_in_monitor_status(
     assert audit_alarms(platform, SG) == {"shop": True}
     [tenant] = monitor_status(platform, SG, actor="t")["tenants"]
     assert "privacy_audit_alarm" in tenant["flags"]
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    sys.argv = ["atlasrec", *args]
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        os.umask(umask)
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
