@@ -125,11 +125,15 @@ class BackboneStore:
         write_atomic(self.get(version).path / QUARANTINED, json.dumps(marker).encode())
 
     def latest(self) -> BackboneVersion | None:
-        """The newest version, or None."""
+        """The newest version not quarantined, or None."""
         pointer = self.folder / "LATEST"
         if not pointer.exists():
             return None
-        return self.get(pointer.read_text().strip())
+        newest = pointer.read_text().strip()
+        if (self.folder / newest / QUARANTINED).exists():
+            usable = [v for v in self.unquarantined() if v < newest]
+            return self.get(usable[-1]) if usable else None
+        return self.get(newest)
 
     def get(self, version: str) -> BackboneVersion:
         """One version by name."""

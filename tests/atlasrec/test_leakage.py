@@ -11,6 +11,7 @@ import pytest
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.errors import InvalidInputError, RefusedError
+from atlasrec.federation.store import BackboneStore
 from atlasrec.ingest import ingest
 from atlasrec.leakage import HIT, federation_stopped, resume, scan_region
 from atlasrec.models.bundle import KIND, WEIGHTS, ModelBundle
@@ -141,3 +142,14 @@ def test_a_served_canary_and_an_unreadable_model_are_never_clean(two: Platform) 
             "canary": shop.items[2],
         }
     ]
+
+
+def test_a_quarantined_backbone_is_never_the_latest(tmp_path: Path) -> None:
+    store = BackboneStore(tmp_path, "eu")
+    first = store.publish(b"one", metadata={})
+    second = store.publish(b"two", metadata={})
+    store.quarantine(second.version, "leakage: a canary", actor="t")
+    latest = store.latest()
+    assert latest is not None and latest.version == first.version
+    store.quarantine(first.version, "leakage: a canary", actor="t")
+    assert store.latest() is None and store.unquarantined() == []
