@@ -8,6 +8,7 @@ atomically, so a reader never sees a half-written version.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from atlasrec.boundary import Boundary
-from atlasrec.errors import InvalidInputError
+from atlasrec.errors import InvalidInputError, UnavailableError
 from atlasrec.files import fsync_dir, write_atomic
 from atlasrec.tenancy import Region, Scope
 
@@ -54,6 +55,10 @@ def _check_name(value: str, what: str) -> str:
 def new_version() -> str:
     """A fresh version name: sortable UTC time plus a random suffix."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
+
+
+FULL_BELOW = 16 * 2**20
+"""A publish that failed with less free space than this failed for want of space."""
 
 
 def publish_version(
@@ -95,13 +100,42 @@ def publish_version(
                     os.fsync(fh.fileno())
         final = kind_dir / version
         staging.rename(final)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(kind_dir, exc)
         shutil.rmtree(staging, ignore_errors=True)
+        if full is not None:
+            raise full from exc
         raise
-    fsync_dir(kind_dir)
-    if point_latest:
-        write_atomic(kind_dir / "LATEST", version.encode())
+    try:
+        fsync_dir(kind_dir)
+        if point_latest:
+            write_atomic(kind_dir / "LATEST", version.encode())
+    except OSError as exc:
+        full = _disk_full(kind_dir, exc)
+        if full is not None:
+            raise full from exc
+        raise
     return version, final, manifest
+
+
+def _disk_full(folder: Path, exc: BaseException) -> UnavailableError | None:
+    """The one-line error to raise when `exc` came from a full disk under `folder`, else None.
+
+    Some writers (torch.save) lose the errno: a disk left with less than `FULL_BELOW` bytes
+    free by the failed write counts as full too.
+    """
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+        free is not None and free < FULL_BELOW
+    ):
+        return UnavailableError(
+            f"the artifact store is full ({free if free is not None else '?'} bytes free under "
+            f"{folder}): nothing was published; free space and retry"
+        )
+    return None
 
 
 class ArtifactStore:

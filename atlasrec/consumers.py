@@ -4,10 +4,12 @@
 - `offline`: writes events to the offline store (Parquet by tenant and date), where a
   sequence number already stored is skipped;
 - `requests`: writes served requests' records to the region DB (`served_requests`), where
-  a request id already stored is skipped (`atlasrec/served_requests.py`).
+  a request id already stored is skipped (`atlasrec/served_requests.py`);
+- `catalog`: applies catalog upserts kept in the log while the region DB was down, where a
+  later write of an item wins (`atlasrec/deferred_catalog.py`).
 
-The events' consumers read only events, the request log's only served records (a consumer
-reads one kind of record of the log).
+The events' consumers read only events, the request log's only served records, the
+catalog's only deferred upserts (a consumer reads one kind of record of the log).
 
 A `ConsumerWorker` thread fetches a batch, hands it to its sink and acknowledges it only
 after the sink has returned; a sink that fails gets the batch again (after a back-off), so a

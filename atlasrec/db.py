@@ -17,6 +17,8 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 SQLITE_LOCK_WAIT_S = 30.0
 """How long SQLite waits for another writer's lock when no `lock_wait_s` is given."""
+PG_CONNECT_TIMEOUT_S = 5
+"""How long a new PostgreSQL connection may take (an unreachable server fails, not hangs)."""
 LOCK_TIMEOUT_SQLSTATE = "55P03"
 """PostgreSQL's lock_not_available (its `lock_timeout` expired)."""
 
@@ -46,9 +48,9 @@ def make_engine(url: str, *, user: str | None = None, lock_wait_s: float | None 
         raise ConfigError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
     if user is not None:
         parsed = parsed.set(username=validate_identifier(user), password=None)
-    options = (
-        {} if lock_wait_s is None else {"options": f"-c lock_timeout={lock_wait_s * 1000:.0f}"}
-    )
+    options: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    if lock_wait_s is not None:
+        options["options"] = f"-c lock_timeout={lock_wait_s * 1000:.0f}"
     return create_engine(parsed, pool_pre_ping=True, connect_args=options)
 
 

@@ -7,12 +7,14 @@ an HTML page in the audit UI). `install_error_handlers` registers the map on an 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as db_errors
 
 from atlasrec.errors import (
     AtlasRecError,
@@ -32,7 +34,22 @@ STATUS: dict[type[Exception], int] = {
     RequestValidationError: 422,
 }
 RETRY_AFTER_S = 1
-HANDLED: tuple[type[Exception], ...] = (AtlasRecError, HTTPException, RequestValidationError)
+log = logging.getLogger("atlasrec.http")
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    db_errors.OperationalError,  # connection refused or lost, server shut down
+    db_errors.InterfaceError,
+    db_errors.TimeoutError,  # no pooled connection came free in time
+)
+"""Database errors that mean "unreachable now", not "wrong input": 503, retry."""
+DATABASE_DOWN_MESSAGE = (
+    "the database is unavailable (connection refused or lost): nothing was written, retry"
+)
+HANDLED: tuple[type[Exception], ...] = (
+    AtlasRecError,
+    HTTPException,
+    RequestValidationError,
+    *DATABASE_DOWN,
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,10 @@ def http_error_of(exc: Exception) -> HttpError:
             for e in exc.errors()
         ]
         return HttpError(status_of(exc), errors, _field_errors(exc))
+    if isinstance(exc, DATABASE_DOWN):  # its text names hosts and SQL: not for clients
+        log.warning("answered 503: %s", exc)
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        return HttpError(503, DATABASE_DOWN_MESSAGE, DATABASE_DOWN_MESSAGE, retry)
     status = status_of(exc)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return HttpError(status, str(exc), str(exc), headers)

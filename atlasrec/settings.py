@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     """How often the serving app looks for new model versions and catalog changes."""
     serving_auth_cache_s: float = 2.0
     """How long the serving app remembers an API key's tenant (revocation delay)."""
+    serving_auth_stale_s: float = Field(default=3_600.0, ge=0)
+    """While the control plane cannot be reached, how long after it was read a key's last
+    answer still stands (a key revoked during the outage works until the outage ends)."""
     federation_interval_s: float = Field(default=86_400.0, gt=0)
     """How often Celery beat runs each region's federated rounds."""
     federation_rounds: int = Field(default=2, ge=1)

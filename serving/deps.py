@@ -21,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from atlasrec.consumers import ConsumerWorker, start_workers
 from atlasrec.control.service import key_id_of
 from atlasrec.control.tables import Tenant
-from atlasrec.errors import CrossRegionError
+from atlasrec.errors import CrossRegionError, UnavailableError
+from atlasrec.http_errors import DATABASE_DOWN
 from atlasrec.online_store import OnlineBackend, OnlineStore, make_backend
 from atlasrec.pipelines.events import CONSUMERS, subscriptions
 from atlasrec.platform import Platform
@@ -42,32 +43,66 @@ class KeyCache:
     """API key -> tenant, remembered for `ttl_s` (a revoked key stops working within it).
 
     Keys are held by their SHA-256, never in clear; unknown keys are remembered too, so a
-    flood of bad keys does not reach the control plane's database.
+    flood of bad keys does not reach the control plane's database. While the control plane
+    cannot be reached, a key's last answer stands for up to `stale_s` after it was read
+    (and the control plane is left alone for `retry_s` after each failure); a key with no
+    such answer gets 503.
     """
 
     MAX_ENTRIES = 100_000
 
-    def __init__(self, authenticate: Callable[[str], Tenant | None], ttl_s: float) -> None:
+    def __init__(
+        self,
+        authenticate: Callable[[str], Tenant | None],
+        ttl_s: float,
+        stale_s: float = 0.0,
+        retry_s: float = 1.0,
+    ) -> None:
         self._authenticate = authenticate
-        self.ttl_s = ttl_s
+        self.ttl_s, self.stale_s, self.retry_s = ttl_s, stale_s, retry_s
         self._entries: dict[str, tuple[float, Tenant | None]] = {}
+        """digest -> (when the control plane gave the answer, the answer)."""
+        self._down_until = float("-inf")
+        self.stale_answers = 0
+        """Answers given from a stale entry while the control plane was unreachable."""
 
     def cached(self, api_key: str) -> tuple[bool, Tenant | None]:
         """(whether the key's answer is cached and fresh, the tenant if so)."""
-        entry = self._entries.get(hashlib.sha256(api_key.encode()).hexdigest())
-        if entry is None or entry[0] < time.monotonic():
+        entry = self._entries.get(_digest(api_key))
+        if entry is None or entry[0] + self.ttl_s < time.monotonic():
             return False, None
         return True, entry[1]
 
     def lookup(self, api_key: str) -> Tenant | None:
-        """Ask the control plane (blocking) and remember the answer."""
-        tenant = self._authenticate(api_key)
+        """Ask the control plane (blocking) and remember the answer; a stale one if it is down."""
+        digest = _digest(api_key)
+        if time.monotonic() < self._down_until:
+            return self._stale(digest, None)
+        try:
+            tenant = self._authenticate(api_key)
+        except DATABASE_DOWN as exc:
+            self._down_until = time.monotonic() + self.retry_s
+            return self._stale(digest, exc)
         if self.ttl_s > 0:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
-            digest = hashlib.sha256(api_key.encode()).hexdigest()
-            self._entries[digest] = (time.monotonic() + self.ttl_s, tenant)
+            self._entries[digest] = (time.monotonic(), tenant)
         return tenant
+
+    def _stale(self, digest: str, cause: Exception | None) -> Tenant | None:
+        """The key's last answer if it is at most `stale_s` old; else 503 (`UnavailableError`)."""
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] + self.stale_s < time.monotonic():
+            raise UnavailableError(
+                "the control plane cannot be reached to check this API key, and its last "
+                "answer is not known here: nothing was served, retry"
+            ) from cause
+        self.stale_answers += 1
+        return entry[1]
+
+
+def _digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 class ServingApp:
@@ -92,7 +127,11 @@ class ServingApp:
             self.consumers = start_workers(self.plane.events, chosen)
         self.metrics = Metrics()
         self.budgets = dict(settings.serving_budget_ms)
-        self.keys = KeyCache(platform.control.authenticate, settings.serving_auth_cache_s)
+        self.keys = KeyCache(
+            platform.control.authenticate,
+            settings.serving_auth_cache_s,
+            settings.serving_auth_stale_s,
+        )
         self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
         self.freshness_read_at = float("-inf")
         """When /metrics last read the region's freshness (`serving.gauges`)."""

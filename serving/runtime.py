@@ -27,6 +27,7 @@ from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import Item
 from atlasrec.errors import AtlasRecError, CrossRegionError
 from atlasrec.eventlog.base import EventLogUnavailable
+from atlasrec.http_errors import DATABASE_DOWN
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.offline_store import INGEST
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
@@ -281,6 +282,12 @@ class RegionRuntime:
                     self.freeze()
             except AtlasRecError as exc:
                 log.warning("serving %s: refresh failed: %s", runtime.scope.tenant_id, exc)
+            except DATABASE_DOWN as exc:  # serving goes on from the snapshot it holds
+                log.warning(
+                    "serving %s: refresh failed, the database is unavailable: %s",
+                    runtime.scope.tenant_id,
+                    str(exc).splitlines()[0],
+                )
             except Exception:
                 log.exception("serving %s: refresh failed", runtime.scope.tenant_id)
 

@@ -182,6 +182,10 @@ class CatalogResponse(BaseModel):
     request_id: str
     upserted: int
     model_version: str
+    pending: bool = False
+    """True (status 202): the region database was down; the upsert is kept in the region's
+    log and applied when it is back (a later write of an item wins). Until then the items
+    are not recommendable."""
 
 
 class ErrorBody(BaseModel):

@@ -15,7 +15,7 @@ app = group("The region's event log, its consumers and the offline store.")
 
 ConsumerOpt = Annotated[
     list[str] | None,
-    typer.Option("--consumer", help="online, offline or requests (default: all three)"),
+    typer.Option("--consumer", help="online, offline, requests or catalog (default: all four)"),
 ]
 
 
@@ -55,7 +55,9 @@ def run(
 @app.command("replay")
 def replay_from(
     region: RegionOpt,
-    consumer: Annotated[str, typer.Option("--consumer", help="online, offline or requests")],
+    consumer: Annotated[
+        str, typer.Option("--consumer", help="online, offline, requests or catalog")
+    ],
     from_seq: Annotated[int, typer.Option("--from-seq", min=1)] = 1,
 ) -> None:
     """Deliver the log again to a consumer from a sequence number (rebuilds what it feeds)."""

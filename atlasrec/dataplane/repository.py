@@ -72,19 +72,34 @@ class TenantData:
         self.session.add(batch)
 
     def upsert_items(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert or update catalog items (the last row for an id wins)."""
+        """Insert or update catalog items (the last row for an id wins).
+
+        A row without `written_at` was written now: its `updated_at`.
+        """
         if not rows:
             return
-        rows = [{**r, "tenant_id": self.scope.tenant_id} for r in rows]
+        rows = [
+            {
+                **r,
+                "tenant_id": self.scope.tenant_id,
+                "written_at": r.get("written_at") or r["updated_at"],
+            }
+            for r in rows
+        ]
         stmt = self._insert(Item)
+        columns = ("title", "category", "description", "attributes", "updated_at", "written_at")
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "item_id"],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("title", "category", "description", "attributes", "updated_at")
-            },
+            set_={c: stmt.excluded[c] for c in columns},
         )
         self.session.execute(stmt, rows)
+
+    def items_written_at(self, ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of `ids` held here was written (`written_at`, else `updated_at`)."""
+        query = select(Item.item_id, Item.written_at, Item.updated_at).where(
+            col(Item.item_id).in_(ids)
+        )
+        return {i: w or u for i, w, u in self.session.execute(query)}
 
     def items_updated_at(self, ids: Sequence[str], at: datetime) -> list[str]:
         """Those of `ids` whose item was last written at exactly `at` (by the same load)."""

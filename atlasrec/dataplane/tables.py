@@ -27,6 +27,9 @@ class Item(RegionModel, table=True):
     description: str | None = Field(default=None, sa_column=Column(Text))
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     updated_at: datetime = Field(default_factory=utcnow)
+    """When the row last changed here (serving's catalog refresh follows it)."""
+    written_at: datetime | None = None
+    """When its writer's write was accepted (None: `updated_at`); orders deferred writes."""
 
 
 class Interaction(RegionModel, table=True):

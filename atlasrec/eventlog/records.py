@@ -1,8 +1,10 @@
 """What the event log holds, one message each, and their subjects.
 
-A region's log holds two kinds of record under one sequence: interaction events
-(`LogEvent`, subjects `<root>.<region>.events.<tenant>`) and served requests' records
-(`ServedRecord`, subjects `<root>.<region>.served.<tenant>`). A consumer reads one kind.
+A region's log holds three kinds of record under one sequence: interaction events
+(`LogEvent`, subjects `<root>.<region>.events.<tenant>`), served requests' records
+(`ServedRecord`, subjects `<root>.<region>.served.<tenant>`) and catalog upserts accepted
+while the region database was down (`CatalogRecord`, `<root>.<region>.catalog.<tenant>`).
+A consumer reads one kind.
 """
 
 from __future__ import annotations
@@ -138,8 +140,53 @@ class ServedRecord:
         }
 
 
-Record = LogEvent | ServedRecord
-R = TypeVar("R", LogEvent, ServedRecord, default=LogEvent)
+@dataclass(frozen=True, slots=True)
+class CatalogRecord:
+    """One `PUT /v1/catalog/items` accepted while the region database could not take it.
+
+    `items` are the request's item rows (`item_id`, `title`, `category`, `description`,
+    `attributes`); `accepted_at` orders it against other writes of the same items.
+    """
+
+    kind: ClassVar[str] = "catalog"
+    request_id: str
+    accepted_at: datetime
+    items: tuple[dict[str, Any], ...]
+
+    @property
+    def key(self) -> str:
+        """The id the log de-duplicates on: the request's id."""
+        return self.request_id
+
+    def encode(self) -> bytes:
+        """The message body: a compact JSON object."""
+        return json.dumps(
+            {
+                "request_id": self.request_id,
+                "accepted_at": self.accepted_at.isoformat(),
+                "items": list(self.items),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> CatalogRecord:
+        """Inverse of `encode`."""
+        d = json.loads(body)
+        return cls(
+            request_id=str(d["request_id"]),
+            accepted_at=datetime.fromisoformat(d["accepted_at"]),
+            items=tuple(dict(item) for item in d["items"]),
+        )
+
+    @classmethod
+    def decode_many(cls, bodies: Sequence[bytes]) -> list[CatalogRecord]:
+        """`decode` of each body."""
+        return [cls.decode(b) for b in bodies]
+
+
+Record = LogEvent | ServedRecord | CatalogRecord
+R = TypeVar("R", LogEvent, ServedRecord, CatalogRecord, default=LogEvent)
 
 
 @dataclass(frozen=True)
@@ -160,7 +207,8 @@ class Kind(Generic[R]):
 
 EVENTS = Kind("events", LogEvent)
 SERVED = Kind("served", ServedRecord)
-KINDS: tuple[Kind[Any], ...] = (EVENTS, SERVED)
+CATALOG = Kind("catalog", CatalogRecord)
+KINDS: tuple[Kind[Any], ...] = (EVENTS, SERVED, CATALOG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +216,7 @@ class Delivery(Generic[R]):
     """A record handed to a consumer: its position in the region's log, and its tenant.
 
     `event` is the record: a `LogEvent` for the events' consumers, a `ServedRecord` for the
-    served requests' consumer.
+    served requests' consumer, a `CatalogRecord` for the deferred catalog writes' consumer.
     """
 
     seq: int

@@ -14,14 +14,15 @@ from atlasrec.consumers import (
     online_sink,
     start_workers,
 )
+from atlasrec.deferred_catalog import catalog_sink
 from atlasrec.errors import InvalidInputError
-from atlasrec.eventlog.records import EVENTS, SERVED
+from atlasrec.eventlog.records import CATALOG, EVENTS, SERVED
 from atlasrec.online_store import OnlineStore
 from atlasrec.platform import Plane, Platform
 from atlasrec.served_requests import requests_sink
 from atlasrec.tenancy import Region
 
-CONSUMERS = ("online", "offline", "requests")
+CONSUMERS = ("online", "offline", "requests", "catalog")
 REQUESTS_LINGER_S = 0.5
 """How long the `requests` consumer lets a batch fill (a transaction and ledger record each)."""
 
@@ -54,7 +55,7 @@ def event_stats(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, 
 def subscriptions(
     plane: Plane, names: list[str], *, online: OnlineStore | None = None
 ) -> dict[str, Subscription[Any]]:
-    """What the named consumers read and write (`online`, `offline`, `requests`).
+    """What the named consumers read and write (`online`, `offline`, `requests`, `catalog`).
 
     `online` is the online store the `online` consumer writes (default: the plane's).
     """
@@ -70,9 +71,11 @@ def subscriptions(
             chosen[name] = Subscription(EVENTS, sink)
         elif name == "offline":
             chosen[name] = Subscription(EVENTS, offline_sink(plane.offline))
-        else:
+        elif name == "requests":
             # served records arrive one group commit at a time: store them in larger batches
             chosen[name] = Subscription(SERVED, requests_sink(plane), REQUESTS_LINGER_S)
+        else:
+            chosen[name] = Subscription(CATALOG, catalog_sink(plane))
     return chosen
 
 

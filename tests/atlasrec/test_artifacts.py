@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from atlasrec.errors import CrossRegionError, InvalidInputError
+from atlasrec.errors import CrossRegionError, InvalidInputError, UnavailableError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from tests.utils.factories import make_tenant
@@ -83,3 +85,30 @@ def test_unsafe_names_are_refused(platform: Platform, kind: str) -> None:
     scope = make_tenant(platform, "shop", Region.EU)
     with pytest.raises(InvalidInputError):
         platform.plane(Region.EU).artifacts.publish(scope, kind, writer(b""), actor="t")
+
+
+def test_a_full_disk_is_one_clear_error_and_publishes_nothing(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scope = make_tenant(platform, "shop", Region.EU)
+    store = platform.plane(Region.EU).artifacts
+    good = store.publish(scope, "model", writer(b"v1"), actor="t")
+
+    def no_space(folder: Path) -> None:
+        (folder / "model.bin").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UnavailableError, match=r"artifact store is full.*nothing was published"):
+        store.publish(scope, "model", no_space, actor="t")
+
+    def errno_lost(folder: Path) -> None:  # as torch.save reports a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    usage = shutil.disk_usage(store.root)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=4096))
+    with pytest.raises(UnavailableError, match="4096 bytes free"):
+        store.publish(scope, "model", errno_lost, actor="t")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=2**40))
+    with pytest.raises(RuntimeError, match="enforce fail"):  # space left: not a full disk
+        store.publish(scope, "model", errno_lost, actor="t")
+    assert store.versions(scope, "model", actor="t") == [good.version]

@@ -375,7 +375,7 @@ def test_an_events_only_file_is_upgraded_in_place(platform: Platform, tmp_path: 
 
 
 @pytest.mark.nats
-def test_a_stream_of_events_only_gets_the_served_subjects(platform: Platform) -> None:
+def test_a_stream_of_events_only_gets_the_other_kinds_subjects(platform: Platform) -> None:
     root = f"t{uuid.uuid4().hex[:10]}"
     boundary = platform.plane(Region.US).boundary
     first = JetStreamEventLog(Region.US, boundary, NATS_URL, root=root)
@@ -387,7 +387,9 @@ def test_a_stream_of_events_only_gets_the_served_subjects(platform: Platform) ->
     try:
         assert log.append(US, served(1), actor="t").seqs == [1]
         subjects = log._run(log._js.stream_info(log.stream)).config.subjects
-        assert sorted(subjects or []) == [f"{root}.us.events.*", f"{root}.us.served.*"]
+        assert sorted(subjects or []) == [
+            f"{root}.us.{kind}.*" for kind in ("catalog", "events", "served")
+        ]
     finally:
         close_log(log)
 

@@ -95,7 +95,7 @@ def test_served_requests_are_stored_once_by_the_requests_consumer_only(
     assert pc.sum(pc.greater_equal(seqs, 0)).as_py() in (0, None)
     assert plane.events.count(SHOP) == 0
     stats = event_stats(region.platform, "shop", actor="t")
-    assert stats["consumers"] == {"offline": 0, "online": 0, "requests": 0}
+    assert stats["consumers"] == {"catalog": 0, "offline": 0, "online": 0, "requests": 0}
     # delivered again (a replay of the whole log): stored once still
     serving = client.app.state.serving  # type: ignore[attr-defined]
     worker = next(w for w in serving.consumers if w.consumer.name == "requests")
