@@ -39,11 +39,16 @@ class Boundary:
     """Guards one region's data plane: admits a scope only for its own tenant and region."""
 
     def __init__(
-        self, region: Region, audit: AuditLog, home_of: Callable[[str], Region | None]
+        self,
+        region: Region,
+        audit: AuditLog,
+        home_of: Callable[[str], Region | None],
+        fallback_of: Callable[[str], Region | None] = lambda _: None,
     ) -> None:
         self.region = region
         self.audit = audit
         self._home_of = home_of
+        self._fallback_of = fallback_of
 
     def require_region(self, region: Region, what: str) -> None:
         """Refuse (`ConfigError`) to guard `what` of `region` with this region's boundary."""
@@ -77,6 +82,27 @@ class Boundary:
                 subject=subject,
                 target_tenant=target_tenant,
             )
+
+    def admit_fallback(self, tenant_id: str, *, actor: str, action: str) -> None:
+        """Allow `action` on the non-personal fallback copy of a tenant homed elsewhere.
+
+        Admitted only where this region is the tenant's fallback region now (a `global`
+        tenant's opt-in, `atlasrec.fallback`); a refusal is audited here and raised.
+        """
+        home = self._home_of(tenant_id)
+        if home is None:
+            self.refuse(
+                Scope(tenant_id, self.region),
+                UnknownTenantError(tenant_id),
+                actor=actor,
+                action=action,
+            )
+        elif self._fallback_of(tenant_id) != self.region:
+            error = CrossRegionError(
+                f"tenant {tenant_id!r} is homed in region {home.value!r} and has not chosen "
+                f"{self.region.value!r} as its fallback region"
+            )
+            self.refuse(Scope(tenant_id, self.region), error, actor=actor, action=action)
 
     def check(
         self, scope: Scope, *, action: str, target_tenant: str | None = None

@@ -169,15 +169,10 @@ ServingDep = Annotated[ServingApp, Depends(serving_of)]
 RequestIdDep = Annotated[str, Depends(request_id_of)]
 
 
-async def authenticated(
-    serving: ServingDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> TenantRuntime:
-    """API key -> the tenant's runtime; 401 unknown/revoked, 421 homed elsewhere.
-
-    The usual path (a cached key of a loaded tenant) does no I/O and stays on the event
-    loop; database lookups, tenant loads and audited refusals run in the thread pool.
-    """
+async def _tenant_of(
+    serving: ServingApp, credentials: HTTPAuthorizationCredentials | None
+) -> Tenant:
+    """The tenant of the request's API key; 401 when missing, unknown or revoked."""
     api_key = credentials.credentials if credentials is not None else ""
     tenant: Tenant | None = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
@@ -189,13 +184,56 @@ async def authenticated(
         raise HTTPException(
             401, "missing, unknown or revoked API key", {"WWW-Authenticate": "Bearer"}
         )
+    return tenant
+
+
+async def authenticated(
+    serving: ServingDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TenantRuntime:
+    """API key -> the tenant's runtime; 401 unknown/revoked, 421 homed elsewhere.
+
+    The usual path (a cached key of a loaded tenant) does no I/O and stays on the event
+    loop; database lookups, tenant loads and audited refusals run in the thread pool.
+    """
+    tenant = await _tenant_of(serving, credentials)
     if Region(tenant.home_region) != serving.region:
-        serving.metrics.refusals.labels("wrong_region").inc()
-        await run_in_threadpool(_refuse_foreign, serving, tenant, api_key)
+        await _refuse(serving, tenant, credentials)
     runtime = serving.runtime.loaded_tenant(tenant.id)
     if runtime is None:
         runtime = await run_in_threadpool(serving.runtime.tenant, tenant)
     return runtime
+
+
+async def recommender(
+    serving: ServingDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TenantRuntime:
+    """`authenticated`, or the fallback runtime of a tenant whose fallback region this is.
+
+    That tenant gets non-personal answers (`atlasrec.fallback`) instead of 421.
+    """
+    tenant = await _tenant_of(serving, credentials)
+    if Region(tenant.home_region) == serving.region:
+        return await authenticated(serving, credentials)
+    if tenant.fallback_region is None or Region(tenant.fallback_region) != serving.region:
+        await _refuse(serving, tenant, credentials)
+    runtime = await run_in_threadpool(serving.runtime.fallback, tenant)
+    if runtime is None:
+        raise UnavailableError(
+            f"tenant {tenant.id!r}: no fallback copy of its catalog is published in region "
+            f"{serving.region.value!r} yet; retry at its home region"
+        )
+    return runtime
+
+
+async def _refuse(
+    serving: ServingApp, tenant: Tenant, credentials: HTTPAuthorizationCredentials | None
+) -> NoReturn:
+    serving.metrics.refusals.labels("wrong_region").inc()
+    api_key = credentials.credentials if credentials is not None else ""
+    await run_in_threadpool(_refuse_foreign, serving, tenant, api_key)
+    raise AssertionError("unreachable")
 
 
 def _refuse_foreign(serving: ServingApp, tenant: Tenant, api_key: str) -> NoReturn:
@@ -217,6 +255,7 @@ def _refuse_foreign(serving: ServingApp, tenant: Tenant, api_key: str) -> NoRetu
 
 
 Auth = Annotated[TenantRuntime, Depends(authenticated)]
+RecommendAuth = Annotated[TenantRuntime, Depends(recommender)]
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")

@@ -114,3 +114,32 @@ class OnlineFeatures:
         except OnlineStoreUnavailable:
             return False
         return True
+
+
+class NoFeatures(OnlineFeatures):
+    """No online features at all: fallback serving holds no user data in its region.
+
+    Popularity and item statistics come from the snapshot's counts (the DP release copied
+    with the catalog, `atlasrec.fallback`).
+    """
+
+    def __init__(self) -> None:  # no store, no breaker: nothing is ever asked
+        pass
+
+    def recent(self, user_key: str) -> tuple[list[str], bool]:
+        """Nothing is known of any user."""
+        return [], True
+
+    def item_stats(self, item_ids: Sequence[str]) -> tuple[list[float], list[float | None]] | None:
+        """None: the snapshot's counts stand in."""
+        return None
+
+    def popular(self, n: int, max_age_s: float = 1.0) -> list[tuple[str, float]] | None:
+        """None: the snapshot's counts stand in."""
+        return None
+
+    def record(
+        self, events: Sequence[tuple[str, str, float, float]], seqs: Sequence[int], log_id: str
+    ) -> bool:
+        """Never called: fallback serving takes no events."""
+        return False

@@ -27,13 +27,14 @@ from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import Item
 from atlasrec.errors import AtlasRecError, CrossRegionError
 from atlasrec.eventlog.base import EventLogUnavailable
+from atlasrec.fallback import latest_copy
 from atlasrec.http_errors import DATABASE_DOWN
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.offline_store import INGEST
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
-from serving.online import RECENT_CAP, Breaker, OnlineFeatures
+from serving.online import RECENT_CAP, Breaker, NoFeatures, OnlineFeatures
 from serving.state import CatalogItem, ServingState, build_state, with_items
 
 ACTOR = "serving"
@@ -58,6 +59,11 @@ def catalog_items(items: Sequence[EmbeddedItem]) -> list[CatalogItem]:
     ]
 
 
+def _no_pseudonym(user_id: str) -> str:
+    """A fallback runtime never pseudonymises: user ids are not used there at all."""
+    raise AssertionError("a fallback runtime has no users")
+
+
 class TenantRuntime:
     """One tenant's serving state, online features and pseudonymiser."""
 
@@ -69,6 +75,7 @@ class TenantRuntime:
         online: OnlineFeatures,
         pseudonymise: Callable[[str], str],
         watermark: datetime | None,
+        fallback: str | None = None,
     ) -> None:
         self.tenant = tenant
         self.scope = scope
@@ -76,6 +83,11 @@ class TenantRuntime:
         self.online = online
         self.pseudonymise = pseudonymise
         self.watermark = watermark
+        self.fallback = fallback
+        """The catalog copy's version when this is a fallback runtime (`atlasrec.fallback`):
+        a tenant homed elsewhere, served non-personal answers; its scope is never opened."""
+        self.served = 0
+        """Fallback answers not yet recorded in the ledger."""
         self.lock = threading.Lock()
         """Serialises snapshot builders (requests never take it)."""
 
@@ -95,6 +107,7 @@ class RegionRuntime:
         self.online = online
         self.breaker = Breaker()
         self._tenants: dict[str, TenantRuntime] = {}
+        self._fallbacks: dict[str, TenantRuntime] = {}
         self._loading = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +123,63 @@ class RegionRuntime:
             if tenant.id not in self._tenants:
                 self._tenants[tenant.id] = self._load(tenant)
             return self._tenants[tenant.id]
+
+    def fallback(self, tenant: Tenant) -> TenantRuntime | None:
+        """The fallback runtime of a tenant homed elsewhere (None: no copy published here).
+
+        Admitted by this region's boundary only while the tenant names this region as its
+        fallback (audited refusal otherwise); reloaded when a newer copy is published.
+        """
+        copy = latest_copy(self.platform, self.region, tenant.id)
+        if copy is None:
+            return None
+        with self._loading:
+            runtime = self._fallbacks.get(tenant.id)
+            if runtime is None or runtime.fallback != copy.version:
+                items = [
+                    CatalogItem(i["item_id"], i["category"], i["attributes"], v, "", 0.0)
+                    for i, v in zip(copy.items, copy.vectors, strict=True)
+                ]
+                counts = (
+                    {}
+                    if copy.popularity is None
+                    else dict(
+                        zip(
+                            [i["item_id"] for i in copy.items],
+                            copy.popularity.tolist(),
+                            strict=True,
+                        )
+                    )
+                )
+                runtime = TenantRuntime(
+                    tenant,
+                    Scope(tenant.id, Region(tenant.home_region)),
+                    build_state(items, None, counts),
+                    NoFeatures(),
+                    _no_pseudonym,
+                    None,
+                    fallback=copy.version,
+                )
+                self._fallbacks[tenant.id] = runtime
+            return runtime
+
+    def audit_fallbacks(self) -> None:
+        """One ledger record per fallback tenant served since the last call, with the count."""
+        for runtime in list(self._fallbacks.values()):
+            with runtime.lock:
+                served, runtime.served = runtime.served, 0
+            if served:
+                self.plane.ledger.append(
+                    actor=ACTOR,
+                    action="serving.fallback",
+                    subject=f"tenant:{runtime.tenant.id}",
+                    tenant_id=runtime.tenant.id,
+                    details={
+                        "answers": served,
+                        "copy": runtime.fallback,
+                        "home": runtime.scope.region.value,
+                    },
+                )
 
     def loaded_tenant(self, tenant_id: str) -> TenantRuntime | None:
         """The runtime of a tenant already loaded, without loading it."""
@@ -275,7 +345,14 @@ class RegionRuntime:
         gc.freeze()
 
     def refresh_all(self) -> None:
-        """One refresh pass over every loaded tenant; a failing tenant does not stop the rest."""
+        """One refresh pass over every loaded tenant; a failing tenant does not stop the rest.
+
+        Fallback answers served since the last pass are recorded in the ledger first.
+        """
+        try:
+            self.audit_fallbacks()
+        except Exception:
+            log.exception("serving: fallback answers not recorded yet")
         for runtime in self.loaded():
             try:
                 if self.refresh(runtime) and self.freeze_gc:
@@ -302,7 +379,11 @@ class RegionRuntime:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the refresher (waits for a pass in progress)."""
+        """Stop the refresher (waits for a pass in progress); record the last fallback answers."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        try:
+            self.audit_fallbacks()
+        except Exception:
+            log.exception("serving: fallback answers not recorded")

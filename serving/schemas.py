@@ -108,6 +108,9 @@ class RecommendationResponse(BaseModel):
     """The order served: `next` where `profile` was asked but the history has no neighbours."""
     items: list[ScoredItem]
     timings_ms: Timings
+    fallback: bool = False
+    """Served by the tenant's fallback region while its home is out: non-personal (the user
+    id is not used), from a copy of the catalog and its DP popularity (`atlasrec.fallback`)."""
 
 
 class Event(Strict):

@@ -11,6 +11,7 @@ from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, op
 from atlasrec.cli.output import print_json
 from atlasrec.control.tables import Tenant
 from atlasrec.errors import AtlasRecError
+from atlasrec.fallback import publish_copy, set_fallback
 from atlasrec.pipelines.tenants import issue_api_key, revoke_api_key
 from atlasrec.tenancy import SharingPolicy, parse_region
 
@@ -72,6 +73,28 @@ def list_(
         typer.echo(
             f"{r['tenant_id']:<24} {r['region']:<3} {r['sharing']:<9} eps_cap={r['epsilon_cap']}"
         )
+
+
+@app.command("fallback")
+def fallback(
+    tenant: TenantOpt,
+    region: Annotated[
+        str | None, typer.Option("--region", help="The fallback region (a global tenant only)")
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="No fallback region any more")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Publish a new catalog copy to its fallback region")
+    ] = False,
+) -> None:
+    """Name a global tenant's fallback region (non-personal serving while its home is out)."""
+    if sum((region is not None, off, refresh)) != 1:
+        raise AtlasRecError("give exactly one of --region R, --off or --refresh")
+    platform = open_platform()
+    if refresh:
+        print_json(publish_copy(platform, tenant, actor=actor()))
+        return
+    chosen = None if region is None else parse_region(region)
+    print_json(set_fallback(platform, tenant, chosen, actor=actor()))
 
 
 @app.command("new-key")

@@ -40,6 +40,21 @@ def key_id_of(api_key: str) -> str | None:
     return parts[1]
 
 
+def check_fallback(tenant: Tenant, region: Region) -> None:
+    """Refuse a fallback region a tenant may not have (`InvalidInputError`, one line)."""
+    sharing = SharingPolicy(tenant.sharing)
+    if sharing != SharingPolicy.GLOBAL:
+        raise InvalidInputError(
+            f"tenant {tenant.id!r} shares {sharing.value!r}: its serving stays in its home "
+            f"region (fail-closed); only a 'global' tenant may have a fallback region"
+        )
+    if region == Region(tenant.home_region):
+        raise InvalidInputError(
+            f"tenant {tenant.id!r}: the fallback region must differ from its home region "
+            f"{region.value!r}"
+        )
+
+
 class ControlPlane:
     """Tenant registry and API keys. Holds no user-level data."""
 
@@ -114,6 +129,27 @@ class ControlPlane:
                 .values(epsilon_cap=new)
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def set_fallback_region(self, tenant_id: str, region: Region | None) -> Tenant:
+        """Name (or clear, None) a global tenant's fallback region; the updated tenant."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            tenant = session.get(Tenant, tenant_id, with_for_update=True)
+            if tenant is None:
+                raise UnknownTenantError(tenant_id)
+            if region is not None:
+                check_fallback(tenant, region)
+            tenant.fallback_region = region
+        return tenant
+
+    def fallback_region_of(self, tenant_id: str) -> Region | None:
+        """The tenant's fallback region now (read each time: it may be switched off)."""
+        with Session(self.engine) as session:
+            tenant = session.get(Tenant, tenant_id)
+        return (
+            None
+            if tenant is None or tenant.fallback_region is None
+            else Region(tenant.fallback_region)
+        )
 
     def home_region_of(self, tenant_id: str) -> Region | None:
         """A tenant's home region (cached: it never changes), or None if unknown."""

@@ -44,6 +44,8 @@ class Tenant(TenantBase, table=True):
 
     __tablename__ = "tenants"
     created_at: datetime = Field(default_factory=utcnow)
+    fallback_region: Region | None = Field(default=None, sa_type=String(8))
+    """A `global` tenant's opt-in region of non-personal fallback serving (`atlasrec.fallback`)."""
 
 
 class ApiKey(ControlModel, table=True):

@@ -52,7 +52,9 @@ class RegionDataPlane(Generic[L]):
             else self.engine
         )
         self.ledger = ledger(self.engine)
-        self.boundary = Boundary(region, self.ledger, control.home_region_of)
+        self.boundary = Boundary(
+            region, self.ledger, control.home_region_of, control.fallback_region_of
+        )
         self.artifacts = ArtifactStore(
             region, settings.region_dir(region) / "artifacts", self.boundary
         )

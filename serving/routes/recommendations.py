@@ -12,7 +12,7 @@ from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import ServedRecord
 from atlasrec.freshness import age_of_version
 from serving import schemas
-from serving.deps import Auth, RequestIdDep, ServingApp, ServingDep, check_known_items
+from serving.deps import RecommendAuth, RequestIdDep, ServingApp, ServingDep, check_known_items
 from serving.pipeline import STAGES, Query, Served, recommend
 from serving.runtime import TenantRuntime
 
@@ -24,16 +24,19 @@ async def recommendations(
     body: schemas.RecommendationRequest,
     serving: ServingDep,
     request_id: RequestIdDep,
-    runtime: Auth,
+    runtime: RecommendAuth,
 ) -> schemas.RecommendationResponse:
     """Top-k items for a user (or an anonymous session), policy filtered.
 
-    The response goes out only once its served record is kept (`serving.request_log`).
+    The response goes out only once its served record is kept (`serving.request_log`). A
+    fallback answer (a tenant homed elsewhere, `atlasrec.fallback`) is counted instead:
+    nothing of its user is kept here.
     """
     query, served = await run_in_threadpool(_serve, body, serving, runtime)
-    record = _served_record(request_id, query, served)
-    wait_s = serving.platform.settings.serving_record_wait_s
-    if not await serving.request_log.record(runtime.scope, record, wait_s):
+    if runtime.fallback is not None:
+        with runtime.lock:
+            runtime.served += 1
+    elif not await _recorded(serving, runtime, _served_record(request_id, query, served)):
         serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "503").inc()
         raise UnavailableError(
             f"tenant {runtime.scope.tenant_id!r}: the request could not be recorded (region "
@@ -44,17 +47,27 @@ async def recommendations(
         request_id=request_id,
         tenant_id=runtime.scope.tenant_id,
         region=serving.region.value,
-        model_version=served.model_version,
+        model_version=served.model_version
+        if runtime.fallback is None
+        else f"fallback-{runtime.fallback}",
         degraded=bool(served.degraded),
         degraded_stages=served.degraded,
-        stale=_stale(serving, runtime.scope.tenant_id, served.model_version),
+        stale=runtime.fallback is None
+        and _stale(serving, runtime.scope.tenant_id, served.model_version),
         cold_start=served.cold_start,
         intent=served.intent,
         items=[schemas.ScoredItem(item_id=i, score=s) for i, s in served.items],
         timings_ms=schemas.Timings(
             **{s: served.timings_ms.get(s, 0.0) for s in (*STAGES, "total")}
         ),
+        fallback=runtime.fallback is not None,
     )
+
+
+async def _recorded(serving: ServingApp, runtime: TenantRuntime, record: ServedRecord) -> bool:
+    """Keep a served request's record (`serving.request_log`); whether it was kept in time."""
+    wait_s = serving.platform.settings.serving_record_wait_s
+    return await serving.request_log.record(runtime.scope, record, wait_s)
 
 
 def _serve(
@@ -78,8 +91,11 @@ def _stale(serving: ServingApp, tenant_id: str, model_version: str) -> bool:
 def _query(body: schemas.RecommendationRequest, runtime: TenantRuntime) -> Query:
     """The pipeline's query of a request (the user id pseudonymised for the tenant)."""
     categories = body.filters.categories
+    user_key = None  # a fallback answer is non-personal: the user id is not used at all
+    if body.user_id is not None and runtime.fallback is None:
+        user_key = runtime.pseudonymise(body.user_id)
     return Query(
-        user_key=None if body.user_id is None else runtime.pseudonymise(body.user_id),
+        user_key=user_key,
         k=body.k,
         recent_items=tuple(body.context.recent_items),
         user_age=body.context.user_age,

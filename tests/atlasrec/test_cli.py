@@ -253,3 +253,15 @@ def test_the_listing_summaries_are_the_commands_own() -> None:
         command = spec.load(name)
         assert command.name == name
         assert (command.help or "").split("\n\n")[0].strip() == spec.summary
+
+
+def test_tenants_fallback_refuses_a_solo_tenant_and_unclear_flags_in_one_line(
+    cli_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "tenants", "create", "--id", "lone", "--region", "eu", "--sharing", "solo")
+    code, _, err = cli(capsys, "tenants", "fallback", "--tenant", "lone", "--region", "us")
+    assert code != 0 and "shares 'solo'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "tenants", "fallback", "--tenant", "lone", "--off", "--refresh")
+    assert code != 0 and "exactly one of" in err
+    code, _, err = cli(capsys, "tenants", "fallback", "--tenant", "nobody", "--off")
+    assert code != 0 and "nobody" in err and len(err.strip().splitlines()) == 1
