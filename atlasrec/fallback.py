@@ -10,7 +10,9 @@ answers no longer):
   (`popularity_release` in its lineage); a model trained without DP sends none, and the
   fallback ranks by content and catalog order alone;
 - fallback answers ignore the user id (no pseudonym, no profile, no record of the user):
-  popularity, and content similarity to `context.recent_items`; policy filtered as always.
+  they score with the cross-region tier's global backbone (`backbone_bundle`: ID-free
+  towers over the copy's content, the released popularity as its prior; content alone
+  while none is published) from `context.recent_items`; policy filtered as always.
 
 `solo` and `regional` tenants may not have one: their serving fails closed with their home
 region (docs/runbooks.md gives the client-side fallback). The copy is reachable only
@@ -30,8 +32,11 @@ import numpy as np
 from atlasrec.artifacts import publish_version
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
-from atlasrec.errors import InvalidInputError, NotYetAvailableError
+from atlasrec.errors import AtlasRecError, InvalidInputError, NotYetAvailableError
+from atlasrec.federation.store import BackboneVersion, global_store, open_backbone
+from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, ModelBundle
+from atlasrec.models.two_tower import TwoTower
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
 
@@ -56,6 +61,13 @@ class FallbackCopy:
     vectors: np.ndarray
     popularity: np.ndarray | None
     """The DP-released counts, in `items` order (None: none was released)."""
+
+    def released_counts(self) -> dict[str, float]:
+        """The released counts by item id (empty: none was released)."""
+        if self.popularity is None:
+            return {}
+        ids = [item["item_id"] for item in self.items]
+        return dict(zip(ids, self.popularity.tolist(), strict=True))
 
 
 def copies_root(platform: Platform, region: Region) -> Path:
@@ -155,15 +167,23 @@ def _write(folder: Path, items: list[EmbeddedItem], popularity: np.ndarray | Non
         np.save(folder / POPULARITY, popularity)
 
 
+def copy_version(platform: Platform, region: Region, tenant_id: str) -> str | None:
+    """The newest copy's version in `region`, or None.
+
+    Its name only: reading the copy goes through `latest_copy`, which the boundary admits.
+    """
+    pointer = copies_root(platform, region) / tenant_id / "LATEST"
+    return pointer.read_text().strip() if pointer.exists() else None
+
+
 def latest_copy(platform: Platform, region: Region, tenant_id: str) -> FallbackCopy | None:
     """The newest copy of a tenant's catalog that `region` may serve from, or None."""
     plane = platform.plane(region)
     plane.boundary.admit_fallback(tenant_id, actor="serving", action="fallback.read")
-    folder = copies_root(platform, region) / tenant_id
-    pointer = folder / "LATEST"
-    if not pointer.exists():
+    version = copy_version(platform, region, tenant_id)
+    if version is None:
         return None
-    path = folder / pointer.read_text().strip()
+    path = copies_root(platform, region) / tenant_id / version
     popularity = path / POPULARITY
     return FallbackCopy(
         tenant_id=tenant_id,
@@ -171,4 +191,38 @@ def latest_copy(platform: Platform, region: Region, tenant_id: str) -> FallbackC
         items=json.loads((path / ITEMS).read_text()),
         vectors=np.load(path / VECTORS),
         popularity=np.load(popularity) if popularity.exists() else None,
+    )
+
+
+def global_backbone(platform: Platform) -> BackboneVersion | None:
+    """The cross-region tier's newest unquarantined backbone (what fallbacks score with)."""
+    return global_store(platform.settings).latest()
+
+
+def backbone_bundle(
+    platform: Platform, copy: FallbackCopy, backbone: BackboneVersion
+) -> ModelBundle:
+    """A model over the copy's catalog from the global backbone.
+
+    The backbone's towers, no item-id residual, the released popularity (if any) as its
+    prior. Raises `InvalidInputError` if the backbone cannot be opened.
+    """
+    try:
+        state = open_backbone(platform.settings, backbone)
+    except (AtlasRecError, KeyError, ValueError) as exc:
+        raise InvalidInputError(
+            f"tenant {copy.tenant_id!r}: cannot open global backbone {backbone.version} ({exc})"
+        ) from None
+    model = TwoTower(copy.vectors.astype(np.float32), BACKBONE_CONFIG)
+    model.backbone.load_state_dict(state)
+    counts = np.zeros(len(copy.items), np.float32) if copy.popularity is None else copy.popularity
+    model.set_popularity(counts)
+    model.eval()
+    return ModelBundle(
+        version=f"fallback-{copy.version}+global-{backbone.version}",
+        model=model,
+        item_ids=[i["item_id"] for i in copy.items],
+        item_vectors=model.all_item_vectors(),
+        popularity=counts,
+        lineage={"fallback_copy": copy.version, "global_backbone": backbone.version},
     )

@@ -25,9 +25,10 @@ from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
 from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import Item
-from atlasrec.errors import AtlasRecError, CrossRegionError
+from atlasrec.errors import AtlasRecError, CrossRegionError, InvalidInputError
 from atlasrec.eventlog.base import EventLogUnavailable
-from atlasrec.fallback import latest_copy
+from atlasrec.fallback import backbone_bundle, copy_version, global_backbone, latest_copy
+from atlasrec.federation.store import BackboneVersion
 from atlasrec.http_errors import DATABASE_DOWN
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.offline_store import INGEST
@@ -84,8 +85,10 @@ class TenantRuntime:
         self.pseudonymise = pseudonymise
         self.watermark = watermark
         self.fallback = fallback
-        """The catalog copy's version when this is a fallback runtime (`atlasrec.fallback`):
-        a tenant homed elsewhere, served non-personal answers; its scope is never opened."""
+        """What answers when this is a fallback runtime (`atlasrec.fallback`): a tenant
+        homed elsewhere, served non-personal answers; its scope is never opened.
+        `fallback-<copy>`, or `fallback-<copy>+global-<backbone>` scored by the global
+        backbone."""
         self.served = 0
         """Fallback answers not yet recorded in the ledger."""
         self.lock = threading.Lock()
@@ -107,7 +110,10 @@ class RegionRuntime:
         self.online = online
         self.breaker = Breaker()
         self._tenants: dict[str, TenantRuntime] = {}
-        self._fallbacks: dict[str, TenantRuntime] = {}
+        self._fallbacks: dict[str, tuple[tuple[str, str | None], TenantRuntime]] = {}
+        """Fallback runtimes by tenant, with the (copy, global backbone) versions they hold."""
+        self._retired: list[TenantRuntime] = []
+        """Fallback runtimes replaced since the last `audit_fallbacks`."""
         self._loading = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,45 +133,60 @@ class RegionRuntime:
     def fallback(self, tenant: Tenant) -> TenantRuntime | None:
         """The fallback runtime of a tenant homed elsewhere (None: no copy published here).
 
-        Admitted by this region's boundary only while the tenant names this region as its
-        fallback (audited refusal otherwise); reloaded when a newer copy is published.
+        Loading the copy is admitted by this region's boundary only while the tenant names
+        this region as its fallback (audited refusal otherwise); the runtime is rebuilt when
+        a newer copy or global backbone is published. Requests read two pointers only.
         """
+        version = copy_version(self.platform, self.region, tenant.id)
+        if version is None:
+            return None
+        backbone = global_backbone(self.platform)
+        key = (version, None if backbone is None else backbone.version)
+        loaded = self._fallbacks.get(tenant.id)
+        if loaded is not None and loaded[0] == key:
+            return loaded[1]
+        with self._loading:
+            loaded = self._fallbacks.get(tenant.id)
+            if loaded is None or loaded[0] != key:
+                runtime = self._load_fallback(tenant, backbone)
+                if runtime is None:
+                    return None
+                if loaded is not None:
+                    self._retired.append(loaded[1])  # its answers are recorded yet
+                loaded = self._fallbacks[tenant.id] = (key, runtime)
+            return loaded[1]
+
+    def _load_fallback(
+        self, tenant: Tenant, backbone: BackboneVersion | None
+    ) -> TenantRuntime | None:
         copy = latest_copy(self.platform, self.region, tenant.id)
         if copy is None:
             return None
-        with self._loading:
-            runtime = self._fallbacks.get(tenant.id)
-            if runtime is None or runtime.fallback != copy.version:
-                items = [
-                    CatalogItem(i["item_id"], i["category"], i["attributes"], v, "", 0.0)
-                    for i, v in zip(copy.items, copy.vectors, strict=True)
-                ]
-                counts = (
-                    {}
-                    if copy.popularity is None
-                    else dict(
-                        zip(
-                            [i["item_id"] for i in copy.items],
-                            copy.popularity.tolist(),
-                            strict=True,
-                        )
-                    )
-                )
-                runtime = TenantRuntime(
-                    tenant,
-                    Scope(tenant.id, Region(tenant.home_region)),
-                    build_state(items, None, counts),
-                    NoFeatures(),
-                    _no_pseudonym,
-                    None,
-                    fallback=copy.version,
-                )
-                self._fallbacks[tenant.id] = runtime
-            return runtime
+        items = [
+            CatalogItem(i["item_id"], i["category"], i["attributes"], v, "", 0.0)
+            for i, v in zip(copy.items, copy.vectors, strict=True)
+        ]
+        bundle = None
+        if backbone is not None:
+            try:
+                bundle = backbone_bundle(self.platform, copy, backbone)
+            except InvalidInputError:
+                log.exception("serving: fallback of %s scores by content alone", tenant.id)
+        return TenantRuntime(
+            tenant,
+            Scope(tenant.id, Region(tenant.home_region)),
+            build_state(items, bundle, copy.released_counts()),
+            NoFeatures(),
+            _no_pseudonym,
+            None,
+            fallback=f"fallback-{copy.version}" if bundle is None else bundle.version,
+        )
 
     def audit_fallbacks(self) -> None:
         """One ledger record per fallback tenant served since the last call, with the count."""
-        for runtime in list(self._fallbacks.values()):
+        with self._loading:
+            retired, self._retired = self._retired, []
+        for runtime in [*retired, *(loaded for _, loaded in list(self._fallbacks.values()))]:
             with runtime.lock:
                 served, runtime.served = runtime.served, 0
             if served:
@@ -176,7 +197,7 @@ class RegionRuntime:
                     tenant_id=runtime.tenant.id,
                     details={
                         "answers": served,
-                        "copy": runtime.fallback,
+                        "model": runtime.fallback,
                         "home": runtime.scope.region.value,
                     },
                 )

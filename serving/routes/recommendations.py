@@ -47,9 +47,7 @@ async def recommendations(
         request_id=request_id,
         tenant_id=runtime.scope.tenant_id,
         region=serving.region.value,
-        model_version=served.model_version
-        if runtime.fallback is None
-        else f"fallback-{runtime.fallback}",
+        model_version=served.model_version if runtime.fallback is None else runtime.fallback,
         degraded=bool(served.degraded),
         degraded_stages=served.degraded,
         stale=runtime.fallback is None

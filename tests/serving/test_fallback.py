@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST, bearer
 from fastapi.testclient import TestClient
 from utils.factories import seed_music_tenant
@@ -19,6 +20,8 @@ from utils.factories import seed_music_tenant
 from atlasrec.boundary import REFUSED
 from atlasrec.errors import BoundaryViolation, InvalidInputError
 from atlasrec.fallback import EXPORTED, RECEIVED, copies_root, latest_copy, set_fallback
+from atlasrec.federation.store import global_store
+from atlasrec.models.backbone import flatten, initial_backbone
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, SharingPolicy
@@ -88,6 +91,36 @@ def test_the_fallback_region_serves_non_personal_answers_from_the_catalog_copy(
         action=EXPORTED
     )
     assert not list(copies_root(platform, Region.US).rglob("*user*"))
+
+
+def test_the_global_backbone_scores_fallback_answers_until_it_is_quarantined(
+    platform: Platform, homed: dict[str, str]
+) -> None:
+    set_fallback(platform, "glob", Region.US, actor="test")
+    copy = latest_copy(platform, Region.US, "glob")
+    assert copy is not None
+    weights = initial_backbone(5)
+    store = global_store(platform.settings)
+    backbone = store.publish(
+        flatten(weights).tobytes(), metadata={"weight": 1.0, "encrypted": False}
+    )
+    body = {"k": 5, "context": {"recent_items": ["i1", "i2"]}}
+    app = create_app(Region.US, platform=platform, refresh=False)
+    with TestClient(app) as client:
+        scored = client.post("/v1/recommendations", json=body, headers=bearer(homed["glob"]))
+        assert scored.status_code == 200, scored.text
+        label = f"fallback-{copy.version}+global-{backbone.version}"
+        assert scored.json()["model_version"] == label
+        model = app.state.serving.runtime.fallback(platform.control.get_tenant("glob")).state.model
+        assert model is not None and not model.config.residuals
+        assert all(torch.equal(model.backbone.state_dict()[k], w) for k, w in weights.items())
+
+        store.quarantine(backbone.version, "test", actor="test")  # never scores again
+        alone = client.post("/v1/recommendations", json=body, headers=bearer(homed["glob"]))
+        assert alone.status_code == 200, alone.text
+        assert alone.json()["model_version"] == f"fallback-{copy.version}"
+    served = platform.plane(Region.US).ledger.records(action="serving.fallback")
+    assert {json.loads(r.details)["model"] for r in served} == {label, f"fallback-{copy.version}"}
 
 
 def test_switching_the_fallback_off_closes_it_and_other_regions_never_open_it(
