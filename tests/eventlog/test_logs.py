@@ -172,6 +172,15 @@ def test_a_tenants_events_are_read_from_a_sequence_number_outside_any_consumer(
     assert log.read(US, 8, 10) == [] and log.consumers() == [] and log.lags() == {}
 
 
+def test_reading_a_tenants_last_events_does_not_wait(log: EventLog) -> None:
+    """A read past what the log holds (a tenant's warm-up ends with one) answers at once."""
+    log.append(US, events(3), actor="test")
+    started = time.perf_counter()
+    assert [d.seq for d in log.read(US, 2, 100)] == [2, 3]
+    assert log.read(US, 4, 100) == [] and log.read(Scope("other", Region.US), 1, 100) == []
+    assert time.perf_counter() - started < 1.0
+
+
 def test_lags_are_read_for_every_consumer_of_each_kind(log: EventLog) -> None:
     log.append(US, [*events(4), *served(2)], actor="test")
     online, requests = log.consumer("online"), log.consumer("requests", SERVED)
