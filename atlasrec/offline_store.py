@@ -155,7 +155,10 @@ class TenantOffline:
 
     def files(self) -> list[Path]:
         """Every live file (committed, not replaced by a compaction), in partition order."""
-        return [f for part in self.partitions() for f in live_files(part)]
+        pending = pending_by_partition(self.folder)  # the journals read once, not per partition
+        return [
+            f for part in self.partitions() for f in live_files(part, pending.get(part.name, set()))
+        ]
 
     def ingested_files(self) -> list[Path]:
         """The live files of ingested CSV files (rows without a sequence number)."""
@@ -285,14 +288,14 @@ def ingested_sha(path: Path) -> str | None:
     return path.name[len(INGEST) : len(INGEST) + 32] if path.name.startswith(INGEST) else None
 
 
-def live_files(folder: Path) -> list[Path]:
+def live_files(folder: Path, pending: set[str] | None = None) -> list[Path]:
     """A partition's committed files, less those a compaction or a pending journal hides.
 
     Hidden: files that a present compacted file replaces and files a pending ingest journal
-    names (published, not yet visible).
+    names (published, not yet visible; `pending`: those names, when already read).
     """
     files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith(TMP))
-    replaced = pending_names(folder)
+    replaced = set(pending_names(folder) if pending is None else pending)
     for f in files:
         replaced.update(_replaces(f))
     return [f for f in files if f.name not in replaced]
@@ -310,15 +313,19 @@ def read_journal(journal: Path) -> list[tuple[str, str]]:
 
 def pending_names(partition: Path) -> set[str]:
     """Names of the partition's files that a pending ingest journal names (not yet visible)."""
-    names: set[str] = set()
-    for journal in journals(partition.parent):
+    return pending_by_partition(partition.parent).get(partition.name, set())
+
+
+def pending_by_partition(tenant_folder: Path) -> dict[str, set[str]]:
+    """Per partition, the names of its files that a pending ingest journal names."""
+    names: dict[str, set[str]] = {}
+    for journal in journals(tenant_folder):
         try:
             renames = read_journal(journal)
         except FileNotFoundError:  # completed meanwhile
             continue
-        names.update(
-            Path(final).name for _, final in renames if Path(final).parent.name == partition.name
-        )
+        for _, final in renames:
+            names.setdefault(Path(final).parent.name, set()).add(Path(final).name)
     return names
 
 
