@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from atlasrec.artifacts import publish_version
+from atlasrec.artifacts import MANIFEST, QUARANTINED, publish_version
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
 from atlasrec.errors import AtlasRecError, InvalidInputError, NotYetAvailableError
 from atlasrec.federation.store import BackboneVersion, global_store, open_backbone
+from atlasrec.files import write_atomic
 from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.models.two_tower import TwoTower
@@ -168,12 +169,50 @@ def _write(folder: Path, items: list[EmbeddedItem], popularity: np.ndarray | Non
 
 
 def copy_version(platform: Platform, region: Region, tenant_id: str) -> str | None:
-    """The newest copy's version in `region`, or None.
+    """The newest copy's version in `region` not quarantined, or None.
 
     Its name only: reading the copy goes through `latest_copy`, which the boundary admits.
     """
-    pointer = copies_root(platform, region) / tenant_id / "LATEST"
-    return pointer.read_text().strip() if pointer.exists() else None
+    folder = copies_root(platform, region) / tenant_id
+    pointer = folder / "LATEST"
+    if not pointer.exists():
+        return None
+    newest = pointer.read_text().strip()
+    if not (folder / newest / QUARANTINED).exists():
+        return newest
+    usable = [v for v in held_copies(platform, region).get(tenant_id, []) if v < newest]
+    return usable[-1] if usable else None
+
+
+def held_copies(platform: Platform, region: Region) -> dict[str, list[str]]:
+    """Every tenant's unquarantined copy versions held in `region`, oldest first."""
+    root = copies_root(platform, region)
+    if not root.is_dir():
+        return {}
+    return {
+        tenant.name: sorted(
+            v.name
+            for v in tenant.iterdir()
+            if (v / MANIFEST).is_file() and not (v / QUARANTINED).exists()
+        )
+        for tenant in sorted(root.iterdir())
+        if tenant.is_dir()
+    }
+
+
+def copy_path(platform: Platform, region: Region, tenant_id: str, version: str) -> Path:
+    """The folder of one copy version (for the leakage scanner)."""
+    return copies_root(platform, region) / tenant_id / version
+
+
+def quarantine_copy(
+    platform: Platform, region: Region, tenant_id: str, version: str, reason: str, *, actor: str
+) -> None:
+    """Take a copy version out of use for good (never served again); idempotent."""
+    marker = {"reason": reason, "by": actor}
+    write_atomic(
+        copy_path(platform, region, tenant_id, version) / QUARANTINED, json.dumps(marker).encode()
+    )
 
 
 def latest_copy(platform: Platform, region: Region, tenant_id: str) -> FallbackCopy | None:
@@ -183,7 +222,7 @@ def latest_copy(platform: Platform, region: Region, tenant_id: str) -> FallbackC
     version = copy_version(platform, region, tenant_id)
     if version is None:
         return None
-    path = copies_root(platform, region) / tenant_id / version
+    path = copy_path(platform, region, tenant_id, version)
     popularity = path / POPULARITY
     return FallbackCopy(
         tenant_id=tenant_id,

@@ -9,7 +9,9 @@ the platform secret, so no other region's data is read), in:
   canary's text embedding);
 - the region's and the cross-region tier's backbone versions (exact ids: they leave tenants);
 - every tenant's served outputs (no canary is ever served, not even to its owner);
-- every tenant's exported compliance report (other tenants' canary ids).
+- every tenant's exported compliance report (other tenants' canary ids);
+- the fallback catalog copies of `global` tenants homed elsewhere that the region holds
+  (`atlasrec.fallback`): exact ids, and their content by nearest neighbour.
 
 A hit quarantines the artifact (never `latest`: never served, never a federation's start),
 stops the region's federation until an officer resumes it, and is a ledger record
@@ -31,6 +33,7 @@ from sqlmodel import select
 from atlasrec.artifacts import Artifact
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.errors import InvalidInputError
+from atlasrec.fallback import VECTORS, copy_path, held_copies, quarantine_copy
 from atlasrec.federation.store import BackboneStore, global_store, region_store
 from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.models.bundle import ModelBundle
@@ -97,6 +100,10 @@ def scan_region(platform: Platform, region: Region, *, actor: str) -> ScanReport
         _scan_report(platform, scope, others, report, actor)
     for store in (region_store(platform.settings, region), global_store(platform.settings)):
         _scan_backbones(store, sets, report, actor)
+    for owner, versions in held_copies(platform, region).items():
+        others = [s for s in sets if s.tenant_id != owner]
+        for version in versions:
+            _scan_copy(platform, region, (owner, version), others, (texts, owners), report, actor)
     _record(platform, region, report, actor)
     return report
 
@@ -162,6 +169,33 @@ def _scan_model(
         platform.plane(artifact.region).artifacts.quarantine(
             artifact, f"leakage: {hits[0].owner}'s canary {hits[0].canary}", actor=actor
         )
+        report.hits += hits
+
+
+def _scan_copy(
+    platform: Platform,
+    region: Region,
+    copy: tuple[str, str],
+    others: list[CanarySet],
+    content: tuple[np.ndarray, list[tuple[str, str]]],
+    report: ScanReport,
+    actor: str,
+) -> None:
+    tenant_id, version = copy
+    path = copy_path(platform, region, tenant_id, version)
+    found_in = f"fallback:{tenant_id}/{version}"
+    report.scanned += 1
+    try:
+        blobs = _files(path)
+        vectors = np.load(path / VECTORS)
+    except Exception as exc:  # unreadable: unverified, never clean
+        report.unverified.append({"target": found_in, "reason": _reason(exc)})
+        return
+    hits = _exact(blobs, others, found_in, tenant_id)
+    hits += _near(vectors, content, {s.tenant_id for s in others}, found_in, tenant_id)
+    if hits:
+        reason = f"leakage: {hits[0].owner}'s canary {hits[0].canary}"
+        quarantine_copy(platform, region, tenant_id, version, reason, actor=actor)
         report.hits += hits
 
 

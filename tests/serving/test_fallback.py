@@ -15,16 +15,26 @@ import pytest
 import torch
 from conftest import FAST, bearer
 from fastapi.testclient import TestClient
-from utils.factories import seed_music_tenant
+from utils.factories import ITEMS_HEADER, MUSIC_ITEMS, seed_music_tenant, write_csv
 
 from atlasrec.boundary import REFUSED
 from atlasrec.errors import BoundaryViolation, InvalidInputError
-from atlasrec.fallback import EXPORTED, RECEIVED, copies_root, latest_copy, set_fallback
+from atlasrec.fallback import (
+    EXPORTED,
+    RECEIVED,
+    copies_root,
+    copy_version,
+    latest_copy,
+    set_fallback,
+)
 from atlasrec.federation.store import global_store
+from atlasrec.ingest import ingest
+from atlasrec.leakage import scan_region
 from atlasrec.models.backbone import flatten, initial_backbone
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
-from atlasrec.tenancy import Region, SharingPolicy
+from atlasrec.tenancy import Region, Scope, SharingPolicy
+from privacy.canaries import canaries
 from serving.app import create_app
 
 
@@ -134,3 +144,28 @@ def test_switching_the_fallback_off_closes_it_and_other_regions_never_open_it(
     with us_client(platform) as client:
         answer = client.post("/v1/recommendations", json={"k": 5}, headers=bearer(homed["glob"]))
         assert answer.status_code == 421, answer.text
+
+
+def test_a_canary_in_a_fallback_copy_is_found_and_the_copy_is_never_served(
+    platform: Platform, homed: dict[str, str], tmp_path: Path
+) -> None:
+    alone = canaries(platform.secret, "alone")
+    leaked = [*MUSIC_ITEMS, (alone.items[0], "Some record", "rock"), ("x1", alone.texts[1], "")]
+    ingest(
+        platform.plane(Region.EU),
+        Scope("glob", Region.EU),
+        secret=platform.secret,
+        actor="test",
+        items=write_csv(tmp_path / "leak-items.csv", ITEMS_HEADER, leaked),
+    )
+    version = set_fallback(platform, "glob", Region.US, actor="test")["copy"]["version"]
+    report = scan_region(platform, Region.US, actor="test")
+    found = {(h.owner, h.found_in, h.canary) for h in report.hits}
+    where = f"fallback:glob/{version}"
+    assert ("alone", where, alone.items[0]) in found  # by id
+    assert ("alone", where, f"content:{alone.items[1]}") in found  # by content
+    assert copy_version(platform, Region.US, "glob") is None  # quarantined: never served
+    with us_client(platform) as client:
+        answer = client.post("/v1/recommendations", json={"k": 5}, headers=bearer(homed["glob"]))
+        assert answer.status_code == 503, answer.text
+    assert scan_region(platform, Region.US, actor="test").hits == []  # not rescanned
