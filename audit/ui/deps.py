@@ -100,7 +100,15 @@ def signed_in(request: Request, context: ContextDep) -> SignedIn:
     principal = Principal.of(officer)
     if not context.access.can_sign_in(principal):
         raise SignInRequiredError
-    return SignedIn(context, principal, officer.name, session)
+    who = SignedIn(context, principal, officer.name, session)
+    request.state.audit_who = who  # an error page of this request keeps the navigation
+    return who
+
+
+def signed_in_or_none(request: Request) -> SignedIn | None:
+    """The officer `signed_in` found for this request, if it got that far."""
+    who: SignedIn | None = getattr(request.state, "audit_who", None)
+    return who
 
 
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
 from atlasrec.http_errors import HANDLED, HttpError, http_error_of
-from audit.ui.deps import SignedIn, SignInRequiredError, context_or_none
+from audit.ui.deps import SignedIn, SignInRequiredError, context_or_none, signed_in_or_none
 from audit.ui.sessions import SESSION_COOKIE
 from audit.ui.templating import templates
 
@@ -76,6 +76,7 @@ def error_page(request: Request, error: HttpError) -> HTMLResponse:
         request,
         "error.html",
         status=error.status,
+        who=signed_in_or_none(request),
         title=TITLES.get(error.status, "Error"),
         message=error.message,
     )

@@ -71,6 +71,7 @@ def test_each_role_sees_exactly_its_tenants(
             if expected == 403:
                 assert "Refused" in response.text
                 assert response.headers["content-type"].startswith("text/html")
+                assert 'href="/audit/log"' in response.text  # the navigation stays
     denied = {r["tenant"] for r in refusals(world) if r["actor"] == f"officer:{officer}"}
     assert denied == ({"far"} if platform_officer else {"shop", "label", "far"} - visible) | (
         set() if platform_officer else {None}  # ghost: not named, since it does not exist
@@ -92,6 +93,17 @@ def test_officers_without_authority_here_cannot_sign_in(
     us = app_client(Region.US)
     assert sign_in(us, officer, world.passwords[officer]).status_code == 303
     assert set(TENANT_ROW.findall(us.get("/audit/tenants").text)) == {"far"}
+
+
+@sqlite_only
+def test_pages_name_their_icon_and_it_is_served(
+    world: AuditWorld, app_client: ClientFactory
+) -> None:
+    client = signed_in(app_client, world, "po-all")
+    assert 'rel="icon" href="/audit/static/favicon.svg"' in client.get("/audit/tenants").text
+    icon = client.get("/audit/static/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert client.get("/audit/static/other.svg").status_code == 404
 
 
 @sqlite_only

@@ -22,6 +22,7 @@ from audit.lineage import (
     lineage_lines,
     request_lineage,
 )
+from audit.ui.templating import templates
 from privacy.accounting import Mechanism
 from privacy.budget import BudgetExceededError, Charge
 from serving.app import create_app
@@ -175,6 +176,8 @@ def test_from_a_served_request_to_its_dp_run_and_a_lowered_cap_stops_training(
     assert release["run_id"] == trained.lineage["dp"]["popularity_release"]["dp_run_id"]
     code, text, _ = cli(capsys, "audit", "lineage", "--request-id", served["request_id"])
     assert code == 0 and f"popularity prior: count release {release['run_id']}" in text
+    page = templates.get_template("lineage.html").render(chain=chain, region="eu", who=None)
+    assert f'count release <span class="mono">{release["run_id"]}</span>' in page  # as the CLI
     assert chain["data_snapshot"]["hash"] == trained.lineage["data_snapshot"]
     assert chain["data_snapshot"]["verified"]
     assert chain["backbone"]["note"] == NO_BACKBONE

@@ -1,4 +1,4 @@
-"""The UI's stylesheet (no other files are served)."""
+"""The UI's stylesheet and icon (no other files are served)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from audit.ui.pages import AuditRoute
 router = APIRouter(prefix="/static", tags=["audit: static"], route_class=AuditRoute)
 
 UI = Path(__file__).parent.parent
-STATIC = {"audit.css": ("text/css", (UI / "static" / "audit.css").read_bytes())}
+STATIC = {
+    name: (media_type, (UI / "static" / name).read_bytes())
+    for name, media_type in (("audit.css", "text/css"), ("favicon.svg", "image/svg+xml"))
+}
 
 
 @router.get("/{name}")
 def static(name: str) -> Response:
-    """The UI's stylesheet (no other files are served)."""
+    """The UI's stylesheet or icon (no other files are served)."""
     if name not in STATIC:
         raise HTTPException(404, f"no static file {name!r}")
     media_type, body = STATIC[name]
