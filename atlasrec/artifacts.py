@@ -138,6 +138,37 @@ def _disk_full(folder: Path, exc: BaseException) -> UnavailableError | None:
     return None
 
 
+def usable_versions(folder: Path) -> list[str]:
+    """Versions published under `folder`, oldest first, without the quarantined ones."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if VERSION.fullmatch(p.name) and (p / MANIFEST).is_file() and not (p / QUARANTINED).exists()
+    )
+
+
+def latest_usable(folder: Path) -> str | None:
+    """The version `LATEST` names, or the newest older one if it is quarantined; or None.
+
+    What a request may read: the pointer and one marker, unless the newest is quarantined.
+    """
+    pointer = folder / "LATEST"
+    if not pointer.exists():
+        return None
+    newest = pointer.read_text().strip()
+    if not (folder / newest / QUARANTINED).exists():
+        return newest
+    older = [v for v in usable_versions(folder) if v < newest]
+    return older[-1] if older else None
+
+
+def quarantine_version(path: Path, reason: str, *, actor: str) -> None:
+    """Mark a published version folder quarantined (never latest again); idempotent."""
+    write_atomic(path / QUARANTINED, json.dumps({"reason": reason, "by": actor}).encode())
+
+
 class ArtifactStore:
     """Artifacts of one region's tenants, reachable only through the region's boundary."""
 
@@ -168,24 +199,14 @@ class ArtifactStore:
     def latest(self, scope: Scope, kind: str, *, actor: str) -> Artifact | None:
         """The newest published version not quarantined, or None."""
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
-        pointer = kind_dir / "LATEST"
-        if not pointer.exists():
-            return None
-        path = kind_dir / pointer.read_text().strip()
-        if (path / QUARANTINED).exists():
-            usable = [v for v in self.versions(scope, kind, actor=actor) if v < path.name]
-            usable = [v for v in usable if not (kind_dir / v / QUARANTINED).exists()]
-            if not usable:
-                return None
-            path = kind_dir / usable[-1]
-        return self._load(scope, kind, path)
+        version = latest_usable(kind_dir)
+        return None if version is None else self._load(scope, kind, kind_dir / version)
 
     def quarantine(self, artifact: Artifact, reason: str, *, actor: str) -> None:
         """Take a version out of use for good (`latest` passes it over); idempotent."""
         scope = Scope(artifact.tenant_id, artifact.region)
         kind_dir = self._kind_dir(scope, artifact.kind, actor=actor, action="artifact.quarantine")
-        marker = {"reason": reason, "by": actor}
-        write_atomic(kind_dir / artifact.version / QUARANTINED, json.dumps(marker).encode())
+        quarantine_version(kind_dir / artifact.version, reason, actor=actor)
 
     @staticmethod
     def quarantined(artifact: Artifact) -> bool:

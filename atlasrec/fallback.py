@@ -29,12 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from atlasrec.artifacts import MANIFEST, QUARANTINED, publish_version
+from atlasrec.artifacts import (
+    latest_usable,
+    publish_version,
+    quarantine_version,
+    usable_versions,
+)
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.embeddings import EmbeddedItem, embedded_items
 from atlasrec.errors import AtlasRecError, InvalidInputError, NotYetAvailableError
-from atlasrec.federation.store import BackboneVersion, global_store, open_backbone
-from atlasrec.files import write_atomic
+from atlasrec.federation.store import global_store, open_backbone
 from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.models.two_tower import TwoTower
@@ -173,15 +177,7 @@ def copy_version(platform: Platform, region: Region, tenant_id: str) -> str | No
 
     Its name only: reading the copy goes through `latest_copy`, which the boundary admits.
     """
-    folder = copies_root(platform, region) / tenant_id
-    pointer = folder / "LATEST"
-    if not pointer.exists():
-        return None
-    newest = pointer.read_text().strip()
-    if not (folder / newest / QUARANTINED).exists():
-        return newest
-    usable = [v for v in held_copies(platform, region).get(tenant_id, []) if v < newest]
-    return usable[-1] if usable else None
+    return latest_usable(copies_root(platform, region) / tenant_id)
 
 
 def held_copies(platform: Platform, region: Region) -> dict[str, list[str]]:
@@ -189,15 +185,7 @@ def held_copies(platform: Platform, region: Region) -> dict[str, list[str]]:
     root = copies_root(platform, region)
     if not root.is_dir():
         return {}
-    return {
-        tenant.name: sorted(
-            v.name
-            for v in tenant.iterdir()
-            if (v / MANIFEST).is_file() and not (v / QUARANTINED).exists()
-        )
-        for tenant in sorted(root.iterdir())
-        if tenant.is_dir()
-    }
+    return {t.name: usable_versions(t) for t in sorted(root.iterdir()) if t.is_dir()}
 
 
 def copy_path(platform: Platform, region: Region, tenant_id: str, version: str) -> Path:
@@ -209,10 +197,7 @@ def quarantine_copy(
     platform: Platform, region: Region, tenant_id: str, version: str, reason: str, *, actor: str
 ) -> None:
     """Take a copy version out of use for good (never served again); idempotent."""
-    marker = {"reason": reason, "by": actor}
-    write_atomic(
-        copy_path(platform, region, tenant_id, version) / QUARANTINED, json.dumps(marker).encode()
-    )
+    quarantine_version(copy_path(platform, region, tenant_id, version), reason, actor=actor)
 
 
 def latest_copy(platform: Platform, region: Region, tenant_id: str) -> FallbackCopy | None:
@@ -233,24 +218,22 @@ def latest_copy(platform: Platform, region: Region, tenant_id: str) -> FallbackC
     )
 
 
-def global_backbone(platform: Platform) -> BackboneVersion | None:
-    """The cross-region tier's newest unquarantined backbone (what fallbacks score with)."""
-    return global_store(platform.settings).latest()
+def global_backbone(platform: Platform) -> str | None:
+    """The global backbone version fallbacks score with (its pointer only), or None."""
+    return global_store(platform.settings).latest_name()
 
 
-def backbone_bundle(
-    platform: Platform, copy: FallbackCopy, backbone: BackboneVersion
-) -> ModelBundle:
-    """A model over the copy's catalog from the global backbone.
+def backbone_bundle(platform: Platform, copy: FallbackCopy, backbone: str) -> ModelBundle:
+    """A model over the copy's catalog from global backbone version `backbone`.
 
     The backbone's towers, no item-id residual, the released popularity (if any) as its
     prior. Raises `InvalidInputError` if the backbone cannot be opened.
     """
     try:
-        state = open_backbone(platform.settings, backbone)
+        state = open_backbone(platform.settings, global_store(platform.settings).get(backbone))
     except (AtlasRecError, KeyError, ValueError) as exc:
         raise InvalidInputError(
-            f"tenant {copy.tenant_id!r}: cannot open global backbone {backbone.version} ({exc})"
+            f"tenant {copy.tenant_id!r}: cannot open global backbone {backbone} ({exc})"
         ) from None
     model = TwoTower(copy.vectors.astype(np.float32), BACKBONE_CONFIG)
     model.backbone.load_state_dict(state)
@@ -258,10 +241,10 @@ def backbone_bundle(
     model.set_popularity(counts)
     model.eval()
     return ModelBundle(
-        version=f"fallback-{copy.version}+global-{backbone.version}",
+        version=f"fallback-{copy.version}+global-{backbone}",
         model=model,
         item_ids=[i["item_id"] for i in copy.items],
         item_vectors=model.all_item_vectors(),
         popularity=counts,
-        lineage={"fallback_copy": copy.version, "global_backbone": backbone.version},
+        lineage={"fallback_copy": copy.version, "global_backbone": backbone},
     )

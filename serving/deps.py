@@ -199,6 +199,11 @@ async def authenticated(
     tenant = await _tenant_of(serving, credentials)
     if Region(tenant.home_region) != serving.region:
         await _refuse(serving, tenant, credentials)
+    return await _home_runtime(serving, tenant)
+
+
+async def _home_runtime(serving: ServingApp, tenant: Tenant) -> TenantRuntime:
+    """The runtime of a tenant homed here (loaded in the thread pool on first use)."""
     runtime = serving.runtime.loaded_tenant(tenant.id)
     if runtime is None:
         runtime = await run_in_threadpool(serving.runtime.tenant, tenant)
@@ -215,7 +220,7 @@ async def recommender(
     """
     tenant = await _tenant_of(serving, credentials)
     if Region(tenant.home_region) == serving.region:
-        return await authenticated(serving, credentials)
+        return await _home_runtime(serving, tenant)
     if tenant.fallback_region is None or Region(tenant.fallback_region) != serving.region:
         await _refuse(serving, tenant, credentials)
     runtime = await run_in_threadpool(serving.runtime.fallback, tenant)

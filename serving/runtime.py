@@ -28,7 +28,6 @@ from atlasrec.dataplane.tables import Item
 from atlasrec.errors import AtlasRecError, CrossRegionError, InvalidInputError
 from atlasrec.eventlog.base import EventLogUnavailable
 from atlasrec.fallback import backbone_bundle, copy_version, global_backbone, latest_copy
-from atlasrec.federation.store import BackboneVersion
 from atlasrec.http_errors import DATABASE_DOWN
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.offline_store import INGEST
@@ -141,7 +140,7 @@ class RegionRuntime:
         if version is None:
             return None
         backbone = global_backbone(self.platform)
-        key = (version, None if backbone is None else backbone.version)
+        key = (version, backbone)
         loaded = self._fallbacks.get(tenant.id)
         if loaded is not None and loaded[0] == key:
             return loaded[1]
@@ -156,9 +155,7 @@ class RegionRuntime:
                 loaded = self._fallbacks[tenant.id] = (key, runtime)
             return loaded[1]
 
-    def _load_fallback(
-        self, tenant: Tenant, backbone: BackboneVersion | None
-    ) -> TenantRuntime | None:
+    def _load_fallback(self, tenant: Tenant, backbone: str | None) -> TenantRuntime | None:
         copy = latest_copy(self.platform, self.region, tenant.id)
         if copy is None:
             return None

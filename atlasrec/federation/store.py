@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlasrec.artifacts import MANIFEST, QUARANTINED, publish_version
+from atlasrec.artifacts import (
+    MANIFEST,
+    latest_usable,
+    publish_version,
+    quarantine_version,
+    usable_versions,
+)
 from atlasrec.errors import InvalidInputError
 from atlasrec.files import write_atomic
 from atlasrec.models.backbone import unflatten
@@ -111,29 +117,20 @@ class BackboneStore:
 
     def unquarantined(self) -> list[str]:
         """Published version names, oldest first, without the quarantined ones."""
-        if not self.folder.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.folder.iterdir()
-            if (p / MANIFEST).is_file() and not (p / QUARANTINED).exists()
-        )
+        return usable_versions(self.folder)
 
     def quarantine(self, version: str, reason: str, *, actor: str) -> None:
         """Mark a version quarantined (as `ArtifactStore.quarantine` marks a model's)."""
-        marker = {"reason": reason, "by": actor}
-        write_atomic(self.get(version).path / QUARANTINED, json.dumps(marker).encode())
+        quarantine_version(self.get(version).path, reason, actor=actor)
+
+    def latest_name(self) -> str | None:
+        """The newest version's name not quarantined, or None (reads the pointer only)."""
+        return latest_usable(self.folder)
 
     def latest(self) -> BackboneVersion | None:
         """The newest version not quarantined, or None."""
-        pointer = self.folder / "LATEST"
-        if not pointer.exists():
-            return None
-        newest = pointer.read_text().strip()
-        if (self.folder / newest / QUARANTINED).exists():
-            usable = [v for v in self.unquarantined() if v < newest]
-            return self.get(usable[-1]) if usable else None
-        return self.get(newest)
+        name = self.latest_name()
+        return None if name is None else self.get(name)
 
     def get(self, version: str) -> BackboneVersion:
         """One version by name."""
