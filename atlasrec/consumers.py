@@ -129,8 +129,12 @@ class ConsumerWorker(Generic[R]):
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the batch in hand, then stop (what is not acked is delivered again later)."""
-        self._stop.set()
+        self.signal_stop()
         self._thread.join(timeout_s)
+
+    def signal_stop(self) -> None:
+        """Ask the worker to stop after the batch in hand (`stop` waits for it)."""
+        self._stop.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atlasrec.control.service import ControlPlane, IssuedKey
+from atlasrec.control.service import CapAboveMaximumError, ControlPlane, IssuedKey
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.plane import RegionDataPlane
 from atlasrec.db import make_engine
@@ -26,7 +26,11 @@ class Platform:
         for folder in {self.settings.home, self.settings.offline_root()}:
             private_folder(folder)  # databases, secrets and data: the owner's only
         self.secret = self.settings.secret_key.get_secret_value().encode()
-        self.control = ControlPlane(make_engine(self.settings.control_url()), self.secret)
+        self.control = ControlPlane(
+            make_engine(self.settings.control_url()),
+            self.secret,
+            max_epsilon_cap=self.settings.max_epsilon_cap,
+        )
         self.control.migrate()
         self._planes: dict[Region, Plane] = {}
 
@@ -75,9 +79,18 @@ class Platform:
     ) -> tuple[Tenant, IssuedKey]:
         """Register a tenant and record it in its home region's ledger."""
         plane = self.plane(region)
-        tenant, issued = self.control.create_tenant(
-            tenant_id, region=region, sharing=sharing, **options
-        )
+        try:
+            tenant, issued = self.control.create_tenant(
+                tenant_id, region=region, sharing=sharing, **options
+            )
+        except CapAboveMaximumError as exc:  # a refused budget is audited, as every one is
+            plane.ledger.append(
+                actor=actor,
+                action="budget.cap_refused",
+                subject=f"tenant:{tenant_id}",
+                details={"reason": str(exc), "attempted": "tenant.create"},
+            )
+            raise
         plane.ledger.append(
             actor=actor,
             action="tenant.created",

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     pg_app_role: str = "atlasrec_app"
     redis_url: str | None = None
     broker_url: str | None = None
+    max_epsilon_cap: float = Field(default=20.0, gt=0, le=1000.0)
+    """The platform's maximum DP budget (epsilon cap) of any tenant: `tenants create`,
+    `privacy set-cap`, raise requests and their approvals are refused above it."""
     dp_secure_mode: bool = False
     """DP secure mode: DP noise and Poisson sampling from the OS CSPRNG (`privacy.secure_mode`)."""
     serving_budget_ms: dict[str, float] = Field(
@@ -65,6 +68,7 @@ class Settings(BaseSettings):
     retrain_check_s: float = Field(default=3_600.0, gt=0)
     """How often Celery beat looks for models past their SLO to retrain (per region)."""
     serving_redis_timeout_s: float = 0.05
+    """Socket timeout of the serving path's online-store calls."""
     serving_record_wait_s: float = Field(default=2.0, gt=0)
     """How long a recommendation waits for its served record to be kept (in the region's log,
     or this process's spool) before it answers 503 instead."""
@@ -88,7 +92,6 @@ class Settings(BaseSettings):
     ops_token: SecretStr | None = None
     """Bearer token of the serving app's operator endpoints (/metrics, /healthz/detail). Unset:
     they answer only clients on this host that came through no proxy (an internal bind)."""
-    """Socket timeout of the serving path's online-store calls."""
     event_log_url: str | None = None
     """The regions' event log: `nats://host:port` (JetStream); unset: a local file per region."""
     event_log_root: str = Field(default="atlasrec", pattern=r"^[a-z][a-z0-9_-]{0,31}$")

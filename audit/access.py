@@ -4,20 +4,21 @@ A regional app is pinned to its region and shows only tenants homed there. Withi
 
 - a `tenant` officer may see exactly their own tenant;
 - a `platform` officer may see exactly the tenants homed in a region they are authorised
-  for (which must be the app's region), and the region-wide records of that region's ledger.
+  for (which must be the app's region), and the region-wide records of that region's ledger;
+- what a region's ledger records about a tenant (read by a peer region's UI, see
+  `audit.ui.routes.peer_api`) is for whoever may see that tenant in its home region.
 
-`may_see` and `may_see_region` are the pure rules; `Access` applies them to requests,
-writing every refusal to the region's ledger before raising `AccessRefusedError`.
+`may_see`, `may_see_region` and `may_see_records` are the pure rules; `Access` applies them
+to requests, writing every refusal to the region's ledger before raising `AccessRefusedError`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from atlasrec.control.officers import OfficerRole
 from atlasrec.control.tables import Officer, Tenant
+from atlasrec.dataplane import audit_tenants
 from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.errors import RefusedError, UnknownTenantError
 from atlasrec.platform import Platform
@@ -28,6 +29,10 @@ REFUSED = "officer.refused"
 
 class AccessRefusedError(RefusedError):
     """An officer asked for something outside their authority (audited)."""
+
+
+class CredentialRefusedError(AccessRefusedError):
+    """A request's credential proved no officer (missing, forged, expired; audited)."""
 
 
 @dataclass(frozen=True)
@@ -69,18 +74,45 @@ def may_see_region(principal: Principal, app: Region) -> bool:
     return principal.role == OfficerRole.PLATFORM and app in principal.regions
 
 
+def may_see_records(
+    principal: Principal, tenant_id: str, home: Region | None, ledger: Region
+) -> bool:
+    """Whether `principal` may see the records about `tenant_id` that `ledger`'s region holds.
+
+    Those who may see the tenant in its home region may see what any region recorded about
+    it (a refused crossing, say); a platform officer of `ledger`'s region sees them anyway.
+    """
+    if home is not None and may_see(principal, tenant_id, home, home):
+        return True
+    return may_see_region(principal, ledger)
+
+
+def raise_decision_refusal(principal: Principal, home: Region, requested_by: str) -> str | None:
+    """Why `principal` may not decide a raise of the cap of a tenant homed in `home`.
+
+    None: they may. Two people: a platform officer of `home`, never the requester.
+    """
+    if principal.role != OfficerRole.PLATFORM:
+        return (
+            f"officer {principal.officer_id!r} is a tenant officer: only a platform officer "
+            "may approve or reject a raise of a cap"
+        )
+    if home not in principal.regions:
+        return (
+            f"officer {principal.officer_id!r} is not authorised for region {home.value!r}, "
+            "where the tenant is homed"
+        )
+    if principal.officer_id == requested_by:
+        return (
+            f"officer {principal.officer_id!r} requested this raise: another platform officer "
+            "must decide it (two people)"
+        )
+    return None
+
+
 def record_tenants(record: AuditRecord) -> set[str]:
-    """The tenants a ledger record is about: its own, and any tenant a refusal targeted."""
-    tenants = {record.tenant_id} if record.tenant_id else set()
-    if record.action.endswith(".refused"):
-        try:
-            details: Any = json.loads(record.details)
-        except ValueError:
-            details = {}
-        target = details.get("target_tenant") if isinstance(details, dict) else None
-        if isinstance(target, str):
-            tenants.add(target)
-    return tenants
+    """The tenants a ledger record is about (`atlasrec.dataplane.audit_tenants`' rule)."""
+    return audit_tenants.record_tenants(record)
 
 
 class Access:
@@ -100,12 +132,12 @@ class Access:
         tenant = principal.tenant_id
         return tenant is not None and self._home(tenant) == self.region
 
-    def require_sign_in(self, principal: Principal) -> None:
-        """Allow signing in here, or audit the refusal and raise."""
+    def require_sign_in(self, principal: Principal, *, action: str = "audit.sign_in") -> None:
+        """Allow an officer with authority here, or audit the refusal and raise."""
         if not self.can_sign_in(principal):
             self.refuse(
                 principal,
-                "audit.sign_in",
+                action,
                 f"officer {principal.officer_id!r} has no authority in region "
                 f"{self.region.value!r}",
             )
@@ -131,6 +163,29 @@ class Access:
             reason = f"officer {principal.officer_id!r} may not see tenant {tenant_id!r}"
         self.refuse(principal, action, reason, tenant_id=tenant_id if home is not None else None)
         raise AssertionError("unreachable")
+
+    def tenant_records(self, principal: Principal, tenant_id: str, *, action: str) -> None:
+        """Allow reading what this region's ledger holds about a tenant, or audit and raise."""
+        home = self._home(tenant_id) if TENANT_ID_PATTERN.fullmatch(tenant_id) else None
+        if not may_see_records(principal, tenant_id, home, self.region):
+            self.refuse(
+                principal,
+                action,
+                f"officer {principal.officer_id!r} may not see tenant {tenant_id!r}'s records",
+                tenant_id=tenant_id if home is not None else None,
+            )
+
+    def decide_raise(self, principal: Principal, tenant: Tenant, requested_by: str) -> None:
+        """Allow `principal` to approve or reject a raise of `tenant`'s cap, or audit and raise."""
+        home = Region(tenant.home_region)
+        reason = raise_decision_refusal(principal, home, requested_by)
+        if reason is None and home != self.region:
+            reason = (
+                f"tenant {tenant.id!r} is homed in region {home.value!r}; this is the "
+                f"{self.region.value!r} audit UI"
+            )
+        if reason is not None:
+            self.refuse(principal, "budget.raise_decide", reason, tenant_id=tenant.id)
 
     def region_wide(self, principal: Principal, *, action: str) -> None:
         """Allow reading region-wide records, or audit the refusal and raise."""
@@ -166,6 +221,19 @@ class Access:
             return {principal.tenant_id}
         self.refuse(principal, action, f"officer {principal.officer_id!r} may not read this log")
         raise AssertionError("unreachable")
+
+    def refuse_credential(self, claimed: str | None, action: str, reason: str) -> None:
+        """Write the refusal of a credential that proved no officer, then raise.
+
+        `claimed` is the officer the credential named, if it could be read (unproven).
+        """
+        self.platform.plane(self.region).ledger.append(
+            actor=f"unverified:{claimed}" if claimed else "unverified",
+            action=REFUSED,
+            subject=f"region:{self.region.value}",
+            details={"attempted": action, "claimed_officer": claimed, "reason": reason},
+        )
+        raise CredentialRefusedError(reason)
 
     def refuse(
         self, principal: Principal, action: str, reason: str, *, tenant_id: str | None = None

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, event, func, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
-from atlasrec.dataplane.tables import AuditRecord
+from atlasrec.dataplane.audit_tenants import record_tenants
+from atlasrec.dataplane.tables import AuditRecord, AuditRecordTenant
 from atlasrec.tenancy import Region
 
 GENESIS_HASH = "0" * 64
@@ -61,6 +63,20 @@ def compute_hash(record: AuditRecord) -> str:
         ]
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _index(session: Session, record: AuditRecord) -> None:
+    """Index the record under every tenant it concerns, in its transaction.
+
+    The tenants are read back from the stored details, as migration r0007 indexed older
+    records. Index rows that a rewritten chain left behind for this seq are kept: `verify`
+    names the rewrite.
+    """
+    rows = [{"seq": record.seq, "tenant_id": t} for t in sorted(record_tenants(record))]
+    if rows:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        table: Any = AuditRecordTenant.__table__  # type: ignore[attr-defined]
+        session.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,7 @@ class AuditLedger:
         record.hash = compute_hash(record)
         session.add(record)
         session.flush()
+        _index(session, record)
         return record
 
     def _advance(self, seq: int, hash_: str) -> None:
@@ -189,6 +206,41 @@ class AuditLedger:
         query = select(AuditRecord).where(col(AuditRecord.seq).in_(newest))
         with Session(self.engine, expire_on_commit=False) as session:
             return {r.tenant_id: r for r in session.execute(query).scalars() if r.tenant_id}
+
+    def newest(self, action: str, *, tenant_id: str | None = None, limit: int) -> list[AuditRecord]:
+        """The newest `limit` records of `action` (of `tenant_id`, if given), newest first."""
+        query = (
+            select(AuditRecord)
+            .where(col(AuditRecord.action) == action)
+            .order_by(col(AuditRecord.seq).desc())
+            .limit(limit)
+        )
+        if tenant_id is not None:
+            query = query.where(col(AuditRecord.tenant_id) == tenant_id)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.execute(query).scalars().all())
+
+    def first_seq_at(self, ts: str) -> int:
+        """The seq of the first record stamped at or after `ts` (ISO text); past the end if none.
+
+        Records are appended in time order, so this is a binary search over the primary key
+        (a few dozen point reads, whatever the ledger's length).
+        """
+        with Session(self.engine) as session:
+            lo, hi = 1, (session.execute(select(func.max(AuditRecord.seq))).scalar() or 0) + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                stamp = session.execute(
+                    select(AuditRecord.ts)
+                    .where(col(AuditRecord.seq) >= mid)
+                    .order_by(col(AuditRecord.seq))
+                    .limit(1)
+                ).scalar()
+                if stamp is None or stamp >= ts:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return lo
 
     def _iter_chain(self, session: Session) -> Iterator[AuditRecord]:
         query = select(AuditRecord).order_by(col(AuditRecord.seq)).execution_options(yield_per=2000)

@@ -3,7 +3,9 @@
 One chain, used by `atlasrec audit lineage` and by the audit UI:
 
 request (served_requests) -> model version (its artifact manifest: tenant, region, files)
--> training: the DP run charged for it (or "no DP"), with its epsilon
+-> training: the DP run charged for it (or "no DP"), with its epsilons (the vocabulary of
+   `privacy.epsilon_terms`: the model ε, and each run's standalone ε, increment and composed
+   total after)
 -> data snapshot: the hash recorded at training, checked against the ingested files' hashes
 -> backbone: the parent backbone version (or "no backbone (solo-trained)"), the tenants that
    contributed to it and the epsilon each was charged, and the federated rounds behind it
@@ -33,6 +35,7 @@ from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.offline_store import files_snapshot, ingested_sha
 from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
+from privacy.epsilon_terms import MODEL, RunEpsilons, run_epsilons
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FEDERATION_ROUND = "federation.round"
@@ -165,14 +168,15 @@ def model_lineage(plane: Plane, scope: Scope, version: str | None, *, actor: str
     parent = meta.get("parent_backbone")
     rounds = _backbone_rounds(plane, scope, parent)  # the ledger first: one transaction at a time
     with plane.session(scope, actor=actor, action="audit.lineage") as session:
-        training = _training(session, meta.get("dp"))
+        terms = _run_terms(session)
+        training = _training(session, meta.get("dp"), terms)
         snapshot = _snapshot(
             session,
             plane.offline.scoped(scope, actor=actor).files(),
             meta.get("data_snapshot"),
             manifest.get("created_at"),
         )
-        backbone = _backbone(session, scope, parent, rounds)
+        backbone = _backbone(session, scope, parent, rounds, terms)
     return {
         "model": model,
         "model_note": None,
@@ -192,13 +196,20 @@ def _manifest(plane: Plane, scope: Scope, version: str, *, actor: str) -> dict[s
     return value if isinstance(value, dict) else None
 
 
-def _run_dict(run: DpRun) -> dict[str, Any]:
+def _run_terms(session: TenantSession) -> dict[str, RunEpsilons]:
+    """The epsilons of each of the tenant's runs, by run id (computed over all of them)."""
+    runs = list(
+        session.execute(select(DpRun).order_by(col(DpRun.created_at), col(DpRun.id))).scalars()
+    )
+    return {run.id: terms for run, terms in zip(runs, run_epsilons(runs), strict=True)}
+
+
+def _run_dict(run: DpRun, terms: dict[str, RunEpsilons]) -> dict[str, Any]:
     return {
         "run_id": run.id,
         "kind": run.kind,
         "status": run.status,
-        "epsilon": run.epsilon,
-        "epsilon_total_after": run.epsilon_total,
+        **terms[run.id].as_dict(),
         "noise_multiplier": run.noise_multiplier,
         "sample_rate": run.sample_rate,
         "steps": run.steps,
@@ -209,11 +220,14 @@ def _run_dict(run: DpRun) -> dict[str, Any]:
     }
 
 
-def _training(session: TenantSession, dp: dict[str, Any] | None) -> dict[str, Any]:
+def _training(
+    session: TenantSession, dp: dict[str, Any] | None, terms: dict[str, RunEpsilons]
+) -> dict[str, Any]:
     if not dp:
         return {
             "dp": None,
             "run": None,
+            MODEL.key: None,
             "note": "trained without DP: tenant-local, nothing charged, nothing shared",
         }
     run_id = dp.get("dp_run_id")
@@ -223,8 +237,9 @@ def _training(session: TenantSession, dp: dict[str, Any] | None) -> dict[str, An
     missing = [r for r, found in ((run_id, run), (release_id, release)) if r and found is None]
     return {
         "dp": dp,
-        "run": None if run is None else _run_dict(run),
-        "popularity_release": None if release is None else _run_dict(release),
+        MODEL.key: dp.get("epsilon"),
+        "run": None if run is None else _run_dict(run, terms),
+        "popularity_release": None if release is None else _run_dict(release, terms),
         "note": None
         if not missing
         else f"DP run {', '.join(map(repr, missing))} is not in the budget ledger",
@@ -368,7 +383,11 @@ def _backbone_rounds(plane: Plane, scope: Scope, parent: Any) -> list[dict[str, 
 
 
 def _backbone(
-    session: TenantSession, scope: Scope, parent: Any, rounds: list[dict[str, Any]]
+    session: TenantSession,
+    scope: Scope,
+    parent: Any,
+    rounds: list[dict[str, Any]],
+    terms: dict[str, RunEpsilons],
 ) -> dict[str, Any]:
     if not parent:
         return {"present": False, "note": NO_BACKBONE}
@@ -392,7 +411,7 @@ def _backbone(
     outputs = {r.get("backbone_out") for r in rounds}
     played = {(r.get("federation_run"), r.get("round")) for r in rounds}
     own = [
-        _run_dict(run)
+        _run_dict(run, terms)
         for run in session.execute(
             select(DpRun).where(DpRun.kind == "federation").order_by(col(DpRun.created_at))
         ).scalars()
@@ -413,6 +432,15 @@ def _backbone(
 
 def _eps(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else str(value)
+
+
+def _terms_text(run: dict[str, Any]) -> str:
+    """A run's three epsilons, each named."""
+    return (
+        f"standalone ε {_eps(run['epsilon_standalone'])}  increment "
+        f"{_eps(run['epsilon_increment'])}  composed total after "
+        f"{_eps(run['epsilon_total_after'])}"
+    )
 
 
 def lineage_lines(chain: dict[str, Any]) -> list[str]:
@@ -442,16 +470,17 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
     else:
         status = f"DP run {dp.get('dp_run_id')}" + (f" ({run['status']})" if run else "")
         lines.append(
-            f"    training: {status}  epsilon {_eps(dp.get('epsilon'))}  "
+            f"    training: {status}  model ε {_eps(dp.get('epsilon'))}  "
             f"noise {_eps(dp.get('noise_multiplier'))}  q={_eps(dp.get('sample_rate'))}  "
             f"steps={dp.get('steps')}  delta={dp.get('delta')}"
-            + (f"  tenant total after {_eps(run['epsilon_total_after'])}" if run else "")
         )
+        if run:
+            lines.append(f"      DP-SGD run: {_terms_text(run)}")
         release = training.get("popularity_release")
         if release:
             lines.append(
                 f"      popularity prior: count release {release['run_id']} ({release['status']})"
-                f"  epsilon {_eps(release['epsilon'])}  noise {_eps(release['noise_multiplier'])}"
+                f"  noise {_eps(release['noise_multiplier'])}  {_terms_text(release)}"
             )
         if training.get("note"):
             lines.append(f"      {training['note']}")
@@ -475,7 +504,10 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
         return lines
     lines.append(f"    backbone {backbone['version']}  region {backbone['region']}")
     for tenant_id, epsilon in sorted(backbone["contributors"].items()):
-        lines.append(f"      contributor {tenant_id}: epsilon charged {_eps(epsilon)}")
+        lines.append(
+            f"      contributor {tenant_id}: standalone ε {_eps(epsilon)} (its round that "
+            "produced this version)"
+        )
     for share_region, share in sorted((backbone["declared"].get("shares") or {}).items()):
         lines.append(f"      share of region {share_region}: {share}")
     for r in backbone["rounds"]:
@@ -488,7 +520,7 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
         snapshot = run["details"].get("data_snapshot")
         lines.append(
             f"      this tenant's charge: round {run['details'].get('round')}  "
-            f"epsilon {_eps(run['epsilon'])}  (DP run {run['run_id']}"
+            f"{_terms_text(run)}  (DP run {run['run_id']}"
             + (f", data snapshot {snapshot})" if snapshot else ")")
         )
     if backbone.get("note"):

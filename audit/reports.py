@@ -12,12 +12,14 @@ import csv
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from atlasrec.artifacts import MANIFEST
 from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
+from atlasrec.control.cap_requests import CapRequests
 from atlasrec.control.tables import Tenant
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.dataplane.tables import AuditRecord, DpRun
@@ -28,7 +30,9 @@ from audit.access import REFUSED as ACCESS_REFUSED
 from audit.access import record_tenants
 from audit.caps import CAP_CHANGED
 from audit.ledger import AuditLedger, Verification
+from audit.ledger_answers import LedgerAnswer, all_refusals, refusal_ledgers
 from audit.lineage import FEDERATION_ROUND, details_of, federation_round, iso
+from privacy.epsilon_terms import RUN_TERMS, STANDALONE, run_epsilons
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CSV_COLUMNS = (
@@ -39,13 +43,16 @@ CSV_COLUMNS = (
     "id",
     "kind",
     "status",
-    "epsilon",
-    "epsilon_total",
+    "epsilon_standalone",
+    "epsilon_increment",
+    "epsilon_total_after",
     "epsilon_cap",
     "epsilon_remaining",
     "detail",
 )
 OTHER_TENANT = "(another tenant)"
+FEDERATION_EXPORTED = "federation.exported"
+"""A region's global-tier share left it (`server.global_tier.EXPORTED`: a higher layer)."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,12 @@ def tenant_report(
     actor: str,
     redact_others: bool = False,
     verify: bool = True,
+    other_ledgers: Sequence[LedgerAnswer] = (),
 ) -> dict[str, Any]:
     """The compliance report of `tenant` in its home region.
+
+    `other_ledgers` are the other regions' answers about refusals involving the tenant
+    (`audit.ledger_answers`); a region without one is listed as not consulted.
 
     With `redact_others`, other tenants' ids in refusal records that targeted this tenant
     are replaced (a tenant officer reads them). `verify` checks the region's audit chain
@@ -146,6 +157,8 @@ def tenant_report(
     with plane.session(scope, actor=actor, action="audit.report") as session:
         runs = DpRunTable(session, plane.ledger).runs()
     state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
+    refusals = _refusals(plane.ledger, tenant.id, redact_others=redact_others)
+    ledgers = refusal_ledgers(region, refusals, other_ledgers)
     own = plane.ledger.records(tenant_id=tenant.id, action="tenant.created", limit=None)
     changes = plane.ledger.records(tenant_id=tenant.id, action=CAP_CHANGED, limit=None)
     history = cap_history(own + changes, tenant.epsilon_cap)
@@ -171,9 +184,15 @@ def tenant_report(
         },
         "cap_history": [{"ts": p.ts or None, "cap": p.cap} for p in history],
         "cap_changes": [_record(r) for r in changes],
+        "raise_requests": _raise_requests(platform, tenant.id),
         "runs": run_rows,
         "artifacts": _artifacts(platform, scope, actor),
-        "refusals": _refusals(plane.ledger, tenant.id, redact_others=redact_others),
+        "refusals": all_refusals(region, refusals, other_ledgers),
+        "refusal_ledgers": ledgers,
+        "refusals_complete": all(line["answered"] for line in ledgers),
+        "federation_exports": federation_exports(
+            plane.ledger, tenant.id, redact_others=redact_others
+        ),
         "access_refusals": [
             _record(r)
             for r in plane.ledger.records(tenant_id=tenant.id, action=ACCESS_REFUSED, limit=None)
@@ -183,10 +202,29 @@ def tenant_report(
             "policy": SHARING_POLICIES[sharing],
             "stopped": state.exhausted,
             "rounds": [r for r in run_rows if r["kind"] == "federation"],
-            "region_rounds": _region_rounds(plane.ledger, tenant.id),
+            "region_rounds": _region_rounds(plane.ledger, tenant.id, run_rows),
         },
         "chain": _chain(plane.ledger.verify(), region) if verify else None,
     }
+
+
+def _raise_requests(platform: Platform, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's requests to raise its cap, newest first, with who decided them."""
+    return [
+        {
+            "id": r.id,
+            "status": r.status,
+            "cap_then": r.cap_then,
+            "requested_cap": r.requested_cap,
+            "reason": r.reason,
+            "requested_by": r.requested_by,
+            "requested_at": iso(r.requested_at),
+            "decided_by": r.decided_by,
+            "decided_at": iso(r.decided_at),
+            "decision_reason": r.decision_reason,
+        }
+        for r in CapRequests(platform.control.engine).of_tenant(tenant_id)
+    ]
 
 
 SHARING_POLICIES = {
@@ -198,19 +236,17 @@ SHARING_POLICIES = {
 
 
 def _run_rows(runs: list[DpRun], history: list[CapPoint]) -> list[dict[str, Any]]:
-    """A row per charged run, with its own charge and the cap in force then."""
+    """A row per charged run: its three epsilons (`privacy.epsilon_terms`), the cap then."""
     rows: list[dict[str, Any]] = []
-    previous = 0.0
-    for run in runs:
+    for index, (run, terms) in enumerate(zip(runs, run_epsilons(runs), strict=True), start=1):
         created = iso(run.created_at) or ""
         rows.append(
             {
+                "index": index,
                 "run_id": run.id,
                 "kind": run.kind,
                 "status": run.status,
-                "epsilon": run.epsilon,
-                "charge": max(0.0, run.epsilon_total - previous),
-                "epsilon_total_after": run.epsilon_total,
+                **terms.as_dict(),
                 "cap_then": cap_at(history, created),
                 "noise_multiplier": run.noise_multiplier,
                 "sample_rate": run.sample_rate,
@@ -223,7 +259,6 @@ def _run_rows(runs: list[DpRun], history: list[CapPoint]) -> list[dict[str, Any]
                 "completed_at": iso(run.completed_at),
             }
         )
-        previous = max(previous, run.epsilon_total)
     return rows
 
 
@@ -245,14 +280,69 @@ def _refusals(ledger: AuditLedger, tenant_id: str, *, redact_others: bool) -> li
     return refusals
 
 
-def _region_rounds(ledger: AuditLedger, tenant_id: str) -> list[dict[str, Any]]:
-    """The region's federated rounds the tenant took part in."""
+def boundary_refusals(
+    ledger: AuditLedger, tenant_id: str, *, redact_others: bool
+) -> list[dict[str, Any]]:
+    """The boundary refusals in `ledger` that involved the tenant (as the report lists them)."""
+    return _refusals(ledger, tenant_id, redact_others=redact_others)
+
+
+def federation_exports(
+    ledger: AuditLedger, tenant_id: str, *, redact_others: bool
+) -> list[dict[str, Any]]:
+    """The region's global-tier shares the tenant contributed to, oldest first.
+
+    Each contributor's epsilon is the standalone ε of its run of the round, as the region's
+    aggregator recorded it; other contributors' ids are redacted on request.
+    """
+    exports = []
+    for record in ledger.records(action=FEDERATION_EXPORTED, limit=None):
+        details = details_of(record)
+        contributors = details.get("contributors")
+        if not isinstance(contributors, dict) or tenant_id not in contributors:
+            continue
+        exports.append(
+            {
+                "seq": record.seq,
+                "ts": record.ts,
+                "share_version": record.subject.removeprefix("global-share:"),
+                "tier": "global",
+                "region": details.get("region"),
+                "federation_run": details.get("federation_run"),
+                "round": details.get("round"),
+                "weight": details.get("weight"),
+                "key_id": details.get("key_id"),
+                "bytes": details.get("bytes"),
+                "contributors": [
+                    {
+                        "tenant_id": t if t == tenant_id or not redact_others else OTHER_TENANT,
+                        STANDALONE.key: eps,
+                    }
+                    for t, eps in sorted(contributors.items(), key=lambda c: c[0] != tenant_id)
+                ],
+            }
+        )
+    return exports
+
+
+def _region_rounds(
+    ledger: AuditLedger, tenant_id: str, runs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The region's federated rounds the tenant took part in, with its run's epsilons.
+
+    The epsilons are those of the tenant's own charged run of the round (`runs`: its run
+    rows), so this table and the runs table cannot disagree; a round whose run is not in
+    the tenant's budget ledger shows the standalone ε the aggregator recorded.
+    """
+    by_round = {(r["federation_run"], r["round"]): r for r in runs if r["kind"] == "federation"}
     rounds = []
     for record in ledger.records(action=FEDERATION_ROUND, limit=None):
         round_ = federation_round(record)
         if tenant_id not in round_["participants"]:
             continue
-        epsilon = round_.get("epsilon")
+        run = by_round.get((round_["federation_run"], round_.get("round")))
+        recorded = round_.get("epsilon")
+        standalone = recorded.get(tenant_id) if isinstance(recorded, dict) else None
         rounds.append(
             {
                 "seq": round_["seq"],
@@ -263,7 +353,9 @@ def _region_rounds(ledger: AuditLedger, tenant_id: str) -> list[dict[str, Any]]:
                 "participants": len(round_["participants"]),
                 "backbone_in": round_.get("backbone_in"),
                 "backbone_out": round_.get("backbone_out"),
-                "epsilon": epsilon.get(tenant_id) if isinstance(epsilon, dict) else None,
+                "run_id": None if run is None else run["run_id"],
+                **{term.key: (None if run is None else run[term.key]) for term in RUN_TERMS},
+                **({} if run is not None else {STANDALONE.key: standalone}),
             }
         )
     return rounds
@@ -291,6 +383,8 @@ def report_csv(report: dict[str, Any]) -> str:
         map(_cap_change_row, report["cap_changes"]),
         map(_artifact_row, report["artifacts"]),
         map(_refusal_row, report["refusals"]),
+        map(_refusal_ledger_row, report["refusal_ledgers"]),
+        map(_export_row, report["federation_exports"]),
         map(_round_row, report["federation"]["region_rounds"]),
         [] if report["chain"] is None else [_chain_row(report["chain"])],
     ):
@@ -303,7 +397,7 @@ def _budget_row(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "record_type": "budget",
         "time": report["generated_at"],
-        "epsilon_total": budget["epsilon_spent"],
+        "epsilon_total_after": budget["epsilon_spent"],
         "epsilon_cap": budget["epsilon_cap"],
         "epsilon_remaining": budget["epsilon_remaining"],
         "status": "exhausted" if budget["exhausted"] else "open",
@@ -319,12 +413,10 @@ def _run_csv_row(run: dict[str, Any]) -> dict[str, Any]:
         "id": run["run_id"],
         "kind": run["kind"],
         "status": run["status"],
-        "epsilon": run["charge"],
-        "epsilon_total": run["epsilon_total_after"],
+        **{term.key: run[term.key] for term in RUN_TERMS},
         "epsilon_cap": run["cap_then"],
         "detail": json.dumps(
             {
-                "epsilon_alone": run["epsilon"],
                 **{key: run[key] for key in detail_keys},
                 "model_version": run["model_version"],
             }
@@ -340,7 +432,7 @@ def _cap_change_row(change: dict[str, Any]) -> dict[str, Any]:
         "id": change["seq"],
         "kind": change["actor"],
         "epsilon_cap": d.get("new_cap"),
-        "epsilon_total": d.get("spent"),
+        "epsilon_total_after": d.get("spent"),
         "detail": json.dumps({"old_cap": d.get("old_cap"), "reason": d.get("reason")}),
     }
 
@@ -360,6 +452,7 @@ def _artifact_row(artifact: dict[str, Any]) -> dict[str, Any]:
 def _refusal_row(refusal: dict[str, Any]) -> dict[str, Any]:
     return {
         "record_type": "refusal",
+        "region": refusal["ledger_region"],
         "time": refusal["ts"],
         "id": refusal["seq"],
         "kind": refusal["details"].get("attempted"),
@@ -375,8 +468,31 @@ def _round_row(r: dict[str, Any]) -> dict[str, Any]:
         "time": r["ts"],
         "id": r["seq"],
         "kind": r["federation_run"],
-        "epsilon": r["epsilon"],
+        **{term.key: r[term.key] for term in RUN_TERMS},
         "detail": json.dumps({key: r[key] for key in keys}),
+    }
+
+
+def _refusal_ledger_row(line: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "record_type": "refusal_ledger",
+        "region": line["region"],
+        "status": "answered" if line["answered"] else "not answering",
+        "detail": json.dumps(
+            {"reason": line["reason"], "records": line["records"], "truncated": line["truncated"]}
+        ),
+    }
+
+
+def _export_row(export: dict[str, Any]) -> dict[str, Any]:
+    keys = ("tier", "round", "weight", "key_id", "bytes", "contributors")
+    return {
+        "record_type": "federation_export",
+        "region": export["region"],
+        "time": export["ts"],
+        "id": export["share_version"],
+        "kind": export["federation_run"],
+        "detail": json.dumps({key: export[key] for key in keys}),
     }
 
 

@@ -23,8 +23,9 @@ from atlasrec.datasets import TenantDataset
 from atlasrec.platform import Platform
 from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region
+from audit.ledger_answers import LedgerAnswer
 from audit.lineage import lineage_lines, request_lineage
-from audit.reports import report_csv, tenant_report
+from audit.reports import boundary_refusals, report_csv, tenant_report
 from audit.ui.templating import report_html
 
 OFFICERS_FILE = "demo-officers.json"
@@ -92,6 +93,16 @@ def print_audit_access(
         )
 
 
+def _other_ledgers(platform: Platform, tenant_id: str) -> list[LedgerAnswer]:
+    """Every other region's refusals involving the tenant (this process holds every region)."""
+    home = platform.scope(tenant_id).region
+    return [
+        LedgerAnswer(r, boundary_refusals(platform.plane(r).ledger, tenant_id, redact_others=False))
+        for r in Region
+        if r != home
+    ]
+
+
 def audit_demo(
     console: Console, platform: Platform, datasets: Sequence[TenantDataset], actor: str
 ) -> None:
@@ -115,7 +126,10 @@ def audit_demo(
     folder = get_settings().home / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     for ds in datasets:
-        report = tenant_report(platform, platform.control.get_tenant(ds.tenant_id), actor=actor)
+        tenant = platform.control.get_tenant(ds.tenant_id)
+        report = tenant_report(
+            platform, tenant, actor=actor, other_ledgers=_other_ledgers(platform, tenant.id)
+        )
         stem = folder / f"{ds.tenant_id}-{report['region']}-compliance"
         stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
         stem.with_suffix(".csv").write_text(report_csv(report))

@@ -19,6 +19,9 @@ from rich.table import Table
 
 from atlasrec.datasets import TenantDataset
 from atlasrec.errors import AtlasRecError
+from atlasrec.platform import Platform
+from atlasrec.settings import get_settings
+from atlasrec.tenancy import parse_region
 from demos.audit import print_audit_access
 
 START_TIMEOUT_S = 120.0
@@ -96,6 +99,16 @@ def _wait_ready(region: str, process: subprocess.Popen[bytes], url: str) -> None
     raise AtlasRecError(f"the {region} server did not answer within {START_TIMEOUT_S:.0f} s")
 
 
+def register_endpoints(urls: dict[str, str]) -> None:
+    """Register each running server's URL as its region's endpoint (the platform view)."""
+    platform = Platform(get_settings())
+    try:
+        for region, url in urls.items():
+            platform.control.set_region_endpoint(parse_region(region), url)
+    finally:
+        platform.close()
+
+
 def _call(client: httpx.Client, method: str, url: str, key: str, body: Any) -> httpx.Response:
     return client.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"})
 
@@ -111,6 +124,7 @@ def serve_regions(
     regions = sorted({ds.region.value for ds in datasets})
     console.print(f"\nstarting one serving process per region ({', '.join(regions)}) ...")
     with regional_servers(regions) as urls, httpx.Client(timeout=30.0) as client:
+        register_endpoints(urls)
         table = Table(title="Serving over HTTP (one process per region, real requests)")
         for column in ("tenant", "region", "request", "answer", "total ms"):
             table.add_column(column)

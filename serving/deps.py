@@ -148,6 +148,8 @@ class ServingApp:
         for worker in self.consumers:
             if worker.consumer.name == "requests":
                 worker.caught_up(CLOSE_DRAIN_S)
+        for worker in self.consumers:  # all at once: each may be waiting out a fetch
+            worker.signal_stop()
         for worker in self.consumers:
             worker.stop()
 

@@ -47,10 +47,11 @@ def _pg_url(dbname: str) -> str:
 
 
 RESET_SQL = {
-    "control": "TRUNCATE api_keys, officers, tenants, ledger_anchors",
+    "control": "TRUNCATE api_keys, officers, cap_raise_requests, tenants, ledger_anchors; "
+    "UPDATE regions SET endpoint = NULL",
     "region": "ALTER TABLE audit_records ENABLE TRIGGER USER; "
     "TRUNCATE items, interactions, ingest_batches, tenant_secrets, audit_records, "
-    "item_embeddings, dp_runs, served_requests, federation_runs",
+    "item_embeddings, dp_runs, served_requests, federation_runs, audit_record_tenants",
 }
 
 

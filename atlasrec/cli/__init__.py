@@ -61,6 +61,10 @@ COMMANDS = {
         "atlasrec.cli.officers",
         "Privacy officer accounts of the audit UI (/audit on each regional server).",
     ),
+    "regions": Lazy(
+        "atlasrec.cli.regions",
+        "Residency regions and their serving endpoints (the audit UI's platform view).",
+    ),
 }
 """Every command, in the order `atlasrec --help` lists them, with its one-line summary."""
 

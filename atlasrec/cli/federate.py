@@ -23,7 +23,9 @@ def _lines(result: FederationResult) -> list[str]:
         f"{result.rounds_done}/{result.rounds_planned} rounds, backbone {result.backbone_version}"
     ]
     for entry in result.rounds:
-        eps = ", ".join(f"{t} eps {p['epsilon']:.3f}" for t, p in entry["participants"].items())
+        eps = ", ".join(
+            f"{t} standalone ε {p['epsilon']:.3f}" for t, p in entry["participants"].items()
+        )
         lines.append(f"  round {entry['round']} ({entry['status']}): {eps or 'no participants'}")
         for tenant, reason in {**entry["refused"], **entry["dropped"], **entry["failed"]}.items():
             lines.append(f"    {tenant}: {reason}")

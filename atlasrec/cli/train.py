@@ -58,7 +58,7 @@ def _summary_line(tenant: str, result: TrainResult) -> str:
         "no DP"
         if dp is None
         else (
-            f"DP epsilon={dp['epsilon']:.3f} (noise {dp['noise_multiplier']:.3f}, "
+            f"DP model ε={dp['epsilon']:.3f} (noise {dp['noise_multiplier']:.3f}, "
             f"{dp['steps']} steps, q={dp['sample_rate']:.3f})"
         )
     )

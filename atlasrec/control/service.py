@@ -12,14 +12,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from atlasrec.clock import utcnow
-from atlasrec.control.tables import ApiKey, LedgerAnchor, Tenant
+from atlasrec.control.cap_requests import mark_approved
+from atlasrec.control.endpoints import parse_endpoint
+from atlasrec.control.tables import ApiKey, LedgerAnchor, RegionRow, Tenant
 from atlasrec.errors import InvalidInputError, TenantExistsError, UnknownTenantError
 from atlasrec.kdf import derive_key
 from atlasrec.migrations import upgrade
 from atlasrec.tenancy import Region, SharingPolicy, validate_tenant_id
 
 MAX_EPSILON_CAP = 1000.0
-"""The largest DP budget (epsilon) a tenant may be given: one officers can still raise to."""
+"""The largest epsilon any setting may allow (`Settings.max_epsilon_cap` is at most this)."""
 API_KEY_PREFIX = "ark"
 
 
@@ -55,11 +57,30 @@ def check_fallback(tenant: Tenant, region: Region) -> None:
         )
 
 
+class CapAboveMaximumError(InvalidInputError):
+    """An epsilon cap above the platform's maximum (`Settings.max_epsilon_cap`)."""
+
+
+def check_cap(tenant_id: str, cap: float, maximum: float, *, field: str = "cap") -> float:
+    """`cap` if it is a number in (0, `maximum`]; else an error naming the tenant and field."""
+    if not cap > 0:  # NaN fails too
+        raise InvalidInputError(f"tenant {tenant_id!r}: field {field!r} must be a number > 0")
+    if not cap <= maximum:
+        raise CapAboveMaximumError(
+            f"tenant {tenant_id!r}: field {field!r} is {cap:g}, above the platform's maximum "
+            f"epsilon cap {maximum:g} (ATLASREC_MAX_EPSILON_CAP)"
+        )
+    return cap
+
+
 class ControlPlane:
     """Tenant registry and API keys. Holds no user-level data."""
 
-    def __init__(self, engine: Engine, secret: bytes) -> None:
+    def __init__(
+        self, engine: Engine, secret: bytes, *, max_epsilon_cap: float = MAX_EPSILON_CAP
+    ) -> None:
         self.engine = engine
+        self.max_epsilon_cap = max_epsilon_cap
         self._pepper = derive_key(secret, "atlasrec/api-key-hash")
         self._homes: dict[str, Region] = {}
 
@@ -83,12 +104,11 @@ class ControlPlane:
         validate_tenant_id(tenant_id)
         tenant = Tenant(id=tenant_id, name=name or tenant_id, home_region=region, sharing=sharing)
         if epsilon_cap is not None:
-            if not 0 < epsilon_cap <= MAX_EPSILON_CAP:  # NaN fails both comparisons
-                raise InvalidInputError(
-                    f"tenant {tenant_id!r}: --epsilon must be a number > 0 and <= "
-                    f"{MAX_EPSILON_CAP:g}"
-                )
-            tenant.epsilon_cap = epsilon_cap
+            tenant.epsilon_cap = check_cap(
+                tenant_id, epsilon_cap, self.max_epsilon_cap, field="--epsilon"
+            )
+        else:  # the default cap, unless the platform's maximum is lower
+            tenant.epsilon_cap = min(tenant.epsilon_cap, self.max_epsilon_cap)
         if delta is not None:
             if not 0 < delta < 1:
                 raise InvalidInputError(f"tenant {tenant_id!r}: --delta must be in (0, 1)")
@@ -120,15 +140,31 @@ class ControlPlane:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
-    def set_epsilon_cap(self, tenant_id: str, *, expected: float, new: float) -> bool:
-        """Set a tenant's cap if it still is `expected` (compare-and-set); whether it was set."""
+    def set_epsilon_cap(
+        self,
+        tenant_id: str,
+        *,
+        expected: float,
+        new: float,
+        approving: tuple[str, str] | None = None,
+    ) -> bool:
+        """Set a tenant's cap if it still is `expected` (compare-and-set); whether it was set.
+
+        With `approving` (a pending raise request's id, and the approving officer), the
+        request is marked approved in the same transaction: both apply, or neither.
+        """
         with Session(self.engine) as session, session.begin():
             result = session.execute(
                 update(Tenant)
                 .where(col(Tenant.id) == tenant_id, col(Tenant.epsilon_cap) == expected)
                 .values(epsilon_cap=new)
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            applied = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            if applied and approving is not None:
+                applied = mark_approved(session, approving[0], tenant_id, approving[1])
+            if not applied:
+                session.rollback()
+            return applied
 
     def set_fallback_region(self, tenant_id: str, region: Region | None) -> Tenant:
         """Name (or clear, None) a global tenant's fallback region; the updated tenant."""
@@ -160,6 +196,28 @@ class ControlPlane:
                 return None
             self._homes[tenant_id] = Region(tenant.home_region)
         return self._homes[tenant_id]
+
+    # Region endpoints ---------------------------------------------------------------------
+
+    def set_region_endpoint(self, region: Region, url: str | None) -> str | None:
+        """Register (or clear, None) where `region`'s serving app answers; the stored URL."""
+        endpoint = None if url is None else parse_endpoint(url)
+        with Session(self.engine) as session, session.begin():
+            row = session.get(RegionRow, region.value)
+            if row is None:
+                raise InvalidInputError(f"unknown region {region.value!r}")
+            row.endpoint = endpoint
+        return endpoint
+
+    def region_endpoints(self) -> dict[Region, str | None]:
+        """Every region's registered serving endpoint (None: not registered)."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(RegionRow)).all()
+            return {Region(r.code): r.endpoint for r in sorted(rows, key=lambda r: r.code)}
+
+    def region_endpoint(self, region: Region) -> str | None:
+        """Where `region`'s serving app answers, if registered."""
+        return self.region_endpoints().get(region)
 
     # API keys -----------------------------------------------------------------------------
 

@@ -111,3 +111,26 @@ class SignInFailure(ControlModel, table=True):
     key: str = Field(index=True, max_length=64)
     at: float = Field(index=True)
     """Seconds since the epoch (wall clock: every process counts in the same time)."""
+
+
+class CapRaiseRequest(ControlModel, table=True):
+    """An officer's request to raise a tenant's epsilon cap, until a second officer decides.
+
+    `status`: pending, then approved or rejected (or superseded by a newer request). Only a
+    platform officer authorised for the tenant's home region, other than the requester,
+    may decide (`audit.access`); every step is also a record of that region's ledger.
+    """
+
+    __tablename__ = "cap_raise_requests"
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=63)
+    cap_then: float
+    """The tenant's cap when the raise was requested: approving it needs the cap unchanged."""
+    requested_cap: float
+    reason: str = Field(max_length=2000)
+    requested_by: str = Field(max_length=63)
+    requested_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="pending", max_length=16, index=True)
+    decided_by: str | None = Field(default=None, max_length=63)
+    decided_at: datetime | None = None
+    decision_reason: str | None = Field(default=None, max_length=2000)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import text
-from sqlmodel import col, select
+from sqlalchemy import func, text
+from sqlmodel import Session, col, select
 
 from atlasrec.boundary import AuditLog
 from atlasrec.clock import utcnow
@@ -29,6 +29,16 @@ def mechanism_of(run: DpRun) -> Mechanism:
 def spent_of(runs: list[DpRun]) -> float:
     """Spent epsilon: the composition recorded with the latest of `runs` (0 without one)."""
     return max((run.epsilon_total for run in runs), default=0.0)
+
+
+def spent_by_tenant(session: Session, tenant_ids: Collection[str]) -> dict[str, float]:
+    """`spent_of` each of `tenant_ids` (those with runs), in one query of the region."""
+    query = (
+        select(DpRun.tenant_id, func.max(DpRun.epsilon_total))
+        .where(col(DpRun.tenant_id).in_(sorted(tenant_ids)))
+        .group_by(col(DpRun.tenant_id))
+    )
+    return {tenant: float(spent) for tenant, spent in session.execute(query).all()}
 
 
 def budget_state(runs: list[DpRun], *, cap: float, delta: float) -> BudgetState:

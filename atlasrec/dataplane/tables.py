@@ -91,6 +91,19 @@ class AuditRecord(RegionModel, table=True):
     hash: str = Field(max_length=64, unique=True)
 
 
+class AuditRecordTenant(RegionModel, table=True):
+    """A tenant an audit record concerns: the ledger's index for searching by tenant.
+
+    Written with the record (`audit.ledger`), by `atlasrec.dataplane.audit_tenants`' rule;
+    the record itself, and its hash, do not change.
+    """
+
+    __tablename__ = "audit_record_tenants"
+    __table_args__ = (Index("ix_audit_record_tenants_tenant_id", "tenant_id", "seq"),)
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    tenant_id: str = Field(primary_key=True, max_length=63)
+
+
 class ItemEmbedding(RegionModel, table=True):
     """A cached text embedding of an item's content, keyed by encoder and content hash."""
 

@@ -8,10 +8,15 @@ from atlasrec.dataplane.dp_runs import DpRunTable, budget_state, mechanism_of
 from atlasrec.platform import Platform
 from atlasrec.privacy_audit import release_audits
 from privacy.accounting import independent_epsilon
+from privacy.epsilon_terms import run_epsilons
 
 
 def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
-    """The tenant's DP runs, the composed epsilon (cross-checked) and what is left."""
+    """The tenant's DP runs, the composed epsilon (cross-checked) and what is left.
+
+    Each run carries its three epsilons (`privacy.epsilon_terms`); `epsilon` is kept as the
+    command-line contract's name of the standalone one.
+    """
     tenant = platform.control.get_tenant(tenant_id)
     scope = platform.scope(tenant_id)
     plane = platform.plane(scope.region)
@@ -40,14 +45,14 @@ def privacy_report(platform: Platform, tenant_id: str, *, actor: str) -> dict[st
                 "steps": r.steps,
                 "delta": r.delta,
                 "epsilon": r.epsilon,
-                "epsilon_total_after": r.epsilon_total,
+                **terms.as_dict(),
                 "model_version": r.details.get("model_version"),
                 "federation_run": r.details.get("federation_run"),
                 "round": r.details.get("round"),
                 "created_at": r.created_at.isoformat(),
                 "audit": _audit_of(r.kind, r.details.get("model_version"), audits),
             }
-            for r in runs
+            for r, terms in zip(runs, run_epsilons(runs), strict=True)
         ],
     }
 

@@ -6,20 +6,25 @@ under the UI's own key of the app's state; the UI reads nothing else of the app.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.exc import SQLAlchemyError
 
 from atlasrec.control.officers import Officers, fingerprint
 from atlasrec.control.signin_throttle import SignInThrottle
+from atlasrec.errors import AtlasRecError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
 from audit.access import Access, Principal
+from audit.alerts import region_alerts
 from audit.ui.sessions import SESSION_COOKIE, SessionData, Signer, read_session
 
 STATE_KEY = "audit_ui"
+log = logging.getLogger("atlasrec.audit")
 
 
 class SignInRequiredError(Exception):
@@ -85,6 +90,20 @@ class SignedIn:
         """Refuse a form without this session's token."""
         if not self.context.signer.check_token("session", self.session.session_id, token):
             raise HTTPException(403, "field 'csrf_token': missing or invalid (reload the page)")
+
+    def alert_count(self) -> int | None:
+        """How many alerts the tenants this officer may see here have (None: unknown now).
+
+        The navigation's badge: best effort, so a page (an error page of a database outage
+        included) still renders when the alerts cannot be read.
+        """
+        context = self.context
+        try:
+            visible = context.access.visible_tenants(self.principal)
+            return len(region_alerts(context.platform, context.region, visible))
+        except (AtlasRecError, SQLAlchemyError, OSError):
+            log.warning("alerts unavailable for the navigation", exc_info=True)
+            return None
 
 
 def signed_in(request: Request, context: ContextDep) -> SignedIn:

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         TENANT, Region.EU, SharingPolicy.SOLO, args.items, args.users, args.interactions
     )
     data = generate_synthetic_tenant(spec, work / "data")
-    platform = Platform(Settings(home=work / "home"))
+    # audits up to epsilon 16 and more, in one tenant: a research budget above the default maximum
+    platform = Platform(Settings(home=work / "home", max_epsilon_cap=1000.0))
     platform.create_tenant(
         TENANT, region=Region.EU, sharing=SharingPolicy.SOLO, actor="bench", epsilon_cap=1000.0
     )

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from atlasrec.control.cap_requests import CapRequests
+from atlasrec.control.officers import OfficerRole, Officers
 from atlasrec.dataplane.dp_runs import DpRunTable
 from atlasrec.models.bundle import KIND
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -151,7 +153,10 @@ def test_the_command_line(
 
 
 def test_from_a_served_request_to_its_dp_run_and_a_lowered_cap_stops_training(
-    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """End to end on a real model: train with DP, serve over HTTP, follow the request back;
     then lower the cap below what is spent: training and federation rounds are refused."""
@@ -201,11 +206,21 @@ def test_from_a_served_request_to_its_dp_run_and_a_lowered_cap_stops_training(
         )
         with pytest.raises(BudgetExceededError):  # what a federated round's client charges
             budget.reserve(Charge(Mechanism(50.0, 0.01, 1), "federation"))
-    code, _, _ = cli(
-        capsys, "privacy", "set-cap", "--tenant", "shop", "--epsilon", "5",
-        "--reason", "review closed, cap restored",
-    )  # fmt: skip
-    assert code == 0
+    restore = ("--tenant", "shop", "--epsilon", "5", "--reason", "review closed, cap restored")
+    code, _, err = cli(capsys, "privacy", "set-cap", *restore)
+    assert code == 1 and "is a request that a second officer approves" in err
+    officers = Officers(platform.control.engine)
+    for officer_id in ("po-a", "po-b"):
+        password = officers.create(officer_id, role=OfficerRole.PLATFORM, regions=[Region.EU])
+        monkeypatch.setenv("ATLASREC_OFFICER_PASSWORD", password.password)
+        if officer_id == "po-a":
+            code, out, _ = cli(capsys, "privacy", "request-raise", *restore, "--officer", "po-a")
+            assert code == 0 and "0.5 -> 5 requested" in out
+            assert platform.control.get_tenant("shop").epsilon_cap == 0.5  # not yet
+    [request] = CapRequests(platform.control.engine).of_tenant("shop")
+    decide = ("--request", request.id, "--officer", "po-b")
+    code, out, _ = cli(capsys, "privacy", "decide-raise", *decide)
+    assert code == 0 and "epsilon cap 0.5 -> 5" in out
     with plane.session(scope, actor="t", action="t") as session:
         budget = DpRunTable(session, plane.ledger).budget(cap=5.0, delta=tenant.delta)
         assert budget.fits(Mechanism(50.0, 0.01, 1))
@@ -237,5 +252,5 @@ def test_a_model_trained_from_federated_rounds(tmp_path: Path, cli_home: Path) -
     assert all(r["participants"] == ["shop-a", "shop-b"] for r in backbone["rounds"])
     assert [r["details"]["round"] for r in backbone["tenant_rounds"]] == [1, 2]
     run = chain["training"]["run"]
-    assert run["epsilon_total_after"] > run["epsilon"] + 0.5  # composed over the rounds too
+    assert run["epsilon_total_after"] > run["epsilon_standalone"] + 0.5  # composed with rounds
     platform.close()

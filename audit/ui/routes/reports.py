@@ -11,15 +11,25 @@ from fastapi.responses import HTMLResponse
 from audit.reports import report_csv, tenant_report
 from audit.ui.deps import SignedIn, SignedInDep
 from audit.ui.pages import AuditRoute, download, render
+from audit.ui.peers import gather_refusals
 from audit.ui.templating import report_chart
 
 router = APIRouter(prefix="/tenants", tags=["audit: reports"], route_class=AuditRoute)
 
 
 def report_for(
-    who: SignedIn, tenant_id: str, *, action: str = "audit.export", verify: bool = True
+    who: SignedIn,
+    tenant_id: str,
+    *,
+    action: str = "audit.export",
+    verify: bool = True,
+    cross_region: bool = True,
 ) -> dict[str, Any]:
-    """The tenant's report as `who` may see it (the access check audits a refusal)."""
+    """The tenant's report as `who` may see it (the access check audits a refusal).
+
+    With `cross_region`, the other regions' ledgers are asked for refusals involving the
+    tenant (`audit.ui.peers.gather_refusals`).
+    """
     context = who.context
     tenant = context.access.tenant(who.principal, tenant_id, action=action)
     return tenant_report(
@@ -28,6 +38,7 @@ def report_for(
         actor=who.principal.actor,
         redact_others=who.principal.tenant_id is not None,
         verify=verify,
+        other_ledgers=gather_refusals(who, tenant.id) if cross_region else (),
     )
 
 

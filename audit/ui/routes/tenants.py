@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request, Response
@@ -16,13 +16,16 @@ from atlasrec.errors import InvalidInputError
 from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.platform import Plane
 from atlasrec.tenancy import Scope
-from audit.caps import change_epsilon_cap
+from audit.alerts import region_alerts
+from audit.cap_requests import approve_raise, reject_raise, set_cap
+from audit.caps import CapChange
 from audit.ui.deps import SignedIn, SignedInDep, check_same_origin
 from audit.ui.pages import AuditRoute, render
 from audit.ui.routes.reports import report_for
 from audit.ui.templating import report_chart
 
 router = APIRouter(prefix="/tenants", tags=["audit: tenants"], route_class=AuditRoute)
+NOTICES = ("changed", "requested", "approved", "rejected")
 
 
 @router.get("", response_class=HTMLResponse)
@@ -31,7 +34,11 @@ def tenants(request: Request, who: SignedInDep) -> HTMLResponse:
     context = who.context
     plane = context.platform.plane(context.region)
     visible = context.access.visible_tenants(who.principal)
-    rows = [_budget_row(who, plane, tenant) for tenant in visible]
+    found = region_alerts(context.platform, context.region, visible)
+    rows = [
+        {**_budget_row(who, plane, t), "alerts": [a for a in found if a.tenant_id == t.id]}
+        for t in visible
+    ]
     return render(request, "tenants.html", who=who, rows=rows)
 
 
@@ -55,10 +62,18 @@ def _budget_row(who: SignedIn, plane: Plane, tenant: Tenant) -> dict[str, Any]:
 @router.get("/{tenant_id}", response_class=HTMLResponse)
 def tenant_page(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
     """A tenant's DP budget over time, remaining budget, federation, and the cap form."""
-    report = report_for(who, tenant_id, action="audit.tenant", verify=False)
+    report = report_for(who, tenant_id, action="audit.tenant", verify=False, cross_region=False)
     chart = report_chart(report)
-    changed = request.query_params.get("changed") == "1"
-    return render(request, "tenant.html", who=who, r=report, chart=chart, changed=changed)
+    notices = {k: v for k, v in request.query_params.items() if k in NOTICES}
+    return render(
+        request,
+        "tenant.html",
+        who=who,
+        r=report,
+        chart=chart,
+        notices=notices,
+        max_cap=who.context.platform.control.max_epsilon_cap,
+    )
 
 
 @router.post("/{tenant_id}/cap")
@@ -71,19 +86,41 @@ def change_cap(
     csrf_token: Annotated[str, Form(max_length=200)],
     expected_cap: Annotated[str | None, Form(max_length=40)] = None,
 ) -> Response:
-    """Raise or lower the tenant's cap with a written reason (a ledger record)."""
+    """Lower the tenant's cap, or request a raise, with a written reason (ledger records)."""
     check_same_origin(request)
     who.check_csrf(csrf_token)
-    tenant = who.context.access.tenant(who.principal, tenant_id, action="budget.cap_change")
-    change_epsilon_cap(
+    done = set_cap(
         who.context.platform,
-        tenant.id,
-        cap,  # type: ignore[arg-type]  # parsed (and refused with the field) by parse_cap
+        who.context.access,
+        who.principal,
+        tenant_id,
+        cap,
         reason=reason,
-        actor=who.principal.actor,
         expected_cap=_expected_cap(expected_cap),
     )
-    return RedirectResponse(f"/audit/tenants/{quote(tenant.id)}?changed=1", 303)
+    outcome = "changed=1" if isinstance(done, CapChange) else f"requested={done.id}"
+    return RedirectResponse(f"/audit/tenants/{quote(tenant_id)}?{outcome}", 303)
+
+
+@router.post("/{tenant_id}/raise-requests/{request_id}")
+def decide_raise(
+    request: Request,
+    who: SignedInDep,
+    tenant_id: str,
+    request_id: str,
+    decision: Annotated[Literal["approve", "reject"], Form()],
+    csrf_token: Annotated[str, Form(max_length=200)],
+    reason: Annotated[str, Form(max_length=4000)] = "",
+) -> Response:
+    """Approve or reject a pending raise (a platform officer other than the requester)."""
+    check_same_origin(request)
+    who.check_csrf(csrf_token)
+    context = who.context
+    if decision == "approve":
+        approve_raise(context.platform, context.access, who.principal, request_id)
+    else:
+        reject_raise(context.platform, context.access, who.principal, request_id, reason=reason)
+    return RedirectResponse(f"/audit/tenants/{quote(tenant_id)}?{decision}d={request_id}", 303)
 
 
 def _expected_cap(value: str | None) -> float | None:

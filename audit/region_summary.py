@@ -1,0 +1,104 @@
+"""A region's tenants in aggregate: budgets, charged runs, recent refusals and flags.
+
+What a peer region's platform view reads through the audit API (`GET /audit/api/v1/summary`):
+aggregates only, never a ledger record or user data. Budgets are composed by the same
+ledger functions as the tenant pages (`atlasrec.dataplane.dp_runs.budget_state`); each
+tenant's flags add the kinds of its alerts (`audit.alerts`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
+from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, Scope
+from audit.access import record_tenants
+from audit.alerts import region_alerts
+
+NEAR_CAP_PCT = 80.0
+RECENT = timedelta(hours=24)
+NEAR_CAP, EXHAUSTED = "budget_near_cap", "budget_exhausted"
+
+
+def region_summary(
+    platform: Platform,
+    region: Region,
+    tenants: Sequence[Tenant],
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The summary of `tenants` (homed in `region`), and the region's totals."""
+    now = now or datetime.now(UTC)
+    recent = _recent_refusals(platform, region, now - RECENT)
+    kinds: dict[str, list[str]] = {}
+    for alert in region_alerts(platform, region, tenants, now=now):
+        kinds.setdefault(alert.tenant_id, []).append(alert.kind)
+    rows = [
+        _tenant_row(platform, region, t, recent[t.id], kinds.get(t.id, []), actor=actor)
+        for t in tenants
+    ]
+    return {
+        "region": region.value,
+        "generated_at": now.isoformat(timespec="seconds"),
+        "tenants": rows,
+        "totals": {
+            "tenants": len(rows),
+            "runs": sum(r["runs"] for r in rows),
+            "rounds": sum(r["rounds"] for r in rows),
+            "near_cap": sum(1 for r in rows if NEAR_CAP in r["flags"]),
+            "exhausted": sum(1 for r in rows if r["exhausted"]),
+            "refusals_24h": sum(r["refusals_24h"] for r in rows),
+        },
+    }
+
+
+def _recent_refusals(platform: Platform, region: Region, since: datetime) -> Counter[str]:
+    """Boundary refusals recorded in the region since `since`, per tenant involved."""
+    cutoff = since.isoformat(timespec="microseconds")
+    counts: Counter[str] = Counter()
+    for record in platform.plane(region).ledger.records(action=BOUNDARY_REFUSED, limit=None):
+        if record.ts >= cutoff:
+            counts.update(record_tenants(record))
+    return counts
+
+
+def _tenant_row(
+    platform: Platform,
+    region: Region,
+    tenant: Tenant,
+    refusals: int,
+    alerts: list[str],
+    *,
+    actor: str,
+) -> dict[str, Any]:
+    """A tenant's aggregates; its flags: near the cap, exhausted, and its alerts' kinds."""
+    plane = platform.plane(region)
+    with plane.session(Scope(tenant.id, region), actor=actor, action="audit.summary") as s:
+        runs = DpRunTable(s, plane.ledger).runs()
+    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
+    used = min(100.0, 100.0 * state.spent / state.cap)
+    flags = [NEAR_CAP] if used >= NEAR_CAP_PCT else []
+    if state.exhausted:
+        flags.append(EXHAUSTED)
+    flags += [kind for kind in dict.fromkeys(alerts) if kind not in flags]
+    return {
+        "tenant_id": tenant.id,
+        "name": tenant.name,
+        "sharing": tenant.sharing,
+        "epsilon_cap": tenant.epsilon_cap,
+        "epsilon_spent": state.spent,
+        "epsilon_remaining": state.remaining,
+        "used_pct": used,
+        "exhausted": state.exhausted,
+        "runs": len(runs),
+        "rounds": sum(1 for r in runs if r.kind == "federation"),
+        "refusals_24h": refusals,
+        "flags": flags,
+    }
