@@ -19,9 +19,9 @@ from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
 from audit.access import record_tenants
-from audit.alerts import region_alerts
+from audit.alerts import BUDGET_WARNING_SHARE, region_alerts
 
-NEAR_CAP_PCT = 80.0
+NEAR_CAP_PCT = 100.0 * BUDGET_WARNING_SHARE  # the budget alert's threshold
 RECENT = timedelta(hours=24)
 NEAR_CAP, EXHAUSTED = "budget_near_cap", "budget_exhausted"
 
@@ -60,12 +60,15 @@ def region_summary(
 
 
 def _recent_refusals(platform: Platform, region: Region, since: datetime) -> Counter[str]:
-    """Boundary refusals recorded in the region since `since`, per tenant involved."""
-    cutoff = since.isoformat(timespec="microseconds")
+    """Boundary refusals recorded in the region since `since`, per tenant involved.
+
+    Only the records from `since` on are read (the ledger is in time order).
+    """
+    ledger = platform.plane(region).ledger
+    first = ledger.first_seq_at(since.isoformat(timespec="microseconds"))
     counts: Counter[str] = Counter()
-    for record in platform.plane(region).ledger.records(action=BOUNDARY_REFUSED, limit=None):
-        if record.ts >= cutoff:
-            counts.update(record_tenants(record))
+    for record in ledger.records(action=BOUNDARY_REFUSED, after_seq=first - 1, limit=None):
+        counts.update(record_tenants(record))
     return counts
 
 
