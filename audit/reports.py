@@ -313,16 +313,25 @@ def federation_exports(
                 "weight": details.get("weight"),
                 "key_id": details.get("key_id"),
                 "bytes": details.get("bytes"),
-                "contributors": [
-                    {
-                        "tenant_id": t if t == tenant_id or not redact_others else OTHER_TENANT,
-                        STANDALONE.key: eps,
-                    }
-                    for t, eps in sorted(contributors.items(), key=lambda c: c[0] != tenant_id)
-                ],
+                "contributors": _contributors(contributors, tenant_id, redact_others),
             }
         )
     return exports
+
+
+def _contributors(
+    contributors: dict[str, Any], tenant_id: str, redact_others: bool
+) -> list[dict[str, Any]]:
+    """A share's contributors, the tenant first; redacted: the others as one withheld count."""
+    own = [{"tenant_id": tenant_id, STANDALONE.key: contributors[tenant_id]}]
+    others = sorted((t, e) for t, e in contributors.items() if t != tenant_id)
+    if redact_others:
+        return own + (
+            [{"tenant_id": f"{OTHER_TENANT} x{len(others)}", STANDALONE.key: None}]
+            if others
+            else []
+        )
+    return own + [{"tenant_id": t, STANDALONE.key: e} for t, e in others]
 
 
 def _region_rounds(
