@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 from atlasrec.control.officers import OfficerRole
 from atlasrec.control.tables import Officer, Tenant
-from atlasrec.dataplane import audit_tenants
-from atlasrec.dataplane.tables import AuditRecord
 from atlasrec.errors import RefusedError, UnknownTenantError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import TENANT_ID_PATTERN, Region
@@ -108,11 +106,6 @@ def raise_decision_refusal(principal: Principal, home: Region, requested_by: str
             "must decide it (two people)"
         )
     return None
-
-
-def record_tenants(record: AuditRecord) -> set[str]:
-    """The tenants a ledger record is about (`atlasrec.dataplane.audit_tenants`' rule)."""
-    return audit_tenants.record_tenants(record)
 
 
 class Access:

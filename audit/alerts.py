@@ -33,6 +33,7 @@ from sqlmodel import Session, col, or_, select
 from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
 from atlasrec.control.cap_requests import CapRequests
 from atlasrec.control.tables import CapRaiseRequest, Tenant
+from atlasrec.dataplane.audit_tenants import record_tenants
 from atlasrec.dataplane.dp_runs import DpRunTable, spent_by_tenant
 from atlasrec.dataplane.tables import AuditRecord, DpRun
 from atlasrec.drift import CHECKED as DRIFT_CHECKED
@@ -42,7 +43,6 @@ from atlasrec.platform import Platform
 from atlasrec.privacy_audit import AUDITED
 from atlasrec.tenancy import Region, Scope
 from audit.access import REFUSED as ACCESS_REFUSED
-from audit.access import record_tenants
 from audit.caps import CAP_CHANGED
 from audit.ledger import AuditLedger
 from audit.lineage import details_of, iso
@@ -185,8 +185,8 @@ def _tenant_evidence(platform: Platform, tenant_id: str, state: _RegionState) ->
     drift = ledger.newest(DRIFT_CHECKED, tenant_id=tenant_id, limit=1)
     return _Evidence(
         spent,
-        _concerning(ledger, REFUSALS, state.baseline_from, tenant_id, "target_tenant"),
-        _concerning(ledger, (HIT,), state.resumed_seq + 1, tenant_id, "owner"),
+        ledger.concerning(tenant_id, REFUSALS, from_seq=state.baseline_from),
+        _hits(ledger, tenant_id, state.resumed_seq + 1),
         drift[0] if drift else None,
         ledger.records(tenant_id=tenant_id, action=AUDITED, limit=None),
         CapRequests(platform.control.engine).pending([tenant_id]).get(tenant_id),
@@ -420,15 +420,16 @@ def _audit_alerts(tenant_id: str, records: list[AuditRecord]) -> list[Alert]:
     ]
 
 
-def _concerning(
-    ledger: AuditLedger, actions: Sequence[str], from_seq: int, tenant_id: str, key: str
-) -> list[AuditRecord]:
-    """Records of `actions` from `from_seq` on, of the tenant or naming it under `key`."""
-    named = f'"{key}":{json.dumps(tenant_id)}'
+def _hits(ledger: AuditLedger, tenant_id: str, from_seq: int) -> list[AuditRecord]:
+    """Leakage findings from `from_seq` on, in the tenant's artifacts or of its canaries.
+
+    A finding names its canary's owner in its details, which the tenant index leaves out.
+    """
+    named = f'"owner":{json.dumps(tenant_id)}'
     query = (
         select(AuditRecord)
         .where(
-            col(AuditRecord.action).in_(actions),
+            col(AuditRecord.action) == HIT,
             col(AuditRecord.seq) >= from_seq,
             or_(
                 col(AuditRecord.tenant_id) == tenant_id,

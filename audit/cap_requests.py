@@ -12,6 +12,9 @@ Every step is a record of the home region's ledger: `budget.raise_requested`, th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from atlasrec.control.cap_requests import CapRequests, RequestStatus
 from atlasrec.control.tables import CapRaiseRequest, Tenant
@@ -79,23 +82,15 @@ def request_raise(
         reason=reason,
         by=principal.officer_id,
     )
-    try:
-        platform.plane(Region(tenant.home_region)).ledger.append(
-            actor=principal.actor,
-            action=RAISE_REQUESTED,
-            subject=f"tenant:{tenant.id}",
-            tenant_id=tenant.id,
-            details={
-                "request_id": request.id,
-                "cap_then": request.cap_then,
-                "requested_cap": cap,
-                "reason": reason,
-                "requested_by": principal.officer_id,
-            },
-        )
-    except BaseException:
-        requests.remove(request.id)  # no request without its record
-        raise
+    details = {
+        "request_id": request.id,
+        "cap_then": request.cap_then,
+        "requested_cap": cap,
+        "reason": reason,
+        "requested_by": principal.officer_id,
+    }
+    undo = partial(requests.remove, request.id)  # no request without its record
+    _record_or_undo(platform, tenant, principal, RAISE_REQUESTED, details, undo)
     return request
 
 
@@ -152,23 +147,37 @@ def reject_raise(
     requests = CapRequests(platform.control.engine)
     if not requests.reject(request.id, by=principal.officer_id, reason=reason):
         raise CapConflictError(f"raise request {request.id} was decided meanwhile; reload")
-    try:
-        platform.plane(Region(tenant.home_region)).ledger.append(
-            actor=principal.actor,
-            action=RAISE_REJECTED,
-            subject=f"tenant:{tenant.id}",
-            tenant_id=tenant.id,
-            details={
-                "request_id": request.id,
-                "requested_cap": request.requested_cap,
-                "requested_by": request.requested_by,
-                "rejected_by": principal.officer_id,
-                "reason": reason,
-            },
-        )
-    except BaseException:
-        requests.reopen(request.id)  # no decision without its record
-        raise
+    details = {
+        "request_id": request.id,
+        "requested_cap": request.requested_cap,
+        "requested_by": request.requested_by,
+        "rejected_by": principal.officer_id,
+        "reason": reason,
+    }
+    undo = partial(requests.reopen, request.id)  # no decision without its record
+    _record_or_undo(platform, tenant, principal, RAISE_REJECTED, details, undo)
     decided = requests.get(request.id)
     assert decided is not None
     return decided
+
+
+def _record_or_undo(
+    platform: Platform,
+    tenant: Tenant,
+    principal: Principal,
+    action: str,
+    details: dict[str, Any],
+    undo: Callable[[], None],
+) -> None:
+    """Append the step's record to the home region's ledger; if that fails, undo the step."""
+    try:
+        platform.plane(Region(tenant.home_region)).ledger.append(
+            actor=principal.actor,
+            action=action,
+            subject=f"tenant:{tenant.id}",
+            tenant_id=tenant.id,
+            details=details,
+        )
+    except BaseException:
+        undo()
+        raise

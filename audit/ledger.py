@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -206,6 +206,26 @@ class AuditLedger:
         query = select(AuditRecord).where(col(AuditRecord.seq).in_(newest))
         with Session(self.engine, expire_on_commit=False) as session:
             return {r.tenant_id: r for r in session.execute(query).scalars() if r.tenant_id}
+
+    def concerning(
+        self, tenant_id: str, actions: Sequence[str], *, from_seq: int = 0
+    ) -> list[AuditRecord]:
+        """Records of `actions` from `from_seq` on that concern the tenant, in chain order.
+
+        Read through the tenant index (`audit_record_tenants`), not by scanning the actions.
+        """
+        query = (
+            select(AuditRecord)
+            .join(AuditRecordTenant, col(AuditRecordTenant.seq) == col(AuditRecord.seq))
+            .where(
+                col(AuditRecordTenant.tenant_id) == tenant_id,
+                col(AuditRecord.action).in_(actions),
+                col(AuditRecord.seq) >= from_seq,
+            )
+            .order_by(col(AuditRecord.seq))
+        )
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.execute(query).scalars().all())
 
     def newest(self, action: str, *, tenant_id: str | None = None, limit: int) -> list[AuditRecord]:
         """The newest `limit` records of `action` (of `tenant_id`, if given), newest first."""

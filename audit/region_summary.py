@@ -15,10 +15,10 @@ from typing import Any
 
 from atlasrec.boundary import REFUSED as BOUNDARY_REFUSED
 from atlasrec.control.tables import Tenant
+from atlasrec.dataplane.audit_tenants import record_tenants
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope
-from audit.access import record_tenants
 from audit.alerts import BUDGET_WARNING_SHARE, region_alerts
 
 NEAR_CAP_PCT = 100.0 * BUDGET_WARNING_SHARE  # the budget alert's threshold
@@ -72,6 +72,25 @@ def _recent_refusals(platform: Platform, region: Region, since: datetime) -> Cou
     return counts
 
 
+def tenant_budget(
+    platform: Platform, region: Region, tenant: Tenant, *, actor: str
+) -> dict[str, Any]:
+    """A tenant's budget in aggregate: charged runs and rounds, spent, remaining, used %."""
+    plane = platform.plane(region)
+    with plane.session(Scope(tenant.id, region), actor=actor, action="audit.summary") as s:
+        runs = DpRunTable(s, plane.ledger).runs()
+    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
+    return {
+        "epsilon_cap": tenant.epsilon_cap,
+        "epsilon_spent": state.spent,
+        "epsilon_remaining": state.remaining,
+        "used_pct": min(100.0, 100.0 * state.spent / state.cap),
+        "exhausted": state.exhausted,
+        "runs": len(runs),
+        "rounds": sum(1 for r in runs if r.kind == "federation"),
+    }
+
+
 def _tenant_row(
     platform: Platform,
     region: Region,
@@ -82,26 +101,16 @@ def _tenant_row(
     actor: str,
 ) -> dict[str, Any]:
     """A tenant's aggregates; its flags: near the cap, exhausted, and its alerts' kinds."""
-    plane = platform.plane(region)
-    with plane.session(Scope(tenant.id, region), actor=actor, action="audit.summary") as s:
-        runs = DpRunTable(s, plane.ledger).runs()
-    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
-    used = min(100.0, 100.0 * state.spent / state.cap)
-    flags = [NEAR_CAP] if used >= NEAR_CAP_PCT else []
-    if state.exhausted:
+    budget = tenant_budget(platform, region, tenant, actor=actor)
+    flags = [NEAR_CAP] if budget["used_pct"] >= NEAR_CAP_PCT else []
+    if budget["exhausted"]:
         flags.append(EXHAUSTED)
     flags += [kind for kind in dict.fromkeys(alerts) if kind not in flags]
     return {
         "tenant_id": tenant.id,
         "name": tenant.name,
         "sharing": tenant.sharing,
-        "epsilon_cap": tenant.epsilon_cap,
-        "epsilon_spent": state.spent,
-        "epsilon_remaining": state.remaining,
-        "used_pct": used,
-        "exhausted": state.exhausted,
-        "runs": len(runs),
-        "rounds": sum(1 for r in runs if r.kind == "federation"),
+        **budget,
         "refusals_24h": refusals,
         "flags": flags,
     }

@@ -27,7 +27,6 @@ from atlasrec.platform import Platform
 from atlasrec.privacy_audit import release_audits
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from audit.access import REFUSED as ACCESS_REFUSED
-from audit.access import record_tenants
 from audit.caps import CAP_CHANGED
 from audit.ledger import AuditLedger, Verification
 from audit.ledger_answers import LedgerAnswer, all_refusals, refusal_ledgers
@@ -157,7 +156,7 @@ def tenant_report(
     with plane.session(scope, actor=actor, action="audit.report") as session:
         runs = DpRunTable(session, plane.ledger).runs()
     state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
-    refusals = _refusals(plane.ledger, tenant.id, redact_others=redact_others)
+    refusals = boundary_refusals(plane.ledger, tenant.id, redact_others=redact_others)
     ledgers = refusal_ledgers(region, refusals, other_ledgers)
     own = plane.ledger.records(tenant_id=tenant.id, action="tenant.created", limit=None)
     changes = plane.ledger.records(tenant_id=tenant.id, action=CAP_CHANGED, limit=None)
@@ -262,12 +261,12 @@ def _run_rows(runs: list[DpRun], history: list[CapPoint]) -> list[dict[str, Any]
     return rows
 
 
-def _refusals(ledger: AuditLedger, tenant_id: str, *, redact_others: bool) -> list[dict[str, Any]]:
+def boundary_refusals(
+    ledger: AuditLedger, tenant_id: str, *, redact_others: bool
+) -> list[dict[str, Any]]:
     """Boundary refusals that involved the tenant, other tenants' ids redacted on request."""
     refusals = []
-    for record in ledger.records(action=BOUNDARY_REFUSED, limit=None):
-        if tenant_id not in record_tenants(record):
-            continue
+    for record in ledger.concerning(tenant_id, (BOUNDARY_REFUSED,)):
         row = _record(record)
         if redact_others and record.tenant_id != tenant_id:
             row["tenant_id"] = OTHER_TENANT
@@ -280,13 +279,6 @@ def _refusals(ledger: AuditLedger, tenant_id: str, *, redact_others: bool) -> li
     return refusals
 
 
-def boundary_refusals(
-    ledger: AuditLedger, tenant_id: str, *, redact_others: bool
-) -> list[dict[str, Any]]:
-    """The boundary refusals in `ledger` that involved the tenant (as the report lists them)."""
-    return _refusals(ledger, tenant_id, redact_others=redact_others)
-
-
 def federation_exports(
     ledger: AuditLedger, tenant_id: str, *, redact_others: bool
 ) -> list[dict[str, Any]]:
@@ -296,7 +288,7 @@ def federation_exports(
     aggregator recorded it; other contributors' ids are redacted on request.
     """
     exports = []
-    for record in ledger.records(action=FEDERATION_EXPORTED, limit=None):
+    for record in ledger.concerning(tenant_id, (FEDERATION_EXPORTED,)):
         details = details_of(record)
         contributors = details.get("contributors")
         if not isinstance(contributors, dict) or tenant_id not in contributors:
@@ -345,7 +337,7 @@ def _region_rounds(
     """
     by_round = {(r["federation_run"], r["round"]): r for r in runs if r["kind"] == "federation"}
     rounds = []
-    for record in ledger.records(action=FEDERATION_ROUND, limit=None):
+    for record in ledger.concerning(tenant_id, (FEDERATION_ROUND,)):
         round_ = federation_round(record)
         if tenant_id not in round_["participants"]:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from atlasrec.errors import AtlasRecError
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region
 from audit.access import Access, Principal
-from audit.alerts import region_alerts
+from audit.alerts import Alert, region_alerts
 from audit.ui.sessions import SESSION_COOKIE, SessionData, Signer, read_session
 
 STATE_KEY = "audit_ui"
@@ -91,16 +92,20 @@ class SignedIn:
         if not self.context.signer.check_token("session", self.session.session_id, token):
             raise HTTPException(403, "field 'csrf_token': missing or invalid (reload the page)")
 
+    @cached_property
+    def alerts(self) -> list[Alert]:
+        """The alerts of the tenants this officer may see here (read once per request)."""
+        visible = self.context.access.visible_tenants(self.principal)
+        return region_alerts(self.context.platform, self.context.region, visible)
+
     def alert_count(self) -> int | None:
         """How many alerts the tenants this officer may see here have (None: unknown now).
 
         The navigation's badge: best effort, so a page (an error page of a database outage
         included) still renders when the alerts cannot be read.
         """
-        context = self.context
         try:
-            visible = context.access.visible_tenants(self.principal)
-            return len(region_alerts(context.platform, context.region, visible))
+            return len(self.alerts)
         except (AtlasRecError, SQLAlchemyError, OSError):
             log.warning("alerts unavailable for the navigation", exc_info=True)
             return None

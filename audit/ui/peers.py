@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from atlasrec.control.officers import fingerprint
 from atlasrec.tenancy import Region
 from audit.ledger_answers import LedgerAnswer
 from audit.ui.deps import SignedIn
@@ -45,8 +44,7 @@ def ask_regions(
     """Ask every region's `API + path` in parallel; the own region through `local` if given."""
     context = who.context
     endpoints = context.platform.control.region_endpoints()
-    officer = context.officers.get(who.principal.officer_id)
-    fp = fingerprint(officer) if officer is not None else ""
+    fp = who.session.fingerprint  # `signed_in` checked it against the officer's account
     signer = peer_signer(context.platform.secret)
 
     def ask(region: Region) -> PeerReply:

@@ -11,7 +11,6 @@ from audit.alerts import (
     CRITICAL,
     SPIKE_FACTOR,
     SPIKE_MIN_ATTEMPTS,
-    region_alerts,
 )
 from audit.ui.deps import SignedInDep
 from audit.ui.pages import AuditRoute, render
@@ -28,9 +27,8 @@ RULES = {
 @router.get("", response_class=HTMLResponse)
 def alerts(request: Request, who: SignedInDep) -> HTMLResponse:
     """Every visible tenant's alerts: critical first, then the newest first."""
-    context = who.context
-    visible = context.access.visible_tenants(who.principal)
-    found = region_alerts(context.platform, context.region, visible)
+    visible = who.context.access.visible_tenants(who.principal)
+    found = who.alerts
     critical = sum(1 for a in found if a.severity == CRITICAL)
     return render(
         request,

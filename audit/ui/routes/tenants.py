@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from atlasrec.control.tables import Tenant
-from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.drift import drift_history
 from atlasrec.errors import InvalidInputError
 from atlasrec.models.bundle import KIND as MODEL_KIND
-from atlasrec.platform import Plane
 from atlasrec.tenancy import Scope
-from audit.alerts import region_alerts
 from audit.cap_requests import approve_raise, reject_raise, set_cap
 from audit.caps import CapChange
-from audit.ui.deps import SignedIn, SignedInDep, check_same_origin
+from audit.region_summary import tenant_budget
+from audit.ui.deps import SignedInDep, check_same_origin
 from audit.ui.pages import AuditRoute, render
 from audit.ui.routes.reports import report_for
 from audit.ui.templating import report_chart
@@ -31,32 +28,16 @@ NOTICES = ("changed", "requested", "approved", "rejected")
 @router.get("", response_class=HTMLResponse)
 def tenants(request: Request, who: SignedInDep) -> HTMLResponse:
     """The tenants of this region the officer may see, with their budgets."""
-    context = who.context
-    plane = context.platform.plane(context.region)
-    visible = context.access.visible_tenants(who.principal)
-    found = region_alerts(context.platform, context.region, visible)
+    context, actor = who.context, who.principal.actor
     rows = [
-        {**_budget_row(who, plane, t), "alerts": [a for a in found if a.tenant_id == t.id]}
-        for t in visible
+        {
+            "tenant": t,
+            **tenant_budget(context.platform, context.region, t, actor=actor),
+            "alerts": [a for a in who.alerts if a.tenant_id == t.id],
+        }
+        for t in context.access.visible_tenants(who.principal)
     ]
     return render(request, "tenants.html", who=who, rows=rows)
-
-
-def _budget_row(who: SignedIn, plane: Plane, tenant: Tenant) -> dict[str, Any]:
-    """A tenant's line of the tenants page: its DP runs and budget."""
-    scope = Scope(tenant.id, who.context.region)
-    with plane.session(scope, actor=who.principal.actor, action="audit.tenants") as s:
-        runs = DpRunTable(s, plane.ledger).runs()
-    state = budget_state(runs, cap=tenant.epsilon_cap, delta=tenant.delta)
-    return {
-        "tenant": tenant,
-        "runs": len(runs),
-        "rounds": sum(1 for r in runs if r.kind == "federation"),
-        "spent": state.spent,
-        "remaining": state.remaining,
-        "exhausted": state.exhausted,
-        "used_pct": min(100.0, 100.0 * state.spent / state.cap),
-    }
 
 
 @router.get("/{tenant_id}", response_class=HTMLResponse)
