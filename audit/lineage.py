@@ -164,6 +164,7 @@ def model_lineage(plane: Plane, scope: Scope, version: str | None, *, actor: str
         "items": meta.get("items"),
         "interactions": meta.get("interactions"),
         "files": manifest.get("files", {}),
+        "default_order": meta.get("default_order"),
     }
     parent = meta.get("parent_backbone")
     rounds = _backbone_rounds(plane, scope, parent)  # the ledger first: one transaction at a time
@@ -443,6 +444,15 @@ def _terms_text(run: dict[str, Any]) -> str:
     )
 
 
+def order_text(order: dict[str, Any]) -> str:
+    """A model's default order as one line: what was chosen and why."""
+    chosen = order.get("chosen")
+    weight = f" (next weight {order['weight']:g})" if chosen == "blend" else ""
+    below = order.get("below_popularity") or []
+    floor = f"; served popularity for: {', '.join(below)}" if below else ""
+    return f"{chosen}{weight}: {order.get('reason')}{floor}"
+
+
 def lineage_lines(chain: dict[str, Any]) -> list[str]:
     """The chain as indented text lines, for the command line."""
     req = chain["request"]
@@ -462,6 +472,9 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
         f"({model['users']} users, {model['items']} items)"
         + ("" if model["attributed"] else "  [MISATTRIBUTED ARTIFACT]")
     )
+    order = model.get("default_order")
+    if order:
+        lines.append(f"    default order: {order_text(order)}")
     training = chain["training"]
     run = training.get("run")
     dp = training.get("dp")

@@ -26,8 +26,8 @@ from demos.audit import print_audit_access
 
 START_TIMEOUT_S = 120.0
 DEMO_EVENT_TS = 1_735_689_600  # 2025-01-01
-NO_NEIGHBOURS = " (DP models have no item-item neighbours)"
-"""Why the demo's (DP) models serve `profile` requests in the `next` order."""
+NO_NEIGHBOURS = " (the history has no item in the model's EASE head)"
+"""Why a `profile` request may be served in the `next` order."""
 
 
 def _free_port() -> int:
@@ -170,7 +170,8 @@ def _tenant_calls(
         ds.tenant_id,
         ds.region.value,
         f"recommend {user}",
-        f"{body['model_version']}: {', '.join(i['item_id'] for i in body['items'])}",
+        f"{body['model_version']} ({body['intent']} order): "
+        f"{', '.join(i['item_id'] for i in body['items'])}",
         f"{body['timings_ms']['total']:.1f}",
     )
     profile = _call(

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlasrec.intents import Intent
+from atlasrec.intents import DefaultOrder, Intent, Order
+from atlasrec.models.ranking.default_order import served_order
 from atlasrec.models.ranking.features import CooccurrenceProfile, ItemStats
 from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
 from atlasrec.models.ranking.policy import Entry, PolicyConfig, PolicyFilter
@@ -48,7 +49,11 @@ class Query:
     country: str | None = None
     categories: frozenset[str] | None = None
     exclude_items: frozenset[str] = frozenset()
-    intent: Intent = "next"
+    intent: Intent | None = None
+    """None: the model version's default order."""
+    older_items: frozenset[str] = frozenset()
+    """The user's items beyond what the online store keeps (a batch caller reads the whole
+    history from the offline store): the profile's pooling counts them too."""
 
 
 @dataclass
@@ -60,8 +65,8 @@ class Served:
     cold_start: bool
     degraded: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    intent: Intent = "next"
-    """The order served: `profile` only where asked and the history has neighbours."""
+    intent: Order = "next"
+    """The order served: `profile` or `blend` only where the history has neighbours."""
 
 
 class _Clock:
@@ -97,7 +102,8 @@ def recommend(
     """Run the serving path for one request on one snapshot."""
     clock = _Clock(budgets)
     degraded: list[str] = []
-    intent: Intent = "next"
+    intent: Order = "next"
+    wanted = served_order(state.order, query.intent)
     now = time.time() if now is None else now
 
     # features: the user's recent items (online store, else this process's copy)
@@ -127,11 +133,14 @@ def recommend(
     clock.lap("retrieval")
 
     # ranking
-    if user is None:
+    if user is None or wanted == "popularity":
         ranked = _popularity_scores(state, online, candidates)
+        intent = "next" if user is None else "popularity"
     elif clock.may_start("ranking"):
+        chosen = DefaultOrder(wanted, state.order.weight)
+        older = [state.position[i] for i in query.older_items if i in state.position]
         candidates, ranked, intent = _rank(
-            state, online, candidates, scores, user, seen, history, now, query.intent
+            state, online, candidates, scores, user, seen, history, now, chosen, older
         )
     else:
         degraded.append("ranking")
@@ -246,18 +255,22 @@ def _rank(
     seen: set[int],
     history: list[int],
     now: float,
-    intent: Intent,
-) -> tuple[np.ndarray, np.ndarray, Intent]:
+    order: DefaultOrder,
+    older: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray, Order]:
     """(candidates, scores, the order served): the ranking pipeline on one request.
 
     The ranked list is what the ranker was fitted on (`_ranking_head`); the other candidates
-    follow below it, in retrieval order. The `profile` intent orders by the history profile
-    where it has neighbours.
+    follow below it, in retrieval order. The `profile` and `blend` orders use the history
+    profile where it has neighbours, pooled over `older` items too.
     """
     pipeline = RankingPipeline(state.ranker, RANKING)
     # one pooling of the history's neighbours feeds the item-item source and the feature
     profile = state.cooccurrence_profile(history)
-    whole = state.history_profile(history) if intent == "profile" else None
+    whole = None
+    if order.order in ("profile", "blend"):
+        known = set(history)
+        whole = state.history_profile([p for p in older if p not in known] + history)
     candidates, scores, head = _ranking_head(state, candidates, scores, user, seen, profile, whole)
     top = candidates[head]
     features = pipeline.features.one(
@@ -270,7 +283,7 @@ def _rank(
         None if profile is None else _cooccurrence(state, profile, top),
     )
     affinity = None if whole is None else whole.affinity(state.neighbour_index(top))
-    ranked, served = pipeline.rank_one(features, head, scores, affinity)
+    ranked, served = pipeline.rank_one(features, head, scores, affinity, order)
     return candidates, ranked, served
 
 

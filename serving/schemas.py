@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from atlasrec.ingest.rows import ID_PATTERN, MAX_ID_LEN
-from atlasrec.intents import Intent
+from atlasrec.intents import Intent, Order
 
 MAX_K = 100
 MAX_RECENT = 100
@@ -67,10 +67,11 @@ class RecommendationRequest(Strict):
     k: int = Field(default=10, ge=1, le=MAX_K)
     context: Context = Field(default_factory=Context)
     filters: Filters = Field(default_factory=Filters)
-    intent: Intent = Field(
-        default="next",
+    intent: Intent | None = Field(
+        default=None,
         description="next: what the user does next (recent history); profile: more for the "
-        "user's whole history (item-item neighbours pooled over it).",
+        "user's whole history (EASE's item-item weights pooled over it). Absent: the model "
+        "version's default order, chosen in training by validation on both questions.",
     )
 
 
@@ -104,8 +105,10 @@ class RecommendationResponse(BaseModel):
     stale: bool
     """The model is older than the tenant's freshness SLO (`ATLASREC_FRESHNESS_SLO_S`)."""
     cold_start: bool
-    intent: Intent
-    """The order served: `next` where `profile` was asked but the history has no neighbours."""
+    intent: Order
+    """The order served: `next`, `profile`, `blend` (the default of both) or `popularity`
+    (the floor: the model's order scored below popularity on validation); `next` where the
+    history has no neighbours."""
     items: list[ScoredItem]
     timings_ms: Timings
     fallback: bool = False

@@ -21,7 +21,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasrec.catalog import ItemPolicy, parse_policy
+from atlasrec.intents import DefaultOrder
 from atlasrec.models.bundle import ModelBundle
+from atlasrec.models.ease_profile import ProfileWeights
 from atlasrec.models.ranking.features import (
     NO_CATEGORY,
     UNKNOWN_ITEM,
@@ -89,6 +91,12 @@ class ServingState:
     """Catalog position -> row of `neighbours` (`UNKNOWN_ITEM` for untrained items)."""
     row_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Row of `neighbours` -> the item's current catalog position (-1: not in the catalog)."""
+    profile: ProfileWeights | None = None
+    """The model's dense EASE head (rows as `neighbours`'), where it has one."""
+    profile_slots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Row of `neighbours` -> its place in `profile`'s head (-1 outside it)."""
+    order: DefaultOrder = field(default_factory=DefaultOrder)
+    """The order served without an intent (the model version's choice)."""
 
     def neighbour_index(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """Rows of `neighbours` for catalog positions (`UNKNOWN_ITEM` for untrained items)."""
@@ -107,10 +115,16 @@ class ServingState:
         return cooccurrence_profile(self.neighbours, self.neighbour_index(history))
 
     def history_profile(self, history: Sequence[int]) -> CooccurrenceProfile | None:
-        """The `profile` intent's pooling of a history of positions; None without neighbours."""
+        """The `profile` and `blend` orders' pooling of a history of positions.
+
+        The dense EASE head's where the model has one, else its neighbours'; None without.
+        """
         if self.neighbours is None:
             return None
-        return history_profile(self.neighbours, self.neighbour_index(history))
+        rows = self.neighbour_index(history)
+        if self.profile is not None:
+            return self.profile.profile(rows, self.profile_slots)
+        return history_profile(self.neighbours, rows)
 
     def neighbour_candidates(
         self, profile: CooccurrenceProfile, n: int, exclude: Iterable[int]
@@ -228,9 +242,18 @@ def build_state(
         content_shas=tuple(item.content_sha for item in items),
         fallback_counts=np.array([counts.get(i, 0.0) for i in ids], dtype=np.float64),
     )
-    if bundle is None or bundle.neighbours is None:
+    if bundle is None or (bundle.neighbours is None and bundle.profile is None):
         return state
-    return with_neighbours(state, bundle.neighbours, bundle.item_ids)
+    size = len(bundle.item_ids)
+    # a DP model ships DP-EASE without neighbours: an empty matrix maps its rows
+    empty = sp.csr_matrix((size, size), dtype=np.float32)
+    neighbours = empty if bundle.neighbours is None else bundle.neighbours
+    state = with_neighbours(state, neighbours, bundle.item_ids)
+    if bundle.profile is None:
+        return replace(state, order=bundle.order)
+    return replace(
+        state, profile=bundle.profile, profile_slots=bundle.profile.slots, order=bundle.order
+    )
 
 
 def with_neighbours(

@@ -66,18 +66,19 @@ def recommend(
     ],
     k: Annotated[int, typer.Option("--k")] = 10,
     intent: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--intent",
             click_type=click.Choice(INTENTS),
-            help="next: what each user does next; profile: more for the whole history",
+            help="next: what each user does next; profile: more for the whole history; "
+            "absent: the model's default order (chosen in training on both questions)",
         ),
-    ] = "next",
+    ] = None,
 ) -> None:
     """Recommendations for the users in a file, as JSON lines (seen items excluded)."""
     ids = read_user_ids(users_file)
     cold = 0
-    chosen = cast(Intent, intent)
+    chosen = cast(Intent | None, intent)
     for rec in recommend_users(open_platform(), tenant, ids, k, actor=actor(), intent=chosen):
         cold += rec.cold_start
         typer.echo(json.dumps({"user_id": rec.user_id, "items": rec.items}))

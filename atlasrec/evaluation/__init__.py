@@ -11,6 +11,7 @@ from atlasrec.evaluation.baselines import (
     PopScorer,
     Recommender,
     ease_weights,
+    ease_weights_from_gram,
     top_k,
 )
 from atlasrec.evaluation.data import Interactions
@@ -34,6 +35,7 @@ __all__ = [
     "Split",
     "coverage_at_k",
     "ease_weights",
+    "ease_weights_from_gram",
     "evaluate",
     "map_at_k",
     "ndcg_at_k",

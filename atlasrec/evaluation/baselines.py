@@ -187,21 +187,34 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> FloatArray:
     """
     n_users, n_items = x.shape
     xd = x.astype(np.float64)
-    if n_users < n_items:
-        gram_users = (xd @ xd.T).toarray()
-        gram_users[np.diag_indices(n_users)] += l2
-        chol = sla.cholesky(gram_users, lower=True, check_finite=False)
-        z = sla.solve_triangular(chol, xd.toarray(), lower=True, check_finite=False)
-        p = z.T @ z
-        p *= -1.0 / l2
-        p[np.diag_indices(n_items)] += 1.0 / l2
-    else:
-        gram = (xd.T @ xd).toarray()
-        gram[np.diag_indices(n_items)] += l2
-        p = _spd_inverse(gram)
+    if n_users >= n_items:
+        return ease_weights_from_gram((xd.T @ xd).toarray(), l2)
+    gram_users = (xd @ xd.T).toarray()
+    gram_users[np.diag_indices(n_users)] += l2
+    chol = sla.cholesky(gram_users, lower=True, check_finite=False)
+    z = sla.solve_triangular(chol, xd.toarray(), lower=True, check_finite=False)
+    p = z.T @ z
+    p *= -1.0 / l2
+    p[np.diag_indices(n_items)] += 1.0 / l2
+    return _weights_from_inverse(p)
+
+
+def ease_weights_from_gram(gram: FloatArray, l2: float) -> FloatArray:
+    """EASE's weights ``B`` from a dense symmetric item x item Gram matrix (overwritten).
+
+    ``P = (G + λI)⁻¹`` and ``B_ij = -P_ij / P_jj`` with a zero diagonal, as `ease_weights` with
+    ``G = XᵀX``; ``G`` may be any symmetric matrix with ``G + λI`` positive definite (a DP
+    release of ``XᵀX``, say), else `AtlasRecError`.
+    """
+    gram[np.diag_indices(gram.shape[0])] += l2
+    return _weights_from_inverse(_spd_inverse(gram))
+
+
+def _weights_from_inverse(p: FloatArray) -> FloatArray:
+    """``B = -P / diag(P)`` column-wise with a zero diagonal, in place."""
     diag = p.diagonal().copy()
     p /= -diag[None, :]
-    p[np.diag_indices(n_items)] = 0.0
+    p[np.diag_indices(p.shape[0])] = 0.0
     return np.asarray(p)
 
 

@@ -20,6 +20,7 @@ from atlasrec.evaluation import (
     random_user_split,
     temporal_leave_last_out,
 )
+from atlasrec.models.dp_recommender import DpModelRecommender
 from atlasrec.models.ranking.features import category_codes
 from atlasrec.models.ranking.recommender import TwoTowerRankerRecommender
 from atlasrec.models.recommender import TwoTowerRecommender
@@ -45,7 +46,8 @@ def evaluate_tenant(
     publishes) is trained and fitted on each split's train part alone, and serves both
     intents (`atlasrec.intents`): `next`, which the temporal split asks, and `profile`
     (the same fit), closer to what the random split asks (items hidden anywhere in a
-    history).
+    history), and the order a request without an intent gets (`default (no intent)`), with
+    the validation scores it was chosen by (`default_order`).
     """
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"--k must be between 1 and {MAX_K}, got {k}")
@@ -57,13 +59,15 @@ def evaluate_tenant(
     config = config or TwoTowerConfig()
     splits = {}
     for split in (temporal_leave_last_out(data.interactions), random_user_split(data.interactions)):
-        ranked = TwoTowerRankerRecommender(data.content, category_codes(data.categories), config)
+        codes = category_codes(data.categories)
+        ranked = TwoTowerRankerRecommender(data.content, codes, config)
         recommenders: dict[str, Recommender] = {
             "popularity": PopScorer(),
             "als": ALS(),
             "two_tower": TwoTowerRecommender(data.content, config),
             "two_tower+ranker": ranked,
             "two_tower+ranker, profile intent": ranked.for_intent("profile"),
+            "default (no intent)": ranked.for_intent(None),
         }
         if len(data.item_ids) <= EASEConfig().max_items:
             recommenders["ease"] = EASE()
@@ -71,9 +75,15 @@ def evaluate_tenant(
             recommenders["two_tower_dp"] = TwoTowerRecommender(
                 data.content, dp_config(config), epsilon=epsilon, delta=tenant.delta
             )
+            recommenders["dp (as train publishes)"] = DpModelRecommender(
+                data.content, codes, dp_config(config), epsilon=epsilon, delta=tenant.delta
+            )
+        models = evaluate(recommenders, split, k)
+        assert ranked.fitted is not None
         splits[split.name] = {
             "tested_users": len(split.test),
-            "models": evaluate(recommenders, split, k),
+            "models": models,
+            "default_order": ranked.fitted.lineage["default_order"],
         }
     return {
         "tenant_id": tenant_id,

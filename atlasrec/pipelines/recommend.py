@@ -3,8 +3,8 @@
 The same path as POST /v1/recommendations (`serving.pipeline.recommend`) on the tenant's
 serving snapshot, without deadlines. Items the user ever interacted with are excluded
 (read from the offline store, ingested files and events, so the whole history counts, not
-only the online store's recent items). Users without history (unknown ids included) get
-the cold-start list.
+only the online store's recent items), and the profile's pooling counts them all. Users
+without history (unknown ids included) get the cold-start list.
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ def recommend_users(
     k: int,
     *,
     actor: str,
-    intent: Intent = "next",
+    intent: Intent | None = None,
 ) -> Iterator[Recommendation]:
-    """Recommendations for each of `user_ids`, in order, for `intent` (`atlasrec.intents`)."""
+    """Recommendations for each of `user_ids`, in order, for `intent` (`atlasrec.intents`).
+
+    Without an intent, the model version's default order (`default_order`).
+    """
     from serving.pipeline import Query, recommend
     from serving.runtime import RegionRuntime
 
@@ -73,6 +76,7 @@ def recommend_users(
                 k=k,
                 exclude_items=frozenset(i for i in seen[key] if i in state.position),
                 intent=intent,
+                older_items=frozenset(seen[key]),
             )
             served = recommend(state, runtime.online, query, NO_DEADLINES)
             yield Recommendation(

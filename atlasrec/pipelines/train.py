@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,15 @@ from atlasrec.federation.store import (
     open_backbone,
     region_store,
 )
+from atlasrec.intents import DefaultOrder
 from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, write_bundle
+from atlasrec.models.dp_ease import DpEaseConfig, as_profile, fit_dp_ease
+from atlasrec.models.dp_ease import run_mechanisms as dp_run_mechanisms
+from atlasrec.models.ease_profile import ProfileWeights
 from atlasrec.models.popularity import (
     CONTRIBUTION_CAP,
     release_counts,
-    run_mechanisms,
     weighted_counts,
 )
 from atlasrec.models.ranking.features import category_codes
@@ -63,6 +66,10 @@ DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
 """The smallest epsilon a DP run is given: below it the noise drowns the model."""
 DP_RANKER_REASON = "DP run: not fitted on user data"
+DP_ORDER_REASON = (
+    "DP run: DP-EASE's profile order where the run released a Gram matrix, else the next "
+    "order; not validated on user data (that would fall outside the run's guarantee)"
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,9 @@ class FittedModel:
     ranker_lineage: dict[str, Any]
     neighbours: sp.csr_matrix | None = None
     dp: dict[str, Any] | None = None
+    profile: ProfileWeights | None = None
+    order: DefaultOrder = field(default_factory=DefaultOrder)
+    order_lineage: dict[str, Any] = field(default_factory=dict)
 
 
 def train_tenant(
@@ -280,9 +290,10 @@ def training_inputs(
 
 
 def dp_charges(inputs: TrainingInputs, state: BudgetState, requested: float | None) -> list[Charge]:
-    """A DP run's charges: the popularity prior's count release, then the DP-SGD steps.
+    """A DP run's charges: the count release, the Gram release, then the DP-SGD steps.
 
-    Both mechanisms are composed to the run's epsilon, and charged together or not at all.
+    The three mechanisms (`atlasrec.models.dp_ease.run_mechanisms`) are composed to the
+    run's epsilon, and charged together or not at all.
     """
     run_epsilon = requested if requested is not None else min(DEFAULT_EPSILON, state.remaining)
     if run_epsilon < MIN_EPSILON:
@@ -291,13 +302,18 @@ def dp_charges(inputs: TrainingInputs, state: BudgetState, requested: float | No
             f"{state.cap:g} left); raise the cap or train with --no-dp"
         )
     rate, steps = dp_schedule(inputs.users, inputs.config)
-    release, sgd = run_mechanisms(run_epsilon, inputs.tenant.delta, rate, steps)
+    release, gram, sgd = dp_run_mechanisms(run_epsilon, inputs.tenant.delta, rate, steps)
     details: dict[str, Any] = {"requested_epsilon": run_epsilon, "users": inputs.users}
     charges = []
     if release is not None:
         counted = Charge(release, "popularity", {**details, "contribution_cap": CONTRIBUTION_CAP})
         details["popularity_run"] = counted.id
         charges.append(counted)
+    if gram is not None:
+        config = DpEaseConfig()
+        released = Charge(gram, "ease", {**details, "head": config.head, "cap": config.cap})
+        details["ease_run"] = released.id
+        charges.append(released)
     return [*charges, Charge(sgd, "train", details)]
 
 
@@ -313,19 +329,34 @@ def fit_exact(inputs: TrainingInputs, progress: Progress | None) -> FittedModel:
         progress=progress,
     )
     counts = weighted_counts(data.interactions)
+    ranker_lineage = dict(fitted.lineage)
+    order_lineage = ranker_lineage.pop("default_order")
     return FittedModel(
-        fitted.model, fitted.report, counts, fitted.ranker, fitted.lineage, fitted.neighbours
+        fitted.model,
+        fitted.report,
+        counts,
+        fitted.ranker,
+        ranker_lineage,
+        fitted.neighbours,
+        profile=fitted.profile,
+        order=fitted.order,
+        order_lineage=order_lineage,
     )
 
 
 def fit_private(
     inputs: TrainingInputs, charged: ChargedRuns, secure_mode: bool, progress: Progress | None
 ) -> FittedModel:
-    """A DP model: the charged count release, then the charged DP-SGD steps.
+    """A DP model: the charged count release, Gram release and DP-SGD steps.
 
-    A DP model keeps the DP release of the counts (zeros without one), never exact ones.
+    A DP model keeps the DP release of the counts (zeros without one), never exact ones. With
+    a Gram release it ships DP-EASE over the head (`atlasrec.models.dp_ease`) and serves its
+    profile order by default: measured, it beats the DP two-tower model on both questions
+    (docs/benchmarks.md); it is not validated per tenant (that would read user data outside
+    the run's guarantee).
     """
     sgd, release = charged.of_kind("train"), charged.of_kind("popularity")
+    gram = charged.of_kind("ease")
     assert sgd is not None
     m = sgd.charge.mechanism
     plan = DpPlan(
@@ -343,6 +374,12 @@ def fit_private(
             inputs.sequences, len(counts), release.charge.mechanism, secure=secure_mode
         )
         counts = released
+    profile = None
+    if gram is not None and released is not None:
+        head = fit_dp_ease(
+            inputs.sequences, released, DpEaseConfig(), gram.charge.mechanism, secure=secure_mode
+        )
+        profile = as_profile(head)
     model, report = train(
         inputs.data.content,
         inputs.sequences,
@@ -353,8 +390,20 @@ def fit_private(
         progress=progress,
     )
     ranker_lineage = {"fitted": False, "reason": DP_RANKER_REASON}
-    dp = dp_lineage(plan, release, sgd.id, report.epsilon_spent)
-    return FittedModel(model, report, counts, model_ranker(model), ranker_lineage, dp=dp)
+    dp = dp_lineage(plan, release, sgd.id, report.epsilon_spent, gram)
+    order = DefaultOrder("profile") if profile is not None else DefaultOrder("next")
+    order_lineage = {"chosen": order.order, "weight": order.weight, "reason": DP_ORDER_REASON}
+    return FittedModel(
+        model,
+        report,
+        counts,
+        model_ranker(model),
+        ranker_lineage,
+        dp=dp,
+        profile=profile,
+        order=order,
+        order_lineage=order_lineage,
+    )
 
 
 def publish(
@@ -382,12 +431,20 @@ def publish(
         "train_seconds": round(fitted.report.seconds, 2),
         "final_loss": fitted.report.losses[-1] if fitted.report.losses else None,
         "ranker": fitted.ranker_lineage,
+        "default_order": fitted.order_lineage,
     }
     artifact = plane.artifacts.publish(
         scope,
         KIND,
         lambda folder: write_bundle(
-            folder, fitted.model, data.item_ids, fitted.counts, fitted.ranker, fitted.neighbours
+            folder,
+            fitted.model,
+            data.item_ids,
+            fitted.counts,
+            fitted.ranker,
+            fitted.neighbours,
+            fitted.profile,
+            fitted.order,
         ),
         actor=actor,
         metadata=lineage,
@@ -411,12 +468,18 @@ def publish(
 
 
 def dp_lineage(
-    plan: DpPlan, release_run: ChargedRun | None, run_id: str, sgd_epsilon: float | None
+    plan: DpPlan,
+    release_run: ChargedRun | None,
+    run_id: str,
+    sgd_epsilon: float | None,
+    gram_run: ChargedRun | None = None,
 ) -> dict[str, Any]:
     """The lineage's DP entry: the charged mechanisms and their composed epsilon."""
     sgd = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps)
     release = None if release_run is None else release_run.charge.mechanism
-    mechanisms = [sgd] if release is None else [release, sgd]
+    gram = None if gram_run is None else gram_run.charge.mechanism
+    mechanisms = [m for m in (release, gram, sgd) if m is not None]
+    config = DpEaseConfig()
     return {
         "dp_run_id": run_id,
         "noise_multiplier": plan.noise_multiplier,
@@ -432,6 +495,14 @@ def dp_lineage(
             "dp_run_id": None if release_run is None else release_run.id,
             "noise_multiplier": release.noise_multiplier,
             "contribution_cap": CONTRIBUTION_CAP,
+        },
+        "ease_release": None
+        if gram is None or gram_run is None
+        else {
+            "dp_run_id": gram_run.id,
+            "noise_multiplier": gram.noise_multiplier,
+            "head": config.head,
+            "cap": config.cap,
         },
         "accountant": "rdp",
         "secure_mode": plan.secure_mode,

@@ -97,6 +97,16 @@ def test_what_is_absent_is_said(world: AuditWorld) -> None:
     no_dp = chain_of(world, publish_model(world, dp=None))
     assert no_dp["training"]["dp"] is None and "without DP" in no_dp["training"]["note"]
 
+    order = {"chosen": "popularity", "weight": 1.0, "reason": "the floor: below on next"}
+    floored = chain_of(
+        world, publish_model(world, default_order=order | {"below_popularity": ["next"]})
+    )
+    assert floored["model"]["default_order"]["chosen"] == "popularity"
+    text = "\n".join(lineage_lines(floored))
+    assert (
+        "default order: popularity: the floor: below on next; served popularity for: next" in text
+    )
+
     elsewhere = chain_of(
         world, publish_model(world, parent_backbone={"version": "x", "region": "us"})
     )

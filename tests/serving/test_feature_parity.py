@@ -12,13 +12,13 @@ from utils.factories import INTERACTIONS_HEADER, seed_music_tenant, write_csv
 
 from atlasrec.dataplane.training_data import load_tenant_dataset, plant_canaries
 from atlasrec.ingest import ingest
+from atlasrec.intents import DefaultOrder
 from atlasrec.models.cooccurrence import item_neighbours
 from atlasrec.models.ranking.features import (
     FEATURES,
     StatsIndex,
     category_codes,
     cooccurrence_affinity,
-    history_profile,
     ranking_features,
 )
 from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
@@ -123,8 +123,9 @@ def test_offline_and_online_features_are_identical(
         assert online_features[:, 4].max() > 0  # and co-occurrence
 
 
-def test_the_profile_intent_orders_as_offline(
-    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("order", [DefaultOrder("profile"), DefaultOrder("blend", 0.4)])
+def test_the_profile_and_blend_orders_are_as_offline(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: DefaultOrder
 ) -> None:
     seed_music_tenant(platform, "shop", Region.EU, tmp_path)
     plane = platform.plane(Region.EU)
@@ -133,41 +134,38 @@ def test_the_profile_intent_orders_as_offline(
     runtime = RegionRuntime(platform, Region.EU, online=online).tenant(
         platform.control.get_tenant("shop")
     )
-    # the retrieval order and a short head: the profile's own candidates must be added
-    state = replace(runtime.state, ranker=DEFAULT_RANKER)
+    # the retrieval order and a short head: the profile's own candidates must be added; the
+    # version's default order is the one under test (a request without an intent gets it)
+    state = replace(runtime.state, ranker=DEFAULT_RANKER, order=order)
     assert state.model is not None and state.neighbours is not None  # a non-DP model has them
+    assert state.profile is not None  # and its dense EASE head
     data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
     data = plant_canaries(data, canaries(platform.secret, "shop"))  # the model's items
-    sequences = user_sequences(data.interactions)
     codes = category_codes(data.categories)
     monkeypatch.setattr(pipeline, "RERANK", RerankConfig(mmr_lambda=1.0))  # the ranked order
     k = 6
     config = RankingConfig(RetrieveConfig(n_candidates=k))
     monkeypatch.setattr(pipeline, "RANKING", config)
-    for user_id in ("user-1", "user-2", "user-9"):
+    users = [data.user_keys.index(runtime.pseudonymise(u)) for u in ("user-1", "user-2", "user-9")]
+    offline = RankingPipeline(state.ranker, config).batch(
+        state.model,
+        data.interactions,
+        codes,
+        np.array(users),
+        k,
+        neighbours=state.neighbours,
+        profile=state.profile,
+        order=order,
+    )
+    for user_id, row in zip(("user-1", "user-2", "user-9"), offline, strict=True):
         key = runtime.pseudonymise(user_id)
-        user = data.user_keys.index(key)
-        profile = history_profile(state.neighbours, sequences[user])
-        online_items = pipeline.recommend(
-            state, runtime.online, Query(key, k, intent="profile"), NO_DEADLINES
+        online_items = pipeline.recommend(state, runtime.online, Query(key, k), NO_DEADLINES)
+        expected = [data.item_ids[i] for i in row if i >= 0]
+        assert [item_id for item_id, _ in online_items.items] == expected
+        assert online_items.intent == order.order
+        next_items = pipeline.recommend(
+            state, runtime.online, Query(key, k, intent="next"), NO_DEADLINES
         )
-        offline = RankingPipeline(state.ranker, config).batch(
-            state.model,
-            data.interactions,
-            codes,
-            np.array([user]),
-            k,
-            neighbours=state.neighbours,
-            intent="profile",
-        )[0]
-        offline_affinity = profile.affinity(offline)
-        strong = int((offline_affinity > 0).sum())  # the part the profile orders
-        rows = [state.position[item_id] for item_id, _ in online_items.items]
-        online_affinity = profile.affinity(state.neighbour_index(rows))
-        np.testing.assert_allclose(online_affinity[:strong], offline_affinity[:strong], rtol=1e-6)
-        assert (np.diff(offline_affinity[:strong]) <= 0).all() and strong > 0
-        assert online_items.intent == "profile"
-        next_items = pipeline.recommend(state, runtime.online, Query(key, k), NO_DEADLINES)
         assert next_items.intent == "next"
     # a model version without neighbours (as a DP one) serves the next order, and says so
     bare = replace(state, neighbours=None)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
+from atlasrec.intents import DefaultOrder
 from atlasrec.models.bundle import ModelBundle
 from atlasrec.models.cooccurrence import item_neighbours
+from atlasrec.models.ease_profile import ProfileWeights
 from atlasrec.models.ranking.features import (
     FEATURES,
     NO_CATEGORY,
@@ -104,7 +107,17 @@ def test_the_cooccurrence_feature_follows_item_ids_across_catalog_updates() -> N
     scores = np.linspace(0.5, 0.1, 5)  # retrieval prefers the reverse of co-occurrence
     # the whole list is ranked (i0's neighbours are candidates already): no online store
     user = np.zeros(4, dtype=np.float32)
-    _, ranked, _ = _rank(state, None, candidates, scores, user, {0}, [0], 0.0, "next")  # type: ignore[arg-type]
+    _, ranked, _ = _rank(
+        state,
+        None,  # type: ignore[arg-type]
+        candidates,
+        scores,
+        user,
+        {0},
+        [0],
+        0.0,
+        DefaultOrder("next"),
+    )
     top = candidates[np.argsort(-ranked, kind="stable")]
     assert [state.item_ids[p] for p in top[:2]] == ["i1", "i2"]
     np.testing.assert_allclose(
@@ -142,3 +155,49 @@ def test_the_item_item_source_adds_candidates_beyond_the_retrieval_head() -> Non
         plain.cooccurrence_profile([0]),
     )
     assert candidates.tolist() == [3, 4] and head.tolist() == [0, 1]
+
+
+def test_a_dp_model_serves_its_dp_ease_profile_without_neighbours() -> None:
+    """A DP bundle ships DP-EASE weights (`profile`) and no co-occurrence neighbours."""
+    items = [item(f"i{k}", k) for k in range(5)]
+    content = np.stack([i.content for i in items])
+    model = TwoTower(content, TwoTowerConfig(dim=4, hidden=8, history=5))
+    # over the head i0..i2: i0 points to i2 strongly, to i1 weakly
+    weights = np.array([[0.0, 0.1, 0.9], [0.1, 0.0, 0.0], [0.9, 0.0, 0.0]], np.float32)
+    bundle = ModelBundle(
+        "v1",
+        model,
+        ["i0", "i1", "i2", "i3"],
+        model.all_item_vectors(),
+        np.ones(4),
+        {},
+        DEFAULT_RANKER,
+        None,
+        ProfileWeights(np.array([0, 1, 2]), weights, 4),
+        DefaultOrder("profile"),
+    )
+    state = build_state(items, bundle, {})
+    assert state.neighbours is not None and state.neighbours.nnz == 0  # maps rows only
+    assert state.order == DefaultOrder("profile")
+    profile = state.history_profile([0])
+    assert profile is not None
+    assert profile.affinity(state.neighbour_index([1, 2, 3, 4])).tolist() == pytest.approx(
+        [0.1, 0.9, 0.0, 0.0]
+    )
+    candidates = np.array([1, 2, 3, 4])
+    user = np.full(4, 0.5, dtype=np.float32)
+    scores = np.array([0.9, 0.1, 0.5, 0.4], dtype=np.float32)  # retrieval prefers i1
+    found, ranked, served = _rank(
+        state,
+        None,  # type: ignore[arg-type]
+        candidates,
+        scores,
+        user,
+        {0},
+        [0],
+        0.0,
+        state.order,
+    )
+    assert served == "profile"
+    top = found[np.argsort(-ranked, kind="stable")]
+    assert [state.item_ids[p] for p in top[:2]] == ["i2", "i1"]  # DP-EASE's order leads

@@ -25,7 +25,7 @@ features are computed as of their last known interaction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,19 @@ import scipy.sparse as sp
 import torch
 
 from atlasrec.evaluation import Interactions, random_user_split, temporal_leave_last_out
+from atlasrec.intents import DefaultOrder
 from atlasrec.models.cooccurrence import head_size, item_neighbours
+from atlasrec.models.ease_profile import EASE_L2, ProfileWeights, choose_l2, profile_weights
+from atlasrec.models.ranking.default_order import (
+    VALIDATION_FRACTION,
+    Heldout,
+    PrefixFit,
+    choose_order,
+    enough_to_validate,
+    too_small,
+)
 from atlasrec.models.ranking.features import CandidateFeatures, StatsIndex, last_times
+from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
 from atlasrec.models.ranking.ranker import LinearRanker, RankingLists, fit_ranker, select_ranker
 from atlasrec.models.ranking.retrieve import N_CANDIDATES, CandidateRetriever, RetrieveConfig
 from atlasrec.models.recommender import user_sequences
@@ -62,18 +73,40 @@ class RankingCut:
     """User -> their latest item (users with at least 2 distinct items)."""
     middle: dict[int, int]
     """User -> a random earlier item (users with at least 2 distinct items before the latest)."""
+    validation: dict[int, np.ndarray] = field(default_factory=dict)
+    """User -> a random share of their items before the latest (the profile question's
+    validation items; `default_order.VALIDATION_FRACTION`)."""
+
+    def heldout(self) -> Heldout:
+        """The held-out items of each question: the latest item; it and the random share."""
+        latest = {u: np.array([i], dtype=np.int64) for u, i in self.latest.items()}
+        profile = {
+            u: np.union1d(items, latest.get(u, items[:0])) for u, items in self.validation.items()
+        }
+        return Heldout(latest, profile)
 
 
 def ranking_cut(
-    data: Interactions, *, mid_history: bool = MID_HISTORY, seed: int = 0
+    data: Interactions,
+    *,
+    mid_history: bool = MID_HISTORY,
+    seed: int = 0,
+    validation: float = 0.0,
 ) -> RankingCut:
-    """Hold out each user's latest item and, with `mid_history`, one random earlier one."""
+    """Hold out each user's latest item, and a random `validation` share of the rest.
+
+    With `mid_history`, one more random earlier item too. `validation` 0 holds out no share.
+    """
     latest = temporal_leave_last_out(data)
-    if not mid_history:
-        return RankingCut(latest.train, _single(latest.test), {})
-    # a vanishing fraction holds out exactly one item of each user with 2 or more
-    middle = random_user_split(latest.train, test_fraction=1e-9, seed=seed)
-    return RankingCut(middle.train, _single(latest.test), _single(middle.test))
+    rest, middle = latest.train, {}
+    if mid_history:  # a vanishing fraction holds out exactly one item of each user with 2+
+        one = random_user_split(rest, test_fraction=1e-9, seed=seed)
+        rest, middle = one.train, _single(one.test)
+    held: dict[int, np.ndarray] = {}
+    if validation > 0:
+        share = random_user_split(rest, test_fraction=validation, seed=seed)
+        rest, held = share.train, dict(share.test)
+    return RankingCut(rest, _single(latest.test), middle, held)
 
 
 def _single(test: dict[int, np.ndarray]) -> dict[int, int]:
@@ -135,7 +168,11 @@ class RankedModel:
     lineage: dict[str, Any]
     neighbours: sp.csr_matrix | None
     """Co-occurrence neighbours over all of the training data (the ranker's feature and
-    source where it weighs them; the `profile` intent's pooling)."""
+    source where it weighs them)."""
+    profile: ProfileWeights | None = None
+    """The dense EASE head over all of the training data (the `profile` intent's pooling)."""
+    order: DefaultOrder = field(default_factory=DefaultOrder)
+    """The order served without an intent, chosen by validation (`default_order`)."""
 
 
 def train_with_ranker(
@@ -152,22 +189,26 @@ def train_with_ranker(
 ) -> RankedModel:
     """Train the two-tower model on `data` and fit its ranker without leakage.
 
-    A model trained on the prefix of `ranking_cut` builds the ranker's lists. With `retrain`
-    the returned model is then trained again on all of `data`; without, the prefix model is
-    returned (half the training time; it lacks each user's latest interaction). The ranker
+    A model trained on the prefix of `ranking_cut` builds the ranker's lists. Another,
+    trained on a cut that also holds out a random share of each history, validates the
+    default order (`validate_orders`; not trained when too few users could be validated
+    on). With `retrain` the returned model is then trained again on all of `data`; without,
+    the prefix model is returned (it lacks each user's latest interaction). The ranker
     is `DEFAULT_RANKER` unless the fitted one beats it in cross-validation. Both trainings
     start from `init_backbone` when given. Neither has a popularity prior (that is for DP
     runs): the item-id residuals learn popularity here.
     """
     started = time.perf_counter()
     cut = ranking_cut(data, mid_history=mid_history)
+    check = ranking_cut(data, validation=VALIDATION_FRACTION)  # the default order's
+    validating = enough_to_validate(check.heldout())
     again = retrain and len(cut.latest) > 0  # without held-out users the prefix is all data
-    phases = 2 if again else 1
+    phases = 1 + again + validating
 
     def phase(offset: int) -> Progress | None:
         if progress is None:
             return None
-        report_to = progress  # one bar over both trainings
+        report_to = progress  # one bar over every training
         return lambda epoch, epochs, loss: report_to(offset + epoch, phases * epochs, loss)
 
     prefix_model, prefix_report = train(
@@ -181,6 +222,16 @@ def train_with_ranker(
     lists = build_ranking_lists(prefix_model, data, codes, n_candidates=n_candidates, cut=cut)
     ranker, entry = select_ranker(fit_ranker(lists, seed=config.seed))
     entry["fit_seconds"] = round(time.perf_counter() - fit_started, 2)
+    check_model = None
+    if validating:
+        check_model, _ = train(
+            content,
+            user_sequences(check.prefix),
+            config,
+            init_backbone=init_backbone,
+            progress=phase(config.epochs),
+        )
+    order, entry["default_order"] = validate_orders(check_model, ranker, check, codes, n_candidates)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
     entry["retrieval_model"] = "retrained on all data" if again else "the prefix model"
     entry["neighbours"] = {"weighting": "ease", "head_items": head_size(data.n_items)}
@@ -192,10 +243,44 @@ def train_with_ranker(
             sequences,
             config,
             init_backbone=init_backbone,
-            progress=phase(config.epochs),
+            progress=phase((phases - 1) * config.epochs),
         )
     else:
         model, report = prefix_model, prefix_report
     neighbours = item_neighbours(sequences, data.n_items)
+    l2 = float(entry["default_order"].get("profile_l2", EASE_L2))
+    profile = profile_weights(sequences, data.n_items, l2=l2)
+    entry["profile_head_items"] = len(profile.head)
     entry["total_seconds"] = round(time.perf_counter() - started, 2)
-    return RankedModel(model, report, ranker, entry, neighbours)
+    return RankedModel(model, report, ranker, entry, neighbours, profile, order)
+
+
+def validate_orders(
+    model: TwoTower | None,
+    ranker: LinearRanker,
+    cut: RankingCut,
+    codes: np.ndarray,
+    n_candidates: int,
+) -> tuple[DefaultOrder, dict[str, Any]]:
+    """The default order, chosen on the cut's held-out items (`default_order.choose_order`).
+
+    `model` was trained on the cut's prefix alone (None: too few users to validate on); the
+    ranker is the tenant's. The profile's ridge penalty is chosen first, on the profile
+    question alone (`choose_l2`).
+    """
+    if model is None:
+        return DefaultOrder("next"), too_small(cut.heldout())
+    sequences = user_sequences(cut.prefix)
+    n_items = cut.prefix.n_items
+    heldout = cut.heldout()
+    l2, l2_scores = choose_l2(sequences, heldout.profile, n_items)
+    fit = PrefixFit(
+        model,
+        cut.prefix,
+        codes,
+        item_neighbours(sequences, n_items),
+        profile_weights(sequences, n_items, l2=l2),
+    )
+    pipeline = RankingPipeline(ranker, RankingConfig(RetrieveConfig(n_candidates=n_candidates)))
+    order, entry = choose_order(pipeline, fit, heldout)
+    return order, {**entry, "profile_l2": l2, "profile_l2_ndcg_at_10": l2_scores}

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasrec.evaluation import Interactions
-from atlasrec.intents import Intent, profile_scores
+from atlasrec.intents import DefaultOrder, Intent, Order, blend_scores, profile_scores
+from atlasrec.models.ease_profile import ProfileWeights
 from atlasrec.models.ranking.features import (
     CandidateFeatures,
     StatsIndex,
@@ -54,23 +55,69 @@ class RankingPipeline:
         head: np.ndarray,
         scores: np.ndarray,
         affinity: np.ndarray | None,
-    ) -> tuple[np.ndarray, Intent]:
+        order: DefaultOrder | None = None,
+    ) -> tuple[np.ndarray, Order]:
         """One request's scores of all its candidates, and the order served.
 
         The ranker scores the listed candidates (`head`, with `features`); the others follow
-        in retrieval order (`scores`). With the `profile` intent's `affinity` (for the
-        listed candidates), a positive one orders by it (`profile_scores`).
+        in retrieval order (`scores`). With the history profile's `affinity` (for the listed
+        candidates), a `profile` or `blend` order (`order`; default `profile`) reorders
+        them where any affinity is positive (`profile_scores`, `blend_scores`).
         """
+        chosen = order or DefaultOrder("profile")
         head_scores = self.ranker.score(features).astype(np.float64)
         ranked = scores.astype(np.float64) + (head_scores.min() - TAIL_GAP if len(head) else 0.0)
         ranked[head] = head_scores
-        if affinity is None:
+        if affinity is None or chosen.order not in ("profile", "blend"):
             return ranked, "next"
         whole = np.zeros(len(ranked))
         whole[head] = affinity
         if not (whole > 0).any():
             return ranked, "next"
-        return profile_scores(ranked, whole), "profile"
+        if chosen.order == "profile":
+            return profile_scores(ranked, whole), "profile"
+        return blend_scores(ranked, whole, chosen.weight), "blend"
+
+    def scored(
+        self,
+        model: TwoTower,
+        log: Interactions,
+        codes: np.ndarray,
+        users: np.ndarray,
+        k: int,
+        *,
+        neighbours: sp.csr_matrix | None = None,
+        profile: ProfileWeights | None = None,
+        with_profile: bool = False,
+    ) -> ScoredLists:
+        """Each user's candidates with the ranker's scores, as of the user's last row of `log`.
+
+        With `neighbours`, the lists include the item-item source's candidates (where the
+        ranker weighs co-occurrence). With `with_profile`, the history profile's too, and
+        their affinities: `profile`'s dense EASE head pooled over the whole history where
+        given, else the neighbours over the latest `PROFILE_HISTORY` items.
+        """
+        sequences = user_sequences(log)
+        histories = [sequences[u] for u in users.tolist()]
+        source = neighbours if self.ranker.uses_cooccurrence else None
+        profiles = None
+        if with_profile and profile is not None:
+            slots = profile.slots
+            profiles = [profile.profile(h, slots) for h in histories]
+        elif with_profile and neighbours is not None:
+            profiles = [history_profile(neighbours, h) for h in histories]
+        n = max(self.config.retrieve.n_candidates, k)
+        items, scores, mask = self.retriever.batch(model, histories, source, profiles, n=n)
+        now = np.nan_to_num(last_times(log)[users], nan=0.0)
+        stats = StatsIndex(log).as_of(items, now, inclusive=True)
+        features = self.features.batch(items, scores, mask, histories, codes, stats, now, source)
+        ranked = self.ranker.score_lists(features, mask)
+        affinity = None
+        if profiles is not None:
+            affinity = np.zeros_like(ranked)
+            for row, pooled in enumerate(profiles):
+                affinity[row, mask[row]] = pooled.affinity(items[row, mask[row]])
+        return ScoredLists(items, ranked, affinity, mask)
 
     def batch(
         self,
@@ -81,31 +128,56 @@ class RankingPipeline:
         k: int,
         *,
         neighbours: sp.csr_matrix | None = None,
+        profile: ProfileWeights | None = None,
         intent: Intent = "next",
+        order: DefaultOrder | None = None,
     ) -> np.ndarray:
         """Top-`k` unseen items per user, ranked as of the user's last row of `log`.
 
-        With `neighbours`, the lists include the item-item source's candidates (where the
-        ranker weighs co-occurrence) and, for the `profile` intent, the history profile's
-        (`atlasrec.intents`). Rows are padded with -1 when fewer than `k` unseen items exist.
+        `order` (the model's default) where given, else `intent`'s order; see `scored`.
+        Rows are padded with -1 when fewer than `k` unseen items exist.
         """
-        sequences = user_sequences(log)
-        histories = [sequences[u] for u in users.tolist()]
-        source = neighbours if self.ranker.uses_cooccurrence else None
-        profiles = None
-        if intent == "profile" and neighbours is not None:
-            profiles = [history_profile(neighbours, h) for h in histories]
-        n = max(self.config.retrieve.n_candidates, k)
-        items, scores, mask = self.retriever.batch(model, histories, source, profiles, n=n)
-        now = np.nan_to_num(last_times(log)[users], nan=0.0)
-        stats = StatsIndex(log).as_of(items, now, inclusive=True)
-        features = self.features.batch(items, scores, mask, histories, codes, stats, now, source)
-        ranked = self.ranker.score_lists(features, mask)
-        for row, profile in enumerate(profiles or []):
-            valid = mask[row]
-            affinity = profile.affinity(items[row, valid])
-            ranked[row, valid] = profile_scores(ranked[row, valid], affinity)
-        return _top_k(items, ranked, mask, k)
+        chosen = order or DefaultOrder(intent)
+        lists = self.scored(
+            model,
+            log,
+            codes,
+            users,
+            k,
+            neighbours=neighbours,
+            profile=profile,
+            with_profile=chosen.order in ("profile", "blend"),
+        )
+        return lists.top_k(chosen, k)
+
+
+@dataclass(frozen=True)
+class ScoredLists:
+    """Candidate lists (rows: users) with the ranker's scores and the profile's affinities."""
+
+    items: np.ndarray
+    ranked: np.ndarray
+    affinity: np.ndarray | None
+    """Zero where a candidate has none; None when the profile was not pooled."""
+    mask: np.ndarray
+
+    def ordered(self, order: DefaultOrder) -> np.ndarray:
+        """Each row's scores in `order` (`next` where there is no affinity)."""
+        if order.order == "next" or self.affinity is None:
+            return self.ranked
+        out = self.ranked.copy()
+        for row in range(len(out)):
+            valid = self.mask[row]
+            affinity = self.affinity[row, valid]
+            if order.order == "profile":
+                out[row, valid] = profile_scores(self.ranked[row, valid], affinity)
+            else:
+                out[row, valid] = blend_scores(self.ranked[row, valid], affinity, order.weight)
+        return out
+
+    def top_k(self, order: DefaultOrder, k: int) -> np.ndarray:
+        """The `k` best valid items per row in `order`, padded with -1."""
+        return _top_k(self.items, self.ordered(order), self.mask, k)
 
 
 def _top_k(items: np.ndarray, ranked: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from atlasrec.evaluation import Interactions
-from atlasrec.intents import Intent
+from atlasrec.evaluation import Interactions, PopScorer
+from atlasrec.intents import DefaultOrder, Intent
+from atlasrec.models.ranking.default_order import served_order
 from atlasrec.models.ranking.fit import MID_HISTORY, RankedModel, train_with_ranker
 from atlasrec.models.ranking.pipeline import RankingConfig, RankingPipeline
 from atlasrec.models.ranking.retrieve import N_CANDIDATES, RetrieveConfig
@@ -38,8 +39,8 @@ class TwoTowerRankerRecommender:
         self.fitted: RankedModel | None = None
         self._log: Interactions | None = None
 
-    def for_intent(self, intent: Intent) -> IntentRecommender:
-        """The same fit, ranked for `intent` (no second training)."""
+    def for_intent(self, intent: Intent | None) -> IntentRecommender:
+        """The same fit, ranked for `intent` (None: the default order; no second training)."""
         return IntentRecommender(self, intent)
 
     def fitted_on(self, data: Interactions) -> bool:
@@ -59,9 +60,18 @@ class TwoTowerRankerRecommender:
         )
         self._log = train_data
 
-    def recommend(self, users: np.ndarray, k: int, intent: Intent = "next") -> np.ndarray:
-        """Top-k unseen items per user."""
+    def recommend(self, users: np.ndarray, k: int, intent: Intent | None = "next") -> np.ndarray:
+        """Top-k unseen items per user, for `intent` (None: the model's default order).
+
+        An order below popularity on validation is served as popularity (the floor).
+        """
         assert self.fitted is not None and self._log is not None
+        default = self.fitted.order
+        order = served_order(default, intent)
+        if order == "popularity":
+            popularity = PopScorer()
+            popularity.fit(self._log)
+            return popularity.recommend(users, k)
         config = RankingConfig(RetrieveConfig(n_candidates=self.n_candidates))
         return RankingPipeline(self.fitted.ranker, config).batch(
             self.fitted.model,
@@ -70,7 +80,8 @@ class TwoTowerRankerRecommender:
             users,
             k,
             neighbours=self.fitted.neighbours,
-            intent=intent,
+            profile=self.fitted.profile,
+            order=DefaultOrder(order, default.weight),
         )
 
 
@@ -81,7 +92,7 @@ class IntentRecommender:
     lists this after its base, which it then reuses).
     """
 
-    def __init__(self, base: TwoTowerRankerRecommender, intent: Intent) -> None:
+    def __init__(self, base: TwoTowerRankerRecommender, intent: Intent | None) -> None:
         self.base, self.intent = base, intent
 
     def fit(self, train_data: Interactions) -> None:

@@ -11,6 +11,7 @@ import pytest
 from atlasrec.errors import InvalidInputError
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND, NEIGHBOURS, RANKER, ModelBundle
+from atlasrec.models.dp_ease import DpEaseConfig
 from atlasrec.models.ranking.features import FEATURES
 from atlasrec.models.ranking.ranker import DEFAULT_RANKER, LinearRanker, prior_ranker
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -84,19 +85,22 @@ def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop:
     dp = result.lineage["dp"]
     assert dp is not None and dp["steps"] > 0 and dp["epsilon"] == pytest.approx(2.0, rel=0.01)
     report = privacy_report(platform, "shop", actor="t")
-    # one training run is two charged mechanisms: the count release, then DP-SGD
-    release, run = report["runs"]
-    assert [release["kind"], run["kind"]] == ["popularity", "train"]
+    # one training run is three charged mechanisms: the count release, the Gram release
+    # (DP-EASE), then DP-SGD
+    release, gram, run = report["runs"]
+    assert [release["kind"], gram["kind"], run["kind"]] == ["popularity", "ease", "train"]
     assert dp["popularity_release"]["dp_run_id"] == release["run_id"]
+    assert dp["ease_release"]["dp_run_id"] == gram["run_id"]
     assert (release["sample_rate"], release["steps"]) == (1.0, 1)
-    for charged in (release, run):
+    assert (gram["sample_rate"], gram["steps"]) == (1.0, 1)
+    for charged in (release, gram, run):
         assert charged["status"] == "completed"
         assert charged["model_version"] == result.model_version
     assert run["epsilon_total_after"] == pytest.approx(dp["epsilon"], rel=0.01)
     assert report["epsilon_spent"] == pytest.approx(dp["epsilon"], rel=0.01)
     assert report["epsilon_spent"] == pytest.approx(report["epsilon_spent_independent"], rel=0.01)
     assert report["epsilon_remaining"] == pytest.approx(6.0 - report["epsilon_spent"])
-    assert len(platform.plane(Region.SG).ledger.records(action="dp.charged")) == 2
+    assert len(platform.plane(Region.SG).ledger.records(action="dp.charged")) == 3
     assert result.lineage["ranker"] == {
         "fitted": False,
         "reason": "DP run: not fitted on user data",
@@ -108,6 +112,10 @@ def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop:
     assert bundle.ranker == prior_ranker(FAST.temperature, bundle.model.popularity_weight)
     # and no exact co-occurrence neighbours: they would fall outside the run's guarantee
     assert bundle.neighbours is None and not (artifact.path / NEIGHBOURS).exists()
+    # but DP-EASE over the head of the released counts, served by default
+    assert bundle.profile is not None and bundle.order.order == "profile"
+    assert len(bundle.profile.head) == min(DpEaseConfig().head, len(bundle.item_ids))
+    assert result.lineage["default_order"]["chosen"] == "profile"
     # and the artifact holds the released counts (noisy), never the exact whole-number ones
     assert {r[4] for r in interactions()} == {1.0}
     noisy = bundle.popularity[bundle.popularity > 0]
@@ -120,10 +128,12 @@ def test_a_small_epsilon_trains_without_a_popularity_prior(platform: Platform, s
     assert [r["kind"] for r in runs] == ["train"]  # a share of 0.3 buys no useful release
     dp = result.lineage["dp"]
     assert dp["popularity_release"] is None and dp["epsilon"] == pytest.approx(0.3, rel=0.01)
+    assert dp["ease_release"] is None  # no released head to release a Gram matrix over
     artifact = platform.plane(Region.SG).artifacts.latest(shop, KIND, actor="t")
     assert artifact is not None
     bundle = ModelBundle.load(artifact)
     assert bundle.model.popularity_weight == 0.0 and not bundle.popularity.any()
+    assert bundle.profile is None and bundle.order.order == "next"
     assert bundle.ranker.weights[FEATURES.index("popularity")] == 0.0
 
 
@@ -134,7 +144,7 @@ def test_a_run_over_the_cap_is_refused_before_it_starts(platform: Platform, shop
         train_tenant(platform, "shop", actor="t", epsilon=3.0, config=FAST)
     assert platform.plane(Region.SG).artifacts.versions(shop, KIND, actor="t") == before
     runs = privacy_report(platform, "shop", actor="t")["runs"]
-    assert [r["kind"] for r in runs] == ["popularity", "train"]  # the first run's, no more
+    assert [r["kind"] for r in runs] == ["popularity", "ease", "train"]  # the first run's only
 
 
 @pytest.mark.parametrize(
@@ -248,10 +258,15 @@ def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: S
             "two_tower",
             "two_tower+ranker",
             "two_tower+ranker, profile intent",
+            "default (no intent)",
             "ease",
             "two_tower_dp",
+            "dp (as train publishes)",
         }
         assert set(split["models"]) == expected
+        # 16 tested users: too few to validate on, said so (the next order)
+        assert split["default_order"]["chosen"] == "next"
+        assert "too few users" in split["default_order"]["reason"]
         for model in split["models"].values():
             assert 0.0 <= model["all"]["ndcg"] <= 1.0 and model["all"]["users"] == 16
             assert model["cold"]["users"] + model["warm"]["users"] == 16
@@ -268,6 +283,6 @@ def test_secure_mode_trains_charges_and_records_it(make_settings, tmp_path: Path
         assert result.lineage["dp"]["secure_mode"] is True
         assert result.lineage["dp"]["popularity_release"] is not None
         runs = privacy_report(platform, "sec", actor="t")["runs"]
-        assert sorted(r["kind"] for r in runs) == ["popularity", "train"]
+        assert sorted(r["kind"] for r in runs) == ["ease", "popularity", "train"]
     finally:
         platform.close()

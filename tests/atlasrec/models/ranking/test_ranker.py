@@ -169,9 +169,8 @@ def test_lists_use_no_statistics_from_at_or_after_the_cut_off() -> None:
     log = _cutoff_log()
     content = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     codes = category_codes(["a", "a", "b", "b", None, "a", "b"])
-    lists = build_ranking_lists(
-        TwoTower(content, CONFIG), log, codes, n_candidates=7, mid_history=False
-    )
+    cut = ranking_cut(log, mid_history=False, validation=0)  # the counts below: no share out
+    lists = build_ranking_lists(TwoTower(content, CONFIG), log, codes, n_candidates=7, cut=cut)
     assert lists.users.tolist() == [0, 1, 2, 4]
     row = 0  # user 0, cut-off t=1000, history items 0 and 1
     candidates = lists.features[row][lists.mask[row]]
@@ -245,7 +244,7 @@ def test_the_cut_holds_out_the_latest_and_one_earlier_item_and_keeps_no_row_of_e
 ) -> None:
     u, i, t = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
     log = Interactions.from_arrays(u, i, t, [1.0] * len(u), n_users=6, n_items=8)
-    cut = ranking_cut(log, mid_history=True, seed=seed)
+    cut = ranking_cut(log, mid_history=True, seed=seed, validation=0)
     kept = set(zip(cut.prefix.users.tolist(), cut.prefix.items.tolist(), strict=True))
     for user in range(6):
         mine = log.users == user
@@ -343,4 +342,5 @@ def test_two_tower_with_ranker_as_a_recommender(mid_history: bool, lists: int) -
     assert recommender.fitted.lineage["lists"] == lists
     assert recommender.fitted.lineage["mid_history_lists"] is mid_history
     assert recommender.fitted.lineage["retrieval_model"] == "retrained on all data"
+    assert "too few users" in recommender.fitted.lineage["default_order"]["reason"]
     assert recommender.recommend(np.array([0, 1]), 3).shape == (2, 3)
