@@ -271,19 +271,20 @@ def run_mechanisms(
     """A DP training run's mechanisms: count release, Gram release, DP-SGD steps.
 
     Without a count release (too small an epsilon: `popularity.release_mechanism`) there is
-    no head to release a Gram matrix over, and no Gram release either; the DP-SGD steps then
-    spend the whole epsilon, as before DP-EASE.
+    no head to release a Gram matrix over, and no Gram release either; nor is there one when
+    the DP-SGD steps could not fit in what it would leave. The run is then as before DP-EASE.
     """
     counts = release_mechanism(epsilon, delta)
-    gram = None
     if counts is not None:
         try:
             gram = Mechanism(calibrate_noise(GRAM_SHARE * epsilon, delta, 1.0, 1), 1.0, 1)
-        except InvalidInputError:
-            gram = None
-    prior = [m for m in (counts, gram) if m is not None]
+            sgd = calibrate_noise(epsilon, delta, sample_rate, steps, [counts, gram])
+            return counts, gram, Mechanism(sgd, sample_rate, steps)
+        except InvalidInputError:  # too little left for the DP-SGD steps: no Gram release
+            pass
+    prior = [] if counts is None else [counts]
     sgd = calibrate_noise(epsilon, delta, sample_rate, steps, prior)
-    return counts, gram, Mechanism(sgd, sample_rate, steps)
+    return counts, None, Mechanism(sgd, sample_rate, steps)
 
 
 def as_profile(model: HeadEase) -> ProfileWeights:

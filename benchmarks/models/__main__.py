@@ -13,6 +13,7 @@ import numpy as np
 from atlasrec.datasets import MOVIELENS_DIR, build_movielens_tenant_mix
 from atlasrec.evaluation import Interactions
 from benchmarks.models.cost import COST_MODES, cost, cost_worker, ranker_cost
+from benchmarks.models.default_order import DATASETS, DEFAULT_DATASETS, default_order_study
 from benchmarks.models.fixtures import DELTA, K, full_movielens, movielens, movielens_categories
 from benchmarks.models.quality import neighbours_study, quality, ranker_study, seed_study
 from benchmarks.output import emit
@@ -31,6 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ranker-study", action="store_true", help="ranker over seeds only")
     parser.add_argument("--ranker-cost", action="store_true", help="training time with ranker")
     parser.add_argument("--neighbours-study", action="store_true", help="item-item weights")
+    parser.add_argument(
+        "--default-order", action="store_true", help="default order vs baselines, by data set"
+    )
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DEFAULT_DATASETS))
     parser.add_argument("--split", choices=["temporal", "random"], default="temporal")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dp-repeats", type=int, default=3, help="runs per DP model")
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     if args.only_cost:
         emit({**stamp(), **cost(args.epochs, args.repeats)}, args.out)
+        return
+    if args.default_order:
+        order = default_order_study(args.datasets, args.seeds)
+        emit(order | {"total_s": round(time.perf_counter() - started, 1)}, args.out)
         return
     data, content = full_movielens()
     results = study(args, data, content)

@@ -24,20 +24,7 @@ def movielens(items_csv: Path, ratings_csv: Path, cache: Path) -> tuple[Interact
         movies = list(csv.DictReader(fh))
     key = "movieId" if "movieId" in movies[0] else "item_id"
     index = {m[key]: n for n, m in enumerate(movies)}
-    if cache.exists():
-        content = np.load(cache)
-    else:
-        content = embed(
-            [
-                item_text(
-                    m.get("title", ""),
-                    (m.get("genres") or m.get("category") or "").replace("|", ", "),
-                    m.get("description"),
-                )
-                for m in movies
-            ]
-        )
-        np.save(cache, content)
+    content = content_embeddings(movies, cache)
     with ratings_csv.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     user_key = "userId" if "userId" in rows[0] else "user_id"
@@ -47,6 +34,25 @@ def movielens(items_csv: Path, ratings_csv: Path, cache: Path) -> tuple[Interact
     i = np.array([index[r[item_key]] for r in rows])
     ts = np.array([int(float(r["timestamp"])) for r in rows])
     return Interactions.from_arrays(u, i, ts, n_users=len(users), n_items=len(movies)), content
+
+
+def content_embeddings(items: list[dict[str, str]], cache: Path) -> np.ndarray:
+    """The items' content embeddings (title, genres or category, description), from `cache`."""
+    if cache.exists():
+        cached: np.ndarray = np.load(cache)
+        return cached
+    content = embed(
+        [
+            item_text(
+                m.get("title", ""),
+                (m.get("genres") or m.get("category") or "").replace("|", ", "),
+                m.get("description"),
+            )
+            for m in items
+        ]
+    )
+    np.save(cache, content)
+    return content
 
 
 def movielens_categories(items_csv: Path) -> list[str | None]:
