@@ -72,9 +72,6 @@ def evaluate_tenant(
         if len(data.item_ids) <= EASEConfig().max_items:
             recommenders["ease"] = EASE()
         if epsilon is not None:
-            recommenders["two_tower_dp"] = TwoTowerRecommender(
-                data.content, dp_config(config), epsilon=epsilon, delta=tenant.delta
-            )
             recommenders["dp (as train publishes)"] = DpModelRecommender(
                 data.content, codes, dp_config(config), epsilon=epsilon, delta=tenant.delta
             )

@@ -260,7 +260,6 @@ def test_evaluate_reports_every_model_on_both_splits(platform: Platform, shop: S
             "two_tower+ranker, profile intent",
             "default (no intent)",
             "ease",
-            "two_tower_dp",
             "dp (as train publishes)",
         }
         assert set(split["models"]) == expected
