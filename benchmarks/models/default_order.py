@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+import atlasrec
 from atlasrec.datasets import MOVIELENS_DIR, build_movielens_tenant_mix
 from atlasrec.datasets.spec import TenantDataset
 from atlasrec.datasets.synthetic import SyntheticTenantSpec, generate_synthetic_tenant
@@ -268,10 +269,20 @@ def measure(
     return out
 
 
+def source_digest() -> str:
+    """SHA-256 (12 hex digits) of the `atlasrec` package's Python sources: the code measured."""
+    digest = hashlib.sha256()
+    root = Path(atlasrec.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def default_order_study(names: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
     """Every named data set, both splits (see the module docstring)."""
     results: dict[str, Any] = {
         **stamp(),
+        "atlasrec_source_sha256": source_digest(),
         "k": K,
         "seeds": list(seeds),
         "synthetic": {
