@@ -256,7 +256,9 @@ class RedisBackend:
                 decode_responses=True,
                 socket_connect_timeout=timeout_s,
                 socket_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 1),  # one retry covers a stale pooled connection
+                # one retry covers a stale pooled connection; never a timeout, where the
+                # command may have run (a second LPUSH or ZINCRBY would count it twice)
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL for the online store: {exc}") from exc

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 import pytest
 from hypothesis import given, settings
@@ -402,6 +406,50 @@ def test_unreachable_redis_fails_fast_with_a_typed_error() -> None:
     assert time.monotonic() - started < 3
     assert "\n" not in str(failure.value)
     backend.close()
+
+
+def _withholding_proxy(server: socket.socket, upstream: tuple[str, int]) -> None:
+    """Forward each connection to Redis, but withhold every reply after a transaction."""
+
+    def pump(source: socket.socket, sink: socket.socket, held: list[bool], client: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                if client and b"EXEC" in chunk:
+                    held.append(True)  # the transaction runs; its reply never arrives
+                if client or not held:
+                    sink.sendall(chunk)
+
+    with contextlib.suppress(OSError):
+        while True:
+            near, _ = server.accept()
+            far = socket.create_connection(upstream)
+            held: list[bool] = []
+            for args in ((near, far, held, True), (far, near, held, False)):
+                threading.Thread(target=pump, args=args, daemon=True).start()
+
+
+@pytest.mark.redis
+def test_a_write_whose_reply_times_out_is_not_run_twice() -> None:
+    """A timed-out LPUSH or ZINCRBY may have run: retrying it would count it twice."""
+    direct = RedisBackend(REDIS_URL)
+    url = urlparse(REDIS_URL)
+    key = f"{RUN_NAMESPACE}-timeout"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        upstream = (url.hostname or "127.0.0.1", url.port or 6379)
+        threading.Thread(target=_withholding_proxy, args=(server, upstream), daemon=True).start()
+        port = server.getsockname()[1]
+        proxied = RedisBackend(f"redis://127.0.0.1:{port}{url.path}", timeout_s=0.3)
+        with pytest.raises(OnlineStoreUnavailable, match=r"(?i)timeout|timed out"):
+            proxied.push_trim(f"{key}:recent", ["i"], 5)
+        with pytest.raises(OnlineStoreUnavailable):
+            proxied.zset_update(f"{key}:items", {"i": 1.0})
+        proxied.close()
+    try:
+        assert direct.list_range(f"{key}:recent", 5) == ["i"]  # it ran, once
+        assert direct.zset_scores(f"{key}:items", ["i"]) == [1.0]
+    finally:
+        direct.delete([f"{key}:recent", f"{key}:items"])
+        direct.close()
 
 
 def test_make_backend_picks_memory_or_redis() -> None:

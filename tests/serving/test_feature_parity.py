@@ -140,7 +140,8 @@ def test_the_profile_and_blend_orders_are_as_offline(
     assert state.model is not None and state.neighbours is not None  # a non-DP model has them
     assert state.profile is not None  # and its dense EASE head
     data = load_tenant_dataset(plane, Scope("shop", Region.EU), actor="t")
-    data = plant_canaries(data, canaries(platform.secret, "shop"))  # the model's items
+    canary = canaries(platform.secret, "shop")
+    data = plant_canaries(data, canary)  # the model's items
     codes = category_codes(data.categories)
     monkeypatch.setattr(pipeline, "RERANK", RerankConfig(mmr_lambda=1.0))  # the ranked order
     k = 6
@@ -152,7 +153,7 @@ def test_the_profile_and_blend_orders_are_as_offline(
         data.interactions,
         codes,
         np.array(users),
-        k,
+        k + len(canary.items),  # serving never offers a canary (it is not in the catalog)
         neighbours=state.neighbours,
         profile=state.profile,
         order=order,
@@ -161,6 +162,7 @@ def test_the_profile_and_blend_orders_are_as_offline(
         key = runtime.pseudonymise(user_id)
         online_items = pipeline.recommend(state, runtime.online, Query(key, k), NO_DEADLINES)
         expected = [data.item_ids[i] for i in row if i >= 0]
+        expected = [item for item in expected if item not in canary.items][:k]
         assert [item_id for item_id, _ in online_items.items] == expected
         assert online_items.intent == order.order
         next_items = pipeline.recommend(
