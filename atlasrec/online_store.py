@@ -276,13 +276,12 @@ class RedisBackend:
 
     def push_trim(self, key: str, values: Sequence[str], cap: int) -> None:
         """Push `values` to the head of a list, one by one, then keep its first `cap` items."""
-        if not values:
-            return
 
         def do() -> None:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, *values)
-                pipe.ltrim(key, 0, cap - 1)
+                if values:
+                    pipe.lpush(key, *values)
+                pipe.ltrim(key, 0, cap - 1)  # a smaller cap trims even with nothing pushed
                 pipe.execute()
 
         self._call(do)

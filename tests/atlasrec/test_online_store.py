@@ -145,6 +145,8 @@ class OnlineStoreContract:
         assert store.recent("u2") == ["x9", "x8", "x7"]
         store.push_recent("u2", ["y"], cap=3)
         assert store.recent("u2") == ["y", "x9", "x8"]
+        store.push_recent("u2", [], cap=2)  # a smaller cap trims with nothing pushed
+        assert store.recent("u2") == ["y", "x9"]
         assert store.recent("u1") == ["i4", "i3", "i2", "i1"]
 
     def test_counters_add_up(self, stores: dict[str, ScopedOnlineStore]) -> None:
