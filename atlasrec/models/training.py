@@ -57,7 +57,7 @@ class TrainReport:
 def dp_schedule(n_users: int, config: TwoTowerConfig) -> tuple[float, int]:
     """Sample rate and total steps of DP training (as Opacus' Poisson loader will run it)."""
     steps_per_epoch = max(1, math.ceil(n_users / config.batch_size))
-    return 1.0 / steps_per_epoch, steps_per_epoch * config.epochs
+    return 1.0 / steps_per_epoch, steps_per_epoch * config.for_users(n_users).epochs
 
 
 class _Users(Dataset[tuple[torch.Tensor]]):
@@ -135,12 +135,17 @@ def train(
 ) -> tuple[TwoTower, TrainReport]:
     """Train a tenant's two-tower model; with `dp`, exactly `dp.steps` DP-SGD steps.
 
+    It runs `config.for_users(n)` epochs over the n users with interactions (the example
+    budget); the model's `config` says so.
+
     The towers start from `init_backbone`, else from content-only pretraining
     (`pretrain_backbone`). `popularity` is the prior's per-item counts: with `dp` they must
     be a DP release (`atlasrec.models.popularity.release_counts`), never exact counts.
     """
     if not sequences or all(len(s) == 0 for s in sequences):
         raise InvalidInputError("the tenant has no interactions to train on")
+    users = [u for u, s in enumerate(sequences) if len(s) > 0]
+    config = config.for_users(len(users))  # the example budget
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = TwoTower(content, config)
@@ -153,7 +158,6 @@ def train(
         with torch.no_grad():
             model.popularity.weight.zero_()
         model.popularity.weight.requires_grad_(False)
-    users = [u for u, s in enumerate(sequences) if len(s) > 0]
     builder = ExampleBuilder([sequences[u] for u in users], model.n_items, config)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     started = time.perf_counter()
@@ -176,6 +180,24 @@ def _train_plain(
 ) -> TrainReport:
     c = model.config
     report = TrainReport(epochs=c.epochs, steps=0, seconds=0.0)
+    model.shared_items = True  # no per-user gradients here: the item tower runs once per item
+    try:
+        _plain_epochs(model, builder, n_users, optimizer, rng, report, progress)
+    finally:
+        model.shared_items = False
+    return report
+
+
+def _plain_epochs(
+    model: TwoTower,
+    builder: ExampleBuilder,
+    n_users: int,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    report: TrainReport,
+    progress: Progress | None,
+) -> None:
+    c = model.config
     for epoch in range(c.epochs):
         order = torch.from_numpy(rng.permutation(n_users))
         total = 0.0
@@ -189,7 +211,6 @@ def _train_plain(
         report.losses.append(total / n_users)
         if progress:
             progress(epoch + 1, c.epochs, report.losses[-1])
-    return report
 
 
 def _train_private(

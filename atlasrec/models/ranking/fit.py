@@ -205,11 +205,11 @@ def train_with_ranker(
     again = retrain and len(cut.latest) > 0  # without held-out users the prefix is all data
     phases = 1 + again + validating
 
-    def phase(offset: int) -> Progress | None:
+    def phase(index: int) -> Progress | None:
         if progress is None:
             return None
-        report_to = progress  # one bar over every training
-        return lambda epoch, epochs, loss: report_to(offset + epoch, phases * epochs, loss)
+        report_to = progress  # one bar over every training (of the same budgeted epochs)
+        return lambda epoch, epochs, loss: report_to(index * epochs + epoch, phases * epochs, loss)
 
     prefix_model, prefix_report = train(
         content,
@@ -229,7 +229,7 @@ def train_with_ranker(
             user_sequences(check.prefix),
             config,
             init_backbone=init_backbone,
-            progress=phase(config.epochs),
+            progress=phase(1),
         )
     order, entry["default_order"] = validate_orders(check_model, ranker, check, codes, n_candidates)
     entry["prefix_train_seconds"] = round(prefix_report.seconds, 2)
@@ -243,7 +243,7 @@ def train_with_ranker(
             sequences,
             config,
             init_backbone=init_backbone,
-            progress=phase((phases - 1) * config.epochs),
+            progress=phase(phases - 1),
         )
     else:
         model, report = prefix_model, prefix_report

@@ -45,6 +45,32 @@ def test_each_users_loss_depends_only_on_that_users_data() -> None:
     assert not torch.isclose(base[1], other[1])
 
 
+def test_the_item_tower_once_per_distinct_item_gives_the_same_loss_and_gradients() -> None:
+    content, sequences = toy()
+    model = TwoTower(content, CONFIG)
+    batch = ExampleBuilder(sequences, 30, CONFIG).build(torch.arange(8), np.random.default_rng(2))
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for shared in (False, True):
+        model.shared_items = shared
+        loss = sampled_softmax_loss(model(*batch[:3]), CONFIG.positives, batch[3], batch[4])
+        results.append((loss.detach(), torch.autograd.grad(loss.sum(), params)))
+    (per_row, row_grads), (once, once_grads) = results
+    torch.testing.assert_close(once, per_row)
+    for a, b in zip(once_grads, row_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert batch[2].unique().numel() < batch[2].numel()  # items did repeat in the batch
+
+
+@pytest.mark.parametrize("dp", [False, True])
+def test_training_leaves_per_row_item_vectors_for_opacus(dp: bool) -> None:
+    content, sequences = toy()
+    rate, steps = dp_schedule(len(sequences), CONFIG)
+    plan = DpPlan(1.5, rate, steps, CONFIG.max_grad_norm, 1e-5) if dp else None
+    model, _ = train(content, sequences, CONFIG, dp=plan)
+    assert model.shared_items is False
+
+
 def test_opacus_per_user_gradients_equal_explicit_ones() -> None:
     from opacus import GradSampleModule
 
@@ -89,6 +115,19 @@ def test_dp_training_runs_exactly_the_planned_steps() -> None:
     assert report.steps == steps == CONFIG.epochs * 3
     assert report.epsilon_spent is not None and report.epsilon_spent > 0
     assert model.all_item_vectors().shape == (30, CONFIG.dim)
+
+
+@pytest.mark.parametrize("dp", [False, True])
+def test_past_the_example_budget_a_training_runs_fewer_epochs(dp: bool) -> None:
+    content, sequences = toy()  # 12 users: a budget of 30 examples allows 2 epochs of 3
+    config = TwoTowerConfig(**{**CONFIG.as_dict(), "example_budget": 30})
+    rate, steps = dp_schedule(len(sequences), config)
+    plan = DpPlan(1.5, rate, steps, config.max_grad_norm, 1e-5) if dp else None
+    model, report = train(content, sequences, config, dp=plan)
+    assert report.epochs == model.config.epochs == len(report.losses) == 2
+    assert report.steps == steps == 2 * 3  # 3 batches of 4 users an epoch
+    assert config.for_users(12) == model.config.for_users(12)  # applied once or twice
+    assert config.for_users(10**6).epochs == 1 and config.for_users(1).epochs == 3
 
 
 def test_a_plan_that_does_not_match_the_schedule_is_refused() -> None:
