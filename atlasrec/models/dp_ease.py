@@ -52,7 +52,7 @@ from atlasrec.evaluation import Interactions, ease_weights_from_gram
 from atlasrec.evaluation.baselines import _ScoringRecommender
 from atlasrec.evaluation.data import FloatArray, IntArray
 from atlasrec.models.ease_profile import ProfileWeights
-from atlasrec.models.popularity import release_counts, release_mechanism
+from atlasrec.models.popularity import release_counts
 from atlasrec.models.recommender import user_sequences
 from privacy.accounting import Mechanism, calibrate_noise
 from privacy.secure_mode import normal as secure_normal
@@ -258,33 +258,8 @@ class DpEaseRecommender(HeadEaseScorer):
 
 
 GRAM_SHARE = 0.5
-"""In a DP training run, the epsilon of the Gram release alone, as a share of the run's.
-
-The run composes three mechanisms (`run_mechanisms`): the count release
-(`popularity.POPULARITY_SHARE` alone), this one, and the DP-SGD steps, calibrated to what is
-left of the composition."""
-
-
-def run_mechanisms(
-    epsilon: float, delta: float, sample_rate: float, steps: int
-) -> tuple[Mechanism | None, Mechanism | None, Mechanism]:
-    """A DP training run's mechanisms: count release, Gram release, DP-SGD steps.
-
-    Without a count release (too small an epsilon: `popularity.release_mechanism`) there is
-    no head to release a Gram matrix over, and no Gram release either; nor is there one when
-    the DP-SGD steps could not fit in what it would leave. The run is then as before DP-EASE.
-    """
-    counts = release_mechanism(epsilon, delta)
-    if counts is not None:
-        try:
-            gram = Mechanism(calibrate_noise(GRAM_SHARE * epsilon, delta, 1.0, 1), 1.0, 1)
-            sgd = calibrate_noise(epsilon, delta, sample_rate, steps, [counts, gram])
-            return counts, gram, Mechanism(sgd, sample_rate, steps)
-        except InvalidInputError:  # too little left for the DP-SGD steps: no Gram release
-            pass
-    prior = [] if counts is None else [counts]
-    sgd = calibrate_noise(epsilon, delta, sample_rate, steps, prior)
-    return counts, None, Mechanism(sgd, sample_rate, steps)
+"""In a DP training run, the epsilon of the Gram release alone, as a share of the run's
+(`atlasrec.models.dp_run`)."""
 
 
 def as_profile(model: HeadEase) -> ProfileWeights:

@@ -1,10 +1,10 @@
 """What `atlasrec train --epsilon E` publishes, as an evaluation `Recommender`.
 
-The same three mechanisms as a DP training run (`dp_ease.run_mechanisms`: the count
-release, the Gram release, the DP-SGD steps, composed to `epsilon`), the same DP-EASE head
-and DP-SGD two-tower model with its popularity prior, ranked as serving ranks it: the
-model's own scoring over the retrieval and DP-EASE candidates (`RankingPipeline`), in the
-default order a DP run publishes (`profile` where there is a Gram release, else `next`).
+The same mechanisms as a DP training run, composed to `epsilon`, fitted the same way
+(`dp_run.fit_dp_run`: the count release, the DP-EASE head, the validation release that picks
+the default order with its floor, the DP-SGD two-tower model with its popularity prior),
+ranked as serving ranks it: the model's own scoring over the retrieval and DP-EASE
+candidates (`RankingPipeline`), in the run's default order (popularity at the floor).
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import numpy as np
 
 from atlasrec.evaluation import Interactions
 from atlasrec.intents import DefaultOrder
-from atlasrec.models.dp_ease import DpEaseConfig, as_profile, fit_dp_ease, run_mechanisms
-from atlasrec.models.ease_profile import ProfileWeights
-from atlasrec.models.popularity import release_counts
+from atlasrec.models.dp_run import DpRunFit, fit_dp_run, run_mechanisms
+from atlasrec.models.dp_validation import popularity_top_k
 from atlasrec.models.ranking.pipeline import RankingPipeline
 from atlasrec.models.ranking.ranker import model_ranker
-from atlasrec.models.recommender import user_sequences
-from atlasrec.models.training import DpPlan, dp_schedule, train
-from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
+from atlasrec.models.training import DpPlan, dp_schedule
+from atlasrec.models.two_tower import TwoTowerConfig
 
 
 class DpModelRecommender:
@@ -34,40 +32,42 @@ class DpModelRecommender:
         *,
         epsilon: float,
         delta: float,
-        ease: DpEaseConfig | None = None,
     ) -> None:
         self.content, self.codes, self.config = content, codes, config
         self.epsilon, self.delta = epsilon, delta
-        self.ease = ease or DpEaseConfig()
-        self.model: TwoTower | None = None
-        self.profile: ProfileWeights | None = None
+        self.fitted: DpRunFit | None = None
         self._log: Interactions | None = None
 
     def fit(self, train_data: Interactions) -> None:
-        """Release the counts and the Gram matrix, then train with DP-SGD."""
-        sequences = user_sequences(train_data)
-        n_users = sum(1 for s in sequences if len(s))
+        """Run the DP training run's mechanisms on `train_data`."""
+        n_users = int((np.bincount(train_data.users, minlength=train_data.n_users) > 0).sum())
         rate, steps = dp_schedule(n_users, self.config)
-        counts, gram, sgd = run_mechanisms(self.epsilon, self.delta, rate, steps)
-        released = None
-        self.profile = None
-        if counts is not None:
-            released = release_counts(sequences, train_data.n_items, counts)
-            if gram is not None:
-                head = fit_dp_ease(sequences, released, self.ease, gram)
-                self.profile = as_profile(head)
+        mechanisms = run_mechanisms(self.epsilon, self.delta, rate, steps, n_users)
+        sgd = mechanisms.sgd
         plan = DpPlan(sgd.noise_multiplier, rate, steps, self.config.max_grad_norm, self.delta)
-        self.model, _ = train(self.content, sequences, self.config, dp=plan, popularity=released)
+        self.fitted = fit_dp_run(
+            self.content, self.codes, train_data, self.config, mechanisms, plan
+        )
         self._log = train_data
 
     @property
     def order(self) -> DefaultOrder:
         """The default order the run publishes."""
-        return DefaultOrder("profile" if self.profile is not None else "next")
+        assert self.fitted is not None
+        return self.fitted.order
 
     def recommend(self, users: np.ndarray, k: int) -> np.ndarray:
         """Top-k unseen items per user, in the run's default order."""
-        assert self.model is not None and self._log is not None
-        return RankingPipeline(model_ranker(self.model)).batch(
-            self.model, self._log, self.codes, users, k, profile=self.profile, order=self.order
+        assert self.fitted is not None and self._log is not None
+        fitted = self.fitted
+        if fitted.order.order == "popularity":
+            return popularity_top_k(fitted.counts, self._log, users, k)
+        return RankingPipeline(model_ranker(fitted.model)).batch(
+            fitted.model,
+            self._log,
+            self.codes,
+            users,
+            k,
+            profile=fitted.profile,
+            order=fitted.order,
         )

@@ -34,19 +34,19 @@ from atlasrec.federation.store import (
 from atlasrec.intents import DefaultOrder
 from atlasrec.models.backbone import BACKBONE_CONFIG
 from atlasrec.models.bundle import KIND, write_bundle
-from atlasrec.models.dp_ease import DpEaseConfig, as_profile, fit_dp_ease
-from atlasrec.models.dp_ease import run_mechanisms as dp_run_mechanisms
+from atlasrec.models.dp_ease import DpEaseConfig
+from atlasrec.models.dp_run import RunMechanisms, fit_dp_run, run_mechanisms
+from atlasrec.models.dp_validation import K as VALIDATION_K
 from atlasrec.models.ease_profile import ProfileWeights
 from atlasrec.models.popularity import (
     CONTRIBUTION_CAP,
-    release_counts,
     weighted_counts,
 )
 from atlasrec.models.ranking.features import category_codes
 from atlasrec.models.ranking.fit import train_with_ranker
 from atlasrec.models.ranking.ranker import LinearRanker, model_ranker
 from atlasrec.models.recommender import user_sequences
-from atlasrec.models.training import DpPlan, Progress, TrainReport, dp_schedule, train
+from atlasrec.models.training import DpPlan, Progress, TrainReport, dp_schedule
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from atlasrec.platform import Platform
 from atlasrec.tenancy import Region, Scope, SharingPolicy
@@ -66,10 +66,6 @@ DEFAULT_EPSILON = 4.0
 MIN_EPSILON = 0.05
 """The smallest epsilon a DP run is given: below it the noise drowns the model."""
 DP_RANKER_REASON = "DP run: not fitted on user data"
-DP_ORDER_REASON = (
-    "DP run: DP-EASE's profile order where the run released a Gram matrix, else the next "
-    "order; not validated on user data (that would fall outside the run's guarantee)"
-)
 
 
 @dataclass(frozen=True)
@@ -290,10 +286,10 @@ def training_inputs(
 
 
 def dp_charges(inputs: TrainingInputs, state: BudgetState, requested: float | None) -> list[Charge]:
-    """A DP run's charges: the count release, the Gram release, then the DP-SGD steps.
+    """A DP run's charges: count, Gram and validation releases, then the DP-SGD steps.
 
-    The three mechanisms (`atlasrec.models.dp_ease.run_mechanisms`) are composed to the
-    run's epsilon, and charged together or not at all.
+    The mechanisms (`atlasrec.models.dp_run.run_mechanisms`) are composed to the run's
+    epsilon, and charged together or not at all.
     """
     run_epsilon = requested if requested is not None else min(DEFAULT_EPSILON, state.remaining)
     if run_epsilon < MIN_EPSILON:
@@ -302,19 +298,27 @@ def dp_charges(inputs: TrainingInputs, state: BudgetState, requested: float | No
             f"{state.cap:g} left); raise the cap or train with --no-dp"
         )
     rate, steps = dp_schedule(inputs.users, inputs.config)
-    release, gram, sgd = dp_run_mechanisms(run_epsilon, inputs.tenant.delta, rate, steps)
+    mechanisms = run_mechanisms(run_epsilon, inputs.tenant.delta, rate, steps, inputs.users)
     details: dict[str, Any] = {"requested_epsilon": run_epsilon, "users": inputs.users}
     charges = []
-    if release is not None:
-        counted = Charge(release, "popularity", {**details, "contribution_cap": CONTRIBUTION_CAP})
+    if mechanisms.counts is not None:
+        counted = Charge(
+            mechanisms.counts, "popularity", {**details, "contribution_cap": CONTRIBUTION_CAP}
+        )
         details["popularity_run"] = counted.id
         charges.append(counted)
-    if gram is not None:
+    if mechanisms.gram is not None:
         config = DpEaseConfig()
-        released = Charge(gram, "ease", {**details, "head": config.head, "cap": config.cap})
+        released = Charge(
+            mechanisms.gram, "ease", {**details, "head": config.head, "cap": config.cap}
+        )
         details["ease_run"] = released.id
         charges.append(released)
-    return [*charges, Charge(sgd, "train", details)]
+    if mechanisms.validation is not None:
+        validated = Charge(mechanisms.validation, "validation", {**details, "k": VALIDATION_K})
+        details["validation_run"] = validated.id
+        charges.append(validated)
+    return [*charges, Charge(mechanisms.sgd, "train", details)]
 
 
 def fit_exact(inputs: TrainingInputs, progress: Progress | None) -> FittedModel:
@@ -347,16 +351,15 @@ def fit_exact(inputs: TrainingInputs, progress: Progress | None) -> FittedModel:
 def fit_private(
     inputs: TrainingInputs, charged: ChargedRuns, secure_mode: bool, progress: Progress | None
 ) -> FittedModel:
-    """A DP model: the charged count release, Gram release and DP-SGD steps.
+    """A DP model: the charged mechanisms, run in order (`atlasrec.models.dp_run`).
 
     A DP model keeps the DP release of the counts (zeros without one), never exact ones. With
-    a Gram release it ships DP-EASE over the head (`atlasrec.models.dp_ease`) and serves its
-    profile order by default: measured, it beats the DP two-tower model on both questions
-    (docs/benchmarks.md); it is not validated per tenant (that would read user data outside
-    the run's guarantee).
+    a Gram release it ships DP-EASE over the head (`atlasrec.models.dp_ease`). With a
+    validation release its default order is the one that release chose, popularity at the
+    floor (`atlasrec.models.dp_validation`); without one, DP-EASE's profile order.
     """
     sgd, release = charged.of_kind("train"), charged.of_kind("popularity")
-    gram = charged.of_kind("ease")
+    gram, validation = charged.of_kind("ease"), charged.of_kind("validation")
     assert sgd is not None
     m = sgd.charge.mechanism
     plan = DpPlan(
@@ -367,42 +370,35 @@ def fit_private(
         inputs.tenant.delta,
         secure_mode,
     )
-    counts = np.zeros(len(inputs.data.item_ids))
-    released = None
-    if release is not None:
-        released = release_counts(
-            inputs.sequences, len(counts), release.charge.mechanism, secure=secure_mode
-        )
-        counts = released
-    profile = None
-    if gram is not None and released is not None:
-        head = fit_dp_ease(
-            inputs.sequences, released, DpEaseConfig(), gram.charge.mechanism, secure=secure_mode
-        )
-        profile = as_profile(head)
-    model, report = train(
-        inputs.data.content,
-        inputs.sequences,
+    mechanisms = RunMechanisms(
+        None if release is None else release.charge.mechanism,
+        None if gram is None else gram.charge.mechanism,
+        None if validation is None else validation.charge.mechanism,
+        m,
+    )
+    data = inputs.data
+    fit = fit_dp_run(
+        data.content,
+        category_codes(data.categories),
+        data.interactions,
         inputs.config,
-        dp=plan,
+        mechanisms,
+        plan,
         init_backbone=inputs.init,
-        popularity=released,
         progress=progress,
     )
     ranker_lineage = {"fitted": False, "reason": DP_RANKER_REASON}
-    dp = dp_lineage(plan, release, sgd.id, report.epsilon_spent, gram)
-    order = DefaultOrder("profile") if profile is not None else DefaultOrder("next")
-    order_lineage = {"chosen": order.order, "weight": order.weight, "reason": DP_ORDER_REASON}
+    dp = dp_lineage(plan, release, sgd.id, fit.report.epsilon_spent, gram, validation)
     return FittedModel(
-        model,
-        report,
-        counts,
-        model_ranker(model),
+        fit.model,
+        fit.report,
+        fit.counts,
+        model_ranker(fit.model),
         ranker_lineage,
         dp=dp,
-        profile=profile,
-        order=order,
-        order_lineage=order_lineage,
+        profile=fit.profile,
+        order=fit.order,
+        order_lineage=fit.order_lineage,
     )
 
 
@@ -473,12 +469,14 @@ def dp_lineage(
     run_id: str,
     sgd_epsilon: float | None,
     gram_run: ChargedRun | None = None,
+    validation_run: ChargedRun | None = None,
 ) -> dict[str, Any]:
     """The lineage's DP entry: the charged mechanisms and their composed epsilon."""
     sgd = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps)
     release = None if release_run is None else release_run.charge.mechanism
     gram = None if gram_run is None else gram_run.charge.mechanism
-    mechanisms = [m for m in (release, gram, sgd) if m is not None]
+    validation = None if validation_run is None else validation_run.charge.mechanism
+    mechanisms = [m for m in (release, gram, validation, sgd) if m is not None]
     config = DpEaseConfig()
     return {
         "dp_run_id": run_id,
@@ -504,6 +502,9 @@ def dp_lineage(
             "head": config.head,
             "cap": config.cap,
         },
+        "validation_release": None
+        if validation is None or validation_run is None
+        else {"dp_run_id": validation_run.id, "noise_multiplier": validation.noise_multiplier},
         "accountant": "rdp",
         "secure_mode": plan.secure_mode,
     }

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from atlasrec.errors import InvalidInputError
 from atlasrec.evaluation import EASE, EASEConfig, Interactions, ease_weights
 from atlasrec.models.dp_ease import (
-    GRAM_SHARE,
     DpEaseConfig,
     DpEaseRecommender,
     HeadEase,
@@ -21,7 +20,6 @@ from atlasrec.models.dp_ease import (
     fit_dp_ease,
     head_items,
     noisy_gram,
-    run_mechanisms,
 )
 from atlasrec.models.popularity import item_counts
 from privacy.accounting import Mechanism, epsilon, independent_epsilon
@@ -166,24 +164,6 @@ def test_unseen_head_items_come_first_then_the_tail_by_released_count() -> None:
         n_head = len(head - seen)
         assert set(row[:n_head].tolist()) == head - seen
         assert row[n_head:].tolist() == [i for i in tail_order if i not in seen] + [-1]
-
-
-@pytest.mark.parametrize("run_epsilon", [1.0, 8.0])
-def test_a_training_run_composes_counts_gram_and_dp_sgd_to_its_epsilon(
-    run_epsilon: float,
-) -> None:
-    counts, grams, sgd = run_mechanisms(run_epsilon, 1e-5, 0.05, 600)
-    assert counts is not None and grams is not None
-    total = epsilon([counts, grams, sgd], 1e-5)
-    assert total <= run_epsilon + 1e-9 and total == pytest.approx(run_epsilon, rel=0.01)
-    assert epsilon([grams], 1e-5) == pytest.approx(GRAM_SHARE * run_epsilon, rel=0.02)
-    assert independent_epsilon([counts, grams, sgd], 1e-5) == pytest.approx(total, rel=0.01)
-
-
-def test_too_small_a_run_epsilon_releases_no_gram_matrix() -> None:
-    counts, grams, sgd = run_mechanisms(0.3, 1e-5, 0.05, 600)
-    assert counts is None and grams is None  # no released head to release a Gram over
-    assert epsilon([sgd], 1e-5) == pytest.approx(0.3, rel=0.01)
 
 
 def test_the_head_as_profile_weights_keeps_each_pair_of_items() -> None:

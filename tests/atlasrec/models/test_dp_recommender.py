@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 
 from atlasrec.evaluation import Interactions
+from atlasrec.intents import DefaultOrder
 from atlasrec.models.dp_recommender import DpModelRecommender
+from atlasrec.models.dp_validation import popularity_top_k
 from atlasrec.models.ranking.features import category_codes
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -30,14 +32,18 @@ def test_a_dp_run_ranks_by_its_dp_ease_profile_and_never_returns_seen_items() ->
     content = np.random.default_rng(1).normal(size=(25, 6)).astype(np.float32)
     dp = DpModelRecommender(content, category_codes([None] * 25), CONFIG, epsilon=8.0, delta=1e-5)
     dp.fit(data)
-    assert dp.profile is not None and dp.order.order == "profile"
+    assert dp.fitted is not None and dp.fitted.profile is not None
+    # the order its validation release chose (random data: any); here its profile order
+    assert "dp_validation" in dp.fitted.order_lineage
+    dp.fitted = replace(dp.fitted, order=DefaultOrder("profile"))
+    profile = dp.fitted.profile
     users = np.arange(10)
     out = dp.recommend(users, 5)
     assert out.shape == (10, 5) and (out >= 0).all()
     for user, row in zip(users, out, strict=True):
         assert not set(row.tolist()) & set(user_sequences(data)[user].tolist())
         # the unseen head items with a positive pooled weight lead, strongest first
-        pooled = dp.profile.profile(user_sequences(data)[user], dp.profile.slots)
+        pooled = profile.profile(user_sequences(data)[user], profile.slots)
         affinity = pooled.affinity(row)
         strong = int((affinity > 0).sum())
         assert (np.diff(affinity[:strong]) <= 0).all()
@@ -52,5 +58,17 @@ def test_too_small_an_epsilon_publishes_the_next_order() -> None:
         delta=1e-5,
     )
     dp.fit(log())
-    assert dp.profile is None and dp.order.order == "next"
+    assert dp.fitted is not None and dp.fitted.profile is None and dp.order.order == "next"
+    assert "dp_validation" not in dp.fitted.order_lineage  # no count release, no validation
     assert dp.recommend(np.arange(3), 4).shape == (3, 4)
+
+
+def test_at_the_floor_a_dp_run_serves_its_released_popularity() -> None:
+    data = log()
+    content = np.random.default_rng(1).normal(size=(25, 6)).astype(np.float32)
+    dp = DpModelRecommender(content, category_codes([None] * 25), CONFIG, epsilon=8.0, delta=1e-5)
+    dp.fit(data)
+    assert dp.fitted is not None
+    dp.fitted = replace(dp.fitted, order=DefaultOrder("popularity"))
+    out = dp.recommend(np.arange(4), 5)
+    np.testing.assert_array_equal(out, popularity_top_k(dp.fitted.counts, data, np.arange(4), 5))

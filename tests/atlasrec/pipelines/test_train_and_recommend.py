@@ -122,6 +122,25 @@ def test_dp_training_charges_the_budget_and_records_it(platform: Platform, shop:
     assert len(noisy) and not np.allclose(noisy, np.round(noisy))
 
 
+def test_a_tenant_large_enough_to_validate_on_gets_a_dp_validated_default_order(
+    platform: Platform, tmp_path: Path
+) -> None:
+    seed_music_tenant(platform, "big", Region.SG, tmp_path, n_users=30)
+    result = train_tenant(platform, "big", actor="t", epsilon=4.0, config=FAST)
+    runs = privacy_report(platform, "big", actor="t")["runs"]
+    assert [r["kind"] for r in runs] == ["popularity", "ease", "validation", "train"]
+    dp = result.lineage["dp"]
+    assert dp["validation_release"]["dp_run_id"] == runs[2]["run_id"]
+    assert dp["epsilon"] == pytest.approx(4.0, rel=0.01)  # all four, composed
+    chosen = result.lineage["default_order"]
+    assert chosen["dp_validation"]["users"] == 30 + 3  # 3 canary users
+    artifact = platform.plane(Region.SG).artifacts.latest(Scope("big", Region.SG), KIND, actor="t")
+    assert artifact is not None
+    bundle = ModelBundle.load(artifact)
+    assert bundle.order.order == chosen["chosen"] in ("next", "profile", "popularity")
+    assert list(bundle.order.below_popularity) == chosen["below_popularity"]
+
+
 def test_a_small_epsilon_trains_without_a_popularity_prior(platform: Platform, shop: Scope) -> None:
     result = train_tenant(platform, "shop", actor="t", epsilon=0.3, config=FAST)
     runs = privacy_report(platform, "shop", actor="t")["runs"]

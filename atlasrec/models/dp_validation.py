@@ -1,0 +1,136 @@
+"""The floor of a DP run: its default order chosen by a DP release of validation scores.
+
+A DP run cannot read its users' data outside its guarantee, so the validation that picks a
+non-DP model's default order (`ranking.default_order`) is a mechanism of the run too:
+
+- the run's releases are fitted on `validation_cut`: each user's latest item and one random
+  earlier item held out (users with 2 or more distinct items);
+- each validated user gains, for each order the run can serve (`next`: the DP two-tower
+  model; `profile`: DP-EASE), the NDCG@10 of that order minus the NDCG@10 of popularity by
+  the run's released counts, averaged over the user's held-out questions: a value in
+  [-1, 1] per order;
+- the sum of the gains is released with Gaussian noise (`validation_mechanism`, charged
+  with the run at `VALIDATION_SHARE` of its epsilon on its own; the L2 sensitivity of one
+  user's gain vector is the square root of the number of orders);
+- the default is the order with the highest noisy sum, or popularity where that sum is not
+  above 0 (the floor); an intent whose noisy sum is below 0 is served popularity.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from atlasrec.errors import InvalidInputError
+from atlasrec.evaluation import Interactions, ndcg_at_k
+from atlasrec.intents import DefaultOrder, Order
+from atlasrec.models.ease_profile import ProfileWeights
+from atlasrec.models.ranking.fit import RankingCut, ranking_cut
+from atlasrec.models.ranking.pipeline import RankingPipeline
+from atlasrec.models.ranking.ranker import model_ranker
+from atlasrec.models.two_tower import TwoTower
+from privacy.accounting import Mechanism, calibrate_noise
+from privacy.secure_mode import normal as secure_normal
+
+VALIDATION_SHARE = 0.1
+"""Of the run's epsilon, what the validation release spends on its own."""
+
+K = 10
+
+
+def validation_mechanism(epsilon: float, delta: float) -> Mechanism | None:
+    """The Gaussian release of the validation sums (None: the share buys no release)."""
+    try:
+        return Mechanism(calibrate_noise(VALIDATION_SHARE * epsilon, delta, 1.0, 1), 1.0, 1)
+    except InvalidInputError:
+        return None
+
+
+def validation_cut(data: Interactions) -> RankingCut:
+    """The log the run's releases are fitted on, and the items held out of it."""
+    return ranking_cut(data, mid_history=True)
+
+
+def user_gains(
+    model: TwoTower,
+    profile: ProfileWeights | None,
+    counts: np.ndarray,
+    cut: RankingCut,
+    codes: np.ndarray,
+) -> dict[Order, np.ndarray]:
+    """Per validated user, each order's NDCG@10 gain over popularity (see the module doc)."""
+    questions = {"next": cut.latest, "profile": cut.middle}
+    users = np.array(sorted(set(cut.latest) | set(cut.middle)), dtype=np.int64)
+    lists = RankingPipeline(model_ranker(model)).scored(
+        model, cut.prefix, codes, users, K, profile=profile, with_profile=profile is not None
+    )
+    popular = popularity_top_k(counts, cut.prefix, users, K)
+    orders: list[Order] = ["next", "profile"] if profile is not None else ["next"]
+    gains: dict[Order, np.ndarray] = {}
+    for order in orders:
+        ranked = lists.top_k(DefaultOrder(order), K)
+        total, asked = np.zeros(len(users)), np.zeros(len(users))
+        for held in questions.values():
+            rows = np.array([row for row, u in enumerate(users.tolist()) if u in held], dtype=int)
+            if rows.size == 0:
+                continue
+            truth = [np.array([held[int(u)]]) for u in users[rows]]
+            gain = ndcg_at_k(ranked[rows], truth, K) - ndcg_at_k(popular[rows], truth, K)
+            total[rows] += gain
+            asked[rows] += 1
+        gains[order] = total / np.maximum(asked, 1)
+    return gains
+
+
+def popularity_top_k(
+    counts: np.ndarray, log: Interactions, users: np.ndarray, k: int
+) -> np.ndarray:
+    """Each user's `k` most counted items not in their history (the served popularity)."""
+    ranking = np.argsort(-counts, kind="stable")
+    seen = log.to_csr()
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    for row, user in enumerate(users.tolist()):
+        history = seen.indices[seen.indptr[user] : seen.indptr[user + 1]]
+        best = ranking[: k + len(history)]
+        best = best[~np.isin(best, history)][:k]
+        out[row, : len(best)] = best
+    return out
+
+
+def release_choice(
+    gains: dict[Order, np.ndarray], mechanism: Mechanism, *, secure: bool = False
+) -> tuple[DefaultOrder, dict[str, Any]]:
+    """The default order from the noisy gain sums, and its lineage entry."""
+    names = sorted(gains)
+    users = len(gains[names[0]])
+    scale = mechanism.noise_multiplier * math.sqrt(len(names))
+    noise = (
+        secure_normal(len(names), scale)
+        if secure
+        else np.random.default_rng().normal(0.0, scale, len(names))
+    )  # OS entropy, no seed
+    noisy = {n: float(gains[n].sum() + e) for n, e in zip(names, noise, strict=True)}
+    best = max(names, key=lambda n: noisy[n])
+    below = tuple(n for n in names if noisy[n] < 0)
+    if noisy[best] > 0:
+        order = DefaultOrder(best, 1.0, below)
+        reason = f"DP validation: {best} had the highest noisy gain over popularity"
+    else:
+        order = DefaultOrder("popularity", 1.0, below)
+        reason = "the floor: no order's noisy validation gain over popularity was above 0"
+    mean = {n: round(v / max(users, 1), 5) for n, v in noisy.items()}
+    entry = {
+        "chosen": order.order,
+        "weight": order.weight,
+        "reason": reason,
+        "below_popularity": list(below),
+        "dp_validation": {
+            "users": users,
+            "noisy_mean_ndcg_gain_over_popularity": mean,
+            "noise_std_of_the_mean": round(scale / max(users, 1), 5),
+            "epsilon_share": VALIDATION_SHARE,
+        },
+    }
+    return order, entry
