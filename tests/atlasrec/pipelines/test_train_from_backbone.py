@@ -24,6 +24,7 @@ from atlasrec.federation.store import (
     open_backbone,
     region_store,
 )
+from atlasrec.models import dp_run
 from atlasrec.models.backbone import BACKBONE_CONFIG, initial_backbone
 from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.models.ranking import fit as ranking
@@ -80,7 +81,7 @@ def test_regional_and_global_tenants_start_from_the_regions_backbone(
     epsilons = {t: p["epsilon"] for t, p in entry["participants"].items()}
     assert set(epsilons) == {"shop", "label"}
 
-    dp_starts = capture(monkeypatch, train_pipeline)
+    dp_starts = capture(monkeypatch, dp_run)
     shop = train_tenant(platform, "shop", actor="t", epsilon=1.0, config=FAST)
     [start] = dp_starts
     assert start is not None and same_weights(start, backbone)
@@ -137,7 +138,7 @@ def test_other_regions_global_falls_back_to_the_global_tier_regional_does_not(
     assert combined is not None and combined.metadata["contributors"].keys() == {"label"}
     seed_music_tenant(platform, "far", Region.SG, tmp_path, sharing=SharingPolicy.GLOBAL)
     seed_music_tenant(platform, "near", Region.SG, tmp_path, sharing=SharingPolicy.REGIONAL)
-    starts = capture(monkeypatch, train_pipeline)
+    starts = capture(monkeypatch, dp_run)
     far = train_tenant(platform, "far", actor="t", epsilon=1.0, config=FAST)
     near = train_tenant(platform, "near", actor="t", epsilon=1.0, config=FAST)
     assert starts[0] is not None
