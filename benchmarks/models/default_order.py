@@ -13,7 +13,9 @@ seed), and of one `TwoTowerRankerRecommender` fit per seed served three ways: th
 and `profile` intents and the default order (`intent=None`). Medians over seeds, the chosen
 order per seed, the fit's wall and CPU seconds, and the ratios of the default's median NDCG
 to EASE, to the best baseline and to popularity. The targets: >= 1.0x EASE on the random
-split and >= 1.0x the best baseline on the temporal split. JSON on stdout (and in `--out`).
+split and >= 1.0x the best baseline on the temporal split. With `--dp-epsilon E`, what
+`atlasrec train --epsilon E` publishes too (`DpModelRecommender`, one fit per seed), with
+its ratios to the non-DP default and to popularity. JSON on stdout (and in `--out`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from atlasrec.evaluation import (
     temporal_leave_last_out,
 )
 from atlasrec.intents import Intent
+from atlasrec.models.dp_recommender import DpModelRecommender
 from atlasrec.models.ranking.features import category_codes
 from atlasrec.models.ranking.recommender import TwoTowerRankerRecommender
 from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.pipelines.train import dp_config
 from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.models.fixtures import (
     CONTENT_CACHE,
@@ -76,6 +80,7 @@ PER_USER = 30
 ACTIVITY_EXPONENT = 0.5
 MAX_TEST_USERS = 10_000
 SEEDS = (0, 1, 2)
+DELTA = 1e-5
 ORDERS: dict[str, Intent | None] = {"next": "next", "profile": "profile", "default": None}
 """The two-tower+ranker fit served for each intent; `default`: a request without one."""
 
@@ -206,6 +211,22 @@ def seed_run(ds: Dataset, split: Split, config: TwoTowerConfig) -> dict[str, Any
     }
 
 
+def dp_run(ds: Dataset, split: Split, config: TwoTowerConfig, epsilon: float) -> dict[str, Any]:
+    """What `atlasrec train --epsilon` publishes, fitted on `split.train` (`DpModelRecommender`)."""
+    dp = dp_config(config)
+    model = DpModelRecommender(ds.content, ds.codes, dp, epsilon=epsilon, delta=DELTA)
+    report = evaluate({"dp": model}, split, K)["dp"]
+    assert model.fitted is not None
+    chosen = model.fitted.order_lineage
+    return {
+        "seed": config.seed,
+        "ndcg": report["all"]["ndcg"],
+        "recall": report["all"]["recall"],
+        "fit_s": round(report["fit_seconds"], 2),
+        "chosen": {k: chosen.get(k) for k in ("chosen", "reason", "dp_validation")},
+    }
+
+
 def ratios(rows: dict[str, Any], random_split: bool) -> dict[str, Any]:
     """The default's median NDCG over EASE, the best baseline and popularity; the target's."""
     default = rows["default"]["ndcg"]
@@ -217,6 +238,9 @@ def ratios(rows: dict[str, Any], random_split: bool) -> dict[str, Any]:
         "best_baseline": best,
         "default/popularity": ratio(default, rows["popularity"]["ndcg"]),
     }
+    if "dp" in rows:
+        out["dp/default"] = ratio(rows["dp"]["ndcg"], default)
+        out["dp/popularity"] = ratio(rows["dp"]["ndcg"], rows["popularity"]["ndcg"])
     target = "default/ease" if random_split else "default/best_baseline"
     value = out[target]
     out["target"] = {
@@ -228,11 +252,15 @@ def ratios(rows: dict[str, Any], random_split: bool) -> dict[str, Any]:
 
 
 def measure_split(
-    ds: Dataset, split: Split, seeds: Sequence[int], config: TwoTowerConfig
+    ds: Dataset,
+    split: Split,
+    seeds: Sequence[int],
+    config: TwoTowerConfig,
+    dp_epsilon: float | None = None,
 ) -> dict[str, Any]:
     """Baselines (fitted once) and the two-tower+ranker per seed on one split: medians, ratios.
 
-    Each seed's fit uses `config` with that `seed`.
+    Each seed's fit uses `config` with that `seed`; with `dp_epsilon`, so does a DP run's.
     """
     report = evaluate(baselines(ds.data.n_items), split, K)
     rows: dict[str, Any] = {name: metrics(r) for name, r in report.items()}
@@ -245,8 +273,18 @@ def measure_split(
             "recall": median(r[name]["recall"] for r in runs),
             "ndcg_runs": [r[name]["ndcg"] for r in runs],
         }
+    dp_runs = []
+    if dp_epsilon is not None:
+        dp_runs = [dp_run(ds, split, replace(config, seed=seed), dp_epsilon) for seed in seeds]
+        rows["dp"] = {
+            "epsilon": dp_epsilon,
+            "ndcg": median(r["ndcg"] for r in dp_runs),
+            "recall": median(r["recall"] for r in dp_runs),
+            "ndcg_runs": [r["ndcg"] for r in dp_runs],
+        }
     scored = {n: r for n, r in rows.items() if "ndcg" in r}
     return {
+        "dp_runs": dp_runs,
         "test_users": len(split.test),
         **rows,
         "fit_s": median(r["fit_s"] for r in runs),
@@ -259,7 +297,10 @@ def measure_split(
 
 
 def measure(
-    ds: Dataset, seeds: Sequence[int], config: TwoTowerConfig | None = None
+    ds: Dataset,
+    seeds: Sequence[int],
+    config: TwoTowerConfig | None = None,
+    dp_epsilon: float | None = None,
 ) -> dict[str, Any]:
     """Both splits of one data set (the two-tower's `config`: the default one)."""
     started = time.perf_counter()
@@ -269,7 +310,8 @@ def measure(
         "interactions": len(ds.data),
     }
     for split in (temporal_leave_last_out(ds.data), random_user_split(ds.data)):
-        out[split.name] = measure_split(ds, sampled(split), seeds, config or TwoTowerConfig())
+        chosen = config or TwoTowerConfig()
+        out[split.name] = measure_split(ds, sampled(split), seeds, chosen, dp_epsilon)
     out["total_s"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -283,7 +325,9 @@ def source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def default_order_study(names: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
+def default_order_study(
+    names: Sequence[str], seeds: Sequence[int], dp_epsilon: float | None = None
+) -> dict[str, Any]:
     """Every named data set, both splits (see the module docstring)."""
     results: dict[str, Any] = {
         **stamp(),
@@ -300,7 +344,7 @@ def default_order_study(names: Sequence[str], seeds: Sequence[int]) -> dict[str,
     }
     with tempfile.TemporaryDirectory() as tmp:
         for ds in datasets(names, Path(tmp)):
-            results["datasets"][ds.name] = measure(ds, seeds)
+            results["datasets"][ds.name] = measure(ds, seeds, dp_epsilon=dp_epsilon)
     return results
 
 
@@ -310,6 +354,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DEFAULT_DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument(
+        "--dp-epsilon", type=float, help="also fit what `train --epsilon` publishes, per seed"
+    )
     return parser.parse_args(argv)
 
 
@@ -317,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the study and print its results as JSON (and write them with --out)."""
     args = parse_args(argv)
     started = time.perf_counter()
-    results = default_order_study(args.datasets, args.seeds)
+    results = default_order_study(args.datasets, args.seeds, args.dp_epsilon)
     results["total_s"] = round(time.perf_counter() - started, 1)
     emit(results, args.out)
 

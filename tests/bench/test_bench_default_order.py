@@ -35,7 +35,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> bench.Dataset:
 
 @pytest.fixture(scope="module")
 def report(tiny: bench.Dataset) -> dict[str, Any]:
-    return bench.measure(tiny, [0], TINY)
+    return bench.measure(tiny, [0], TINY, dp_epsilon=8.0)
 
 
 def test_a_generated_tenant_is_read_whole(tiny: bench.Dataset) -> None:
@@ -87,6 +87,18 @@ def test_the_ratios_are_the_default_over_each_baseline(report: dict[str, Any]) -
             "value": ratios[target],
             "met": ratios[target] >= 1.0,
         }
+
+
+def test_what_a_dp_run_publishes_is_reported_beside_the_default(report: dict[str, Any]) -> None:
+    for split in SPLITS:
+        rows = report[split]
+        (run,) = rows["dp_runs"]
+        assert rows["dp"]["ndcg"] == run["ndcg"] and rows["dp"]["epsilon"] == 8.0
+        assert run["chosen"]["chosen"] in ("next", "profile", "popularity")
+        assert run["chosen"]["dp_validation"]["users"] > 0  # 60 users: a validation release
+        ratios = rows["ratios"]
+        assert ratios["dp/default"] == pytest.approx(run["ndcg"] / rows["default"]["ndcg"])
+        assert ratios["dp/popularity"] == pytest.approx(run["ndcg"] / rows["popularity"]["ndcg"])
 
 
 def test_without_ease_the_random_target_is_not_judged() -> None:
