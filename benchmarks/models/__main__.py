@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dp-epsilon", type=float, help="--default-order: also what train --epsilon publishes"
     )
+    parser.add_argument("--dp-only", action="store_true", help="--default-order: DP runs alone")
     parser.add_argument("--split", choices=["temporal", "random"], default="temporal")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dp-repeats", type=int, default=3, help="runs per DP model")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         emit({**stamp(), **cost(args.epochs, args.repeats)}, args.out)
         return
     if args.default_order:
-        order = default_order_study(args.datasets, args.seeds, args.dp_epsilon)
+        order = default_order_study(args.datasets, args.seeds, args.dp_epsilon, args.dp_only)
         emit(order | {"total_s": round(time.perf_counter() - started, 1)}, args.out)
         return
     data, content = full_movielens()

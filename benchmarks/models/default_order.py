@@ -257,17 +257,19 @@ def measure_split(
     seeds: Sequence[int],
     config: TwoTowerConfig,
     dp_epsilon: float | None = None,
+    dp_only: bool = False,
 ) -> dict[str, Any]:
     """Baselines (fitted once) and the two-tower+ranker per seed on one split: medians, ratios.
 
-    Each seed's fit uses `config` with that `seed`; with `dp_epsilon`, so does a DP run's.
+    Each seed's fit uses `config` with that `seed`; with `dp_epsilon`, so does a DP run's
+    (`dp_only`: the DP runs and the baselines alone).
     """
     report = evaluate(baselines(ds.data.n_items), split, K)
     rows: dict[str, Any] = {name: metrics(r) for name, r in report.items()}
     if "ease" not in rows:
         rows["ease"] = {"skipped": f"{ds.data.n_items} items > EASEConfig().max_items"}
-    runs = [seed_run(ds, split, replace(config, seed=seed)) for seed in seeds]
-    for name in ORDERS:
+    runs = [] if dp_only else [seed_run(ds, split, replace(config, seed=seed)) for seed in seeds]
+    for name in ORDERS if runs else ():
         rows[name] = {
             "ndcg": median(r[name]["ndcg"] for r in runs),
             "recall": median(r[name]["recall"] for r in runs),
@@ -283,10 +285,14 @@ def measure_split(
             "ndcg_runs": [r["ndcg"] for r in dp_runs],
         }
     scored = {n: r for n, r in rows.items() if "ndcg" in r}
+    out: dict[str, Any] = {"dp_runs": dp_runs, "test_users": len(split.test), **rows}
+    if not runs:  # --dp-only
+        return {
+            **out,
+            "ratios": {"dp/popularity": ratio(rows["dp"]["ndcg"], rows["popularity"]["ndcg"])},
+        }
     return {
-        "dp_runs": dp_runs,
-        "test_users": len(split.test),
-        **rows,
+        **out,
         "fit_s": median(r["fit_s"] for r in runs),
         "fit_s_runs": [r["fit_s"] for r in runs],
         "fit_cpu_s": median(r["fit_cpu_s"] for r in runs),
@@ -301,6 +307,7 @@ def measure(
     seeds: Sequence[int],
     config: TwoTowerConfig | None = None,
     dp_epsilon: float | None = None,
+    dp_only: bool = False,
 ) -> dict[str, Any]:
     """Both splits of one data set (the two-tower's `config`: the default one)."""
     started = time.perf_counter()
@@ -311,7 +318,7 @@ def measure(
     }
     for split in (temporal_leave_last_out(ds.data), random_user_split(ds.data)):
         chosen = config or TwoTowerConfig()
-        out[split.name] = measure_split(ds, sampled(split), seeds, chosen, dp_epsilon)
+        out[split.name] = measure_split(ds, sampled(split), seeds, chosen, dp_epsilon, dp_only)
     out["total_s"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -326,7 +333,10 @@ def source_digest() -> str:
 
 
 def default_order_study(
-    names: Sequence[str], seeds: Sequence[int], dp_epsilon: float | None = None
+    names: Sequence[str],
+    seeds: Sequence[int],
+    dp_epsilon: float | None = None,
+    dp_only: bool = False,
 ) -> dict[str, Any]:
     """Every named data set, both splits (see the module docstring)."""
     results: dict[str, Any] = {
@@ -344,7 +354,9 @@ def default_order_study(
     }
     with tempfile.TemporaryDirectory() as tmp:
         for ds in datasets(names, Path(tmp)):
-            results["datasets"][ds.name] = measure(ds, seeds, dp_epsilon=dp_epsilon)
+            results["datasets"][ds.name] = measure(
+                ds, seeds, dp_epsilon=dp_epsilon, dp_only=dp_only
+            )
     return results
 
 

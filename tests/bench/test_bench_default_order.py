@@ -101,6 +101,13 @@ def test_what_a_dp_run_publishes_is_reported_beside_the_default(report: dict[str
         assert ratios["dp/popularity"] == pytest.approx(run["ndcg"] / rows["popularity"]["ndcg"])
 
 
+def test_dp_only_fits_the_dp_runs_and_the_baselines_alone(tiny: bench.Dataset) -> None:
+    rows = bench.measure(tiny, [0], TINY, dp_epsilon=8.0, dp_only=True)[SPLITS[0]]
+    assert "default" not in rows and rows["dp"]["ndcg_runs"] == [rows["dp_runs"][0]["ndcg"]]
+    expected = rows["dp"]["ndcg"] / rows["popularity"]["ndcg"]
+    assert rows["ratios"] == {"dp/popularity": pytest.approx(expected)}
+
+
 def test_without_ease_the_random_target_is_not_judged() -> None:
     rows = {
         "popularity": {"ndcg": 0.1},

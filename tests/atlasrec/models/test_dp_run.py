@@ -53,16 +53,20 @@ def test_a_tenant_too_small_to_validate_on_releases_no_validation() -> None:
     assert epsilon([m for m in few if m is not None], 1e-5) == pytest.approx(8.0, rel=0.01)
 
 
-def test_the_noisy_sums_pick_the_best_order_and_popularity_at_the_floor() -> None:
+def test_the_profile_order_is_kept_above_popularity_and_popularity_is_the_floor() -> None:
     exact = Mechanism(1e-9, 1.0, 1)  # noise too small to matter: the rule itself
     better = {"next": np.full(50, -0.01), "profile": np.full(50, 0.02)}
     order, entry = release_choice(better, exact)
     assert (order.order, order.below_popularity) == ("profile", ("next",))
     assert entry["dp_validation"]["noisy_mean_ndcg_gain_over_popularity"]["profile"] == 0.02
-    worse = {"next": np.full(50, -0.01), "profile": np.full(50, -0.02)}
+    next_higher = {"next": np.full(50, 0.03), "profile": np.full(50, 0.01)}
+    assert release_choice(next_higher, exact)[0].order == "profile"  # not chosen by noise
+    worse = {"next": np.full(50, 0.01), "profile": np.full(50, -0.02)}
     order, entry = release_choice(worse, exact)
-    assert order.order == "popularity" and set(order.below_popularity) == {"next", "profile"}
+    assert order.order == "popularity" and order.below_popularity == ("profile",)
     assert "the floor" in entry["reason"]
+    without_profile = {"next": np.full(50, 0.01)}  # no Gram release: the next order
+    assert release_choice(without_profile, exact)[0].order == "next"
 
 
 def test_the_validation_release_adds_noise_of_its_mechanisms_scale() -> None:
