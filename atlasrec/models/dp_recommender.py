@@ -4,17 +4,17 @@ The same mechanisms as a DP training run, composed to `epsilon`, fitted the same
 (`dp_run.fit_dp_run`: the count release, the DP-EASE head, the validation release that picks
 the default order with its floor, the DP-SGD two-tower model with its popularity prior),
 ranked as serving ranks it: the model's own scoring over the retrieval and DP-EASE
-candidates (`RankingPipeline`), in the run's default order (popularity at the floor).
+candidates (`RankingPipeline`), in the run's default order; at the floor, popularity by the
+log's counts, as serving ranks it by the tenant's live item counts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from atlasrec.evaluation import Interactions
+from atlasrec.evaluation import Interactions, PopScorer
 from atlasrec.intents import DefaultOrder
 from atlasrec.models.dp_run import DpRunFit, fit_dp_run, run_mechanisms
-from atlasrec.models.dp_validation import popularity_top_k
 from atlasrec.models.ranking.pipeline import RankingPipeline
 from atlasrec.models.ranking.ranker import model_ranker
 from atlasrec.models.training import DpPlan, dp_schedule
@@ -60,8 +60,10 @@ class DpModelRecommender:
         """Top-k unseen items per user, in the run's default order."""
         assert self.fitted is not None and self._log is not None
         fitted = self.fitted
-        if fitted.order.order == "popularity":
-            return popularity_top_k(fitted.counts, self._log, users, k)
+        if fitted.order.order == "popularity":  # as serving: the tenant's live item counts
+            popularity = PopScorer()
+            popularity.fit(self._log)
+            return popularity.recommend(users, k)
         return RankingPipeline(model_ranker(fitted.model)).batch(
             fitted.model,
             self._log,

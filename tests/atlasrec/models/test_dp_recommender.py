@@ -6,10 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from atlasrec.evaluation import Interactions
+from atlasrec.evaluation import Interactions, PopScorer
 from atlasrec.intents import DefaultOrder
 from atlasrec.models.dp_recommender import DpModelRecommender
-from atlasrec.models.dp_validation import popularity_top_k
 from atlasrec.models.ranking.features import category_codes
 from atlasrec.models.recommender import user_sequences
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -63,7 +62,7 @@ def test_too_small_an_epsilon_publishes_the_next_order() -> None:
     assert dp.recommend(np.arange(3), 4).shape == (3, 4)
 
 
-def test_at_the_floor_a_dp_run_serves_its_released_popularity() -> None:
+def test_at_the_floor_a_dp_run_serves_popularity_as_serving_does() -> None:
     data = log()
     content = np.random.default_rng(1).normal(size=(25, 6)).astype(np.float32)
     dp = DpModelRecommender(content, category_codes([None] * 25), CONFIG, epsilon=8.0, delta=1e-5)
@@ -71,4 +70,6 @@ def test_at_the_floor_a_dp_run_serves_its_released_popularity() -> None:
     assert dp.fitted is not None
     dp.fitted = replace(dp.fitted, order=DefaultOrder("popularity"))
     out = dp.recommend(np.arange(4), 5)
-    np.testing.assert_array_equal(out, popularity_top_k(dp.fitted.counts, data, np.arange(4), 5))
+    popularity = PopScorer()  # the live counts serving ranks by: the log's, not the release
+    popularity.fit(data)
+    np.testing.assert_array_equal(out, popularity.recommend(np.arange(4), 5))
