@@ -76,7 +76,8 @@ def run_mechanisms(
     except InvalidInputError:
         if validation is None:
             raise
-        validation, prior = None, [m for m in (counts,) if m is not None]
+        validation = None  # it leaves too little for the steps: validate nothing
+        prior = [] if counts is None else [counts]
         sgd = calibrate_noise(epsilon, delta, sample_rate, steps, prior)
     return RunMechanisms(counts, None, validation, Mechanism(sgd, sample_rate, steps))
 
@@ -105,8 +106,8 @@ def fit_dp_run(
     progress: Progress | None = None,
 ) -> DpRunFit:
     """Run the mechanisms on `data` in order; with a validation release, on its cut."""
-    secure = plan.secure_mode
-    cut = validation_cut(data) if mechanisms.validation is not None else None
+    secure, validation = plan.secure_mode, mechanisms.validation
+    cut = None if validation is None else validation_cut(data)
     sequences: Sequence[np.ndarray] = user_sequences(data if cut is None else cut.prefix)
     counts, released, profile = np.zeros(data.n_items), None, None
     if mechanisms.counts is not None:
@@ -124,10 +125,10 @@ def fit_dp_run(
         popularity=released,
         progress=progress,
     )
-    if cut is None or mechanisms.validation is None:
+    if validation is None or cut is None:
         order = DefaultOrder("profile" if profile is not None else "next")
         entry = {"chosen": order.order, "weight": 1.0, "reason": UNVALIDATED_REASON}
         return DpRunFit(model, report, counts, profile, order, entry)
     gains = user_gains(model, profile, counts, cut, codes)
-    order, entry = release_choice(gains, mechanisms.validation, secure=secure)
+    order, entry = release_choice(gains, validation, secure=secure)
     return DpRunFit(model, report, counts, profile, order, entry)

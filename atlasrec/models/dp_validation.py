@@ -28,9 +28,10 @@ import math
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from atlasrec.errors import InvalidInputError
-from atlasrec.evaluation import Interactions, ndcg_at_k
+from atlasrec.evaluation import Interactions, PopScorer, ndcg_at_k
 from atlasrec.intents import DefaultOrder, Order
 from atlasrec.models.ease_profile import ProfileWeights
 from atlasrec.models.ranking.fit import RankingCut, ranking_cut
@@ -67,42 +68,47 @@ def user_gains(
     codes: np.ndarray,
 ) -> dict[Order, np.ndarray]:
     """Per validated user, each order's NDCG@10 gain over popularity (see the module doc)."""
-    questions = {"next": cut.latest, "profile": cut.middle}
     users = np.array(sorted(set(cut.latest) | set(cut.middle)), dtype=np.int64)
     lists = RankingPipeline(model_ranker(model)).scored(
         model, cut.prefix, codes, users, K, profile=profile, with_profile=profile is not None
     )
     popular = popularity_top_k(counts, cut.prefix, users, K)
+    asked = np.zeros(len(users))
+    questions = []  # per question: its users' rows, held-out items and popularity's NDCG
+    for held in (cut.latest, cut.middle):
+        rows = np.flatnonzero(np.isin(users, list(held)))
+        truth = [np.array([held[int(u)]]) for u in users[rows]]
+        questions.append((rows, truth, ndcg_at_k(popular[rows], truth, K)))
+        asked[rows] += 1
     orders: list[Order] = ["next", "profile"] if profile is not None else ["next"]
     gains: dict[Order, np.ndarray] = {}
     for order in orders:
         ranked = lists.top_k(DefaultOrder(order), K)
-        total, asked = np.zeros(len(users)), np.zeros(len(users))
-        for held in questions.values():
-            rows = np.array([row for row, u in enumerate(users.tolist()) if u in held], dtype=int)
-            if rows.size == 0:
-                continue
-            truth = [np.array([held[int(u)]]) for u in users[rows]]
-            gain = ndcg_at_k(ranked[rows], truth, K) - ndcg_at_k(popular[rows], truth, K)
-            total[rows] += gain
-            asked[rows] += 1
+        total = np.zeros(len(users))
+        for rows, truth, baseline in questions:
+            total[rows] += ndcg_at_k(ranked[rows], truth, K) - baseline
         gains[order] = total / np.maximum(asked, 1)
     return gains
+
+
+class _CountScorer(PopScorer):
+    """Popularity by given counts (a DP release) instead of the log's."""
+
+    def __init__(self, counts: np.ndarray) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def _fit(self, train: Interactions, x: sp.csr_matrix) -> None:
+        self._pop = self.counts.astype(np.float64)
 
 
 def popularity_top_k(
     counts: np.ndarray, log: Interactions, users: np.ndarray, k: int
 ) -> np.ndarray:
-    """Each user's `k` most counted items not in their history (the served popularity)."""
-    ranking = np.argsort(-counts, kind="stable")
-    seen = log.to_csr()
-    out = np.full((len(users), k), -1, dtype=np.int64)
-    for row, user in enumerate(users.tolist()):
-        history = seen.indices[seen.indptr[user] : seen.indptr[user + 1]]
-        best = ranking[: k + len(history)]
-        best = best[~np.isin(best, history)][:k]
-        out[row, : len(best)] = best
-    return out
+    """Each user's `k` most counted items not in their history (ties: lower index first)."""
+    scorer = _CountScorer(counts)
+    scorer.fit(log)
+    return scorer.recommend(users, k)
 
 
 def release_choice(

@@ -38,7 +38,7 @@ import pyarrow.csv as pcsv
 import atlasrec
 from atlasrec.datasets import MOVIELENS_DIR, build_movielens_tenant_mix
 from atlasrec.datasets.spec import TenantDataset
-from atlasrec.datasets.synthetic import SyntheticTenantSpec, generate_synthetic_tenant
+from atlasrec.datasets.synthetic import generate_synthetic_tenant
 from atlasrec.evaluation import (
     ALS,
     EASE,
@@ -58,13 +58,15 @@ from atlasrec.models.ranking.features import category_codes
 from atlasrec.models.ranking.recommender import TwoTowerRankerRecommender
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import dp_config
-from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.models.fixtures import (
+    ACTIVITY_EXPONENT,
     CONTENT_CACHE,
+    PER_USER,
     K,
     content_embeddings,
     movielens,
     movielens_categories,
+    retail_spec,
 )
 from benchmarks.output import emit
 from benchmarks.stamp import stamp
@@ -76,8 +78,6 @@ DEFAULT_DATASETS = DATASETS[:-1]
 """What runs unless `--datasets` names others: synthetic-100k only when named (on 2 cores one
 of its fits takes hours)."""
 SYNTHETIC_ITEMS = 3_000
-PER_USER = 30
-ACTIVITY_EXPONENT = 0.5
 MAX_TEST_USERS = 10_000
 SEEDS = (0, 1, 2)
 DELTA = 1e-5
@@ -126,15 +126,7 @@ def from_folder(name: str, ds: TenantDataset) -> Dataset:
 
 def synthetic(name: str, n_users: int, folder: Path, n_items: int = SYNTHETIC_ITEMS) -> Dataset:
     """A synthetic retail tenant of `n_users` users (one catalog for every size)."""
-    spec = SyntheticTenantSpec(
-        tenant_id="bench-default-order",
-        region=Region.EU,
-        sharing=SharingPolicy.SOLO,
-        n_items=n_items,
-        n_users=n_users,
-        n_interactions=PER_USER * n_users,
-        activity_exponent=ACTIVITY_EXPONENT,
-    )
+    spec = retail_spec("bench-default-order", n_users, n_items)
     return from_folder(name, generate_synthetic_tenant(spec, folder / name))
 
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import scipy.sparse as sp
 
-from atlasrec.datasets.synthetic import SyntheticTenantSpec, generate_synthetic_tenant
+from atlasrec.datasets.synthetic import generate_synthetic_tenant
 from atlasrec.evaluation import (
     EASE,
     Interactions,
@@ -46,8 +46,14 @@ from atlasrec.models.dp_ease import (
 )
 from atlasrec.models.popularity import CONTRIBUTION_CAP, item_counts
 from atlasrec.models.recommender import user_sequences
-from atlasrec.tenancy import Region, SharingPolicy
-from benchmarks.models.fixtures import DELTA, K, full_movielens
+from benchmarks.models.fixtures import (
+    ACTIVITY_EXPONENT,
+    DELTA,
+    PER_USER,
+    K,
+    full_movielens,
+    retail_spec,
+)
 from benchmarks.output import emit
 from benchmarks.stamp import stamp
 from benchmarks.stats import median
@@ -55,8 +61,6 @@ from privacy.accounting import Mechanism
 
 SIZES = (1_000, 10_000, 100_000)
 N_ITEMS = 10_000
-PER_USER = 30
-ACTIVITY_EXPONENT = 0.5
 EPSILONS = (1.0, 4.0, 8.0)
 DRAWS = 3
 MAX_TEST_USERS = 10_000
@@ -94,16 +98,7 @@ class BoundedEase(HeadEaseScorer):
 
 def synthetic(n_users: int, seed: int = 0, n_items: int = N_ITEMS) -> Interactions:
     """A synthetic retail tenant's interactions (generated as CSV, read back with pyarrow)."""
-    spec = SyntheticTenantSpec(
-        tenant_id=f"dp-ease-{n_users}",
-        region=Region.EU,
-        sharing=SharingPolicy.SOLO,
-        n_items=n_items,
-        n_users=n_users,
-        n_interactions=PER_USER * n_users,
-        activity_exponent=ACTIVITY_EXPONENT,
-        seed=seed,
-    )
+    spec = retail_spec(f"dp-ease-{n_users}", n_users, n_items, seed)
     with tempfile.TemporaryDirectory() as tmp:
         ds = generate_synthetic_tenant(spec, Path(tmp))
         columns = pcsv.ConvertOptions(include_columns=["user_id", "item_id", "timestamp"])

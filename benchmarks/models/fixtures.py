@@ -9,11 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from atlasrec.datasets import MOVIELENS_DIR
+from atlasrec.datasets.synthetic import SyntheticTenantSpec
 from atlasrec.evaluation import Interactions
 from atlasrec.models.text import embed, item_text
+from atlasrec.tenancy import Region, SharingPolicy
 
 DELTA = 1e-5
 K = 10
+PER_USER = 30
+"""Synthetic retail tenants' interactions per user, on average."""
+ACTIVITY_EXPONENT = 0.5
+"""Their users' activity exponent (`SyntheticTenantSpec`)."""
 CONTENT_CACHE = Path(tempfile.gettempdir()) / "atlasrec-bench-ml-content.npy"
 """MovieLens content embeddings, kept between runs (and shared with the cost workers)."""
 
@@ -69,3 +75,17 @@ def movielens_categories(items_csv: Path) -> list[str | None]:
 def full_movielens() -> tuple[Interactions, np.ndarray]:
     """The full MovieLens set and its (cached) content embeddings."""
     return movielens(MOVIELENS_DIR / "movies.csv", MOVIELENS_DIR / "ratings.csv", CONTENT_CACHE)
+
+
+def retail_spec(tenant_id: str, n_users: int, n_items: int, seed: int = 0) -> SyntheticTenantSpec:
+    """A synthetic retail tenant of `n_users` users over `n_items` items, `PER_USER` each."""
+    return SyntheticTenantSpec(
+        tenant_id=tenant_id,
+        region=Region.EU,
+        sharing=SharingPolicy.SOLO,
+        n_items=n_items,
+        n_users=n_users,
+        n_interactions=PER_USER * n_users,
+        activity_exponent=ACTIVITY_EXPONENT,
+        seed=seed,
+    )

@@ -13,6 +13,7 @@ import pytest
 from atlasrec.evaluation import EASEConfig, temporal_leave_last_out
 from atlasrec.models.two_tower import TwoTowerConfig
 from benchmarks.models import default_order as bench
+from benchmarks.models.fixtures import PER_USER
 
 TINY = TwoTowerConfig(dim=8, hidden=16, history=10, positives=4, negatives=16, epochs=2)
 """A two-tower small enough to fit in a second (the benchmark itself runs the default)."""
@@ -40,7 +41,7 @@ def report(tiny: bench.Dataset) -> dict[str, Any]:
 
 def test_a_generated_tenant_is_read_whole(tiny: bench.Dataset) -> None:
     data = tiny.data
-    assert (data.n_users, data.n_items, len(data)) == (60, 40, bench.PER_USER * 60)
+    assert (data.n_users, data.n_items, len(data)) == (60, 40, PER_USER * 60)
     assert tiny.content.shape == (40, 24) and tiny.codes.shape == (40,)
 
 
