@@ -199,15 +199,28 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> FloatArray:
     return _weights_from_inverse(p)
 
 
-def ease_weights_from_gram(gram: FloatArray, l2: float) -> FloatArray:
+def ease_weights_from_gram(
+    gram: FloatArray, l2: float, prior: FloatArray | None = None
+) -> FloatArray:
     """EASE's weights ``B`` from a dense symmetric item x item Gram matrix (overwritten).
 
     ``P = (G + λI)⁻¹`` and ``B_ij = -P_ij / P_jj`` with a zero diagonal, as `ease_weights` with
     ``G = XᵀX``; ``G`` may be any symmetric matrix with ``G + λI`` positive definite (a DP
-    release of ``XᵀX``, say), else `AtlasRecError`.
+    release of ``XᵀX``, say), else `AtlasRecError`. With a `prior` A the ridge pulls ``B``
+    toward A instead of 0 (``min ‖X - XB‖² + λ‖B - A‖²``, ``diag B = 0``):
+    ``B_ij = -P_ij / P_jj + λ (M_ij - P_ij M_jj / P_jj)``, ``M = PA``.
     """
     gram[np.diag_indices(gram.shape[0])] += l2
-    return _weights_from_inverse(_spd_inverse(gram))
+    p = _spd_inverse(gram)
+    if prior is None:
+        return _weights_from_inverse(p)
+    m = p @ prior
+    ratio = np.diag(m) / np.diag(p)
+    m -= p * ratio[None, :]
+    weights = _weights_from_inverse(p)
+    weights += l2 * m
+    weights[np.diag_indices(weights.shape[0])] = 0.0
+    return weights
 
 
 def _weights_from_inverse(p: FloatArray) -> FloatArray:

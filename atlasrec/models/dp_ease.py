@@ -26,6 +26,12 @@ Gaussian releases only, so it is as private as they are, whatever is computed fr
    the noise left in the kept directions. Without denoising (t = 0) the noisy Gram may be
    indefinite: λ is then doubled until ``G̃ + λI`` is positive definite (post-processing).
    Everything here is post-processing of public quantities (the releases, std, H).
+5. **A content prior** (after DP-CMF, Curmei et al. RecSys 2023: the catalog's text is the
+   tenant's, not its users'): the noise's part of the ridge, ``l2_noise · std · √H``, pulls
+   ``B`` toward ``prior · S`` instead of 0, where S holds each head item's `prior_neighbours`
+   nearest head items by the cosine of their content embeddings (a column sums to 1). The
+   data's part still pulls toward 0, so the prior weighs most where the noise does (small
+   tenants) and fades as the users' signal grows. Public data: no privacy cost.
 
 Side measurements (scripts outside the benchmark): a tail-aware allocation (after Krichene
 et al. 2023: item weights ``d_i = (c_i / max c)^-0.5`` inside the bound, unscaled after the
@@ -79,14 +85,20 @@ class DpEaseConfig:
     """Ridge added per unit of the noise's scale std·√H."""
     threshold: float = 1.5
     """Eigenvalues of the noisy Gram at or below threshold·std·√H are dropped (0: none)."""
+    prior: float = 1.0
+    """Weight of the content prior S the noise's ridge pulls toward (0: none; see step 5)."""
+    prior_neighbours: int = 20
+    """Content neighbours per head item in S."""
 
     def __post_init__(self) -> None:
         if self.head < 1 or self.cap < 1:
             raise InvalidInputError(f"head and cap must be >= 1, got {self.head}, {self.cap}")
         if not 0 < self.count_share < 1:
             raise InvalidInputError(f"count_share must lie in (0, 1), got {self.count_share}")
-        if min(self.l2_scale, self.l2_noise, self.threshold) < 0:
-            raise InvalidInputError("l2_scale, l2_noise and threshold must be >= 0")
+        if min(self.l2_scale, self.l2_noise, self.threshold, self.prior) < 0:
+            raise InvalidInputError("l2_scale, l2_noise, threshold and prior must be >= 0")
+        if self.prior_neighbours < 1:
+            raise InvalidInputError(f"prior_neighbours must be >= 1, got {self.prior_neighbours}")
 
 
 @dataclass(frozen=True)
@@ -165,12 +177,32 @@ def noisy_gram(rows: sp.csr_matrix, std: float, *, secure: bool = False) -> Floa
     return result
 
 
-def ridge(gram: FloatArray, std: float, config: DpEaseConfig) -> float:
-    """λ for a noisy Gram: ``l2_scale · mean diag + l2_noise · std · √H`` (see module)."""
+def ridge(gram: FloatArray, std: float, config: DpEaseConfig) -> tuple[float, float]:
+    """λ for a noisy Gram, ``l2_scale · mean diag + l2_noise · std · √H``, and its noise part."""
     n = gram.shape[0]
     base = config.l2_scale * max(float(np.mean(np.diag(gram))), 0.0)
-    lam = base + config.l2_noise * std * np.sqrt(n)
-    return float(lam) if lam > 0 else 1e-6
+    noise = config.l2_noise * std * np.sqrt(n)
+    lam = base + noise
+    return (float(lam), float(noise)) if lam > 0 else (1e-6, 0.0)
+
+
+def content_prior(content: FloatArray, head: IntArray, neighbours: int) -> FloatArray:
+    """S: per head item (column), its `neighbours` nearest head items by content, summing to 1.
+
+    Cosine similarities of the items' content embeddings, negatives and the diagonal at 0;
+    an item whose content matches no other's has an all-zero column.
+    """
+    vectors = np.asarray(content[head], dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors /= np.where(norms > 0, norms, 1.0)
+    s = np.maximum(vectors @ vectors.T, 0.0)
+    np.fill_diagonal(s, 0.0)
+    if neighbours < s.shape[0]:
+        cut = -np.partition(-s, neighbours - 1, axis=0)[neighbours - 1]
+        s[s < cut[None, :]] = 0.0  # ties at the cut may keep a few more
+    total = s.sum(axis=0, keepdims=True)
+    result: FloatArray = s / np.where(total > 0, total, 1.0)
+    return result
 
 
 def denoise(gram: FloatArray, floor: float) -> FloatArray:
@@ -187,12 +219,13 @@ def fit_dp_ease(
     config: DpEaseConfig,
     gram_release: Mechanism,
     *,
+    content: FloatArray | None = None,
     secure: bool = False,
 ) -> HeadEase:
     """DP-EASE from users' sequences, released `counts` and the Gram release's mechanism.
 
     Only the Gram release reads `sequences` (under `gram_release`); `counts` must already be
-    a DP release.
+    a DP release. `content` (items x dim, public): the content prior's embeddings (step 5).
     """
     if gram_release.sample_rate != 1.0 or gram_release.steps != 1:
         raise InvalidInputError("the Gram release is one Gaussian mechanism over all users")
@@ -201,10 +234,14 @@ def fit_dp_ease(
     gram = noisy_gram(bounded_rows(sequences, counts.size, head, config.cap), std, secure=secure)
     if config.threshold > 0:
         gram = denoise(gram, config.threshold * std * np.sqrt(head.size))
-    lam = ridge(gram, std, config)
+    lam, noise = ridge(gram, std, config)
+    prior = None
+    if content is not None and config.prior > 0:
+        prior = content_prior(content, head, config.prior_neighbours)
     for _ in range(_MAX_RIDGE_RETRIES):
         try:
-            return HeadEase(head, ease_weights_from_gram(gram.copy(), lam), counts, lam)
+            pulled = None if prior is None else (config.prior * noise / lam) * prior
+            return HeadEase(head, ease_weights_from_gram(gram.copy(), lam, pulled), counts, lam)
         except AtlasRecError:  # indefinite: only without denoising
             lam *= 2.0
     raise AtlasRecError("the noisy Gram matrix stayed indefinite; raise l2_noise")
@@ -235,7 +272,8 @@ class DpEaseRecommender(HeadEaseScorer):
     """DP-EASE as an evaluation `Recommender`: both releases and the fit happen on `fit`.
 
     `mechanisms` (count release, Gram release) are what a run charges: composed, exactly
-    `epsilon` at `delta`.
+    `epsilon` at `delta`. `content`: the items' embeddings for the content prior (none: no
+    prior).
     """
 
     def __init__(
@@ -244,9 +282,11 @@ class DpEaseRecommender(HeadEaseScorer):
         delta: float,
         config: DpEaseConfig | None = None,
         *,
+        content: FloatArray | None = None,
         secure: bool = False,
     ) -> None:
         self.config = config or DpEaseConfig()
+        self.content = content
         self.secure = secure
         self.mechanisms = dp_ease_mechanisms(epsilon, delta, self.config.count_share)
 
@@ -254,7 +294,9 @@ class DpEaseRecommender(HeadEaseScorer):
         sequences = user_sequences(train)
         count_release, gram_release = self.mechanisms
         counts = release_counts(sequences, train.n_items, count_release, secure=self.secure)
-        self.model = fit_dp_ease(sequences, counts, self.config, gram_release, secure=self.secure)
+        self.model = fit_dp_ease(
+            sequences, counts, self.config, gram_release, content=self.content, secure=self.secure
+        )
 
 
 GRAM_SHARE = 0.5

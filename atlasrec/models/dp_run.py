@@ -114,7 +114,14 @@ def fit_dp_run(
         released = release_counts(sequences, data.n_items, mechanisms.counts, secure=secure)
         counts = released
         if mechanisms.gram is not None:
-            head = fit_dp_ease(sequences, released, DpEaseConfig(), mechanisms.gram, secure=secure)
+            head = fit_dp_ease(
+                sequences,
+                released,
+                DpEaseConfig(),
+                mechanisms.gram,
+                content=content,
+                secure=secure,
+            )
             profile = as_profile(head)
     model, report = train(
         content,

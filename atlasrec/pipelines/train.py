@@ -501,6 +501,8 @@ def dp_lineage(
             "noise_multiplier": gram.noise_multiplier,
             "head": config.head,
             "cap": config.cap,
+            "content_prior": config.prior,
+            "prior_neighbours": config.prior_neighbours,
         },
         "validation_release": None
         if validation is None or validation_run is None

@@ -8,13 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlasrec.errors import InvalidInputError
-from atlasrec.evaluation import EASE, EASEConfig, Interactions, ease_weights
+from atlasrec.evaluation import EASE, EASEConfig, Interactions, ease_weights, ease_weights_from_gram
 from atlasrec.models.dp_ease import (
     DpEaseConfig,
     DpEaseRecommender,
     HeadEase,
     as_profile,
     bounded_rows,
+    content_prior,
     denoise,
     dp_ease_mechanisms,
     fit_dp_ease,
@@ -173,3 +174,52 @@ def test_the_head_as_profile_weights_keeps_each_pair_of_items() -> None:
     assert profile.head.tolist() == [2, 5, 9] and profile.size == 12
     # item 5 -> item 9 was weights[0, 2]; now rows/columns 1 and 2
     assert profile.weights[1, 2] == weights[0, 2] and profile.weights[0, 1] == weights[1, 0]
+
+
+def test_the_content_prior_keeps_each_items_nearest_neighbours_summing_to_1() -> None:
+    rng = np.random.default_rng(3)
+    content = rng.normal(size=(12, 5))
+    head = np.array([7, 1, 4, 9, 0, 11])
+    s = content_prior(content, head, 2)
+    v = content[head] / np.linalg.norm(content[head], axis=1, keepdims=True)
+    cosine = v @ v.T
+    for j in range(head.size):
+        kept = np.flatnonzero(s[:, j])
+        others = np.delete(np.arange(head.size), j)
+        positive = others[cosine[others, j] > 0]
+        nearest = positive[np.argsort(-cosine[positive, j])][:2]
+        assert set(kept) == set(nearest.tolist())
+        if kept.size:
+            assert np.isclose(s[:, j].sum(), 1.0)
+            assert np.allclose(s[kept, j], cosine[kept, j] / cosine[kept, j].sum())
+
+
+def test_the_ridge_pulls_the_weights_toward_the_prior() -> None:
+    rng = np.random.default_rng(4)
+    x = (rng.random((40, 6)) < 0.4).astype(np.float64)
+    prior = rng.random((6, 6))
+    lam = 3.0
+    weights = ease_weights_from_gram(x.T @ x, lam, prior.copy())
+    for j in range(6):  # each column: argmin ‖x_j - X b‖² + λ‖b - a_j‖² with b_j = 0
+        others = np.delete(np.arange(6), j)
+        a = x[:, others]
+        b = np.linalg.solve(a.T @ a + lam * np.eye(5), a.T @ x[:, j] + lam * prior[others, j])
+        assert np.allclose(weights[others, j], b) and weights[j, j] == 0.0
+    assert np.allclose(
+        ease_weights_from_gram(np.zeros((6, 6)), lam, prior.copy()), prior - np.diag(np.diag(prior))
+    )
+
+
+def test_under_heavy_noise_the_prior_ranks_a_content_twin_first() -> None:
+    n_items = 40
+    content = np.eye(n_items)
+    content[31] = content[30]  # items 30 and 31 read alike
+    log = regular_log(n_users=200, per_user=4, n_items=n_items)
+    x = log.to_csr()
+    users = np.array([u for u in range(log.n_users) if x[u, 30] and not x[u, 31]])
+    found = {}
+    for prior in (0.0, 3.0):
+        rec = DpEaseRecommender(0.2, 1e-5, DpEaseConfig(head=n_items, prior=prior), content=content)
+        rec.fit(log)
+        found[prior] = np.mean(rec.recommend(users, 1)[:, 0] == 31)
+    assert users.size >= 10 and found[3.0] >= 0.9 > found[0.0]

@@ -13,6 +13,7 @@ from atlasrec.models import dp_run
 from atlasrec.models.dp_ease import GRAM_SHARE
 from atlasrec.models.dp_run import fit_dp_run, run_mechanisms
 from atlasrec.models.dp_validation import (
+    SWITCH_Z,
     VALIDATION_SHARE,
     popularity_top_k,
     release_choice,
@@ -53,20 +54,36 @@ def test_a_tenant_too_small_to_validate_on_releases_no_validation() -> None:
     assert epsilon([m for m in few if m is not None], 1e-5) == pytest.approx(8.0, rel=0.01)
 
 
-def test_the_profile_order_is_kept_above_popularity_and_popularity_is_the_floor() -> None:
+def test_profile_is_kept_above_popularity_next_where_it_leads_and_popularity_is_the_floor() -> None:
     exact = Mechanism(1e-9, 1.0, 1)  # noise too small to matter: the rule itself
     better = {"next": np.full(50, -0.01), "profile": np.full(50, 0.02)}
     order, entry = release_choice(better, exact)
     assert (order.order, order.below_popularity) == ("profile", ("next",))
     assert entry["dp_validation"]["noisy_mean_ndcg_gain_over_popularity"]["profile"] == 0.02
     next_higher = {"next": np.full(50, 0.03), "profile": np.full(50, 0.01)}
-    assert release_choice(next_higher, exact)[0].order == "profile"  # not chosen by noise
-    worse = {"next": np.full(50, 0.01), "profile": np.full(50, -0.02)}
+    order, entry = release_choice(next_higher, exact)  # noise-free: any lead is the data's
+    assert order.order == "next" and "leads profile's" in entry["reason"]
+    pop_floor = {"next": np.full(50, 0.03), "profile": np.full(50, -0.01)}
+    assert release_choice(pop_floor, exact)[0].order == "next"
+    worse = {"next": np.full(50, -0.01), "profile": np.full(50, -0.02)}
     order, entry = release_choice(worse, exact)
-    assert order.order == "popularity" and order.below_popularity == ("profile",)
+    assert order.order == "popularity" and order.below_popularity == ("next", "profile")
     assert "the floor" in entry["reason"]
     without_profile = {"next": np.full(50, 0.01)}  # no Gram release: the next order
     assert release_choice(without_profile, exact)[0].order == "next"
+
+
+def test_next_replaces_profile_only_by_more_than_the_noise_margin() -> None:
+    mechanism = Mechanism(3.0, 1.0, 1)  # sd of a sum: 3 * sqrt(2); of a difference: 6
+    margin = SWITCH_Z * 6.0
+    within = {"next": np.full(100, (0.5 * margin + 1.0) / 100), "profile": np.full(100, 0.01)}
+    beyond = {"next": np.full(100, (3.0 * margin + 1.0) / 100), "profile": np.full(100, 0.01)}
+    picks = [release_choice(within, mechanism)[0].order for _ in range(400)]
+    assert picks.count("next") / 400 < 0.5  # half the margin: about 16% by noise
+    far = [release_choice(beyond, mechanism)[0].order for _ in range(400)]
+    assert far.count("next") / 400 > 0.95
+    entry = release_choice(within, mechanism)[1]["dp_validation"]
+    assert entry["next_margin_of_the_mean"] == pytest.approx(margin / 100)
 
 
 def test_the_validation_release_adds_noise_of_its_mechanisms_scale() -> None:
