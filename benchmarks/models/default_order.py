@@ -361,6 +361,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dp-epsilon", type=float, help="also fit what `train --epsilon` publishes, per seed"
     )
+    parser.add_argument("--dp-only", action="store_true", help="with --dp-epsilon: DP runs alone")
     return parser.parse_args(argv)
 
 
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the study and print its results as JSON (and write them with --out)."""
     args = parse_args(argv)
     started = time.perf_counter()
-    results = default_order_study(args.datasets, args.seeds, args.dp_epsilon)
+    results = default_order_study(args.datasets, args.seeds, args.dp_epsilon, args.dp_only)
     results["total_s"] = round(time.perf_counter() - started, 1)
     emit(results, args.out)
 
