@@ -14,7 +14,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +95,8 @@ def _caught_up(platform: Platform, timeout_s: float = 60) -> None:
     events = platform.plane(Region.EU).events
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(events.consumer(name).lag().total == 0 for name in CONSUMERS):
+        lags = events.lags()
+        if all(name in lags and lags[name].total == 0 for name in CONSUMERS):
             return
         time.sleep(0.2)
     raise AssertionError("the consumers did not catch up")
@@ -109,7 +110,8 @@ def _handled(log: Path) -> dict[str, tuple[int, int]]:
 
 
 def _holding(events: EventLog) -> bool:
-    return all(events.consumer(name).lag().unacknowledged for name in CONSUMERS)
+    lags = events.lags()
+    return all(name in lags and lags[name].unacknowledged for name in CONSUMERS)
 
 
 def _kill_holding_a_batch(fleet: Fleet) -> None:
@@ -118,7 +120,9 @@ def _kill_holding_a_batch(fleet: Fleet) -> None:
     The first is frozen (SIGSTOP) for longer than the ack wait, so what it held is handed to
     the second and its pull requests expire: the log's unacknowledged deliveries are then the
     second's alone. It is killed when, even after the kill, both consumers hold some (those
-    must be delivered again), then started again, and the first resumes (SIGCONT).
+    must be delivered again), then started again; the first resumes (SIGCONT) only once the
+    new process has acknowledged past both consumers' floors at the kill, so it has taken
+    its predecessor's batch back whatever its start-up time.
     """
     survivor, victim = fleet.consumers
     assert survivor.proc is not None
@@ -136,11 +140,21 @@ def _kill_holding_a_batch(fleet: Fleet) -> None:
             victim.start()
         else:
             raise AssertionError("the consumer process never held a batch when killed")
+        floors = {name: lag.ack_floor for name, lag in events.lags().items()}
+        victim.log.write_text("")  # count only what the new process handles
+        victim.start()
+        _wait_for(lambda: all(events.lags()[n].ack_floor > floors[n] for n in CONSUMERS))
     finally:
         platform.close()
         survivor.proc.send_signal(signal.SIGCONT)
-    victim.log.write_text("")  # count only what the new process handles
-    victim.start()
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the restarted consumer process took back no batch")
+        time.sleep(0.1)
 
 
 def _applied(fleet: Fleet) -> tuple[int, float]:
