@@ -43,7 +43,13 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Stop when nothing is left")] = False,
 ) -> None:
     """Run consumers of a region's log in this process (until SIGTERM, or idle with --once)."""
-    workers = consume(open_platform(), parse_region(region), consumer or list(CONSUMERS), once=once)
+    where = parse_region(region)
+
+    def started(names: list[str]) -> None:
+        typer.echo(f"consuming region {where.value}'s log: {', '.join(names)} (until SIGTERM)")
+
+    names = consumer or list(CONSUMERS)
+    workers = consume(open_platform(), where, names, once=once, started=started)
     for worker in workers:
         done = worker.stats
         typer.echo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from atlasrec.consumers import (
@@ -80,9 +81,17 @@ def subscriptions(
 
 
 def consume(
-    platform: Platform, region: Region, names: list[str], *, once: bool = False
+    platform: Platform,
+    region: Region,
+    names: list[str],
+    *,
+    once: bool = False,
+    started: Callable[[list[str]], None] = lambda _: None,
 ) -> list[ConsumerWorker[Any]]:
-    """Run the named consumers of a region's log until SIGTERM/SIGINT (or, `once`, until idle)."""
+    """Run the named consumers of a region's log until SIGTERM/SIGINT (or, `once`, until idle).
+
+    `started` is told the consumers' names once they are bound and pulling.
+    """
     plane = platform.plane(region)
     chosen = subscriptions(plane, names)
     collect_less_often()
@@ -95,6 +104,7 @@ def consume(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     workers = start_workers(plane.events, chosen)
+    started(list(chosen))
     stop.wait()
     for worker in workers:
         worker.stop()
