@@ -14,6 +14,7 @@ from atlasrec.errors import (
     CrossTenantError,
     UnknownTenantError,
 )
+from atlasrec.request_ids import RequestIds
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 
 REFUSED = "boundary.refused"
@@ -44,11 +45,14 @@ class Boundary:
         audit: AuditLog,
         home_of: Callable[[str], Region | None],
         fallback_of: Callable[[str], Region | None] = lambda _: None,
+        request_ids: RequestIds | None = None,
     ) -> None:
         self.region = region
         self.audit = audit
         self._home_of = home_of
         self._fallback_of = fallback_of
+        self.request_ids = request_ids
+        """Issues and checks the region's tenant-bound request ids (`atlasrec.request_ids`)."""
 
     def require_region(self, region: Region, what: str) -> None:
         """Refuse (`ConfigError`) to guard `what` of `region` with this region's boundary."""
@@ -103,6 +107,26 @@ class Boundary:
                 f"{self.region.value!r} as its fallback region"
             )
             self.refuse(Scope(tenant_id, self.region), error, actor=actor, action=action)
+
+    def admit_request_ref(
+        self, scope: Scope, request_id: str, *, actor: str, action: str, field: str
+    ) -> None:
+        """Allow `scope` to refer to a served request only if it was issued to that tenant here.
+
+        Another tenant's request id, another region's or a made-up one is refused: the
+        refusal is audited (with the id and the field that carried it) and raised.
+        """
+        if self.request_ids is None:
+            raise ConfigError(f"region {self.region.value!r}: no request-id key configured")
+        if not self.request_ids.issued_to(scope.tenant_id, request_id):
+            error = CrossTenantError(
+                f"tenant {scope.tenant_id!r}: {field}: {request_id!r} is not a request served "
+                f"to this tenant in region {self.region.value!r}; an event is attributed only "
+                "to its own tenant's requests"
+            )
+            self.refuse(
+                scope, error, actor=actor, action=action, subject=field, request_id=request_id
+            )
 
     def check(
         self, scope: Scope, *, action: str, target_tenant: str | None = None

@@ -6,8 +6,9 @@ With `ATLASREC_BROKER_URL` (Redis), a job runs as a Celery task on a worker of t
 
 Federated rounds are scheduled per region by Celery beat (`beat_schedule`: one entry per
 region every `ATLASREC_FEDERATION_INTERVAL_S`, on that region's queue), and so are the
-drift checks, the empirical privacy audits of new DP releases, a leakage scan and retrains of
-stale or drifted models (every `ATLASREC_RETRAIN_CHECK_S`, `atlasrec.pipelines.retrain`):
+drift checks, the empirical privacy audits of new DP releases, a leakage scan, the online
+metrics of served recommendations (`atlasrec.outcomes`) and retrains of stale or drifted
+models (every `ATLASREC_RETRAIN_CHECK_S`, `atlasrec.pipelines.retrain`):
 
     ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs beat
 
@@ -28,6 +29,7 @@ from celery.exceptions import TimeoutError as ResultTimeout
 from atlasrec.errors import AtlasRecError
 from atlasrec.leakage import scan_region
 from atlasrec.models.training import Progress
+from atlasrec.outcomes import refresh_region_outcomes
 from atlasrec.pipelines.monitor import check_region_drift
 from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.pipelines.train import TrainResult, train_tenant
@@ -87,7 +89,7 @@ def retrain_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
-    """The worker side of the region's watch: drift, audits, a leakage scan, retrains.
+    """The region's watch: drift, audits, a leakage scan, online metrics, retrains.
 
     Each retrain is a `train` task of its own.
     """
@@ -106,6 +108,7 @@ def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
         check_region_drift(platform, parse_region(region), actor=actor)
         audit_pending(platform, parse_region(region), actor=actor)
         scan_region(platform, parse_region(region), actor=actor)
+        refresh_region_outcomes(platform, parse_region(region), actor=actor)
         decisions = retrain_stale(platform, parse_region(region), actor=actor, submit=submit)
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}

@@ -62,8 +62,12 @@ SCHEMA = pa.schema(
         ("ts", pa.int64()),
         ("event", pa.string()),
         ("weight", pa.float32()),
+        ("request_id", pa.string()),
+        ("position", pa.int16()),
     ]
 )
+"""`request_id` and `position`: the served recommendation an event responds to (null when
+none; files written before they existed read as null)."""
 REPLACES = b"atlasrec.replaces"
 SEQ_RANGE = b"atlasrec.seq_range"
 TMP = ".tmp-"
@@ -265,6 +269,8 @@ def events_table(seqs: Sequence[int], events: Sequence[LogEvent]) -> pa.Table:
             pa.array([e.ts for e in events], pa.int64()),
             pa.array([e.event for e in events], pa.string()),
             pa.array([e.weight for e in events], pa.float32()),
+            pa.array([e.request_id for e in events], pa.string()),
+            pa.array([e.position for e in events], pa.int16()),
         ],
         schema=SCHEMA,
     )

@@ -209,6 +209,7 @@ async def _home_runtime(serving: ServingApp, tenant: Tenant) -> TenantRuntime:
     runtime = serving.runtime.loaded_tenant(tenant.id)
     if runtime is None:
         runtime = await run_in_threadpool(serving.runtime.tenant, tenant)
+    runtime.tenant = tenant  # the key cache's row: settings (event types) as of its TTL
     return runtime
 
 
@@ -263,6 +264,24 @@ def _refuse_foreign(serving: ServingApp, tenant: Tenant, api_key: str) -> NoRetu
 
 Auth = Annotated[TenantRuntime, Depends(authenticated)]
 RecommendAuth = Annotated[TenantRuntime, Depends(recommender)]
+
+
+async def served_request_id_of(
+    request: Request, serving: ServingDep, runtime: RecommendAuth
+) -> str:
+    """A recommendation's id, bound to its tenant (`atlasrec.request_ids`); also its header.
+
+    Events that respond to the recommendation name this id; only its tenant's are accepted.
+    """
+    request_ids = serving.plane.boundary.request_ids
+    if request_ids is None:
+        return await request_id_of(request)
+    bound = request_ids.issue(runtime.scope.tenant_id, request.state.request_id)
+    request.state.request_id = bound
+    return bound
+
+
+ServedRequestIdDep = Annotated[str, Depends(served_request_id_of)]
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")

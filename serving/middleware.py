@@ -57,18 +57,22 @@ class BodyLimit(HttpMiddleware):
 
 
 class RequestId(HttpMiddleware):
-    """Give each request an id (`request.state.request_id`) and the `X-Request-ID` header."""
+    """Give each request an id (`request.state.request_id`) and the `X-Request-ID` header.
+
+    A route may replace the id (a recommendation's is bound to its tenant); the header
+    carries the id the route left.
+    """
 
     async def handle(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         """Stamp the id on the request's state and on its response."""
-        request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = uuid.uuid4().hex
 
         async def with_header(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start":  # the id as the route left it
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
+                    (b"x-request-id", str(state["request_id"]).encode()),
                 ]
             await send(message)
 

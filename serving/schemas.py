@@ -129,10 +129,29 @@ class Event(Strict):
     timestamp: float | None = Field(
         default=None, ge=0, lt=4_102_444_800, description="Epoch seconds; default: now."
     )
-    event: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)] = (
-        "interaction"
+    event: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NO_NUL)] = Field(
+        default="interaction",
+        description="The event's type: view, click, add_to_cart, purchase, interaction, or "
+        "one of the tenant's own (`atlasrec tenants event-types`).",
     )
-    weight: float = Field(default=1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
+    weight: float | None = Field(
+        default=None,
+        ge=-1e6,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Default: the event type's weight.",
+    )
+    request_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = Field(
+        default=None,
+        description="The recommendation this event responds to (its response's request_id): "
+        "only the tenant's own requests are accepted.",
+    )
+    position: int | None = Field(
+        default=None,
+        ge=0,
+        lt=MAX_K,
+        description="The item's 0-based position in that recommendation (needs request_id).",
+    )
 
 
 class EventsRequest(Strict):

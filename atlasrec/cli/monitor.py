@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from atlasrec.cli.output import print_json
 from atlasrec.drift import check_drift
 from atlasrec.jobs import run_train
 from atlasrec.leakage import resume, scan_region
+from atlasrec.outcomes import DEFAULT_DAYS, DEFAULT_K, refresh_outcomes
 from atlasrec.pipelines.monitor import monitor_status
 from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.tenancy import parse_region
@@ -41,6 +43,31 @@ def retrain(region: RegionOpt, as_json: JsonOpt = False) -> None:
         what = f"retrained: {d['job']}" if d["scheduled"] else f"refused: {d['reason']}"
         what = f"{d['trigger']}; {what}"
         typer.echo(f"{d['tenant_id']}: {what}")
+
+
+@app.command("outcomes")
+def outcomes(
+    tenant: TenantOpt,
+    days: Annotated[
+        int, typer.Option("--days", help="Recompute the last N UTC days (today included)")
+    ] = DEFAULT_DAYS,
+    k: Annotated[int, typer.Option("--k", help="CTR@k's k")] = DEFAULT_K,
+    as_json: JsonOpt = False,
+) -> None:
+    """Online metrics of served recommendations: per day and model version (in-process job)."""
+    rows = refresh_outcomes(open_platform(), tenant, actor=actor(), days=days, k=k)
+    if as_json:
+        print_json({"tenant": tenant, "days": days, "k": k, "rows": [asdict(r) for r in rows]})
+        return
+    if not rows:
+        typer.echo(f"tenant {tenant}: no request served in the last {days} day(s)")
+    for r in rows:
+        typer.echo(
+            f"{r.day} {r.model_version}: {r.requests} requests, CTR@{r.k} {r.ctr_at_k:.4f} "
+            f"({r.clicks}/{r.impressions}), conversions/request {r.conversions_per_request:.4f}, "
+            f"coverage {r.coverage:.3f}, novelty {r.novelty:.2f} bits, p99 "
+            f"{r.latency_ms['p99']:.1f} ms, degraded {r.degraded_share:.1%}"
+        )
 
 
 @app.command("status")

@@ -11,8 +11,14 @@ from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, op
 from atlasrec.cli.output import print_json
 from atlasrec.control.tables import Tenant
 from atlasrec.errors import AtlasRecError
+from atlasrec.event_types import parse_types
 from atlasrec.fallback import publish_copy, set_fallback
-from atlasrec.pipelines.tenants import issue_api_key, revoke_api_key
+from atlasrec.pipelines.tenants import (
+    event_types_of,
+    issue_api_key,
+    revoke_api_key,
+    set_event_types,
+)
 from atlasrec.tenancy import SharingPolicy, parse_region
 
 app = group("Register tenants and manage their API keys.")
@@ -95,6 +101,26 @@ def fallback(
         return
     chosen = None if region is None else parse_region(region)
     print_json(set_fallback(platform, tenant, chosen, actor=actor()))
+
+
+@app.command("event-types")
+def event_types(
+    tenant: TenantOpt,
+    set_: Annotated[
+        str | None,
+        typer.Option("--set", help="The tenant's own types: name=weight,name=weight"),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Only the built-in types")] = False,
+) -> None:
+    """Show, replace (--set) or clear the tenant's own event types and their weights."""
+    if set_ is not None and clear:
+        raise AtlasRecError("give --set or --clear, not both")
+    platform = open_platform()
+    if set_ is None and not clear:
+        print_json(event_types_of(tenant, platform.control.get_tenant(tenant).event_types))
+        return
+    types = None if clear else parse_types(tenant, set_ or "")
+    print_json(set_event_types(platform, tenant, types, actor=actor()))
 
 
 @app.command("new-key")

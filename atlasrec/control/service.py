@@ -16,6 +16,7 @@ from atlasrec.control.cap_requests import mark_approved
 from atlasrec.control.endpoints import parse_endpoint
 from atlasrec.control.tables import ApiKey, LedgerAnchor, RegionRow, Tenant
 from atlasrec.errors import InvalidInputError, TenantExistsError, UnknownTenantError
+from atlasrec.event_types import check_types
 from atlasrec.kdf import derive_key
 from atlasrec.migrations import upgrade
 from atlasrec.tenancy import Region, SharingPolicy, validate_tenant_id
@@ -175,6 +176,15 @@ class ControlPlane:
             if region is not None:
                 check_fallback(tenant, region)
             tenant.fallback_region = region
+        return tenant
+
+    def set_event_types(self, tenant_id: str, types: dict[str, float] | None) -> Tenant:
+        """Replace (or clear, None) the tenant's own event types; the updated tenant."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            tenant = session.get(Tenant, tenant_id, with_for_update=True)
+            if tenant is None:
+                raise UnknownTenantError(tenant_id)
+            tenant.event_types = None if types is None else check_types(tenant_id, types)
         return tenant
 
     def fallback_region_of(self, tenant_id: str) -> Region | None:

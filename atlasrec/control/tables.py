@@ -46,6 +46,8 @@ class Tenant(TenantBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     fallback_region: Region | None = Field(default=None, sa_type=String(8))
     """A `global` tenant's opt-in region of non-personal fallback serving (`atlasrec.fallback`)."""
+    event_types: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    """The tenant's own event types and weights, beside the built-in (`atlasrec.event_types`)."""
 
 
 class ApiKey(ControlModel, table=True):

@@ -21,6 +21,7 @@ from atlasrec.eventlog.regional import open_event_log
 from atlasrec.migrations import upgrade
 from atlasrec.offline_store import OfflineStore
 from atlasrec.online_store import OnlineStore, make_backend
+from atlasrec.request_ids import RequestIds
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, Scope
 
@@ -53,7 +54,11 @@ class RegionDataPlane(Generic[L]):
         )
         self.ledger = ledger(self.engine)
         self.boundary = Boundary(
-            region, self.ledger, control.home_region_of, control.fallback_region_of
+            region,
+            self.ledger,
+            control.home_region_of,
+            control.fallback_region_of,
+            RequestIds(settings.secret_key.get_secret_value().encode(), region),
         )
         self.artifacts = ArtifactStore(
             region, settings.region_dir(region) / "artifacts", self.boundary

@@ -158,6 +158,20 @@ class ServedRequest(RegionModel, table=True):
     """The order served (`atlasrec.intents`): `next`, or `profile` where asked and possible."""
 
 
+class OnlineMetric(RegionModel, table=True):
+    """One day's online metrics of one model version of a tenant (`atlasrec.outcomes`)."""
+
+    __tablename__ = "online_metrics"
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    day: str = Field(primary_key=True, max_length=10)
+    """The UTC day the requests were served (YYYY-MM-DD)."""
+    model_version: str = Field(primary_key=True, max_length=64)
+    k: int
+    figures: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    """`atlasrec.evaluation.online.ArmDay`'s fields."""
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
 class FederationRun(RegionModel, table=True):
     """One `federate` run of the region's aggregator (not a tenant table: no user data).
 
@@ -189,6 +203,7 @@ TENANT_TABLES: tuple[type[RegionModel], ...] = (
     ItemEmbedding,
     DpRun,
     ServedRequest,
+    OnlineMetric,
 )
 """Tables whose rows belong to one tenant: scoped sessions filter them, and PostgreSQL
 row-level security guards them."""

@@ -34,6 +34,10 @@ class LogEvent:
     ts: int
     event: str
     weight: float
+    request_id: str | None = None
+    """The served recommendation this event responds to (checked: the tenant's own)."""
+    position: int | None = None
+    """The item's 0-based position in that recommendation."""
 
     def feature(self) -> tuple[str, str, float, float]:
         """`(user_key, item_id, weight, ts)`, as the online store records events."""
@@ -41,10 +45,11 @@ class LogEvent:
 
     def encode(self) -> bytes:
         """The message body: a compact JSON array."""
-        return json.dumps(
-            [self.event_id, self.user_key, self.item_id, self.ts, self.event, self.weight],
-            separators=(",", ":"),
-        ).encode()
+        row: list[Any] = [self.event_id, self.user_key, self.item_id, self.ts, self.event]
+        row.append(self.weight)
+        if self.request_id is not None:  # attributed events only: the rest stay as they were
+            row += [self.request_id, self.position]
+        return json.dumps(row, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> LogEvent:
@@ -54,8 +59,18 @@ class LogEvent:
     @classmethod
     def from_row(cls, row: list[Any]) -> LogEvent:
         """An event from its decoded JSON array, each field coerced to its type."""
-        event_id, user_key, item_id, ts, event, weight = row
-        return cls(str(event_id), str(user_key), str(item_id), int(ts), str(event), float(weight))
+        event_id, user_key, item_id, ts, event, weight, *served = row
+        request_id, position = served if served else (None, None)
+        return cls(
+            str(event_id),
+            str(user_key),
+            str(item_id),
+            int(ts),
+            str(event),
+            float(weight),
+            None if request_id is None else str(request_id),
+            None if position is None else int(position),
+        )
 
     @classmethod
     def decode_many(cls, bodies: Sequence[bytes]) -> list[LogEvent]:

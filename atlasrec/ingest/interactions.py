@@ -152,6 +152,8 @@ def _convert(table: pa.Table, pseudonymise: Pseudonymise, catalog: pa.Array) -> 
             pa.array(ts),
             event,
             pa.array(weight),
+            pa.nulls(n, pa.string()),  # history responds to no served request
+            pa.nulls(n, pa.int16()),
         ],
         schema=SCHEMA,
     )

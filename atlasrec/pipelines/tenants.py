@@ -1,8 +1,11 @@
-"""API key operations of a tenant: the control-plane change and its ledger record."""
+"""Tenant settings (API keys, event types): the control-plane change and its ledger record."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from atlasrec.control.service import IssuedKey
+from atlasrec.event_types import BUILT_IN, tenant_types
 from atlasrec.platform import Platform
 
 
@@ -31,3 +34,28 @@ def revoke_api_key(platform: Platform, tenant_id: str, key_id: str, *, actor: st
         tenant_id=tenant_id,
         details={"api_key_id": key_id},
     )
+
+
+def set_event_types(
+    platform: Platform, tenant_id: str, types: dict[str, float] | None, *, actor: str
+) -> dict[str, Any]:
+    """Replace (None: clear) the tenant's own event types; recorded in its home ledger."""
+    tenant = platform.control.set_event_types(tenant_id, types)
+    platform.plane(platform.scope(tenant_id).region).ledger.append(
+        actor=actor,
+        action="event_types.set",
+        subject=f"tenant:{tenant_id}",
+        tenant_id=tenant_id,
+        details={"event_types": tenant.event_types},
+    )
+    return event_types_of(tenant_id, tenant.event_types)
+
+
+def event_types_of(tenant_id: str, own: dict[str, float] | None) -> dict[str, Any]:
+    """What the tenant's events may be: its own types, and every type with its weight."""
+    return {
+        "tenant": tenant_id,
+        "own": own or {},
+        "built_in": BUILT_IN,
+        "accepted": tenant_types(own),
+    }

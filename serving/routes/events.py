@@ -14,9 +14,10 @@ import uuid
 
 from fastapi import APIRouter, HTTPException
 
+from atlasrec.event_types import tenant_types
 from atlasrec.eventlog.records import LogEvent
 from serving import schemas
-from serving.deps import Auth, RequestIdDep, ServingDep, check_known_items
+from serving.deps import Auth, RequestIdDep, ServingApp, ServingDep, check_known_items
 from serving.runtime import TenantRuntime
 
 ACTOR = "serving"
@@ -34,6 +35,7 @@ def events(
 ) -> schemas.EventsResponse:
     """Append interactions to the region's event log; the user's features change at once."""
     check_known_items(runtime, [e.item_id for e in body.events], "events[{n}].item_id")
+    _check_served(serving, runtime, body.events)
     logged = _logged(runtime, body.events, time.time())
     appended = serving.plane.events.append(runtime.scope, logged, actor=ACTOR)
     new = [
@@ -52,10 +54,40 @@ def events(
     )
 
 
+def _check_served(serving: ServingApp, runtime: TenantRuntime, events: list[schemas.Event]) -> None:
+    """Refuse the whole batch (403, audited) if an event names a request not served to its tenant.
+
+    Checked before anything is appended, so a refused batch leaves nothing behind.
+    """
+    for n, e in enumerate(events):
+        if e.request_id is not None:
+            serving.plane.boundary.admit_request_ref(
+                runtime.scope,
+                e.request_id,
+                actor=ACTOR,
+                action="events.attribute",
+                field=f"events[{n}].request_id",
+            )
+        elif e.position is not None:
+            raise HTTPException(
+                422,
+                f"tenant {runtime.scope.tenant_id!r}: events[{n}].position: given without the "
+                "request_id of the recommendation it is a position in",
+            )
+
+
 def _logged(runtime: TenantRuntime, events: list[schemas.Event], now: float) -> list[LogEvent]:
-    """The log's records: pseudonymised users, event ids, timestamps inside the window."""
+    """The log's records: pseudonymised users, event ids, known types, timestamps in the window."""
+    types = tenant_types(runtime.tenant.event_types)
     logged = []
     for n, e in enumerate(events):
+        if e.event not in types:
+            raise HTTPException(
+                422,
+                f"tenant {runtime.scope.tenant_id!r}: events[{n}].event: {e.event!r} is not an "
+                f"event type of this tenant (accepted: {', '.join(sorted(types))}; a tenant adds "
+                "its own with `atlasrec tenants event-types`)",
+            )
         ts = now if e.timestamp is None else e.timestamp
         if not now - MAX_AGE_S <= ts <= now + MAX_FUTURE_S:
             raise HTTPException(
@@ -71,7 +103,9 @@ def _logged(runtime: TenantRuntime, events: list[schemas.Event], now: float) -> 
                 item_id=e.item_id,
                 ts=int(ts),
                 event=e.event,
-                weight=e.weight,
+                weight=types[e.event] if e.weight is None else e.weight,
+                request_id=e.request_id,
+                position=e.position,
             )
         )
     return logged

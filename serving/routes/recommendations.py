@@ -12,7 +12,13 @@ from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import ServedRecord
 from atlasrec.freshness import age_of_version
 from serving import schemas
-from serving.deps import RecommendAuth, RequestIdDep, ServingApp, ServingDep, check_known_items
+from serving.deps import (
+    RecommendAuth,
+    ServedRequestIdDep,
+    ServingApp,
+    ServingDep,
+    check_known_items,
+)
 from serving.pipeline import STAGES, Query, Served, recommend
 from serving.runtime import TenantRuntime
 
@@ -23,7 +29,7 @@ router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
 async def recommendations(
     body: schemas.RecommendationRequest,
     serving: ServingDep,
-    request_id: RequestIdDep,
+    request_id: ServedRequestIdDep,
     runtime: RecommendAuth,
 ) -> schemas.RecommendationResponse:
     """Top-k items for a user (or an anonymous session), policy filtered.

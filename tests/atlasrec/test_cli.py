@@ -265,3 +265,23 @@ def test_tenants_fallback_refuses_a_solo_tenant_and_unclear_flags_in_one_line(
     assert code != 0 and "exactly one of" in err
     code, _, err = cli(capsys, "tenants", "fallback", "--tenant", "nobody", "--off")
     assert code != 0 and "nobody" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tenants_event_types_set_show_clear_and_refuse_in_one_line(
+    cli_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(capsys, "tenants", "create", "--id", "shop", "--region", "eu", "--sharing", "solo")
+    code, out, _ = cli(
+        capsys, "tenants", "event-types", "--tenant", "shop", "--set", "wishlist=0.3"
+    )
+    assert code == 0 and json.loads(out)["accepted"]["wishlist"] == 0.3
+    code, out, _ = cli(capsys, "tenants", "event-types", "--tenant", "shop")
+    assert json.loads(out)["own"] == {"wishlist": 0.3} and "purchase" in json.loads(out)["accepted"]
+    code, _, err = cli(capsys, "tenants", "event-types", "--tenant", "shop", "--set", "Bad=1")
+    assert code != 0 and "'Bad'" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = cli(capsys, "tenants", "event-types", "--tenant", "shop", "--clear")
+    assert code == 0 and json.loads(out)["own"] == {}
+    code, out, _ = cli(capsys, "monitor", "outcomes", "--tenant", "shop")
+    assert code == 0 and "no request served in the last 2 day(s)" in out
+    code, _, err = cli(capsys, "monitor", "outcomes", "--tenant", "shop", "--days", "0")
+    assert code != 0 and "days must be 1 to 90" in err
