@@ -189,11 +189,17 @@ class ArtifactStore:
         *,
         actor: str,
         metadata: dict[str, Any] | None = None,
+        point_latest: bool = True,
     ) -> Artifact:
-        """Publish a new version: `write(folder)` fills a private folder, then it goes live."""
+        """Publish a new version: `write(folder)` fills a private folder, then it goes live.
+
+        With `point_latest=False` it is published but LATEST stays (`point_latest` later).
+        """
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.publish")
         owner = {"tenant_id": scope.tenant_id, "region": scope.region.value, "kind": kind}
-        version, final, manifest = publish_version(kind_dir, write, owner, metadata or {})
+        version, final, manifest = publish_version(
+            kind_dir, write, owner, metadata or {}, point_latest=point_latest
+        )
         return Artifact(scope.tenant_id, self.region, kind, version, final, manifest)
 
     def latest(self, scope: Scope, kind: str, *, actor: str) -> Artifact | None:
@@ -201,6 +207,23 @@ class ArtifactStore:
         kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.read")
         version = latest_usable(kind_dir)
         return None if version is None else self._load(scope, kind, kind_dir / version)
+
+    def pointed(self, scope: Scope, kind: str, *, actor: str) -> str | None:
+        """The version LATEST names (the live one, quarantined or not), or None."""
+        pointer = self._kind_dir(scope, kind, actor=actor, action="artifact.read") / "LATEST"
+        return pointer.read_text().strip() if pointer.exists() else None
+
+    def point_latest(self, scope: Scope, kind: str, version: str, *, actor: str) -> None:
+        """Make a published, unquarantined version the one LATEST names (atomically)."""
+        kind_dir = self._kind_dir(scope, kind, actor=actor, action="artifact.point")
+        path = kind_dir / _check_name(version, "version")
+        if not (path / MANIFEST).exists():
+            raise InvalidInputError(f"tenant {scope.tenant_id!r} has no {kind} version {version!r}")
+        if (path / QUARANTINED).exists():
+            raise InvalidInputError(
+                f"tenant {scope.tenant_id!r}: {kind} version {version!r} is quarantined"
+            )
+        write_atomic(kind_dir / "LATEST", version.encode())
 
     def quarantine(self, artifact: Artifact, reason: str, *, actor: str) -> None:
         """Take a version out of use for good (`latest` passes it over); idempotent."""

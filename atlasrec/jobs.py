@@ -38,6 +38,10 @@ from atlasrec.privacy_audit import audit_pending
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, parse_region
 
+RETRAIN_PROMOTES = True
+"""A retrain of a stale or drifted model goes live at once: the automatic rollout analysis,
+which would take its candidate through shadow and canary, is not built yet (issue #16)."""
+
 
 class JobError(AtlasRecError):
     """A job failed on a worker (the message is the worker's one-line reason)."""
@@ -99,7 +103,7 @@ def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
     def submit(tenant_id: str) -> str:
         task = app.send_task(
             "atlasrec.train",
-            args=[tenant_id, None, False, actor],
+            args=[tenant_id, None, False, actor, False, RETRAIN_PROMOTES],
             queue=f"atlasrec-{region}",
         )
         return str(task.id)
@@ -135,13 +139,24 @@ def _federate_task(region: str, rounds: int, actor: str) -> dict[str, Any]:
 
 
 def _train_task(
-    tenant_id: str, epsilon: float | None, no_dp: bool, actor: str, no_backbone: bool = False
+    tenant_id: str,
+    epsilon: float | None,
+    no_dp: bool,
+    actor: str,
+    no_backbone: bool = False,
+    promote: bool = False,
 ) -> dict[str, Any]:
     """The worker side of `train`: runs the same pipeline in the worker's process."""
     platform = Platform()
     try:
         result = train_tenant(
-            platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+            platform,
+            tenant_id,
+            actor=actor,
+            epsilon=epsilon,
+            no_dp=no_dp,
+            no_backbone=no_backbone,
+            promote=promote,
         )
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}
@@ -163,17 +178,26 @@ def run_train(
     epsilon: float | None,
     no_dp: bool,
     no_backbone: bool = False,
+    promote: bool = False,
     timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Train in-process (embedded) or as a Celery task (broker configured); same result."""
     if platform.settings.broker_url is None:
         result = train_tenant(
-            platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+            platform,
+            tenant_id,
+            actor=actor,
+            epsilon=epsilon,
+            no_dp=no_dp,
+            no_backbone=no_backbone,
+            promote=promote,
         )
         return _done(result, worker="in-process")
     platform.control.get_tenant(tenant_id)  # unknown tenants fail here, not on a worker
     app = make_celery(platform.settings)
-    outcome = app.send_task("atlasrec.train", args=[tenant_id, epsilon, no_dp, actor, no_backbone])
+    outcome = app.send_task(
+        "atlasrec.train", args=[tenant_id, epsilon, no_dp, actor, no_backbone, promote]
+    )
     try:
         value: dict[str, Any] = outcome.get(timeout=timeout_s)
     except ResultTimeout:
@@ -194,6 +218,7 @@ def train(
     no_dp: bool,
     no_backbone: bool = False,
     progress: Progress | None = None,
+    promote: bool = False,
 ) -> TrainResult:
     """Train on a region worker when a broker is configured, else here (with `progress`)."""
     if platform.settings.broker_url is None:
@@ -205,11 +230,20 @@ def train(
             no_dp=no_dp,
             no_backbone=no_backbone,
             progress=progress,
+            promote=promote,
         )
     done = run_train(
-        platform, tenant_id, actor=actor, epsilon=epsilon, no_dp=no_dp, no_backbone=no_backbone
+        platform,
+        tenant_id,
+        actor=actor,
+        epsilon=epsilon,
+        no_dp=no_dp,
+        no_backbone=no_backbone,
+        promote=promote,
     )
-    return TrainResult(done["tenant_id"], done["region"], done["model_version"], done["lineage"])
+    return TrainResult(
+        done["tenant_id"], done["region"], done["model_version"], done["lineage"], done["release"]
+    )
 
 
 celery_app = make_celery(get_settings()) if get_settings().broker_url else None

@@ -176,7 +176,7 @@ def _train_all(
         latest = plane.artifacts.latest(scope, KIND, actor=actor)
         if latest is None or _files_newer(plane, scope, actor, latest.manifest["created_at"]):
             console.print(f"training {ds.tenant_id} ({ds.n_users} users, {ds.n_items} items) ...")
-            trained = train_tenant(platform, ds.tenant_id, actor=actor)
+            trained = train_tenant(platform, ds.tenant_id, actor=actor, promote=True)
             version, parent = trained.model_version, trained.lineage.get("parent_backbone")
         else:
             version, parent = latest.version, latest.manifest["metadata"].get("parent_backbone")

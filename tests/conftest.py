@@ -51,7 +51,8 @@ RESET_SQL = {
     "UPDATE regions SET endpoint = NULL",
     "region": "ALTER TABLE audit_records ENABLE TRIGGER USER; "
     "TRUNCATE items, interactions, ingest_batches, tenant_secrets, audit_records, "
-    "item_embeddings, dp_runs, served_requests, federation_runs, audit_record_tenants",
+    "item_embeddings, dp_runs, served_requests, federation_runs, audit_record_tenants, "
+    "online_metrics, model_releases",
 }
 
 

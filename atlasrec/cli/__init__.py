@@ -54,6 +54,10 @@ COMMANDS = {
         "atlasrec.cli.monitor",
         "What the platform watches in a region: freshness, drift and budgets.",
     ),
+    "rollout": Lazy(
+        "atlasrec.cli.rollout",
+        "A tenant's model releases: candidates, the live version, promotion and rollback.",
+    ),
     "tenants": Lazy("atlasrec.cli.tenants", "Register tenants and manage their API keys."),
     "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets and empirical audits."),
     "audit": Lazy("atlasrec.cli.audit", "The hash-chained audit ledger of each region."),

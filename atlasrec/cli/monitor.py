@@ -10,7 +10,7 @@ import typer
 from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, open_platform
 from atlasrec.cli.output import print_json
 from atlasrec.drift import check_drift
-from atlasrec.jobs import run_train
+from atlasrec.jobs import RETRAIN_PROMOTES, run_train
 from atlasrec.leakage import resume, scan_region
 from atlasrec.outcomes import DEFAULT_DAYS, DEFAULT_K, refresh_outcomes
 from atlasrec.pipelines.monitor import monitor_status
@@ -30,7 +30,9 @@ def retrain(region: RegionOpt, as_json: JsonOpt = False) -> None:
     who = actor()
 
     def submit(tenant_id: str) -> str:
-        done = run_train(platform, tenant_id, actor=who, epsilon=None, no_dp=False)
+        done = run_train(
+            platform, tenant_id, actor=who, epsilon=None, no_dp=False, promote=RETRAIN_PROMOTES
+        )
         return str(done["model_version"])
 
     decisions = retrain_stale(platform, parse_region(region), actor=who, submit=submit)

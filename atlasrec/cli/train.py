@@ -67,7 +67,7 @@ def _summary_line(tenant: str, result: TrainResult) -> str:
     return (
         f"{tenant}@{result.region}: model {result.model_version} "
         f"({lineage['users']} users, {lineage['items']} items, {privacy}, "
-        f"from {start}, {lineage['train_seconds']}s)"
+        f"from {start}, {lineage['train_seconds']}s), {result.release}"
     )
 
 
@@ -79,11 +79,17 @@ def train(
     ] = None,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="Train without DP (tenant-local)")] = False,
     no_backbone: NoBackboneOpt = False,
+    promote: Annotated[
+        bool,
+        typer.Option("--promote", help="Go live at once instead of as a release candidate"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a tenant's model in its home region (user-level DP unless --no-dp).
 
-    A regional or global tenant starts from the latest federated backbone it may use.
+    A regional or global tenant starts from the latest federated backbone it may use. The
+    model is a release candidate (`atlasrec rollout`) unless it is the tenant's first or
+    --promote is given: then it goes live at once.
     """
     platform = open_platform()
     local = platform.settings.broker_url is None  # else a Celery task on a region worker
@@ -96,6 +102,7 @@ def train(
             no_dp=no_dp,
             no_backbone=no_backbone,
             progress=progress,
+            promote=promote,
         )
     if as_json:
         print_json(
@@ -103,6 +110,7 @@ def train(
                 "tenant_id": result.tenant_id,
                 "region": result.region,
                 "model_version": result.model_version,
+                "release": result.release,
                 "lineage": result.lineage,
             }
         )

@@ -158,6 +158,20 @@ class ServedRequest(RegionModel, table=True):
     """The order served (`atlasrec.intents`): `next`, or `profile` where asked and possible."""
 
 
+class ModelRelease(RegionModel, table=True):
+    """A model version's place in its tenant's release lifecycle (`atlasrec.releases`)."""
+
+    __tablename__ = "model_releases"
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    version: str = Field(primary_key=True, max_length=64)
+    state: str = Field(max_length=16)
+    """`candidate`, `shadow`, `canary`, `live`, `retired` or `rolled_back`."""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    """Why it entered its state (a person's reason, or the gate that decided)."""
+
+
 class OnlineMetric(RegionModel, table=True):
     """One day's online metrics of one model version of a tenant (`atlasrec.outcomes`)."""
 
@@ -204,6 +218,7 @@ TENANT_TABLES: tuple[type[RegionModel], ...] = (
     DpRun,
     ServedRequest,
     OnlineMetric,
+    ModelRelease,
 )
 """Tables whose rows belong to one tenant: scoped sessions filter them, and PostgreSQL
 row-level security guards them."""

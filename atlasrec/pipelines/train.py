@@ -49,6 +49,7 @@ from atlasrec.models.recommender import user_sequences
 from atlasrec.models.training import DpPlan, Progress, TrainReport, dp_schedule
 from atlasrec.models.two_tower import TwoTower, TwoTowerConfig
 from atlasrec.platform import Platform
+from atlasrec.releases import register
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 from privacy.accounting import Mechanism
 from privacy.accounting import epsilon as epsilon_of
@@ -76,6 +77,8 @@ class TrainResult:
     region: str
     model_version: str
     lineage: dict[str, Any]
+    release: str = "live"
+    """Its state in the release registry (`atlasrec.releases`): `live` or `candidate`."""
 
 
 def code_version() -> str:
@@ -211,8 +214,12 @@ def train_tenant(
     no_backbone: bool = False,
     config: TwoTowerConfig | None = None,
     progress: Progress | None = None,
+    promote: bool = False,
 ) -> TrainResult:
     """Train, charge the DP budget before the first step, publish atomically, audit.
+
+    The model is published as a release candidate (`atlasrec.releases`); the tenant's first
+    model, or one trained with `promote`, goes live at once.
 
     A DP run of a `regional` or `global` tenant starts from its latest federated backbone
     (`latest_backbone`) unless `no_backbone`; the model then takes the backbone's layer
@@ -237,7 +244,7 @@ def train_tenant(
     )
     if no_dp:
         fitted = fit_exact(inputs, progress)
-        return publish(platform, inputs, fitted, actor=actor, dp_run_id=None)
+        return publish(platform, inputs, fitted, actor=actor, dp_run_id=None, promote=promote)
     plane = platform.plane(inputs.scope.region)
     with charged_run(
         budget_transactions(plane, inputs.scope, actor=actor),
@@ -254,6 +261,7 @@ def train_tenant(
             fitted,
             actor=actor,
             dp_run_id=None if train_run is None else train_run.id,
+            promote=promote,
         )
         charged.model_version = result.model_version
     return result
@@ -409,8 +417,9 @@ def publish(
     *,
     actor: str,
     dp_run_id: str | None,
+    promote: bool = False,
 ) -> TrainResult:
-    """Publish the model bundle atomically with its lineage, and audit it."""
+    """Publish the model bundle atomically with its lineage, audit it, register its release."""
     data, scope = inputs.data, inputs.scope
     plane = platform.plane(scope.region)
     lineage = {
@@ -444,6 +453,7 @@ def publish(
         ),
         actor=actor,
         metadata=lineage,
+        point_latest=False,  # the registry moves LATEST when the version goes live
     )
     parent = inputs.parent
     plane.ledger.append(
@@ -460,7 +470,8 @@ def publish(
             else f"{parent.version.domain}/{parent.version.version}",
         },
     )
-    return TrainResult(scope.tenant_id, scope.region.value, artifact.version, lineage)
+    state = register(plane, scope, artifact.version, live=promote, actor=actor)
+    return TrainResult(scope.tenant_id, scope.region.value, artifact.version, lineage, state.value)
 
 
 def dp_lineage(

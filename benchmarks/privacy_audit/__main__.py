@@ -51,10 +51,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     releases = []
     for eps in args.epsilons:
         started = time.perf_counter()
-        train_tenant(platform, TENANT, actor="bench", epsilon=eps)
+        version = train_tenant(platform, TENANT, actor="bench", epsilon=eps).model_version
         trained = time.perf_counter() - started
         started = time.perf_counter()
-        audit = audit_release(platform, TENANT, actor="bench")
+        audit = audit_release(platform, TENANT, actor="bench", version=version)
         releases.append(
             {
                 "requested_epsilon": eps,

@@ -197,7 +197,9 @@ def test_a_new_model_swaps_in_while_requests_keep_succeeding(region: ServedRegio
         for t in threads:
             t.start()
         try:
-            new = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+            new = train_tenant(
+                region.platform, "shop", actor="test", no_dp=True, config=FAST, promote=True
+            )
             runtime.refresh_all()
             time.sleep(0.3)
         finally:

@@ -1,0 +1,317 @@
+"""The release registry: each model version's state in its tenant's lifecycle.
+
+    candidate -> shadow -> canary -> live -> retired
+    (candidate, shadow, canary or live) -> rolled_back
+
+`train` publishes a candidate; the tenant's first model, or `train --promote`, goes live at
+once. The live version is the one the model store's LATEST names, which is what serving
+loads and swaps to atomically; the registry (`model_releases`, in the tenant's region
+database) and LATEST change in one step: LATEST moves inside the registry's transaction and
+is put back if the transaction fails. Only one version is live; the one it replaces is
+retired, and a rollback of the live version brings the newest retired one back. Every
+decision (published, promoted, rolled back) is a ledger record with its reason and the
+numbers that decided it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
+from sqlmodel import col, select
+
+from atlasrec.clock import utcnow
+from atlasrec.dataplane.session import TenantSession
+from atlasrec.dataplane.tables import ModelRelease
+from atlasrec.errors import ConflictError, InvalidInputError
+from atlasrec.models.bundle import KIND
+from atlasrec.platform import Plane, Platform
+from atlasrec.tenancy import Scope
+
+PUBLISHED = "release.published"
+PROMOTED = "release.promoted"
+ROLLED_BACK = "release.rolled_back"
+BACKFILLED = "live before the release registry"
+MAX_REASON = 500
+
+
+class State(StrEnum):
+    """A model version's place in its tenant's release lifecycle."""
+
+    CANDIDATE = "candidate"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    LIVE = "live"
+    RETIRED = "retired"
+    ROLLED_BACK = "rolled_back"
+
+
+IN_FLIGHT = (State.SHADOW, State.CANARY)
+NEXT: dict[State, frozenset[State]] = {
+    State.CANDIDATE: frozenset({State.SHADOW, State.CANARY, State.LIVE, State.ROLLED_BACK}),
+    State.SHADOW: frozenset({State.CANARY, State.LIVE, State.ROLLED_BACK}),
+    State.CANARY: frozenset({State.LIVE, State.ROLLED_BACK}),
+    State.LIVE: frozenset({State.RETIRED, State.ROLLED_BACK}),
+    State.RETIRED: frozenset({State.LIVE}),
+    State.ROLLED_BACK: frozenset(),
+}
+"""The transitions the lifecycle allows (a retired version returns only by a rollback)."""
+
+
+def register(plane: Plane, scope: Scope, version: str, *, live: bool, actor: str) -> State:
+    """Enter a newly published version: live when asked or the tenant's first, else a candidate."""
+    with _changing(plane, scope, actor=actor, action="release.publish") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+        current = _live(rows)
+        state = State.LIVE if live or current is None else State.CANDIDATE
+        row = ModelRelease(tenant_id=scope.tenant_id, version=version, state=State.CANDIDATE)
+        session.add(row)
+        reason = (
+            "train --promote" if live else "the tenant's first model" if current is None else None
+        )
+        if state is State.LIVE:
+            _switch(session, plane, scope, row, current, State.RETIRED, reason, actor=actor)
+        _record(
+            plane,
+            session,
+            scope,
+            PUBLISHED,
+            actor=actor,
+            version=version,
+            state=state.value,
+            previous_live=current and current.version,
+            reason=reason,
+        )
+    return state
+
+
+def promote(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    reason: str,
+    actor: str,
+    version: str | None = None,
+    numbers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Make the release in flight (or the newest candidate, or `version`) live at once."""
+    scope, plane = _open(platform, tenant_id)
+    reason = _reason(tenant_id, reason)
+    with _changing(plane, scope, actor=actor, action="release.promote") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+        target = _find(rows, tenant_id, version) if version else _pending(rows)
+        if target is None:
+            raise InvalidInputError(
+                f"tenant {tenant_id!r} has no candidate or release in flight to promote"
+            )
+        was = State(target.state)
+        _check(tenant_id, target, was, State.LIVE)
+        current = _live(rows)
+        _switch(session, plane, scope, target, current, State.RETIRED, reason, actor=actor)
+        _record(
+            plane,
+            session,
+            scope,
+            PROMOTED,
+            actor=actor,
+            version=target.version,
+            previous_state=was.value,
+            previous_live=current and current.version,
+            reason=reason,
+            numbers=numbers or {},
+        )
+    return {
+        "tenant": tenant_id,
+        "live": target.version,
+        "was": was.value,
+        "retired": current and current.version,
+        "reason": reason,
+    }
+
+
+def rollback(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    reason: str,
+    actor: str,
+    numbers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Stop the release in flight; with none, put the previous live version back."""
+    scope, plane = _open(platform, tenant_id)
+    reason = _reason(tenant_id, reason)
+    with _changing(plane, scope, actor=actor, action="release.rollback") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+        flying = [r for r in rows if r.state in IN_FLIGHT]
+        current = _live(rows)
+        if flying:
+            target, live = flying[-1], current
+            _set(target, State.ROLLED_BACK, reason)
+        else:
+            back = [r for r in rows if r.state == State.RETIRED]
+            if current is None or not back:
+                raise InvalidInputError(
+                    f"tenant {tenant_id!r} has no release in flight and no earlier live version "
+                    "to roll back to"
+                )
+            target, live = current, back[-1]
+            _switch(session, plane, scope, live, current, State.ROLLED_BACK, reason, actor=actor)
+        _record(
+            plane,
+            session,
+            scope,
+            ROLLED_BACK,
+            actor=actor,
+            version=target.version,
+            live=live and live.version,
+            reason=reason,
+            numbers=numbers or {},
+        )
+    return {
+        "tenant": tenant_id,
+        "rolled_back": target.version,
+        "live": live and live.version,
+        "reason": reason,
+    }
+
+
+def status(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
+    """Every version's state, oldest first, the live one and the last decision."""
+    scope, plane = _open(platform, tenant_id)
+    with _changing(plane, scope, actor=actor, action="release.status") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+    decisions = plane.ledger.records(tenant_id=tenant_id, action="release.", limit=None)
+    last = decisions[-1] if decisions else None
+    current = _live(rows)
+    return {
+        "tenant": tenant_id,
+        "region": scope.region.value,
+        "live": current and current.version,
+        "releases": [
+            {
+                "version": r.version,
+                "state": r.state,
+                "created_at": r.created_at.isoformat(),
+                "updated_at": r.updated_at.isoformat(),
+                "reason": r.reason,
+            }
+            for r in rows
+        ],
+        "last_decision": None
+        if last is None
+        else {"action": last.action, "at": last.ts, "details": json.loads(last.details)},
+    }
+
+
+def _open(platform: Platform, tenant_id: str) -> tuple[Scope, Plane]:
+    scope = platform.scope(tenant_id)
+    return scope, platform.plane(scope.region)
+
+
+def _reason(tenant_id: str, reason: str) -> str:
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_REASON:
+        raise InvalidInputError(
+            f"tenant {tenant_id!r}: --reason must be 1 to {MAX_REASON} characters"
+        )
+    return reason
+
+
+@contextmanager
+def _changing(plane: Plane, scope: Scope, *, actor: str, action: str) -> Iterator[TenantSession]:
+    """The registry's transaction; LATEST is put back if it moved and the commit failed."""
+    before = plane.artifacts.pointed(scope, KIND, actor=actor)
+    try:
+        with plane.session(scope, actor=actor, action=action) as session:
+            yield session
+    except BaseException:
+        if before is not None and plane.artifacts.pointed(scope, KIND, actor=actor) != before:
+            plane.artifacts.point_latest(scope, KIND, before, actor=actor)
+        raise
+
+
+def _rows(session: TenantSession, plane: Plane, scope: Scope, *, actor: str) -> list[ModelRelease]:
+    """The tenant's releases, oldest first (locked); a model live before the registry joins it."""
+    query = (
+        select(ModelRelease)
+        .where(col(ModelRelease.tenant_id) == scope.tenant_id)
+        .order_by(col(ModelRelease.created_at), col(ModelRelease.version))
+        .with_for_update()
+    )
+    rows = list(session.execute(query).scalars().all())
+    pointed = plane.artifacts.pointed(scope, KIND, actor=actor)
+    if not rows and pointed is not None:
+        row = ModelRelease(
+            tenant_id=scope.tenant_id, version=pointed, state=State.LIVE, reason=BACKFILLED
+        )
+        session.add(row)
+        rows = [row]
+    return rows
+
+
+def _live(rows: list[ModelRelease]) -> ModelRelease | None:
+    return next((r for r in rows if r.state == State.LIVE), None)
+
+
+def _pending(rows: list[ModelRelease]) -> ModelRelease | None:
+    """The release in flight, else the newest candidate."""
+    flying = [r for r in rows if r.state in IN_FLIGHT]
+    candidates = [r for r in rows if r.state == State.CANDIDATE]
+    pending = flying or candidates
+    return pending[-1] if pending else None
+
+
+def _find(rows: list[ModelRelease], tenant_id: str, version: str) -> ModelRelease:
+    found = next((r for r in rows if r.version == version), None)
+    if found is None:
+        raise InvalidInputError(f"tenant {tenant_id!r} has no model version {version!r}")
+    return found
+
+
+def _check(tenant_id: str, row: ModelRelease, was: State, to: State) -> None:
+    if to not in NEXT[was]:
+        raise ConflictError(
+            f"tenant {tenant_id!r}: model version {row.version!r} is {was.value}; it cannot go "
+            f"{to.value} (from {was.value}: {', '.join(sorted(NEXT[was])) or 'nothing'})"
+        )
+
+
+def _set(row: ModelRelease, state: State, reason: str | None) -> None:
+    row.state = state
+    row.updated_at = utcnow()
+    row.reason = reason
+
+
+def _switch(
+    session: TenantSession,
+    plane: Plane,
+    scope: Scope,
+    new: ModelRelease,
+    old: ModelRelease | None,
+    old_to: State,
+    reason: str | None,
+    *,
+    actor: str,
+) -> None:
+    """`new` goes live and `old` (the live one) to `old_to`; LATEST moves before the commit."""
+    if old is not None and old is not new:
+        _set(old, old_to, reason)
+    _set(new, State.LIVE, reason)
+    session.flush()
+    plane.artifacts.point_latest(scope, KIND, new.version, actor=actor)
+
+
+def _record(
+    plane: Plane, session: TenantSession, scope: Scope, action: str, *, actor: str, **details: Any
+) -> None:
+    plane.ledger.append(
+        actor=actor,
+        action=action,
+        subject=f"model:{KIND}/{details['version']}",
+        tenant_id=scope.tenant_id,
+        session=session,
+        details=details,
+    )

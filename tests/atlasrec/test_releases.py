@@ -1,0 +1,155 @@
+"""The release registry: candidates, one live version (what LATEST names), promotion, rollback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atlasrec.errors import AtlasRecError, ConflictError, InvalidInputError
+from atlasrec.models.bundle import KIND
+from atlasrec.platform import Platform
+from atlasrec.releases import NEXT, State, promote, register, rollback, status
+from atlasrec.tenancy import Region, Scope, SharingPolicy
+
+SHOP = Scope("shop", Region.EU)
+
+
+@pytest.fixture
+def shop(platform: Platform) -> Platform:
+    platform.create_tenant("shop", region=Region.EU, sharing=SharingPolicy.SOLO, actor="test")
+    return platform
+
+
+def publish(platform: Platform, *, live: bool = False) -> tuple[str, State]:
+    """A published model version (a stand-in bundle) entered into the registry."""
+    plane = platform.plane(Region.EU)
+    artifact = plane.artifacts.publish(
+        SHOP,
+        KIND,
+        lambda folder: (folder / "weights.bin").write_bytes(b"w"),
+        actor="test",
+        point_latest=False,
+    )
+    return artifact.version, register(plane, SHOP, artifact.version, live=live, actor="test")
+
+
+def pointed(platform: Platform) -> str | None:
+    return platform.plane(Region.EU).artifacts.pointed(SHOP, KIND, actor="test")
+
+
+def states(platform: Platform) -> dict[str, str]:
+    return {r["version"]: r["state"] for r in status(platform, "shop", actor="t")["releases"]}
+
+
+def test_the_first_model_is_live_and_later_ones_are_candidates_until_promoted(
+    shop: Platform,
+) -> None:
+    first, state = publish(shop)
+    assert state is State.LIVE and pointed(shop) == first
+    second, state = publish(shop)
+    assert state is State.CANDIDATE and pointed(shop) == first  # serving keeps the live one
+    done = promote(shop, "shop", reason="offline gate passed", actor="test", numbers={"ndcg": 0.3})
+    assert (done["live"], done["retired"]) == (second, first) and pointed(shop) == second
+    assert states(shop) == {first: "retired", second: "live"}
+    records = shop.plane(Region.EU).ledger.records(tenant_id="shop", action="release.promoted")
+    details = json.loads(records[-1].details)
+    assert details["numbers"] == {"ndcg": 0.3} and details["reason"] == "offline gate passed"
+    third, state = publish(shop, live=True)  # train --promote
+    assert state is State.LIVE and pointed(shop) == third
+    assert states(shop) == {first: "retired", second: "retired", third: "live"}
+
+
+def test_a_rollback_of_the_live_version_brings_the_previous_one_back(shop: Platform) -> None:
+    first, _ = publish(shop)
+    second, _ = publish(shop, live=True)
+    done = rollback(shop, "shop", reason="CTR fell", actor="test")
+    assert (done["rolled_back"], done["live"]) == (second, first) and pointed(shop) == first
+    assert states(shop) == {first: "live", second: "rolled_back"}
+    with pytest.raises(InvalidInputError, match="no earlier live version"):
+        rollback(shop, "shop", reason="again", actor="test")
+    assert pointed(shop) == first
+    last = status(shop, "shop", actor="t")["last_decision"]
+    assert last["action"] == "release.rolled_back" and last["details"]["reason"] == "CTR fell"
+
+
+def test_bad_requests_name_the_tenant_and_change_nothing(shop: Platform) -> None:
+    first, _ = publish(shop)
+    with pytest.raises(InvalidInputError, match="no candidate or release in flight"):
+        promote(shop, "shop", reason="r", actor="test")
+    with pytest.raises(InvalidInputError, match="has no model version 'nope'"):
+        promote(shop, "shop", reason="r", actor="test", version="nope")
+    with pytest.raises(ConflictError, match="is live; it cannot go live"):
+        promote(shop, "shop", reason="r", actor="test", version=first)
+    with pytest.raises(InvalidInputError, match="--reason"):
+        rollback(shop, "shop", reason="  ", actor="test")
+    assert states(shop) == {first: "live"} and pointed(shop) == first
+
+
+def test_latest_is_put_back_when_the_registry_cannot_commit(
+    shop: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = publish(shop)
+    second, _ = publish(shop)
+    ledger = shop.plane(Region.EU).ledger
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("ledger down")
+
+    monkeypatch.setattr(ledger, "append", broken)
+    with pytest.raises(RuntimeError):
+        promote(shop, "shop", reason="r", actor="test")
+    monkeypatch.undo()
+    assert pointed(shop) == first and states(shop) == {first: "live", second: "candidate"}
+
+
+def test_a_model_live_before_the_registry_joins_it_as_live(shop: Platform) -> None:
+    plane = shop.plane(Region.EU)
+    old = plane.artifacts.publish(SHOP, KIND, lambda f: (f / "w").write_bytes(b"w"), actor="t")
+    assert states(shop) == {old.version: "live"}
+    _new, state = publish(shop)
+    assert state is State.CANDIDATE and pointed(shop) == old.version
+
+
+def test_another_regions_tenant_is_refused_and_audited(shop: Platform) -> None:
+    shop.create_tenant("far", region=Region.US, sharing=SharingPolicy.SOLO, actor="test")
+    far = Scope("far", Region.US)
+    with pytest.raises(AtlasRecError):
+        register(shop.plane(Region.EU), far, "20261207T000000000000Z-abcdef", live=True, actor="t")
+    refused = shop.plane(Region.EU).ledger.records(action="boundary.refused")
+    assert any(r.tenant_id == "far" for r in refused)
+
+
+OPS = st.lists(st.sampled_from(["publish", "publish_live", "promote", "rollback"]), max_size=8)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_any_sequence_keeps_one_live_version_named_by_latest(
+    shop: Platform, ops: list[str]
+) -> None:
+    """Whatever is asked, in any order: at most one live version, LATEST names it, and every
+    state change the registry made is one the lifecycle allows."""
+    before = states(shop)
+    for op in ops:
+        try:
+            if op.startswith("publish"):
+                publish(shop, live=op == "publish_live")
+            elif op == "promote":
+                promote(shop, "shop", reason="r", actor="test")
+            else:
+                rollback(shop, "shop", reason="r", actor="test")
+        except (InvalidInputError, ConflictError):
+            pass
+        after = states(shop)
+        live = [v for v, s in after.items() if s == "live"]
+        assert len(live) == (1 if after else 0)
+        assert pointed(shop) == (live[0] if live else None)
+        for version, state in after.items():
+            was = before.get(version)
+            assert was is None or was == state or State(state) in NEXT[State(was)]
+        before = after
