@@ -16,9 +16,11 @@ numbers that decided it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 from sqlmodel import col, select
@@ -32,10 +34,16 @@ from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Scope
 
 PUBLISHED = "release.published"
+STARTED = "release.started"
+ADVANCED = "release.advanced"
 PROMOTED = "release.promoted"
 ROLLED_BACK = "release.rolled_back"
 BACKFILLED = "live before the release registry"
 MAX_REASON = 500
+DEFAULT_STEPS = (5, 25, 50, 100)
+DEFAULT_MIN_REQUESTS = 200
+"""Requests each arm serves at a step before the analysis may decide on it."""
+MAX_STEPS = 10
 
 
 class State(StrEnum):
@@ -86,6 +94,131 @@ def register(plane: Plane, scope: Scope, version: str, *, live: bool, actor: str
             reason=reason,
         )
     return state
+
+
+def start(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    actor: str,
+    version: str | None = None,
+    shadow_percent: float = 0.0,
+    canary_steps: Sequence[int] = DEFAULT_STEPS,
+    min_requests: int = DEFAULT_MIN_REQUESTS,
+) -> dict[str, Any]:
+    """Start a candidate's rollout: shadow first (when `shadow_percent` > 0), then canary steps."""
+    plan = _plan(tenant_id, shadow_percent, canary_steps, min_requests)
+    scope, plane = _open(platform, tenant_id)
+    with _changing(plane, scope, actor=actor, action="release.start") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+        flying = [r for r in rows if r.state in IN_FLIGHT]
+        if flying:
+            raise ConflictError(
+                f"tenant {tenant_id!r}: the rollout of {flying[-1].version!r} is in flight "
+                "(rollouts may not overlap on one tenant's traffic): promote or roll it back first"
+            )
+        target = _find(rows, tenant_id, version) if version else _pending(rows)
+        if target is None:
+            raise InvalidInputError(f"tenant {tenant_id!r} has no candidate to roll out")
+        to = State.SHADOW if plan["shadow_percent"] > 0 else State.CANARY
+        _check(tenant_id, target, State(target.state), to)
+        plan["step"] = -1 if to is State.SHADOW else 0
+        _set(target, to, "rollout started")
+        target.plan = plan
+        _record(plane, session, scope, STARTED, actor=actor, version=target.version, plan=plan)
+    return {"tenant": tenant_id, "version": target.version, "state": to.value, "plan": plan}
+
+
+def advance(
+    platform: Platform,
+    tenant_id: str,
+    *,
+    reason: str,
+    actor: str,
+    numbers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Move the release in flight one step on: shadow to the first canary step, then the next.
+
+    Past the last step it goes live (as `promote`).
+    """
+    scope, plane = _open(platform, tenant_id)
+    with _changing(plane, scope, actor=actor, action="release.advance") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+        flying = [r for r in rows if r.state in IN_FLIGHT]
+        if not flying:
+            raise InvalidInputError(f"tenant {tenant_id!r} has no release in flight")
+        target, plan = flying[-1], dict(flying[-1].plan or {})
+        plan["step"] = int(plan.get("step", -1)) + 1
+        if plan["step"] >= len(plan["canary_steps"]):
+            current, was = _live(rows), target.state
+            _switch(session, plane, scope, target, current, State.RETIRED, reason, actor=actor)
+            _record(
+                plane,
+                session,
+                scope,
+                PROMOTED,
+                actor=actor,
+                version=target.version,
+                previous_state=was,
+                previous_live=current and current.version,
+                reason=reason,
+                numbers=numbers or {},
+            )
+            return {"tenant": tenant_id, "version": target.version, "state": State.LIVE.value}
+        _set(target, State.CANARY, reason)
+        target.plan = plan
+        _record(
+            plane,
+            session,
+            scope,
+            ADVANCED,
+            actor=actor,
+            version=target.version,
+            step=plan["step"],
+            canary_percent=plan["canary_steps"][plan["step"]],
+            reason=reason,
+            numbers=numbers or {},
+        )
+    return {
+        "tenant": tenant_id,
+        "version": target.version,
+        "state": State.CANARY.value,
+        "canary_percent": plan["canary_steps"][plan["step"]],
+    }
+
+
+def in_flight(plane: Plane, scope: Scope, *, actor: str) -> ModelRelease | None:
+    """The tenant's release in flight (shadow or canary), if any: what serving splits off."""
+    query = select(ModelRelease).where(
+        col(ModelRelease.tenant_id) == scope.tenant_id, col(ModelRelease.state).in_(IN_FLIGHT)
+    )
+    with plane.session(scope, actor=actor, action="release.read") as session:
+        return session.execute(query).scalars().first()
+
+
+def _plan(
+    tenant_id: str, shadow_percent: float, steps: Sequence[int], min_requests: int
+) -> dict[str, Any]:
+    """A rollout plan, validated: shadow share in [0, 100], steps rising to 100."""
+    steps = list(steps)
+    rising = all(a < b for a, b in pairwise([0, *steps]))
+    if not steps or not rising or steps[-1] > 100 or len(steps) > MAX_STEPS:
+        raise InvalidInputError(
+            f"tenant {tenant_id!r}: --canary-steps {','.join(map(str, steps)) or '(none)'}: "
+            f"1 to {MAX_STEPS} rising traffic percentages, each from 1 to 100"
+        )
+    if not 0 <= shadow_percent <= 100 or not 1 <= min_requests <= 10_000_000:
+        raise InvalidInputError(
+            f"tenant {tenant_id!r}: --shadow must be 0 to 100 (percent of live requests) and "
+            f"--min-requests 1 to 10,000,000 (given {shadow_percent:g} and {min_requests})"
+        )
+    return {
+        "shadow_percent": float(shadow_percent),
+        "canary_steps": steps,
+        "min_requests": int(min_requests),
+        "salt": secrets.token_hex(8),
+        "started_at": utcnow().isoformat(),
+    }
 
 
 def promote(
@@ -197,6 +330,7 @@ def status(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
                 "created_at": r.created_at.isoformat(),
                 "updated_at": r.updated_at.isoformat(),
                 "reason": r.reason,
+                "plan": r.plan,
             }
             for r in rows
         ],
@@ -283,6 +417,8 @@ def _set(row: ModelRelease, state: State, reason: str | None) -> None:
     row.state = state
     row.updated_at = utcnow()
     row.reason = reason
+    if state not in IN_FLIGHT:
+        row.plan = None
 
 
 def _switch(

@@ -120,6 +120,8 @@ def request_lineage(
             "cold_start": request.cold_start,
             "degraded": list(request.degraded),
             "intent": request.intent,
+            "arm": request.arm,
+            "shadow_of": request.shadow_of,
         }
     }
     chain.update(model_lineage(plane, scope, request.model_version, actor=actor))
@@ -460,7 +462,8 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
         f"request {req['request_id']}  tenant {req['tenant_id']}  region {req['region']}  "
         f"served {req['served_at']}  k={req['k']} ({req['items_returned']} items)  "
         f"cold_start={req['cold_start']}  degraded={req['degraded'] or 'no'}  "
-        f"intent={req['intent']}",
+        f"intent={req['intent']}  arm={req['arm']}"
+        + (f" (shadow of {req['shadow_of']})" if req.get("shadow_of") else ""),
     ]
     model = chain.get("model")
     if model is None:

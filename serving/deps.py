@@ -28,6 +28,7 @@ from atlasrec.pipelines.events import CONSUMERS, subscriptions
 from atlasrec.platform import Platform
 from atlasrec.repeated_refusals import RepeatedRefusals
 from atlasrec.tenancy import Region, Scope
+from serving.arms import ShadowScorer
 from serving.metrics import Metrics
 from serving.request_log import RequestLog
 from serving.runtime import RegionRuntime, TenantRuntime
@@ -133,6 +134,13 @@ class ServingApp:
             settings.serving_auth_stale_s,
         )
         self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
+        request_ids = self.plane.boundary.request_ids
+        self.shadow = ShadowScorer(
+            self.budgets,
+            lambda scope, record: self.request_log.served(scope, record),
+            request_ids.issue if request_ids is not None else lambda _, nonce: nonce[:32],
+            self.metrics.observe_shadow,
+        )
         self.freshness_read_at = float("-inf")
         """When /metrics last read the region's freshness (`serving.gauges`)."""
 
@@ -143,6 +151,7 @@ class ServingApp:
         logged; whatever it has not stored stays in the log for the next consumer.
         """
         self.runtime.stop()
+        self.shadow.close()  # its records go to the request log: before that closes
         self.request_log.close()
         self.refusals.close()
         for worker in self.consumers:

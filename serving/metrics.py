@@ -44,6 +44,32 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.shadow = Counter(
+            "atlasrec_shadow",
+            "Shadow scorings of a release in flight by tenant: scored, error, dropped.",
+            ["tenant", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_seconds = Histogram(
+            "atlasrec_shadow_seconds",
+            "Serving time of the candidate on shadowed requests.",
+            ["tenant"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_overlap = Histogram(
+            "atlasrec_shadow_overlap",
+            "Share of the live top-k the candidate also ranked in its top-k.",
+            ["tenant"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
+        self.shadow_violations = Counter(
+            "atlasrec_shadow_policy_violations",
+            "Items a candidate ranked that the request's policy forbids (must stay 0).",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.model_swaps = Gauge(
             "atlasrec_model_swaps",
             "Model versions swapped in since start (per worker process).",
@@ -126,6 +152,16 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+
+    def observe_shadow(
+        self, tenant: str, outcome: str, seconds: float, overlap: float, violations: int
+    ) -> None:
+        """Count one shadow scoring (`serving.arms.ShadowScorer`)."""
+        self.shadow.labels(tenant, outcome).inc()
+        if outcome == "scored":
+            self.shadow_seconds.labels(tenant).observe(seconds)
+            self.shadow_overlap.labels(tenant).observe(overlap)
+            self.shadow_violations.labels(tenant).inc(violations)
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's in multiprocess mode."""

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import groupby
 
@@ -33,7 +34,9 @@ from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.offline_store import INGEST
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
 from atlasrec.platform import Plane, Platform
+from atlasrec.releases import in_flight
 from atlasrec.tenancy import Region, Scope
+from serving.arms import Arms
 from serving.online import RECENT_CAP, Breaker, NoFeatures, OnlineFeatures
 from serving.state import CatalogItem, ServingState, build_state, with_items
 
@@ -88,6 +91,8 @@ class TenantRuntime:
         homed elsewhere, served non-personal answers; its scope is never opened.
         `fallback-<copy>`, or `fallback-<copy>+global-<backbone>` scored by the global
         backbone."""
+        self.arms: Arms | None = None
+        """The release in flight's candidate and its traffic shares (`serving.arms`)."""
         self.served = 0
         """Fallback answers not yet recorded in the ledger."""
         self.lock = threading.Lock()
@@ -97,6 +102,8 @@ class TenantRuntime:
         """Upsert catalog items into a new snapshot and swap it in."""
         with self.lock:
             self.state = with_items(self.state, items)
+            if self.arms is not None:
+                self.arms = replace(self.arms, state=with_items(self.arms.state, items))
 
 
 class RegionRuntime:
@@ -244,9 +251,11 @@ class RegionRuntime:
         except (OnlineStoreUnavailable, EventLogUnavailable) as exc:
             log.warning("serving %s: online features not warmed: %s", tenant.id, exc)
         log.info("serving %s: model %s, %d items", tenant.id, state.model_version, state.size)
-        return TenantRuntime(
+        runtime = TenantRuntime(
             tenant, scope, state, OnlineFeatures(store, self.breaker), pseudonymiser, watermark
         )
+        self._refresh_arms(runtime)
+        return runtime
 
     def _warm(self, scope: Scope, store: ScopedOnlineStore) -> None:
         """Materialise the tenant's online features, once per store, oldest first.
@@ -343,7 +352,23 @@ class RegionRuntime:
             with runtime.lock:
                 runtime.state, runtime.watermark = state, watermark
             return True
-        return self._sync_catalog(runtime)
+        return self._refresh_arms(runtime) | self._sync_catalog(runtime)
+
+    def _refresh_arms(self, runtime: TenantRuntime) -> bool:
+        """Follow the tenant's release in flight: load its candidate, take its shares."""
+        scope, arms = runtime.scope, runtime.arms
+        release = in_flight(self.plane, scope, actor=ACTOR)
+        if release is None:
+            runtime.arms = None
+            return arms is not None
+        if arms is not None and arms.version == release.version:
+            state = arms.state
+        else:
+            artifact = self.plane.artifacts.get(scope, KIND, release.version, actor=ACTOR)
+            state, _ = self._build(scope, ModelBundle.load(artifact))
+            log.info("serving %s: release %s in flight", scope.tenant_id, release.version)
+        runtime.arms = Arms.of(release.version, state, release.state, release.plan or {})
+        return arms is None or runtime.arms.shares != arms.shares
 
     def _sync_catalog(self, runtime: TenantRuntime) -> bool:
         scope = runtime.scope

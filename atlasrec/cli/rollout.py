@@ -8,8 +8,11 @@ import typer
 
 from atlasrec.cli.options import JsonOpt, TenantOpt, actor, group, open_platform
 from atlasrec.cli.output import print_json
+from atlasrec.errors import InvalidInputError
+from atlasrec.releases import DEFAULT_MIN_REQUESTS, DEFAULT_STEPS
 from atlasrec.releases import promote as promote_release
 from atlasrec.releases import rollback as rollback_release
+from atlasrec.releases import start as start_release
 from atlasrec.releases import status as release_status
 
 app = group("A tenant's model releases: candidates, the live version, promotion and rollback.")
@@ -31,6 +34,52 @@ def status(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     last = built["last_decision"]
     if last is not None:
         typer.echo(f"last decision: {last['action']} at {last['at'][:19]}")
+
+
+@app.command("start")
+def start(
+    tenant: TenantOpt,
+    version: Annotated[
+        str | None, typer.Option("--version", help="This candidate (default: the newest)")
+    ] = None,
+    shadow: Annotated[
+        float, typer.Option("--shadow", help="Percent of live requests also scored in shadow")
+    ] = 0.0,
+    canary_steps: Annotated[
+        str, typer.Option("--canary-steps", help="Rising traffic percentages of the canary")
+    ] = ",".join(map(str, DEFAULT_STEPS)),
+    min_requests: Annotated[
+        int, typer.Option("--min-requests", help="Requests per arm before a step is decided")
+    ] = DEFAULT_MIN_REQUESTS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a candidate's rollout: shadow (with --shadow), then stepped canary traffic."""
+    started = start_release(
+        open_platform(),
+        tenant,
+        actor=actor(),
+        version=version,
+        shadow_percent=shadow,
+        canary_steps=_steps(tenant, canary_steps),
+        min_requests=min_requests,
+    )
+    if as_json:
+        print_json(started)
+        return
+    plan = started["plan"]
+    typer.echo(
+        f"tenant {tenant}: {started['version']} in {started['state']} (shadow "
+        f"{plan['shadow_percent']:g}%, canary steps {plan['canary_steps']})"
+    )
+
+
+def _steps(tenant: str, text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise InvalidInputError(
+            f"tenant {tenant!r}: --canary-steps {text!r}: comma-separated whole percentages"
+        ) from None
 
 
 @app.command("promote")

@@ -156,6 +156,11 @@ class ServedRequest(RegionModel, table=True):
     timings_ms: dict[str, float] = Field(sa_column=Column(JSON, nullable=False))
     intent: str = Field(default="next", max_length=16, sa_column_kwargs={"server_default": "next"})
     """The order served (`atlasrec.intents`): `next`, or `profile` where asked and possible."""
+    arm: str = Field(default="live", max_length=8, sa_column_kwargs={"server_default": "live"})
+    """Who answered: `live`, `canary` (a release's canary share), or `shadow` (scored by a
+    release in shadow beside a live answer, never returned)."""
+    shadow_of: str | None = Field(default=None, max_length=32)
+    """A shadow record's live request."""
 
 
 class ModelRelease(RegionModel, table=True):
@@ -170,6 +175,8 @@ class ModelRelease(RegionModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     """Why it entered its state (a person's reason, or the gate that decided)."""
+    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """A release in flight's plan: shadow share, canary steps and the step it is at, salt."""
 
 
 class OnlineMetric(RegionModel, table=True):

@@ -105,6 +105,8 @@ class ServedRecord:
     degraded: tuple[str, ...]
     timings_ms: dict[str, float]
     intent: str
+    arm: str = "live"
+    shadow_of: str | None = None
 
     @property
     def key(self) -> str:
@@ -132,6 +134,8 @@ class ServedRecord:
             degraded=tuple(d["degraded"]),
             timings_ms={str(s): float(ms) for s, ms in d["timings_ms"].items()},
             intent=str(d["intent"]),
+            arm=str(d.get("arm", "live")),
+            shadow_of=d.get("shadow_of"),
         )
 
     @classmethod
@@ -152,6 +156,8 @@ class ServedRecord:
             "degraded": list(self.degraded),
             "timings_ms": self.timings_ms,
             "intent": self.intent,
+            "arm": self.arm,
+            "shadow_of": self.shadow_of,
         }
 
 

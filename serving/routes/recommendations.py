@@ -12,6 +12,7 @@ from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import ServedRecord
 from atlasrec.freshness import age_of_version
 from serving import schemas
+from serving.arms import Arms
 from serving.deps import (
     RecommendAuth,
     ServedRequestIdDep,
@@ -38,17 +39,19 @@ async def recommendations(
     fallback answer (a tenant homed elsewhere, `atlasrec.fallback`) is counted instead:
     nothing of its user is kept here.
     """
-    query, served = await run_in_threadpool(_serve, body, serving, runtime)
+    query, served, arms, arm = await run_in_threadpool(_serve, body, serving, runtime)
     if runtime.fallback is not None:
         with runtime.lock:
             runtime.served += 1
-    elif not await _recorded(serving, runtime, _served_record(request_id, query, served)):
+    elif not await _recorded(serving, runtime, _served_record(request_id, query, served, arm)):
         serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "503").inc()
         raise UnavailableError(
             f"tenant {runtime.scope.tenant_id!r}: the request could not be recorded (region "
             f"{serving.region.value!r} log and spool unavailable); nothing was served, retry"
         )
     serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "200").inc()
+    if arms is not None and arm == "live" and arms.shadowed():
+        serving.shadow.submit(runtime, arms, query, served, request_id)
     return schemas.RecommendationResponse(
         request_id=request_id,
         tenant_id=runtime.scope.tenant_id,
@@ -76,14 +79,20 @@ async def _recorded(serving: ServingApp, runtime: TenantRuntime, record: ServedR
 
 def _serve(
     body: schemas.RecommendationRequest, serving: ServingApp, runtime: TenantRuntime
-) -> tuple[Query, Served]:
-    """The request's query and what the pipeline serves for it (blocking: a worker thread)."""
+) -> tuple[Query, Served, Arms | None, str]:
+    """The request's query, what serves it and the release in flight (a worker thread).
+
+    A user in a release's canary share is served by the candidate (`serving.arms`).
+    """
     check_known_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
     check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
     query = _query(body, runtime)
-    served = recommend(runtime.state, runtime.online, query, serving.budgets)
+    arms = runtime.arms  # one read: a swap mid-request changes nothing for this one
+    canary = arms is not None and arms.canary(query.user_key)
+    state = arms.state if arms is not None and canary else runtime.state
+    served = recommend(state, runtime.online, query, serving.budgets)
     _observe(serving, runtime.scope.tenant_id, served)
-    return query, served
+    return query, served, arms, "canary" if canary else "live"
 
 
 def _stale(serving: ServingApp, tenant_id: str, model_version: str) -> bool:
@@ -120,7 +129,7 @@ def _observe(serving: ServingApp, tenant_id: str, served: Served) -> None:
         serving.metrics.degraded.labels(tenant_id, stage).inc()
 
 
-def _served_record(request_id: str, query: Query, served: Served) -> ServedRecord:
+def _served_record(request_id: str, query: Query, served: Served, arm: str) -> ServedRecord:
     """The request log's record of a served request."""
     return ServedRecord(
         request_id=request_id,
@@ -133,4 +142,5 @@ def _served_record(request_id: str, query: Query, served: Served) -> ServedRecor
         degraded=tuple(served.degraded),
         timings_ms=dict(served.timings_ms),
         intent=served.intent,
+        arm=arm,
     )

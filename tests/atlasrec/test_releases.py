@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 from atlasrec.errors import AtlasRecError, ConflictError, InvalidInputError
 from atlasrec.models.bundle import KIND
 from atlasrec.platform import Platform
-from atlasrec.releases import NEXT, State, promote, register, rollback, status
+from atlasrec.releases import (
+    NEXT,
+    State,
+    advance,
+    in_flight,
+    promote,
+    register,
+    rollback,
+    start,
+    status,
+)
 from atlasrec.tenancy import Region, Scope, SharingPolicy
 
 SHOP = Scope("shop", Region.EU)
@@ -122,7 +132,10 @@ def test_another_regions_tenant_is_refused_and_audited(shop: Platform) -> None:
     assert any(r.tenant_id == "far" for r in refused)
 
 
-OPS = st.lists(st.sampled_from(["publish", "publish_live", "promote", "rollback"]), max_size=8)
+OPS = st.lists(
+    st.sampled_from(["publish", "publish_live", "promote", "rollback", "start", "advance"]),
+    max_size=8,
+)
 
 
 @settings(
@@ -141,6 +154,10 @@ def test_any_sequence_keeps_one_live_version_named_by_latest(
                 publish(shop, live=op == "publish_live")
             elif op == "promote":
                 promote(shop, "shop", reason="r", actor="test")
+            elif op == "start":
+                start(shop, "shop", actor="test", shadow_percent=5, canary_steps=[50, 100])
+            elif op == "advance":
+                advance(shop, "shop", reason="r", actor="test")
             else:
                 rollback(shop, "shop", reason="r", actor="test")
         except (InvalidInputError, ConflictError):
@@ -148,8 +165,51 @@ def test_any_sequence_keeps_one_live_version_named_by_latest(
         after = states(shop)
         live = [v for v, s in after.items() if s == "live"]
         assert len(live) == (1 if after else 0)
+        assert sum(s in ("shadow", "canary") for s in after.values()) <= 1
         assert pointed(shop) == (live[0] if live else None)
         for version, state in after.items():
             was = before.get(version)
             assert was is None or was == state or State(state) in NEXT[State(was)]
         before = after
+
+
+def test_a_rollout_goes_shadow_then_canary_steps_then_live(shop: Platform) -> None:
+    first, _ = publish(shop)
+    second, _ = publish(shop)
+    started = start(shop, "shop", actor="test", shadow_percent=10, canary_steps=[5, 50, 100])
+    assert (started["version"], started["state"]) == (second, "shadow")
+    assert started["plan"]["step"] == -1 and len(started["plan"]["salt"]) == 16
+    assert in_flight(shop.plane(Region.EU), SHOP, actor="t").version == second
+    shares = []
+    for _ in range(3):
+        shares.append(advance(shop, "shop", reason="gates held", actor="test")["canary_percent"])
+        assert pointed(shop) == first  # the live model keeps LATEST through every step
+    assert shares == [5, 50, 100]
+    done = advance(shop, "shop", reason="last step held", actor="test", numbers={"ctr": 0.1})
+    assert done["state"] == "live" and pointed(shop) == second
+    assert states(shop) == {first: "retired", second: "live"}
+    assert in_flight(shop.plane(Region.EU), SHOP, actor="t") is None
+    actions = [
+        r.action for r in shop.plane(Region.EU).ledger.records(tenant_id="shop", action="release.")
+    ]
+    assert actions.count("release.advanced") == 3 and actions[-1] == "release.promoted"
+
+
+def test_a_rollout_in_flight_is_rolled_back_and_overlapping_or_bad_plans_are_refused(
+    shop: Platform,
+) -> None:
+    first, _ = publish(shop)
+    second, _ = publish(shop)
+    third, _ = publish(shop)
+    with pytest.raises(InvalidInputError, match="--canary-steps 50,25"):
+        start(shop, "shop", actor="test", canary_steps=[50, 25])
+    with pytest.raises(InvalidInputError, match="--shadow"):
+        start(shop, "shop", actor="test", shadow_percent=120)
+    start(shop, "shop", actor="test", version=second)
+    with pytest.raises(ConflictError, match="may not overlap"):
+        start(shop, "shop", actor="test", version=third)
+    done = rollback(shop, "shop", reason="canary CTR worse", actor="test")
+    assert (done["rolled_back"], done["live"]) == (second, first) and pointed(shop) == first
+    assert states(shop) == {first: "live", second: "rolled_back", third: "candidate"}
+    with pytest.raises(ConflictError, match="is rolled_back"):
+        start(shop, "shop", actor="test", version=second)

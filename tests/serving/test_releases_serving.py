@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from conftest import FAST, ServedRegion, bearer, client_for
+from conftest import FAST, ServedRegion, bearer, client_for, operator
+from sqlmodel import select
 
+from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.pipelines.train import train_tenant
-from atlasrec.releases import promote, rollback
+from atlasrec.releases import advance, promote, rollback, start
+from serving.arms import bucket, violations
+from serving.pipeline import Query
 
 
-def served_version(client, key: str) -> str:  # type: ignore[no-untyped-def]
-    response = client.post("/v1/recommendations", json={"user_id": "user-1"}, headers=bearer(key))
+def served_version(client, key: str, user: str = "user-1") -> str:  # type: ignore[no-untyped-def]
+    response = client.post("/v1/recommendations", json={"user_id": user}, headers=bearer(key))
     assert response.status_code == 200, response.text
     return str(response.json()["model_version"])
 
@@ -31,3 +35,60 @@ def test_a_candidate_is_not_served_until_promoted_and_a_rollback_swaps_back(
         rollback(region.platform, "shop", reason="test", actor="test")
         runtime.refresh_all()
         assert served_version(client, key) == live
+
+
+def test_canary_users_are_a_sticky_keyed_hash_share_that_grows_with_the_steps(
+    region: ServedRegion,
+) -> None:
+    live = region.versions["shop"]
+    trained = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    plan = start(region.platform, "shop", actor="test", canary_steps=[30, 60, 100])["plan"]
+    users = [f"user-{n}" for n in range(60)]
+    with client_for(region.platform, refresh=False) as client:
+        runtime = client.app.state.serving.runtime  # type: ignore[attr-defined]
+        key = region.keys["shop"]
+        served = {u: served_version(client, key, u) for u in users}
+        pseudonymise = runtime.loaded_tenant("shop").pseudonymise
+        salt = plan["salt"].encode()
+        expected = {u: bucket(salt, pseudonymise(u)) < 3_000 for u in users}
+        assert {u: v == trained.model_version for u, v in served.items()} == expected
+        assert set(served.values()) == {live, trained.model_version}  # both arms serve
+        assert all(served_version(client, key, u) == served[u] for u in users[:10])  # sticky
+        advance(region.platform, "shop", reason="step held", actor="test")
+        runtime.refresh_all()
+        grown = {u: served_version(client, key, u) == trained.model_version for u in users}
+        assert all(grown[u] for u in users if expected[u])  # canary users stay in the canary
+        assert sum(grown.values()) > sum(expected.values())
+
+
+def test_shadow_scores_a_share_off_the_path_and_never_returns_it(region: ServedRegion) -> None:
+    live = region.versions["shop"]
+    trained = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    start(region.platform, "shop", actor="test", shadow_percent=100)
+    with client_for(region.platform, refresh=False) as client:
+        serving = client.app.state.serving  # type: ignore[attr-defined]
+        answers = [served_version(client, region.keys["shop"], f"user-{n}") for n in range(8)]
+        assert answers == [live] * 8  # shadow answers are never returned
+        assert serving.shadow.idle()
+        assert serving.request_log.flush()
+        assert all(w.caught_up(10.0) for w in serving.consumers)
+        metrics = operator(client).get("/metrics").text
+    assert 'atlasrec_shadow_total{outcome="scored",tenant="shop"} 8.0' in metrics
+    assert 'atlasrec_shadow_policy_violations_total{tenant="shop"} 0.0' in metrics
+    scope = region.platform.scope("shop")
+    with region.platform.plane(scope.region).session(scope, actor="t", action="t") as session:
+        rows = session.execute(select(ServedRequest)).scalars().all()
+    shadows = [r for r in rows if r.arm == "shadow"]
+    lives = {r.request_id for r in rows if r.arm == "live"}
+    assert len(shadows) == 8 and {r.shadow_of for r in shadows} == lives
+    assert {r.model_version for r in shadows} == {trained.model_version}
+
+
+def test_the_policy_recheck_counts_what_the_context_forbids(region: ServedRegion) -> None:
+    with client_for(region.platform, refresh=False) as client:
+        served_version(client, region.keys["shop"])
+        state = client.app.state.serving.runtime.loaded_tenant("shop").state  # type: ignore[attr-defined]
+    some = list(state.item_ids[:3])
+    query = Query(user_key=None, k=3, exclude_items=frozenset(some[:1]))
+    assert violations(state, query, some) == 1
+    assert violations(state, query, [*some[1:], "not-in-the-catalog"]) == 1

@@ -1,4 +1,5 @@
-"""The release registry: each model version's state (candidate, shadow, canary, live, ...).
+"""The release registry: each model version's state (candidate, shadow, canary, live, ...),
+a release in flight's plan, and the arm that served each request (live, canary, shadow).
 
 Revision ID: r0009
 Revises: r0008
@@ -24,7 +25,13 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("plan", sa.JSON(), nullable=True),
     )
+    # rows logged before releases existed were all served by the live model
+    op.add_column(
+        "served_requests", sa.Column("arm", sa.String(8), nullable=False, server_default="live")
+    )
+    op.add_column("served_requests", sa.Column("shadow_of", sa.String(32), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
         role = validate_identifier(context.config.attributes["app_role"])
         op.execute(f"GRANT SELECT, INSERT, UPDATE ON model_releases TO {role}")
@@ -38,4 +45,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("served_requests", "shadow_of")
+    op.drop_column("served_requests", "arm")
     op.drop_table("model_releases")
