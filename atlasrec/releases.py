@@ -319,10 +319,12 @@ def status(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
     decisions = plane.ledger.records(tenant_id=tenant_id, action="release.", limit=None)
     last = decisions[-1] if decisions else None
     current = _live(rows)
+    flying = [r for r in rows if r.state in IN_FLIGHT]
     return {
         "tenant": tenant_id,
         "region": scope.region.value,
         "live": current and current.version,
+        "shares": shares(flying[-1] if flying else None),
         "releases": [
             {
                 "version": r.version,
@@ -338,6 +340,15 @@ def status(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
         if last is None
         else {"action": last.action, "at": last.ts, "details": json.loads(last.details)},
     }
+
+
+def shares(release: ModelRelease | None) -> dict[str, float]:
+    """Percent of requests each arm answers now (`shadow`: live requests also scored)."""
+    plan = (release.plan or {}) if release is not None else {}
+    step, steps = int(plan.get("step", -1)), list(plan.get("canary_steps", []))
+    canary = float(steps[step]) if release is not None and 0 <= step < len(steps) else 0.0
+    shadow = float(plan.get("shadow_percent", 0.0)) if step < 0 else 0.0
+    return {"live": 100.0 - canary, "canary": canary, "shadow": shadow}
 
 
 def _open(platform: Platform, tenant_id: str) -> tuple[Scope, Plane]:

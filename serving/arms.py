@@ -137,7 +137,7 @@ class ShadowScorer:
             items = [i for i, _ in shadow.items]
             live_items = [i for i, _ in live.items]
             bad = violations(runtime.state, query, items)
-            self._keep(runtime.scope, self._record(request_id, query, shadow, tenant))
+            self._keep(runtime.scope, self._record(request_id, query, shadow, tenant, bad))
             total_s = shadow.timings_ms.get("total", 0.0) / 1000
             self._observe(tenant, "scored", total_s, overlap(live_items, items, query.k), bad)
         except Exception:
@@ -148,7 +148,9 @@ class ShadowScorer:
         finally:
             self._slots.release()
 
-    def _record(self, live_id: str, query: Query, served: Served, tenant: str) -> ServedRecord:
+    def _record(
+        self, live_id: str, query: Query, served: Served, tenant: str, bad: int = 0
+    ) -> ServedRecord:
         return ServedRecord(
             request_id=self._issue_id(tenant, uuid.uuid4().hex),
             served_at=utcnow(),
@@ -162,6 +164,7 @@ class ShadowScorer:
             intent=served.intent,
             arm="shadow",
             shadow_of=live_id,
+            policy_violations=bad,
         )
 
     def idle(self, timeout_s: float = 10.0) -> bool:

@@ -44,6 +44,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.arm_requests = Counter(
+            "atlasrec_arm_requests",
+            "Recommendations answered by tenant and arm (live, or a release's canary).",
+            ["tenant", "arm"],
+            registry=self.registry,
+        )
         self.shadow = Counter(
             "atlasrec_shadow",
             "Shadow scorings of a release in flight by tenant: scored, error, dropped.",

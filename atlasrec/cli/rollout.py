@@ -27,7 +27,11 @@ def status(tenant: TenantOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(built)
         return
-    typer.echo(f"tenant {built['tenant']} ({built['region']}): live {built['live'] or 'none'}")
+    arms = built["shares"]
+    typer.echo(
+        f"tenant {built['tenant']} ({built['region']}): live {built['live'] or 'none'}; "
+        f"traffic live {arms['live']:g}%, canary {arms['canary']:g}%, shadow {arms['shadow']:g}%"
+    )
     for r in built["releases"]:
         why = f"  ({r['reason']})" if r["reason"] else ""
         typer.echo(f"  {r['version']}  {r['state']:<11} since {r['updated_at'][:19]}{why}")

@@ -161,6 +161,8 @@ class ServedRequest(RegionModel, table=True):
     release in shadow beside a live answer, never returned)."""
     shadow_of: str | None = Field(default=None, max_length=32)
     """A shadow record's live request."""
+    policy_violations: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """A shadow answer's items its request's context forbids (the shadow gate wants 0)."""
 
 
 class ModelRelease(RegionModel, table=True):

@@ -107,6 +107,7 @@ class ServedRecord:
     intent: str
     arm: str = "live"
     shadow_of: str | None = None
+    policy_violations: int = 0
 
     @property
     def key(self) -> str:
@@ -136,6 +137,7 @@ class ServedRecord:
             intent=str(d["intent"]),
             arm=str(d.get("arm", "live")),
             shadow_of=d.get("shadow_of"),
+            policy_violations=int(d.get("policy_violations", 0)),
         )
 
     @classmethod
@@ -158,6 +160,7 @@ class ServedRecord:
             "intent": self.intent,
             "arm": self.arm,
             "shadow_of": self.shadow_of,
+            "policy_violations": self.policy_violations,
         }
 
 

@@ -50,6 +50,7 @@ async def recommendations(
             f"{serving.region.value!r} log and spool unavailable); nothing was served, retry"
         )
     serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "200").inc()
+    serving.metrics.arm_requests.labels(runtime.scope.tenant_id, arm).inc()
     if arms is not None and arm == "live" and arms.shadowed():
         serving.shadow.submit(runtime, arms, query, served, request_id)
     return schemas.RecommendationResponse(

@@ -180,11 +180,13 @@ def test_a_rollout_goes_shadow_then_canary_steps_then_live(shop: Platform) -> No
     assert (started["version"], started["state"]) == (second, "shadow")
     assert started["plan"]["step"] == -1 and len(started["plan"]["salt"]) == 16
     assert in_flight(shop.plane(Region.EU), SHOP, actor="t").version == second
+    assert status(shop, "shop", actor="t")["shares"] == {"live": 100, "canary": 0, "shadow": 10}
     shares = []
     for _ in range(3):
         shares.append(advance(shop, "shop", reason="gates held", actor="test")["canary_percent"])
         assert pointed(shop) == first  # the live model keeps LATEST through every step
     assert shares == [5, 50, 100]
+    assert status(shop, "shop", actor="t")["shares"] == {"live": 0, "canary": 100, "shadow": 0}
     done = advance(shop, "shop", reason="last step held", actor="test", numbers={"ctr": 0.1})
     assert done["state"] == "live" and pointed(shop) == second
     assert states(shop) == {first: "retired", second: "live"}

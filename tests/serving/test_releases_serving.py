@@ -52,6 +52,9 @@ def test_canary_users_are_a_sticky_keyed_hash_share_that_grows_with_the_steps(
         salt = plan["salt"].encode()
         expected = {u: bucket(salt, pseudonymise(u)) < 3_000 for u in users}
         assert {u: v == trained.model_version for u, v in served.items()} == expected
+        metrics = operator(client).get("/metrics").text
+        canaries = float(sum(expected.values()))
+        assert f'atlasrec_arm_requests_total{{arm="canary",tenant="shop"}} {canaries}' in metrics
         assert set(served.values()) == {live, trained.model_version}  # both arms serve
         assert all(served_version(client, key, u) == served[u] for u in users[:10])  # sticky
         advance(region.platform, "shop", reason="step held", actor="test")
@@ -81,6 +84,7 @@ def test_shadow_scores_a_share_off_the_path_and_never_returns_it(region: ServedR
     shadows = [r for r in rows if r.arm == "shadow"]
     lives = {r.request_id for r in rows if r.arm == "live"}
     assert len(shadows) == 8 and {r.shadow_of for r in shadows} == lives
+    assert sum(r.policy_violations for r in shadows) == 0
     assert {r.model_version for r in shadows} == {trained.model_version}
 
 

@@ -32,6 +32,10 @@ def upgrade() -> None:
         "served_requests", sa.Column("arm", sa.String(8), nullable=False, server_default="live")
     )
     op.add_column("served_requests", sa.Column("shadow_of", sa.String(32), nullable=True))
+    op.add_column(
+        "served_requests",
+        sa.Column("policy_violations", sa.Integer(), nullable=False, server_default="0"),
+    )
     if op.get_bind().dialect.name == "postgresql":
         role = validate_identifier(context.config.attributes["app_role"])
         op.execute(f"GRANT SELECT, INSERT, UPDATE ON model_releases TO {role}")
@@ -45,6 +49,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("served_requests", "policy_violations")
     op.drop_column("served_requests", "shadow_of")
     op.drop_column("served_requests", "arm")
     op.drop_table("model_releases")
