@@ -11,10 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlmodel import select
 
 from atlasrec.control.officers import Officers
+from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.drift import CHECKED, DriftReport
 from atlasrec.evaluation.drift import categorical_drift
+from atlasrec.outcomes import refresh_outcomes
 from atlasrec.privacy_audit import AUDITED
 from atlasrec.tenancy import Region, Scope
 from audit.access import REFUSED
@@ -22,7 +25,15 @@ from audit.caps import CAP_CHANGED
 from audit.reports import CSV_COLUMNS, OTHER_TENANT
 from audit.ui.sessions import SESSION_COOKIE
 from tests.audit.conftest import ClientFactory
-from tests.utils.audit import OFFICERS, TRAIN, AuditWorld, charge, csrf_of, sign_in
+from tests.utils.audit import (
+    OFFICERS,
+    TRAIN,
+    AuditWorld,
+    charge,
+    csrf_of,
+    serve_record,
+    sign_in,
+)
 
 VISIBLE_IN_EU = {
     "po-eu": {"shop", "label"},
@@ -59,7 +70,15 @@ def test_each_role_sees_exactly_its_tenants(
     assert set(TENANT_ROW.findall(listed.text)) == visible
     platform_officer = officer.startswith("po-")
     for tenant in ("shop", "label", "far", "ghost"):
-        for suffix in ("", "/residency", "/drift", "/report", "/report.json", "/report.csv"):
+        for suffix in (
+            "",
+            "/residency",
+            "/drift",
+            "/releases",
+            "/report",
+            "/report.json",
+            "/report.csv",
+        ):
             response = client.get(f"/audit/tenants/{tenant}{suffix}")
             if tenant in visible:
                 expected = 200
@@ -407,3 +426,23 @@ def test_the_runs_table_shows_each_releases_empirical_audit(
     runs = client.get("/audit/tenants/shop").text.split('class="data runs"')[1]
     assert "0.123 (AUC 0.54; without DP ≥ 1.90, AUC 0.81)" in runs
     assert "ABOVE THE CLAIM" not in runs
+
+
+@sqlite_only
+def test_the_releases_page_shows_versions_decisions_and_online_metrics(
+    world: AuditWorld, app_client: ClientFactory
+) -> None:
+    client = signed_in(app_client, world, "to-shop")
+    page = client.get("/audit/tenants/shop/releases")
+    assert page.status_code == 200 and world.model_version in page.text
+    assert "No online metrics computed yet." in page.text
+    scope = Scope("shop", Region.EU)
+    with world.platform.plane(Region.EU).session(scope, actor="t", action="t") as session:
+        before = len(session.execute(select(ServedRequest)).scalars().all())
+    for _ in range(3):
+        serve_record(world.platform, scope, world.model_version)
+    refresh_outcomes(world.platform, "shop", actor="test")
+    after = client.get("/audit/tenants/shop/releases").text
+    assert "No online metrics computed yet." not in after
+    row = re.search(r"<td class=\"num\">(\d+)</td><td class=\"num\">0\.0000", after)
+    assert row is not None and int(row.group(1)) == before + 3  # no clicks yet

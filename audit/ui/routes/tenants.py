@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -12,6 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from atlasrec.drift import drift_history
 from atlasrec.errors import InvalidInputError
 from atlasrec.models.bundle import KIND as MODEL_KIND
+from atlasrec.outcomes import stored_outcomes
+from atlasrec.releases import status as release_status
 from atlasrec.tenancy import Scope
 from audit.cap_requests import approve_raise, reject_raise, set_cap
 from audit.caps import CapChange
@@ -20,6 +23,8 @@ from audit.ui.deps import SignedInDep, check_same_origin
 from audit.ui.pages import AuditRoute, render
 from audit.ui.routes.reports import report_for
 from audit.ui.templating import report_chart
+
+METRIC_DAYS = 30
 
 router = APIRouter(prefix="/tenants", tags=["audit: tenants"], route_class=AuditRoute)
 NOTICES = ("changed", "requested", "approved", "rejected")
@@ -140,4 +145,30 @@ def drift(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
         tenant=tenant,
         live=live.version if live is not None else None,
         history=history,
+    )
+
+
+@router.get("/{tenant_id}/releases", response_class=HTMLResponse)
+def releases(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
+    """The tenant's model releases, each decision with its numbers, and online metrics."""
+    tenant = who.context.access.tenant(who.principal, tenant_id, action="audit.releases")
+    platform, actor = who.context.platform, who.principal.actor
+    built = release_status(platform, tenant.id, actor=actor)
+    records = platform.plane(who.context.region).ledger.records(
+        tenant_id=tenant.id, action="release.", limit=None
+    )
+    decisions = [
+        {"action": r.action, "at": r.ts, "actor": r.actor, "details": json.loads(r.details)}
+        for r in reversed(records)
+    ]
+    metrics = stored_outcomes(platform, tenant.id, actor=actor, days=METRIC_DAYS)
+    return render(
+        request,
+        "releases.html",
+        who=who,
+        tenant=tenant,
+        s=built,
+        decisions=decisions,
+        metrics=metrics,
+        days=METRIC_DAYS,
     )
