@@ -7,8 +7,9 @@ With `ATLASREC_BROKER_URL` (Redis), a job runs as a Celery task on a worker of t
 Federated rounds are scheduled per region by Celery beat (`beat_schedule`: one entry per
 region every `ATLASREC_FEDERATION_INTERVAL_S`, on that region's queue), and so are the
 drift checks, the empirical privacy audits of new DP releases, a leakage scan, the online
-metrics of served recommendations (`atlasrec.outcomes`) and retrains of stale or drifted
-models (every `ATLASREC_RETRAIN_CHECK_S`, `atlasrec.pipelines.retrain`):
+metrics of served recommendations (`atlasrec.outcomes`), the analysis of releases in flight
+(`atlasrec.rollout_analysis`) and retrains of stale or drifted models (every
+`ATLASREC_RETRAIN_CHECK_S`, `atlasrec.pipelines.retrain`):
 
     ATLASREC_BROKER_URL=redis://127.0.0.1:6379/0 celery -A atlasrec.jobs beat
 
@@ -35,6 +36,7 @@ from atlasrec.pipelines.retrain import retrain_stale
 from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
 from atlasrec.privacy_audit import audit_pending
+from atlasrec.rollout_analysis import analyse_region
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, parse_region
 
@@ -93,7 +95,7 @@ def retrain_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
-    """The region's watch: drift, audits, a leakage scan, online metrics, retrains.
+    """The region's watch: drift, audits, leakage, online metrics, rollouts, retrains.
 
     Each retrain is a `train` task of its own.
     """
@@ -113,6 +115,7 @@ def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
         audit_pending(platform, parse_region(region), actor=actor)
         scan_region(platform, parse_region(region), actor=actor)
         refresh_region_outcomes(platform, parse_region(region), actor=actor)
+        analyse_region(platform, parse_region(region))
         decisions = retrain_stale(platform, parse_region(region), actor=actor, submit=submit)
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}

@@ -25,12 +25,14 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from atlasrec.artifacts import Artifact
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.session import TenantSession
 from atlasrec.dataplane.tables import ModelRelease
-from atlasrec.errors import ConflictError, InvalidInputError
+from atlasrec.errors import ConflictError, InvalidInputError, RefusedError
 from atlasrec.models.bundle import KIND
 from atlasrec.platform import Plane, Platform
+from atlasrec.release_gates import offline_gate, privacy_gate
 from atlasrec.tenancy import Scope
 
 PUBLISHED = "release.published"
@@ -106,9 +108,33 @@ def start(
     canary_steps: Sequence[int] = DEFAULT_STEPS,
     min_requests: int = DEFAULT_MIN_REQUESTS,
 ) -> dict[str, Any]:
-    """Start a candidate's rollout: shadow first (when `shadow_percent` > 0), then canary steps."""
+    """Start a candidate's rollout: shadow first (when `shadow_percent` > 0), then canary steps.
+
+    The offline and privacy gates (`atlasrec.release_gates`) run first; a candidate that
+    fails one is rolled back at once (a ledger record with the gate's numbers) and refused.
+    """
     plan = _plan(tenant_id, shadow_percent, canary_steps, min_requests)
     scope, plane = _open(platform, tenant_id)
+    target, live = _candidate_and_live(plane, scope, version, actor=actor)
+    gates = [
+        offline_gate(target, live),
+        privacy_gate(platform, scope, target, actor=actor),
+    ]
+    numbers = {g.name: {"passed": g.passed, "reason": g.reason, **g.numbers} for g in gates}
+    failed = next((g for g in gates if not g.passed), None)
+    if failed is not None:
+        _reject(
+            plane,
+            scope,
+            target.version,
+            f"{failed.name} gate: {failed.reason}",
+            numbers,
+            actor=actor,
+        )
+        raise RefusedError(
+            f"tenant {tenant_id!r}: candidate {target.version!r} failed the {failed.name} "
+            f"gate ({failed.reason}); it is rolled back"
+        )
     with _changing(plane, scope, actor=actor, action="release.start") as session:
         rows = _rows(session, plane, scope, actor=actor)
         flying = [r for r in rows if r.state in IN_FLIGHT]
@@ -117,16 +143,65 @@ def start(
                 f"tenant {tenant_id!r}: the rollout of {flying[-1].version!r} is in flight "
                 "(rollouts may not overlap on one tenant's traffic): promote or roll it back first"
             )
-        target = _find(rows, tenant_id, version) if version else _pending(rows)
-        if target is None:
-            raise InvalidInputError(f"tenant {tenant_id!r} has no candidate to roll out")
+        row = _find(rows, tenant_id, target.version)
         to = State.SHADOW if plan["shadow_percent"] > 0 else State.CANARY
-        _check(tenant_id, target, State(target.state), to)
+        _check(tenant_id, row, State(row.state), to)
         plan["step"] = -1 if to is State.SHADOW else 0
-        _set(target, to, "rollout started")
-        target.plan = plan
-        _record(plane, session, scope, STARTED, actor=actor, version=target.version, plan=plan)
-    return {"tenant": tenant_id, "version": target.version, "state": to.value, "plan": plan}
+        plan["step_at"] = utcnow().isoformat()
+        _set(row, to, "rollout started")
+        row.plan = plan
+        _record(
+            plane,
+            session,
+            scope,
+            STARTED,
+            actor=actor,
+            version=row.version,
+            plan=plan,
+            numbers=numbers,
+        )
+    return {
+        "tenant": tenant_id,
+        "version": row.version,
+        "state": to.value,
+        "plan": plan,
+        "gates": numbers,
+    }
+
+
+def _candidate_and_live(
+    plane: Plane, scope: Scope, version: str | None, *, actor: str
+) -> tuple[Artifact, Artifact | None]:
+    """The candidate to roll out (`version`, or the newest) and the live model's artifacts."""
+    with plane.session(scope, actor=actor, action="release.read") as session:
+        rows = _rows(session, plane, scope, actor=actor)
+    row = _find(rows, scope.tenant_id, version) if version else _pending(rows)
+    if row is None:
+        raise InvalidInputError(f"tenant {scope.tenant_id!r} has no candidate to roll out")
+    _check(scope.tenant_id, row, State(row.state), State.CANARY)
+    current = _live(rows)
+    artifacts = plane.artifacts
+    live = None if current is None else artifacts.get(scope, KIND, current.version, actor=actor)
+    return artifacts.get(scope, KIND, row.version, actor=actor), live
+
+
+def _reject(
+    plane: Plane, scope: Scope, version: str, reason: str, numbers: dict[str, Any], *, actor: str
+) -> None:
+    """Roll a candidate back before any user saw it (a failed gate), with its numbers."""
+    with _changing(plane, scope, actor=actor, action="release.reject") as session:
+        row = _find(_rows(session, plane, scope, actor=actor), scope.tenant_id, version)
+        _set(row, State.ROLLED_BACK, reason)
+        _record(
+            plane,
+            session,
+            scope,
+            ROLLED_BACK,
+            actor=actor,
+            version=version,
+            reason=reason,
+            numbers=numbers,
+        )
 
 
 def advance(
@@ -166,6 +241,7 @@ def advance(
             )
             return {"tenant": tenant_id, "version": target.version, "state": State.LIVE.value}
         _set(target, State.CANARY, reason)
+        plan["step_at"] = utcnow().isoformat()
         target.plan = plan
         _record(
             plane,

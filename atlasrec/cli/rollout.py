@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from atlasrec.releases import promote as promote_release
 from atlasrec.releases import rollback as rollback_release
 from atlasrec.releases import start as start_release
 from atlasrec.releases import status as release_status
+from atlasrec.rollout_analysis import METRICS, analyse
 
 app = group("A tenant's model releases: candidates, the live version, promotion and rollback.")
 
@@ -84,6 +86,22 @@ def _steps(tenant: str, text: str) -> list[int]:
         raise InvalidInputError(
             f"tenant {tenant!r}: --canary-steps {text!r}: comma-separated whole percentages"
         ) from None
+
+
+@app.command("check")
+def check(
+    tenant: TenantOpt,
+    metric: Annotated[str, typer.Option("--metric", help="ctr or conversion")] = "ctr",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the automatic analysis of the release in flight once (beat runs it too)."""
+    if metric not in METRICS:
+        raise InvalidInputError(f"--metric {metric!r}: one of {', '.join(METRICS)}")
+    decision = analyse(open_platform(), tenant, metric=metric)
+    if as_json:
+        print_json(asdict(decision))
+        return
+    typer.echo(f"tenant {tenant}: {decision.decision}: {decision.reason}")
 
 
 @app.command("promote")

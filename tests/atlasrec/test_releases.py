@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atlasrec.errors import AtlasRecError, ConflictError, InvalidInputError
+from atlasrec.errors import AtlasRecError, ConflictError, InvalidInputError, RefusedError
 from atlasrec.models.bundle import KIND
 from atlasrec.platform import Platform
 from atlasrec.releases import (
@@ -33,7 +33,9 @@ def shop(platform: Platform) -> Platform:
     return platform
 
 
-def publish(platform: Platform, *, live: bool = False) -> tuple[str, State]:
+def publish(
+    platform: Platform, *, live: bool = False, metadata: dict[str, object] | None = None
+) -> tuple[str, State]:
     """A published model version (a stand-in bundle) entered into the registry."""
     plane = platform.plane(Region.EU)
     artifact = plane.artifacts.publish(
@@ -41,6 +43,7 @@ def publish(platform: Platform, *, live: bool = False) -> tuple[str, State]:
         KIND,
         lambda folder: (folder / "weights.bin").write_bytes(b"w"),
         actor="test",
+        metadata=metadata,
         point_latest=False,
     )
     return artifact.version, register(plane, SHOP, artifact.version, live=live, actor="test")
@@ -215,3 +218,51 @@ def test_a_rollout_in_flight_is_rolled_back_and_overlapping_or_bad_plans_are_ref
     assert states(shop) == {first: "live", second: "rolled_back", third: "candidate"}
     with pytest.raises(ConflictError, match="is rolled_back"):
         start(shop, "shop", actor="test", version=second)
+
+
+def validated(next_: float, profile: float, popularity: float = 0.1) -> dict[str, object]:
+    """A lineage whose default order (`next`) scored these validation NDCG@10s."""
+    scores = {
+        "next": {"next": next_, "popularity": popularity},
+        "profile": {"next": profile, "popularity": popularity},
+    }
+    return {"default_order": {"chosen": "next", "weight": 1.0, "ndcg_at_10": scores}}
+
+
+@pytest.mark.parametrize(
+    ("lineage", "failed"),
+    [
+        (validated(0.05, 0.3), "offline gate: below popularity on next"),
+        (validated(0.25, 0.3), "offline gate: below 0.95x the live model on next"),
+        ({"dp": {"epsilon": 4.0, "dp_run_id": "run-x"}}, "privacy gate: its DP run is not"),
+        ({"parent_backbone": {"version": "b1", "region": "eu"}}, "privacy gate: a solo tenant"),
+    ],
+)
+def test_a_candidate_failing_a_gate_is_rolled_back_before_anyone_sees_it(
+    shop: Platform, lineage: dict[str, object], failed: str
+) -> None:
+    live, _ = publish(shop, metadata=validated(0.3, 0.3))
+    candidate, _ = publish(shop, metadata=lineage)
+    with pytest.raises(RefusedError, match="rolled back"):
+        start(shop, "shop", actor="test")
+    assert states(shop) == {live: "live", candidate: "rolled_back"}
+    assert pointed(shop) == live
+    last = status(shop, "shop", actor="t")["last_decision"]
+    assert last["action"] == "release.rolled_back" and last["details"]["reason"].startswith(failed)
+
+
+def test_a_tampered_candidate_fails_the_privacy_gate(shop: Platform) -> None:
+    publish(shop)
+    candidate, _ = publish(shop, metadata=validated(0.3, 0.3))
+    path = shop.plane(Region.EU).artifacts.get(SHOP, KIND, candidate, actor="t").path
+    (path / "weights.bin").write_bytes(b"tampered")
+    with pytest.raises(RefusedError, match="privacy gate"):
+        start(shop, "shop", actor="test")
+
+
+def test_a_candidate_passing_both_gates_starts_with_the_gates_numbers(shop: Platform) -> None:
+    publish(shop, metadata=validated(0.3, 0.3))
+    publish(shop, metadata=validated(0.29, 0.4))  # within 0.95x of live on next
+    gates = start(shop, "shop", actor="test")["gates"]
+    assert gates["offline"]["passed"] and gates["privacy"]["passed"]
+    assert gates["offline"]["live_next"] == 0.3 and gates["offline"]["next"] == 0.29

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import FAST, ServedRegion, bearer, client_for, operator
 from sqlmodel import select
 
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.pipelines.train import train_tenant
-from atlasrec.releases import advance, promote, rollback, start
+from atlasrec.releases import advance, promote, rollback, start, status
+from atlasrec.rollout_analysis import analyse
 from serving.arms import bucket, violations
 from serving.pipeline import Query
 
@@ -96,3 +98,40 @@ def test_the_policy_recheck_counts_what_the_context_forbids(region: ServedRegion
     query = Query(user_key=None, k=3, exclude_items=frozenset(some[:1]))
     assert violations(state, query, some) == 1
     assert violations(state, query, [*some[1:], "not-in-the-catalog"]) == 1
+
+
+def shadow_traffic(region: ServedRegion, requests: int) -> None:
+    """`requests` live answers, each also scored in shadow; recorded and stored."""
+    with client_for(region.platform, refresh=False) as client:
+        serving = client.app.state.serving  # type: ignore[attr-defined]
+        for n in range(requests):
+            served_version(client, region.keys["shop"], f"user-{n}")
+        assert serving.shadow.idle() and serving.request_log.flush()
+        assert all(w.caught_up(10.0) for w in serving.consumers)
+
+
+def test_the_analysis_advances_a_healthy_shadow_and_rolls_back_a_failing_one(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    start(region.platform, "shop", actor="test", shadow_percent=100, min_requests=6)
+    shadow_traffic(region, 3)
+    assert analyse(region.platform, "shop").decision == "wait"
+    shadow_traffic(region, 4)
+    decision = analyse(region.platform, "shop")
+    assert decision.decision == "advance", decision
+    assert decision.numbers["requests"] == 7 and decision.numbers["policy_violations"] == 0
+    assert status(region.platform, "shop", actor="t")["shares"]["canary"] == 5
+
+    bad = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    rollback(region.platform, "shop", reason="make way", actor="test")
+    start(region.platform, "shop", actor="test", version=bad.model_version, shadow_percent=100)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the candidate fails on every request")
+
+    monkeypatch.setattr("serving.arms.recommend", broken)  # the shadow path only
+    shadow_traffic(region, 25)
+    decision = analyse(region.platform, "shop")
+    assert decision.decision == "rollback" and "error share" in decision.reason
+    assert status(region.platform, "shop", actor="t")["live"] == region.versions["shop"]

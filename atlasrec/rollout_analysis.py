@@ -1,0 +1,231 @@
+"""The automatic analysis of a release in flight: advance, promote or roll back.
+
+It reads what the current step served (`served_requests` since the step began, by arm) and
+the outcomes that responded to it (the offline store's events with a `request_id`), then:
+
+- **every step**, the candidate's guardrails: no policy violation (shadow), an error share
+  of at most `MAX_ERROR_SHARE`, and a p99 serving time of at most `P99_BOUND_MS` and at most
+  `P99_FACTOR` times live's. A failed guardrail rolls back at once;
+- **shadow**: with `min_requests` shadow answers and the guardrails held, it advances to the
+  first canary step;
+- **canary**: the sample ratio check of users per arm against the step's share (a mismatch
+  rolls back), then the primary metric (`ctr`: per user, the share of shown items clicked;
+  `conversion`: per user, the share of requests with a purchase) compared by the
+  anytime-valid non-inferiority test of `atlasrec.evaluation.sequential` with a margin of
+  `MARGIN` of live's mean: worse rolls back, not worse (with `min_requests` users per arm)
+  advances, otherwise it waits. The last step (all traffic on the candidate) has no live arm
+  to compare with: it promotes on the guardrails and `min_requests`.
+
+Users are the unit (the assignment is by user), so each user's requests give one value.
+Each decision is a ledger record with the numbers that decided it (`atlasrec.releases`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as ds
+from sqlmodel import col, select
+
+from atlasrec.dataplane.tables import ServedRequest
+from atlasrec.evaluation.sequential import non_inferiority, sample_ratio_mismatch
+from atlasrec.event_types import CLICKS, CONVERSIONS
+from atlasrec.platform import Plane, Platform
+from atlasrec.releases import advance, in_flight, rollback
+from atlasrec.tenancy import Region, Scope
+
+MAX_ERROR_SHARE = 0.01
+P99_BOUND_MS = 180.0
+P99_FACTOR = 1.5
+MARGIN = 0.10
+"""Non-inferiority margin, relative to live's mean: a canary gate guards against harm, it
+is not a test of improvement (per-user CTR near 0.2 needs a few thousand users per arm to pass)."""
+METRICS = ("ctr", "conversion")
+ACTOR = "rollout-analysis"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one analysis of a tenant's release decided, and its numbers."""
+
+    tenant_id: str
+    version: str | None
+    decision: str
+    """`none` (nothing in flight), `wait`, `advance` or `rollback`."""
+    reason: str
+    numbers: dict[str, Any]
+
+
+def analyse(platform: Platform, tenant_id: str, *, metric: str = "ctr") -> Decision:
+    """Analyse the tenant's release in flight once and act on the result."""
+    scope = platform.scope(tenant_id)
+    plane = platform.plane(scope.region)
+    release = in_flight(plane, scope, actor=ACTOR)
+    if release is None:
+        return Decision(tenant_id, None, "none", "no release in flight", {})
+    plan = release.plan or {}
+    since = datetime.fromisoformat(plan.get("step_at") or plan["started_at"])
+    rows = _served_since(plane, scope, since)
+    verdict, reason, numbers = _judge(plane, scope, release.state, plan, rows, metric)
+    if verdict == "advance":
+        advance(platform, tenant_id, reason=reason, actor=ACTOR, numbers=numbers)
+    elif verdict == "rollback":
+        rollback(platform, tenant_id, reason=reason, actor=ACTOR, numbers=numbers)
+    return Decision(tenant_id, release.version, verdict, reason, numbers)
+
+
+def analyse_region(platform: Platform, region: Region) -> list[Decision]:
+    """`analyse` of every tenant of the region with a release in flight (beat's watch)."""
+    decisions = []
+    for tenant in platform.control.list_tenants(region):
+        decision = analyse(platform, tenant.id)
+        if decision.decision != "none":
+            decisions.append(decision)
+    return decisions
+
+
+def _judge(
+    plane: Plane,
+    scope: Scope,
+    phase: str,
+    plan: dict[str, Any],
+    rows: list[ServedRequest],
+    metric: str,
+) -> tuple[str, str, dict[str, Any]]:
+    arm = "shadow" if phase == "shadow" else "canary"
+    candidate = [r for r in rows if r.arm == arm]
+    live = [r for r in rows if r.arm == "live"]
+    numbers = _guardrail_numbers(candidate, live)
+    failed = _guardrail_failure(numbers)
+    if failed:
+        return "rollback", failed, numbers
+    need = int(plan.get("min_requests", 1))
+    if phase == "shadow":
+        if numbers["requests"] < need:
+            return "wait", f"{numbers['requests']} of {need} shadow answers", numbers
+        return "advance", "shadow guardrails held", numbers
+    share = float(plan["canary_steps"][int(plan["step"])]) / 100
+    if share >= 1.0:
+        if numbers["requests"] < need:
+            return "wait", f"{numbers['requests']} of {need} requests at 100%", numbers
+        return "advance", "guardrails held with all traffic on the candidate", numbers
+    return _canary(plane, scope, candidate, live, share, need, metric, numbers)
+
+
+def _canary(
+    plane: Plane,
+    scope: Scope,
+    candidate: list[ServedRequest],
+    live: list[ServedRequest],
+    share: float,
+    need: int,
+    metric: str,
+    numbers: dict[str, Any],
+) -> tuple[str, str, dict[str, Any]]:
+    values = _user_values(plane, scope, [*candidate, *live], metric)
+    c_users = {r.user_key for r in candidate if r.user_key is not None}
+    l_users = {r.user_key for r in live if r.user_key is not None}
+    mismatch, p_value = sample_ratio_mismatch(len(c_users), len(l_users), share)
+    numbers.update(users_candidate=len(c_users), users_live=len(l_users), srm_p=p_value)
+    if mismatch:
+        return "rollback", f"sample ratio mismatch (p = {p_value:.2g})", numbers
+    c = np.array([values[u] for u in sorted(c_users)], dtype=np.float64)
+    b = np.array([values[u] for u in sorted(l_users)], dtype=np.float64)
+    verdict = non_inferiority(c, b, margin=MARGIN, min_n=need)
+    numbers.update(
+        metric=metric,
+        candidate_mean=verdict.candidate_mean,
+        live_mean=verdict.live_mean,
+        difference_lower=verdict.difference.lower,
+        difference_upper=verdict.difference.upper,
+        margin=verdict.margin,
+    )
+    if verdict.outcome == "worse":
+        return "rollback", f"{metric} worse than live beyond the margin", numbers
+    if verdict.outcome == "not_worse":
+        return "advance", f"{metric} not worse than live (margin {MARGIN:g})", numbers
+    return "wait", f"{metric}: not decided yet", numbers
+
+
+def _served_since(plane: Plane, scope: Scope, since: datetime) -> list[ServedRequest]:
+    query = select(ServedRequest).where(
+        col(ServedRequest.tenant_id) == scope.tenant_id, col(ServedRequest.served_at) >= since
+    )
+    with plane.session(scope, actor=ACTOR, action="release.analyse") as session:
+        return list(session.execute(query).scalars().all())
+
+
+def _guardrail_numbers(candidate: list[ServedRequest], live: list[ServedRequest]) -> dict[str, Any]:
+    def p99(rows: list[ServedRequest]) -> float | None:
+        ok = [r.timings_ms.get("total", 0.0) for r in rows if "error" not in r.degraded]
+        return float(np.percentile(ok, 99)) if ok else None
+
+    errors = sum("error" in r.degraded for r in candidate)
+    return {
+        "requests": len(candidate),
+        "live_requests": len(live),
+        "errors": errors,
+        "error_share": errors / len(candidate) if candidate else 0.0,
+        "policy_violations": sum(r.policy_violations for r in candidate),
+        "p99_ms": p99(candidate),
+        "live_p99_ms": p99(live),
+    }
+
+
+def _guardrail_failure(n: dict[str, Any]) -> str | None:
+    """Why a guardrail failed, or None."""
+    if n["policy_violations"] > 0:
+        return f"{n['policy_violations']} policy violations"
+    if n["requests"] >= 20 and n["error_share"] > MAX_ERROR_SHARE:
+        return f"error share {n['error_share']:.1%} above {MAX_ERROR_SHARE:.0%}"
+    p99, live = n["p99_ms"], n["live_p99_ms"]
+    if p99 is not None and n["requests"] >= 20:
+        bound = P99_BOUND_MS if live is None else min(P99_BOUND_MS, P99_FACTOR * max(live, 1.0))
+        if p99 > bound:
+            return f"p99 {p99:.1f} ms above {bound:.1f} ms"
+    return None
+
+
+def _user_values(
+    plane: Plane, scope: Scope, rows: list[ServedRequest], metric: str
+) -> dict[str, float]:
+    """Per user: the share of shown items clicked (`ctr`) or of requests bought from."""
+    by_id = {r.request_id: r for r in rows}
+    clicked: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    bought: set[str] = set()
+    first = min((r.served_at for r in rows), default=None)
+    if first is not None:
+        for request_id, item_id, event in _outcomes(plane, scope, first.date().isoformat()):
+            request = by_id.get(request_id)
+            if request is None or item_id not in request.items:
+                continue
+            if event in CLICKS:
+                clicked[request_id].add((request_id, item_id))
+            if event in CONVERSIONS:
+                bought.add(request_id)
+    shown: dict[str, int] = defaultdict(int)
+    hits: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r.user_key is None:
+            continue
+        if metric == "ctr":
+            shown[r.user_key] += len(r.items)
+            hits[r.user_key] += len(clicked.get(r.request_id, ()))
+        else:
+            shown[r.user_key] += 1
+            hits[r.user_key] += r.request_id in bought
+    return {u: hits[u] / shown[u] if shown[u] else 0.0 for u in shown}
+
+
+def _outcomes(plane: Plane, scope: Scope, first_day: str) -> list[tuple[str, str, str]]:
+    offline = plane.offline.scoped(scope, actor=ACTOR)
+    files = [f for f in offline.files() if f.parent.name >= f"date={first_day}"]
+    table = offline.read_table(
+        ["request_id", "item_id", "event"], files=files, where=ds.field("request_id").is_valid()
+    )
+    cols = [table[c].to_pylist() for c in ("request_id", "item_id", "event")]
+    return [(str(r), str(i), str(e)) for r, i, e in zip(*cols, strict=True)]
