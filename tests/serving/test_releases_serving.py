@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
 from conftest import FAST, ServedRegion, bearer, client_for, operator
 from sqlmodel import select
@@ -135,3 +139,50 @@ def test_the_analysis_advances_a_healthy_shadow_and_rolls_back_a_failing_one(
     decision = analyse(region.platform, "shop")
     assert decision.decision == "rollback" and "error share" in decision.reason
     assert status(region.platform, "shop", actor="t")["live"] == region.versions["shop"]
+
+
+def test_no_request_fails_across_start_every_step_promote_and_rollback(
+    region: ServedRegion,
+) -> None:
+    """Many users hammer the tenant while its release goes through every transition."""
+    candidate = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    with client_for(region.platform, refresh=False) as client:
+        runtime = client.app.state.serving.runtime  # type: ignore[attr-defined]
+        key = region.keys["shop"]
+        failures: list[str] = []
+        versions: set[str] = set()
+        stop = threading.Event()
+
+        def hammer(worker: int) -> None:
+            n = 0
+            while not stop.is_set():
+                body = {"user_id": f"user-{worker}-{n % 40}", "k": 5}
+                r = client.post("/v1/recommendations", json=body, headers=bearer(key))
+                if r.status_code == 200:
+                    versions.add(r.json()["model_version"])
+                else:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                n += 1
+
+        def step(change: Callable[[], object]) -> None:
+            change()
+            runtime.refresh_all()
+            time.sleep(0.2)
+
+        threads = [threading.Thread(target=hammer, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            platform = region.platform
+            step(lambda: start(platform, "shop", actor="t", shadow_percent=50))
+            for _ in range(4):  # shadow -> 5 -> 25 -> 50 -> 100%
+                step(lambda: advance(platform, "shop", reason="test", actor="t"))
+            step(lambda: advance(platform, "shop", reason="test", actor="t"))  # live
+            step(lambda: rollback(platform, "shop", reason="test", actor="t"))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not failures
+        assert versions == {region.versions["shop"], candidate.model_version}
+        assert runtime.loaded_tenant("shop").state.model_version == region.versions["shop"]

@@ -1,0 +1,1 @@
+"""The rollout analysis benchmark: its sequential test simulated (A/A, decision sizes)."""
