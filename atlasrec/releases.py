@@ -137,12 +137,7 @@ def start(
         )
     with _changing(plane, scope, actor=actor, action="release.start") as session:
         rows = _rows(session, plane, scope, actor=actor)
-        flying = [r for r in rows if r.state in IN_FLIGHT]
-        if flying:
-            raise ConflictError(
-                f"tenant {tenant_id!r}: the rollout of {flying[-1].version!r} is in flight "
-                "(rollouts may not overlap on one tenant's traffic): promote or roll it back first"
-            )
+        _refuse_overlap(tenant_id, rows)  # again: another start may have won meanwhile
         row = _find(rows, tenant_id, target.version)
         to = State.SHADOW if plan["shadow_percent"] > 0 else State.CANARY
         _check(tenant_id, row, State(row.state), to)
@@ -175,6 +170,7 @@ def _candidate_and_live(
     """The candidate to roll out (`version`, or the newest) and the live model's artifacts."""
     with plane.session(scope, actor=actor, action="release.read") as session:
         rows = _rows(session, plane, scope, actor=actor)
+    _refuse_overlap(scope.tenant_id, rows)
     row = _find(rows, scope.tenant_id, version) if version else _pending(rows)
     if row is None:
         raise InvalidInputError(f"tenant {scope.tenant_id!r} has no candidate to roll out")
@@ -183,6 +179,15 @@ def _candidate_and_live(
     artifacts = plane.artifacts
     live = None if current is None else artifacts.get(scope, KIND, current.version, actor=actor)
     return artifacts.get(scope, KIND, row.version, actor=actor), live
+
+
+def _refuse_overlap(tenant_id: str, rows: list[ModelRelease]) -> None:
+    flying = [r for r in rows if r.state in IN_FLIGHT]
+    if flying:
+        raise ConflictError(
+            f"tenant {tenant_id!r}: the rollout of {flying[-1].version!r} is in flight "
+            "(rollouts may not overlap on one tenant's traffic): promote or roll it back first"
+        )
 
 
 def _reject(
