@@ -37,6 +37,8 @@ from atlasrec.tenancy import Scope
 
 PUBLISHED = "release.published"
 STARTED = "release.started"
+UNSERVABLE = "release.unservable"
+"""Serving could not load a release's candidate (the analysis rolls it back)."""
 ADVANCED = "release.advanced"
 PROMOTED = "release.promoted"
 ROLLED_BACK = "release.rolled_back"

@@ -3,6 +3,8 @@
 It reads what the current step served (`served_requests` since the step began, by arm) and
 the outcomes that responded to it (the offline store's events with a `request_id`), then:
 
+- **first**, whether a serving process could not load the candidate at all (its
+  `release.unservable` record): that rolls back at once;
 - **every step**, the candidate's guardrails: no policy violation (shadow), an error share
   of at most `MAX_ERROR_SHARE`, and a p99 serving time of at most `P99_BOUND_MS` and at most
   `P99_FACTOR` times live's. A failed guardrail rolls back at once;
@@ -22,6 +24,7 @@ Each decision is a ledger record with the numbers that decided it (`atlasrec.rel
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +38,7 @@ from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.evaluation.sequential import non_inferiority, sample_ratio_mismatch
 from atlasrec.event_types import CLICKS, CONVERSIONS
 from atlasrec.platform import Plane, Platform
-from atlasrec.releases import advance, in_flight, rollback
+from atlasrec.releases import UNSERVABLE, advance, in_flight, rollback
 from atlasrec.tenancy import Region, Scope
 
 MAX_ERROR_SHARE = 0.01
@@ -46,6 +49,8 @@ MARGIN = 0.10
 is not a test of improvement (per-user CTR near 0.2 needs a few thousand users per arm to pass)."""
 METRICS = ("ctr", "conversion")
 ACTOR = "rollout-analysis"
+FAILED = frozenset({"error", "candidate"})
+"""Degraded stages of a candidate's failure: a shadow scoring's, or a canary answered by live."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,12 @@ def analyse(platform: Platform, tenant_id: str, *, metric: str = "ctr") -> Decis
         return Decision(tenant_id, None, "none", "no release in flight", {})
     plan = release.plan or {}
     since = datetime.fromisoformat(plan.get("step_at") or plan["started_at"])
-    rows = _served_since(plane, scope, since)
-    verdict, reason, numbers = _judge(plane, scope, release.state, plan, rows, metric)
+    broken = _unservable(plane, tenant_id, release.version)
+    if broken is not None:
+        verdict, reason, numbers = "rollback", "serving cannot load the candidate", broken
+    else:
+        rows = _served_since(plane, scope, since)
+        verdict, reason, numbers = _judge(plane, scope, release.state, plan, rows, metric)
     if verdict == "advance":
         advance(platform, tenant_id, reason=reason, actor=ACTOR, numbers=numbers)
     elif verdict == "rollback":
@@ -151,6 +160,15 @@ def _canary(
     return "wait", f"{metric}: not decided yet", numbers
 
 
+def _unservable(plane: Plane, tenant_id: str, version: str) -> dict[str, Any] | None:
+    """A serving process's record that it could not load `version`, if any."""
+    for record in plane.ledger.records(tenant_id=tenant_id, action=UNSERVABLE, limit=None):
+        details: dict[str, Any] = json.loads(record.details)
+        if details.get("version") == version:
+            return details
+    return None
+
+
 def _served_since(plane: Plane, scope: Scope, since: datetime) -> list[ServedRequest]:
     query = select(ServedRequest).where(
         col(ServedRequest.tenant_id) == scope.tenant_id, col(ServedRequest.served_at) >= since
@@ -161,10 +179,10 @@ def _served_since(plane: Plane, scope: Scope, since: datetime) -> list[ServedReq
 
 def _guardrail_numbers(candidate: list[ServedRequest], live: list[ServedRequest]) -> dict[str, Any]:
     def p99(rows: list[ServedRequest]) -> float | None:
-        ok = [r.timings_ms.get("total", 0.0) for r in rows if "error" not in r.degraded]
+        ok = [r.timings_ms.get("total", 0.0) for r in rows if not FAILED & set(r.degraded)]
         return float(np.percentile(ok, 99)) if ok else None
 
-    errors = sum("error" in r.degraded for r in candidate)
+    errors = sum(bool(FAILED & set(r.degraded)) for r in candidate)
     return {
         "requests": len(candidate),
         "live_requests": len(live),

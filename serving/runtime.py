@@ -34,7 +34,7 @@ from atlasrec.models.bundle import KIND, ModelBundle
 from atlasrec.offline_store import INGEST
 from atlasrec.online_store import OnlineStore, OnlineStoreUnavailable, ScopedOnlineStore
 from atlasrec.platform import Plane, Platform
-from atlasrec.releases import in_flight
+from atlasrec.releases import UNSERVABLE, in_flight
 from atlasrec.tenancy import Region, Scope
 from serving.arms import Arms
 from serving.online import RECENT_CAP, Breaker, NoFeatures, OnlineFeatures
@@ -125,6 +125,7 @@ class RegionRuntime:
         self._thread: threading.Thread | None = None
         self.swaps = 0
         self.freeze_gc = False
+        self._unservable_seen: set[tuple[str, str]] = set()
 
     def tenant(self, tenant: Tenant) -> TenantRuntime:
         """The runtime of a tenant homed in this region (loaded on first use)."""
@@ -364,11 +365,30 @@ class RegionRuntime:
         if arms is not None and arms.version == release.version:
             state = arms.state
         else:
-            artifact = self.plane.artifacts.get(scope, KIND, release.version, actor=ACTOR)
-            state, _ = self._build(scope, ModelBundle.load(artifact))
+            try:
+                artifact = self.plane.artifacts.get(scope, KIND, release.version, actor=ACTOR)
+                state, _ = self._build(scope, ModelBundle.load(artifact))
+            except Exception as exc:  # a candidate that cannot be served: live serves all
+                self._unservable(scope, release.version, exc)
+                runtime.arms = None
+                return arms is not None
             log.info("serving %s: release %s in flight", scope.tenant_id, release.version)
         runtime.arms = Arms.of(release.version, state, release.state, release.plan or {})
         return arms is None or runtime.arms.shares != arms.shares
+
+    def _unservable(self, scope: Scope, version: str, exc: Exception) -> None:
+        """Record (once per process and version) that a release's candidate cannot load."""
+        log.error("serving %s: candidate %s cannot be served: %s", scope.tenant_id, version, exc)
+        if (scope.tenant_id, version) in self._unservable_seen:
+            return
+        self._unservable_seen.add((scope.tenant_id, version))
+        self.plane.ledger.append(
+            actor=ACTOR,
+            action=UNSERVABLE,
+            subject=f"model:{KIND}/{version}",
+            tenant_id=scope.tenant_id,
+            details={"version": version, "error": f"{type(exc).__name__}: {exc}"[:500]},
+        )
 
     def _sync_catalog(self, runtime: TenantRuntime) -> bool:
         scope = runtime.scope

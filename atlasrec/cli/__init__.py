@@ -58,6 +58,10 @@ COMMANDS = {
         "atlasrec.cli.rollout",
         "A tenant's model releases: candidates, the live version, promotion and rollback.",
     ),
+    "simulate": Lazy(
+        "atlasrec.cli.simulate",
+        "Synthetic tenants with known preferences, and a click simulator against serving.",
+    ),
     "tenants": Lazy("atlasrec.cli.tenants", "Register tenants and manage their API keys."),
     "privacy": Lazy("atlasrec.cli.privacy", "Differential-privacy budgets and empirical audits."),
     "audit": Lazy("atlasrec.cli.audit", "The hash-chained audit ledger of each region."),

@@ -230,6 +230,34 @@ def generate_synthetic_tenant(
     )
 
 
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """What a synthetic tenant's users want: each user's favourite category, each item's.
+
+    User `j` is `user_ids[j]` (`c000000`, ...), item `i` is `item_ids[i]` (`p000000`, ...).
+    """
+
+    item_category: IntArray
+    user_favorite: IntArray
+
+    @property
+    def user_ids(self) -> list[str]:
+        """The users' ids, as the interactions file names them."""
+        return [f"c{j:06d}" for j in range(len(self.user_favorite))]
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The items' ids, as the catalog file names them."""
+        return [f"p{i:06d}" for i in range(len(self.item_category))]
+
+
+def synthetic_truth(spec: SyntheticTenantSpec) -> SyntheticTruth:
+    """The latent preferences `generate_synthetic_tenant` drew the tenant's interactions from."""
+    _validate(spec)
+    model = _build_model(spec, _streams(spec)[_SETUP])
+    return SyntheticTruth(model.item_category, model.user_favorite)
+
+
 def _validate(spec: SyntheticTenantSpec) -> None:
     validate_tenant_id(spec.tenant_id)
     problems = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import APIRouter
@@ -22,6 +23,10 @@ from serving.deps import (
 )
 from serving.pipeline import STAGES, Query, Served, recommend
 from serving.runtime import TenantRuntime
+
+log = logging.getLogger(__name__)
+CANDIDATE_FAILED = "candidate"
+"""A degraded stage: the release's candidate failed and live answered instead."""
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
 
@@ -83,17 +88,32 @@ def _serve(
 ) -> tuple[Query, Served, Arms | None, str]:
     """The request's query, what serves it and the release in flight (a worker thread).
 
-    A user in a release's canary share is served by the candidate (`serving.arms`).
+    A user in a release's canary share is served by the candidate (`serving.arms`). A
+    candidate that fails never fails the request: live answers it, marked degraded
+    (`candidate`), and the record, still on the canary arm, counts against the candidate.
     """
     check_known_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
     check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
     query = _query(body, runtime)
     arms = runtime.arms  # one read: a swap mid-request changes nothing for this one
-    canary = arms is not None and arms.canary(query.user_key)
-    state = arms.state if arms is not None and canary else runtime.state
-    served = recommend(state, runtime.online, query, serving.budgets)
+    if arms is None or not arms.canary(query.user_key):
+        served = recommend(runtime.state, runtime.online, query, serving.budgets)
+    else:
+        served = _canary(serving, runtime, arms, query)
     _observe(serving, runtime.scope.tenant_id, served)
-    return query, served, arms, "canary" if canary else "live"
+    arm = "canary" if arms is not None and arms.canary(query.user_key) else "live"
+    return query, served, arms, arm
+
+
+def _canary(serving: ServingApp, runtime: TenantRuntime, arms: Arms, query: Query) -> Served:
+    """The candidate's answer, or live's (degraded `candidate`) if the candidate fails."""
+    try:
+        return recommend(arms.state, runtime.online, query, serving.budgets)
+    except Exception:
+        log.exception("serving %s: candidate %s failed", runtime.scope.tenant_id, arms.version)
+        served = recommend(runtime.state, runtime.online, query, serving.budgets)
+        served.degraded.append(CANDIDATE_FAILED)
+        return served
 
 
 def _stale(serving: ServingApp, tenant_id: str, model_version: str) -> bool:

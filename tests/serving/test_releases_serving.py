@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -11,11 +12,13 @@ from conftest import FAST, ServedRegion, bearer, client_for, operator
 from sqlmodel import select
 
 from atlasrec.dataplane.tables import ServedRequest
+from atlasrec.models.bundle import KIND, WEIGHTS
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.releases import advance, promote, rollback, start, status
 from atlasrec.rollout_analysis import analyse
 from serving.arms import bucket, violations
 from serving.pipeline import Query
+from serving.routes import recommendations
 
 
 def served_version(client, key: str, user: str = "user-1") -> str:  # type: ignore[no-untyped-def]
@@ -186,3 +189,55 @@ def test_no_request_fails_across_start_every_step_promote_and_rollback(
         assert not failures
         assert versions == {region.versions["shop"], candidate.model_version}
         assert runtime.loaded_tenant("shop").state.model_version == region.versions["shop"]
+
+
+def test_a_failing_canary_never_fails_a_request_and_is_rolled_back(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = region.versions["shop"]
+    candidate = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    start(region.platform, "shop", actor="test", canary_steps=[100], min_requests=10)
+    real = recommendations.recommend
+
+    def failing(state, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if state.model_version == candidate.model_version:
+            raise RuntimeError("the candidate fails on every request")
+        return real(state, *args, **kwargs)
+
+    monkeypatch.setattr(recommendations, "recommend", failing)
+    with client_for(region.platform, refresh=False) as client:
+        serving = client.app.state.serving  # type: ignore[attr-defined]
+        key = region.keys["shop"]
+        for n in range(25):
+            response = client.post(
+                "/v1/recommendations", json={"user_id": f"user-{n}"}, headers=bearer(key)
+            )
+            assert response.status_code == 200
+            body = response.json()
+            assert body["model_version"] == live and body["degraded_stages"] == ["candidate"]
+        assert serving.request_log.flush() and all(w.caught_up(10.0) for w in serving.consumers)
+    decision = analyse(region.platform, "shop")
+    assert decision.decision == "rollback" and decision.numbers["error_share"] == 1.0
+    assert status(region.platform, "shop", actor="t")["live"] == live
+
+
+def test_a_candidate_serving_cannot_load_is_recorded_and_rolled_back(
+    region: ServedRegion,
+) -> None:
+    live = region.versions["shop"]
+    candidate = train_tenant(region.platform, "shop", actor="test", no_dp=True, config=FAST)
+    start(region.platform, "shop", actor="test", canary_steps=[50, 100])
+    scope = region.platform.scope("shop")
+    artifacts = region.platform.plane(scope.region).artifacts
+    path = artifacts.get(scope, KIND, candidate.model_version, actor="t").path
+    (path / WEIGHTS).write_bytes(b"damaged after the gates passed")
+    with client_for(region.platform, refresh=False) as client:
+        runtime = client.app.state.serving.runtime  # type: ignore[attr-defined]
+        assert runtime.loaded_tenant("shop").arms is None  # live serves everyone
+        answers = {served_version(client, region.keys["shop"], f"user-{n}") for n in range(20)}
+        runtime.refresh_all()  # a second attempt is not recorded twice
+    assert answers == {live}
+    records = region.platform.plane(scope.region).ledger.records(action="release.unservable")
+    assert [json.loads(r.details)["version"] for r in records] == [candidate.model_version]
+    decision = analyse(region.platform, "shop")
+    assert decision.decision == "rollback" and "cannot load" in decision.reason

@@ -1,0 +1,223 @@
+"""A click simulator: users with known preferences click a served list by a known model.
+
+The tenant is a synthetic one (`atlasrec.datasets.synthetic`), whose interactions were drawn
+from each user's favourite category; `synthetic_truth` gives those latent preferences back.
+Clicks follow the position-based model (Craswell et al., 2008): an item at 0-based position
+`p` is examined with probability `1 / (p + 1) ** position_bias`, and an examined item is
+clicked with its attractiveness, `base` for most items and `base * (1 + lift)` for the
+user's favourite category. A click is a purchase with probability `purchase_rate`.
+
+The simulator sends real HTTP traffic: `POST /v1/recommendations` for a user, then the
+clicks and purchases as `POST /v1/events` naming the request's `request_id` and each item's
+`position`. It reports what each served model version got (`atlasrec simulate clicks`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from atlasrec.datasets.synthetic import (
+    SyntheticTenantSpec,
+    SyntheticTruth,
+    generate_synthetic_tenant,
+)
+from atlasrec.errors import InvalidInputError
+from atlasrec.files import private_folder, write_atomic
+from atlasrec.ingest import ingest
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, SharingPolicy, validate_tenant_id
+
+K = 10
+
+
+class Http(Protocol):
+    """What the simulator needs of an HTTP client (`httpx.Client`, FastAPI's TestClient)."""
+
+    def post(self, url: str, *, json: Any, headers: dict[str, str]) -> Any:
+        """POST a JSON body."""
+
+
+@dataclass(frozen=True)
+class ClickModel:
+    """The position-based click model over a synthetic tenant's latent preferences."""
+
+    truth: SyntheticTruth
+    base: float = 0.03
+    lift: float = 8.0
+    position_bias: float = 1.0
+    purchase_rate: float = 0.2
+
+    def click_probabilities(self, user: int, items: list[int]) -> np.ndarray:
+        """P(click) of each item at its position in the list shown to `user`."""
+        positions = np.arange(len(items), dtype=np.float64)
+        examined = 1.0 / (positions + 1.0) ** self.position_bias
+        liked = (
+            self.truth.item_category[np.asarray(items, dtype=np.int64)]
+            == (self.truth.user_favorite[user])
+        )
+        attract = self.base * (1.0 + self.lift * liked)
+        return np.asarray(examined * np.minimum(attract, 1.0), dtype=np.float64)
+
+
+@dataclass
+class ArmTally:
+    """What one served model version got."""
+
+    requests: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    purchases: int = 0
+    clicks_at: list[int] = field(default_factory=lambda: [0] * K)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The tally with its CTR."""
+        ctr = self.clicks / self.impressions if self.impressions else 0.0
+        return {**self.__dict__, "ctr": ctr}
+
+
+@dataclass
+class Report:
+    """The simulation's outcome: per model version, and the requests that failed."""
+
+    versions: dict[str, ArmTally] = field(default_factory=lambda: defaultdict(ArmTally))
+    failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """As JSON-ready data."""
+        return {
+            "versions": {v: t.as_dict() for v, t in self.versions.items()},
+            "failed": dict(self.failed),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def simulate(
+    client: Http,
+    api_key: str,
+    model: ClickModel,
+    *,
+    requests: int,
+    seed: int = 0,
+) -> Report:
+    """`requests` recommendations for random users, each followed by its users' clicks."""
+    rng = np.random.default_rng(seed)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    user_ids, item_index = model.truth.user_ids, {i: n for n, i in enumerate(model.truth.item_ids)}
+    report, started = Report(), time.perf_counter()
+    for _ in range(requests):
+        user = int(rng.integers(len(user_ids)))
+        served = client.post(
+            "/v1/recommendations", json={"user_id": user_ids[user], "k": K}, headers=headers
+        )
+        if served.status_code != 200:
+            report.failed[f"recommendations {served.status_code}"] += 1
+            continue
+        body = served.json()
+        shown = [i["item_id"] for i in body["items"]]
+        events = _outcomes(rng, model, user, user_ids[user], shown, item_index, body)
+        tally = report.versions[body["model_version"]]
+        tally.requests += 1
+        tally.impressions += len(shown)
+        for event in events:
+            tally.clicks += event["event"] == "click"
+            tally.purchases += event["event"] == "purchase"
+            if event["event"] == "click":
+                tally.clicks_at[event["position"]] += 1
+        if events:
+            answered = client.post("/v1/events", json={"events": events}, headers=headers)
+            if answered.status_code != 202:
+                report.failed[f"events {answered.status_code}"] += 1
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _outcomes(
+    rng: np.random.Generator,
+    model: ClickModel,
+    user: int,
+    user_id: str,
+    shown: list[str],
+    item_index: dict[str, int],
+    body: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The clicks (and purchases) a user makes on one served list, as events."""
+    known = [(p, item_index[i]) for p, i in enumerate(shown) if i in item_index]
+    if not known:
+        return []
+    probabilities = model.click_probabilities(user, [i for _, i in known])
+    events = []
+    for (position, _), p in zip(known, probabilities, strict=True):
+        if rng.random() >= p:
+            continue
+        for event in ("click", "purchase") if rng.random() < model.purchase_rate else ("click",):
+            events.append(
+                {
+                    "user_id": user_id,
+                    "item_id": shown[position],
+                    "event": event,
+                    "request_id": body["request_id"],
+                    "position": position,
+                }
+            )
+    return events
+
+
+SIM_FOLDER = "simulations"
+
+
+@dataclass(frozen=True)
+class SimTenant:
+    """A synthetic tenant set up for the simulator: its spec and API key."""
+
+    spec: SyntheticTenantSpec
+    api_key: str
+
+
+def create_sim_tenant(platform: Platform, spec: SyntheticTenantSpec, *, actor: str) -> SimTenant:
+    """Register, generate and ingest a synthetic tenant; keep its spec and key for `load`."""
+    _, issued = platform.create_tenant(
+        spec.tenant_id, region=spec.region, sharing=spec.sharing, actor=actor
+    )
+    api_key = issued.api_key
+    folder = platform.settings.home / SIM_FOLDER
+    private_folder(folder)
+    data = generate_synthetic_tenant(spec, folder)
+    ingest(
+        platform.plane(spec.region),
+        platform.scope(spec.tenant_id),
+        secret=platform.secret,
+        actor=actor,
+        items=data.items_csv,
+        interactions=data.interactions_csv,
+    )
+    fields = {**asdict(spec), "region": spec.region.value, "sharing": spec.sharing.value}
+    record = json.dumps({"spec": fields, "api_key": api_key}).encode()
+    write_atomic(folder / f"{spec.tenant_id}.json", record)
+    return SimTenant(spec, api_key)
+
+
+def load_sim_tenant(platform: Platform, tenant_id: str) -> SimTenant:
+    """A tenant `create_sim_tenant` set up in this home."""
+    path = platform.settings.home / SIM_FOLDER / f"{validate_tenant_id(tenant_id)}.json"
+    if not path.is_file():
+        raise InvalidInputError(
+            f"tenant {tenant_id!r} is not a simulated tenant of this home "
+            "(create one with `atlasrec simulate tenant`)"
+        )
+    held = json.loads(path.read_text())
+    fields = held["spec"]
+    spec = SyntheticTenantSpec(
+        **{
+            **fields,
+            "region": Region(fields["region"]),
+            "sharing": SharingPolicy(fields["sharing"]),
+        }
+    )
+    return SimTenant(spec, str(held["api_key"]))

@@ -1,0 +1,57 @@
+"""The click simulator: known preferences, position-based clicks, real requests and events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from atlasrec.datasets.synthetic import SyntheticTenantSpec, synthetic_truth
+from atlasrec.models.two_tower import TwoTowerConfig
+from atlasrec.outcomes import refresh_outcomes
+from atlasrec.pipelines.train import train_tenant
+from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, SharingPolicy
+from serving.app import create_app
+from simulations.clicks import ClickModel, create_sim_tenant, load_sim_tenant, simulate
+
+SPEC = SyntheticTenantSpec(
+    "sim-shop", Region.EU, SharingPolicy.SOLO, n_items=80, n_users=150, n_interactions=3_000
+)
+FAST = TwoTowerConfig(dim=16, hidden=32, history=10, positives=4, negatives=16, epochs=3)
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+def test_the_click_model_prefers_the_favourite_category_and_the_top_positions() -> None:
+    truth = synthetic_truth(SPEC)
+    model = ClickModel(truth)
+    user = 0
+    liked = np.flatnonzero(truth.item_category == truth.user_favorite[user])[:2].tolist()
+    other = np.flatnonzero(truth.item_category != truth.user_favorite[user])[:2].tolist()
+    p = model.click_probabilities(user, [liked[0], other[0], liked[1], other[1]])
+    assert p[0] == pytest.approx(model.base * (1 + model.lift))
+    assert p[1] == pytest.approx(model.base / 2)  # examined half the time at position 1
+    assert p[2] == pytest.approx(model.base * (1 + model.lift) / 3)
+    assert p[0] > p[2] > p[1] > p[3]
+    assert synthetic_truth(SPEC).user_favorite.tolist() == truth.user_favorite.tolist()
+
+
+def test_simulated_clicks_reach_serving_as_attributed_outcomes(platform: Platform) -> None:
+    create_sim_tenant(platform, SPEC, actor="test")
+    sim = load_sim_tenant(platform, "sim-shop")
+    version = train_tenant(platform, "sim-shop", actor="test", no_dp=True, config=FAST)
+    with TestClient(create_app(Region.EU, platform=platform, refresh=False)) as client:
+        report = simulate(client, sim.api_key, ClickModel(synthetic_truth(sim.spec)), requests=120)
+        serving = client.app.state.serving  # type: ignore[attr-defined]
+        assert all(w.caught_up(10.0) for w in serving.consumers)
+    assert not report.failed
+    tally = report.versions[version.model_version]
+    assert tally.requests == 120 and tally.clicks > 0
+    assert sum(tally.clicks_at[:3]) > sum(tally.clicks_at[7:])  # position bias
+    (row,) = refresh_outcomes(platform, "sim-shop", actor="test")
+    assert (row.requests, row.clicks) == (120, tally.clicks)  # every click was attributed
+    assert row.conversions == tally.purchases
