@@ -14,10 +14,12 @@ clicks and purchases as `POST /v1/events` naming the request's `request_id` and 
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -180,8 +182,13 @@ class SimTenant:
     api_key: str
 
 
-def create_sim_tenant(platform: Platform, spec: SyntheticTenantSpec, *, actor: str) -> SimTenant:
-    """Register, generate and ingest a synthetic tenant; keep its spec and key for `load`."""
+def create_sim_tenant(
+    platform: Platform, spec: SyntheticTenantSpec, *, actor: str, interactions: bool = True
+) -> SimTenant:
+    """Register, generate and ingest a synthetic tenant; keep its spec and key for `load`.
+
+    Without `interactions` only its catalog is ingested (`sim_folder` keeps the file).
+    """
     _, issued = platform.create_tenant(
         spec.tenant_id, region=spec.region, sharing=spec.sharing, actor=actor
     )
@@ -195,7 +202,7 @@ def create_sim_tenant(platform: Platform, spec: SyntheticTenantSpec, *, actor: s
         secret=platform.secret,
         actor=actor,
         items=data.items_csv,
-        interactions=data.interactions_csv,
+        interactions=data.interactions_csv if interactions else None,
     )
     fields = {**asdict(spec), "region": spec.region.value, "sharing": spec.sharing.value}
     record = json.dumps({"spec": fields, "api_key": api_key}).encode()
@@ -221,3 +228,29 @@ def load_sim_tenant(platform: Platform, tenant_id: str) -> SimTenant:
         }
     )
     return SimTenant(spec, str(held["api_key"]))
+
+
+def sim_folder(platform: Platform, tenant_id: str) -> Path:
+    """Where a simulated tenant's generated files are."""
+    return platform.settings.home / SIM_FOLDER / validate_tenant_id(tenant_id)
+
+
+def shuffled_interactions(source: Path, out: Path, *, copies: int, seed: int = 0) -> Path:
+    """`copies` of an interactions file with its users permuted: popularity kept, tastes lost.
+
+    Each copy is shifted later in time so that none repeats a row of another.
+    """
+    with source.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    users = [r[0] for r in rows]
+    rng = np.random.default_rng(seed)
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for copy in range(copies):
+            rng.shuffle(users)
+            shift = (copy + 1) * 10_000_000
+            writer.writerows(
+                [u, r[1], str(int(r[2]) + shift), *r[3:]] for r, u in zip(rows, users, strict=True)
+            )
+    return out
