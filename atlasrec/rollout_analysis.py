@@ -7,7 +7,8 @@ the outcomes that responded to it (the offline store's events with a `request_id
   `release.unservable` record): that rolls back at once;
 - **every step**, the candidate's guardrails: no policy violation (shadow), an error share
   of at most `MAX_ERROR_SHARE`, and a p99 serving time of at most `P99_BOUND_MS` and at most
-  `P99_FACTOR` times live's. A failed guardrail rolls back at once;
+  `P99_FACTOR` times live's or `P99_SLACK_MS` over it, whichever is more. A failed
+  guardrail rolls back at once;
 - **shadow**: with `min_requests` shadow answers and the guardrails held, it advances to the
   first canary step;
 - **canary**: the sample ratio check of users per arm against the step's share (a mismatch
@@ -44,6 +45,10 @@ from atlasrec.tenancy import Region, Scope
 MAX_ERROR_SHARE = 0.01
 P99_BOUND_MS = 180.0
 P99_FACTOR = 1.5
+P99_SLACK_MS = 25.0
+"""A p99 above 1.5x live's fails only if it is also this much slower: at a few milliseconds a
+ratio alone would refuse a richer model that is well inside the budget (measured: 13.1 ms
+against live's 8.5 ms, `scripts/bench rollout.loop`)."""
 MARGIN = 0.10
 """Non-inferiority margin, relative to live's mean: a canary gate guards against harm, it
 is not a test of improvement (per-user CTR near 0.2 needs a few thousand users per arm to pass)."""
@@ -202,7 +207,9 @@ def _guardrail_failure(n: dict[str, Any]) -> str | None:
         return f"error share {n['error_share']:.1%} above {MAX_ERROR_SHARE:.0%}"
     p99, live = n["p99_ms"], n["live_p99_ms"]
     if p99 is not None and n["requests"] >= 20:
-        bound = P99_BOUND_MS if live is None else min(P99_BOUND_MS, P99_FACTOR * max(live, 1.0))
+        bound = P99_BOUND_MS
+        if live is not None:
+            bound = min(P99_BOUND_MS, max(P99_FACTOR * live, live + P99_SLACK_MS))
         if p99 > bound:
             return f"p99 {p99:.1f} ms above {bound:.1f} ms"
     return None

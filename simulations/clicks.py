@@ -235,10 +235,13 @@ def sim_folder(platform: Platform, tenant_id: str) -> Path:
     return platform.settings.home / SIM_FOLDER / validate_tenant_id(tenant_id)
 
 
-def shuffled_interactions(source: Path, out: Path, *, copies: int, seed: int = 0) -> Path:
+def shuffled_interactions(
+    source: Path, out: Path, *, copies: int, seed: int = 0, shuffle: bool = True
+) -> Path:
     """`copies` of an interactions file with its users permuted: popularity kept, tastes lost.
 
-    Each copy is shifted later in time so that none repeats a row of another.
+    Each copy is shifted later in time so that none repeats a row of another. With
+    `shuffle=False` the users are kept (more of the same tastes).
     """
     with source.open(newline="") as f:
         header, *rows = list(csv.reader(f))
@@ -248,7 +251,8 @@ def shuffled_interactions(source: Path, out: Path, *, copies: int, seed: int = 0
         writer = csv.writer(f)
         writer.writerow(header)
         for copy in range(copies):
-            rng.shuffle(users)
+            if shuffle:
+                rng.shuffle(users)
             shift = (copy + 1) * 10_000_000
             writer.writerows(
                 [u, r[1], str(int(r[2]) + shift), *r[3:]] for r, u in zip(rows, users, strict=True)

@@ -5,10 +5,13 @@ the simulator sends it recommendations and its users' clicks over HTTP, and the 
 (`atlasrec.rollout_analysis`, as beat or `atlasrec rollout check` runs it) looks after every
 `--check-every` requests. Three rollouts, one after the other:
 
-1. **better**: live was trained on interactions whose users were shuffled (popularity
-   kept, tastes lost); the candidate on the real ones added. Expected: promoted.
-2. **worse**: the candidate is trained after three more shuffled copies were ingested (its
-   data is mostly noise). Expected: rolled back.
+1. **better**: live was trained on the interactions with their users shuffled (popularity
+   kept, tastes lost); the candidate after three copies of the real ones were added.
+   Expected: promoted.
+2. **worse**: the candidate is trained after three copies of the interactions with their
+   users shuffled (popularity kept, tastes lost) were ingested: its data is mostly noise.
+   Expected: rolled back (by the offline gate if its validation already shows it, else by
+   the analysis).
 3. **broken**: a candidate whose weights are damaged after its gates passed, so serving
    cannot load it. Expected: rolled back (`release.unservable`).
 
@@ -29,6 +32,7 @@ from typing import Any
 import httpx
 
 from atlasrec.datasets.synthetic import SyntheticTenantSpec, synthetic_truth
+from atlasrec.errors import RefusedError
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND, WEIGHTS
 from atlasrec.models.two_tower import TwoTowerConfig
@@ -63,9 +67,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     platform = Platform(Settings(home=home))
     sim = create_sim_tenant(platform, spec, actor=ACTOR, interactions=False)
     real = sim_folder(platform, TENANT) / "interactions.csv"
-    noise = shuffled_interactions(real, work / "shuffled.csv", copies=1, seed=1)
     config = TwoTowerConfig(epochs=args.epochs)
-    _ingest(platform, noise)
+    _ingest(platform, shuffled_interactions(real, work / "shuffled.csv", copies=1, seed=1))
     train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: no tastes
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     with server(env, port, work / "serve.log", timeout_s=600):
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
-        _ingest(platform, real)
+        _ingest(platform, shuffled_interactions(real, work / "real.csv", copies=3, shuffle=False))
         better = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["better"] = _rollout(args, platform, client, sim, model, better)
         _ingest(platform, shuffled_interactions(real, work / "more.csv", copies=3, seed=2))
@@ -115,14 +118,23 @@ def _rollout(
 ) -> dict[str, Any]:
     """Start a rollout of `trained`, drive traffic and analyse until it is decided."""
     began = time.perf_counter()
-    start(
-        platform,
-        TENANT,
-        actor=ACTOR,
-        version=trained.model_version,
-        canary_steps=args.steps,
-        min_requests=args.min_requests,
-    )
+    try:
+        start(
+            platform,
+            TENANT,
+            actor=ACTOR,
+            version=trained.model_version,
+            canary_steps=args.steps,
+            min_requests=args.min_requests,
+        )
+    except RefusedError as refused:  # a gate rolled it back before any user saw it
+        return {
+            "version": trained.model_version,
+            "final": "rolled_back",
+            "requests": 0,
+            "seconds": round(time.perf_counter() - began, 1),
+            "gate": str(refused),
+        }
     if damage:
         scope = platform.scope(TENANT)
         artifacts = platform.plane(scope.region).artifacts
@@ -196,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.users, args.interactions, args.steps = 3_000, 30_000, [25, 50, 100]
+        args.users, args.items, args.interactions = 1_000, 300, 30_000
+        args.steps = [25, 50, 100]
         args.min_requests, args.check_every, args.max_requests = 100, 300, 20_000
     work = Path(tempfile.mkdtemp(prefix="atlasrec-bench-rollout-loop-"))
     try:
