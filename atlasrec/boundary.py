@@ -44,8 +44,8 @@ class Boundary:
         region: Region,
         audit: AuditLog,
         home_of: Callable[[str], Region | None],
-        fallback_of: Callable[[str], Region | None] = lambda _: None,
-        request_ids: RequestIds | None = None,
+        fallback_of: Callable[[str], Region | None],
+        request_ids: RequestIds,
     ) -> None:
         self.region = region
         self.audit = audit
@@ -116,8 +116,6 @@ class Boundary:
         Another tenant's request id, another region's or a made-up one is refused: the
         refusal is audited (with the id and the field that carried it) and raised.
         """
-        if self.request_ids is None:
-            raise ConfigError(f"region {self.region.value!r}: no request-id key configured")
         if not self.request_ids.issued_to(scope.tenant_id, request_id):
             error = CrossTenantError(
                 f"tenant {scope.tenant_id!r}: {field}: {request_id!r} is not a request served "

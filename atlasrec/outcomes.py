@@ -54,7 +54,7 @@ def refresh_outcomes(
     offline = plane.offline.scoped(scope, actor=actor)
     rows = online_metrics(
         served,
-        _outcomes(offline, first),
+        read_outcomes(offline, first),
         k=k,
         catalog_size=catalog,
         popularity=_popularity(offline),
@@ -113,7 +113,7 @@ def _day(at: datetime) -> str:
     return (at if at.tzinfo is None else at.astimezone(UTC)).date().isoformat()
 
 
-def _outcomes(offline: TenantOffline, first: str) -> list[Outcome]:
+def read_outcomes(offline: TenantOffline, first: str) -> list[Outcome]:
     """The events that name a served request, from partitions of `first` on."""
     files = [f for f in offline.files() if f.parent.name >= f"date={first}"]
     table = offline.read_table(

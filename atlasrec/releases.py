@@ -232,20 +232,7 @@ def advance(
         target, plan = flying[-1], dict(flying[-1].plan or {})
         plan["step"] = int(plan.get("step", -1)) + 1
         if plan["step"] >= len(plan["canary_steps"]):
-            current, was = _live(rows), target.state
-            _switch(session, plane, scope, target, current, State.RETIRED, reason, actor=actor)
-            _record(
-                plane,
-                session,
-                scope,
-                PROMOTED,
-                actor=actor,
-                version=target.version,
-                previous_state=was,
-                previous_live=current and current.version,
-                reason=reason,
-                numbers=numbers or {},
-            )
+            _make_live(session, plane, scope, rows, target, reason, numbers, actor=actor)
             return {"tenant": tenant_id, "version": target.version, "state": State.LIVE.value}
         _set(target, State.CANARY, reason)
         plan["step_at"] = utcnow().isoformat()
@@ -324,21 +311,7 @@ def promote(
                 f"tenant {tenant_id!r} has no candidate or release in flight to promote"
             )
         was = State(target.state)
-        _check(tenant_id, target, was, State.LIVE)
-        current = _live(rows)
-        _switch(session, plane, scope, target, current, State.RETIRED, reason, actor=actor)
-        _record(
-            plane,
-            session,
-            scope,
-            PROMOTED,
-            actor=actor,
-            version=target.version,
-            previous_state=was.value,
-            previous_live=current and current.version,
-            reason=reason,
-            numbers=numbers or {},
-        )
+        current = _make_live(session, plane, scope, rows, target, reason, numbers, actor=actor)
     return {
         "tenant": tenant_id,
         "live": target.version,
@@ -346,6 +319,37 @@ def promote(
         "retired": current and current.version,
         "reason": reason,
     }
+
+
+def _make_live(
+    session: TenantSession,
+    plane: Plane,
+    scope: Scope,
+    rows: list[ModelRelease],
+    target: ModelRelease,
+    reason: str,
+    numbers: dict[str, Any] | None,
+    *,
+    actor: str,
+) -> ModelRelease | None:
+    """`target` goes live, the live one retires, and the promotion is recorded; the retired."""
+    was = State(target.state)
+    _check(scope.tenant_id, target, was, State.LIVE)
+    current = _live(rows)
+    _switch(session, plane, scope, target, current, State.RETIRED, reason, actor=actor)
+    _record(
+        plane,
+        session,
+        scope,
+        PROMOTED,
+        actor=actor,
+        version=target.version,
+        previous_state=was.value,
+        previous_live=current and current.version,
+        reason=reason,
+        numbers=numbers or {},
+    )
+    return current
 
 
 def rollback(
@@ -397,7 +401,7 @@ def rollback(
 def status(platform: Platform, tenant_id: str, *, actor: str) -> dict[str, Any]:
     """Every version's state, oldest first, the live one and the last decision."""
     scope, plane = _open(platform, tenant_id)
-    with _changing(plane, scope, actor=actor, action="release.status") as session:
+    with plane.session(scope, actor=actor, action="release.status") as session:
         rows = _rows(session, plane, scope, actor=actor)
     decisions = plane.ledger.records(tenant_id=tenant_id, action="release.", limit=None)
     last = decisions[-1] if decisions else None

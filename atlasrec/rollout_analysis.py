@@ -32,12 +32,13 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pyarrow.dataset as ds
 from sqlmodel import col, select
 
 from atlasrec.dataplane.tables import ServedRequest
+from atlasrec.evaluation.online import Outcome, attributed_position
 from atlasrec.evaluation.sequential import non_inferiority, sample_ratio_mismatch
 from atlasrec.event_types import CLICKS, CONVERSIONS
+from atlasrec.outcomes import read_outcomes
 from atlasrec.platform import Plane, Platform
 from atlasrec.releases import UNSERVABLE, advance, in_flight, rollback
 from atlasrec.tenancy import Region, Scope
@@ -218,20 +219,24 @@ def _guardrail_failure(n: dict[str, Any]) -> str | None:
 def _user_values(
     plane: Plane, scope: Scope, rows: list[ServedRequest], metric: str
 ) -> dict[str, float]:
-    """Per user: the share of shown items clicked (`ctr`) or of requests bought from."""
+    """Per user: the share of shown items clicked (`ctr`) or of requests bought from.
+
+    Outcomes are attributed by the online metrics' rule (`attributed_position`).
+    """
     by_id = {r.request_id: r for r in rows}
-    clicked: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    clicked: dict[str, set[int]] = defaultdict(set)
     bought: set[str] = set()
     first = min((r.served_at for r in rows), default=None)
     if first is not None:
-        for request_id, item_id, event in _outcomes(plane, scope, first.date().isoformat()):
-            request = by_id.get(request_id)
-            if request is None or item_id not in request.items:
+        for outcome in _outcomes(plane, scope, first.date().isoformat()):
+            request = by_id.get(outcome.request_id)
+            position = None if request is None else attributed_position(request.items, outcome)
+            if position is None:
                 continue
-            if event in CLICKS:
-                clicked[request_id].add((request_id, item_id))
-            if event in CONVERSIONS:
-                bought.add(request_id)
+            if outcome.event in CLICKS:
+                clicked[outcome.request_id].add(position)
+            if outcome.event in CONVERSIONS:
+                bought.add(outcome.request_id)
     shown: dict[str, int] = defaultdict(int)
     hits: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -246,11 +251,5 @@ def _user_values(
     return {u: hits[u] / shown[u] if shown[u] else 0.0 for u in shown}
 
 
-def _outcomes(plane: Plane, scope: Scope, first_day: str) -> list[tuple[str, str, str]]:
-    offline = plane.offline.scoped(scope, actor=ACTOR)
-    files = [f for f in offline.files() if f.parent.name >= f"date={first_day}"]
-    table = offline.read_table(
-        ["request_id", "item_id", "event"], files=files, where=ds.field("request_id").is_valid()
-    )
-    cols = [table[c].to_pylist() for c in ("request_id", "item_id", "event")]
-    return [(str(r), str(i), str(e)) for r, i, e in zip(*cols, strict=True)]
+def _outcomes(plane: Plane, scope: Scope, first_day: str) -> list[Outcome]:
+    return read_outcomes(plane.offline.scoped(scope, actor=ACTOR), first_day)

@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from atlasrec.clock import utcnow
 from atlasrec.eventlog.records import ServedRecord
-from serving.pipeline import Query, Served, recommend
+from serving.pipeline import Query, Served, recommend, served_record
 from serving.state import ServingState
 
 log = logging.getLogger(__name__)
@@ -137,34 +136,23 @@ class ShadowScorer:
             items = [i for i, _ in shadow.items]
             live_items = [i for i, _ in live.items]
             bad = violations(runtime.state, query, items)
-            self._keep(runtime.scope, self._record(request_id, query, shadow, tenant, bad))
+            self._keep(runtime.scope, self._shadow_record(request_id, query, shadow, tenant, bad))
             total_s = shadow.timings_ms.get("total", 0.0) / 1000
             self._observe(tenant, "scored", total_s, overlap(live_items, items, query.k), bad)
         except Exception:
             log.exception("shadow scoring of %s's %s failed", tenant, arms.version)
             failed = Served([], arms.version, False, ["error"], {"total": 0.0})
-            self._keep(runtime.scope, self._record(request_id, query, failed, tenant))
+            self._keep(runtime.scope, self._shadow_record(request_id, query, failed, tenant))
             self._observe(tenant, "error", 0.0, 0.0, 0)
         finally:
             self._slots.release()
 
-    def _record(
+    def _shadow_record(
         self, live_id: str, query: Query, served: Served, tenant: str, bad: int = 0
     ) -> ServedRecord:
-        return ServedRecord(
-            request_id=self._issue_id(tenant, uuid.uuid4().hex),
-            served_at=utcnow(),
-            model_version=served.model_version,
-            user_key=query.user_key,
-            k=query.k,
-            items=tuple(i for i, _ in served.items),
-            cold_start=served.cold_start,
-            degraded=tuple(served.degraded),
-            timings_ms=dict(served.timings_ms),
-            intent=served.intent,
-            arm="shadow",
-            shadow_of=live_id,
-            policy_violations=bad,
+        own_id = self._issue_id(tenant, uuid.uuid4().hex)
+        return served_record(
+            own_id, query, served, arm="shadow", shadow_of=live_id, policy_violations=bad
         )
 
     def idle(self, timeout_s: float = 10.0) -> bool:

@@ -134,11 +134,10 @@ class ServingApp:
             settings.serving_auth_stale_s,
         )
         self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
-        request_ids = self.plane.boundary.request_ids
         self.shadow = ShadowScorer(
             self.budgets,
             lambda scope, record: self.request_log.served(scope, record),
-            request_ids.issue if request_ids is not None else lambda _, nonce: nonce[:32],
+            self.plane.boundary.request_ids.issue,
             self.metrics.observe_shadow,
         )
         self.freshness_read_at = float("-inf")
@@ -283,8 +282,6 @@ async def served_request_id_of(
     Events that respond to the recommendation name this id; only its tenant's are accepted.
     """
     request_ids = serving.plane.boundary.request_ids
-    if request_ids is None:
-        return await request_id_of(request)
     bound = request_ids.issue(runtime.scope.tenant_id, request.state.request_id)
     request.state.request_id = bound
     return bound

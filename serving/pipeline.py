@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from atlasrec.clock import utcnow
+from atlasrec.eventlog.records import ServedRecord
 from atlasrec.intents import DefaultOrder, Intent, Order
 from atlasrec.models.ranking.default_order import served_order
 from atlasrec.models.ranking.features import CooccurrenceProfile, ItemStats
@@ -67,6 +69,33 @@ class Served:
     timings_ms: dict[str, float] = field(default_factory=dict)
     intent: Order = "next"
     """The order served: `profile` or `blend` only where the history has neighbours."""
+
+
+def served_record(
+    request_id: str,
+    query: Query,
+    served: Served,
+    *,
+    arm: str,
+    shadow_of: str | None = None,
+    policy_violations: int = 0,
+) -> ServedRecord:
+    """The request log's record of a served answer (a live, canary or shadow one)."""
+    return ServedRecord(
+        request_id=request_id,
+        served_at=utcnow(),
+        model_version=served.model_version,
+        user_key=query.user_key,
+        k=query.k,
+        items=tuple(item_id for item_id, _ in served.items),
+        cold_start=served.cold_start,
+        degraded=tuple(served.degraded),
+        timings_ms=dict(served.timings_ms),
+        intent=served.intent,
+        arm=arm,
+        shadow_of=shadow_of,
+        policy_violations=policy_violations,
+    )
 
 
 class _Clock:

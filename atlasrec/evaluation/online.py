@@ -72,13 +72,13 @@ class ArmDay:
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
-def attributed_position(served: ServedList, outcome: Outcome) -> int | None:
-    """The outcome's position in the served list, or None if its item is not there."""
+def attributed_position(items: Sequence[str], outcome: Outcome) -> int | None:
+    """The outcome's position in the served list `items`, or None if its item is not there."""
     if outcome.position is not None:
         at = outcome.position
-        return at if at < len(served.items) and served.items[at] == outcome.item_id else None
+        return at if at < len(items) and items[at] == outcome.item_id else None
     try:
-        return served.items.index(outcome.item_id)
+        return list(items).index(outcome.item_id)
     except ValueError:
         return None
 
@@ -100,7 +100,7 @@ def online_metrics(
         request = by_id.get(outcome.request_id)
         if request is None:
             continue
-        position = attributed_position(request, outcome)
+        position = attributed_position(request.items, outcome)
         if position is None:
             misses[_arm(request)] += 1
             continue

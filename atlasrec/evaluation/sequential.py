@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -60,16 +61,24 @@ def rho_squared(alpha: float, t_opt: int, variance: float = PLAN_VARIANCE) -> fl
     return (log_term + math.log(log_term + 1)) / (t_opt * variance)
 
 
+def radius(t: Any, variance: Any, alpha: float, t_opt: int) -> Any:
+    """The boundary's half-width after `t` observations of sample variance `variance`.
+
+    Scalars or numpy arrays alike (one formula for `mean_cs` and `running_mean_cs`).
+    """
+    rho2 = rho_squared(alpha, t_opt)
+    grown = t * variance * rho2 + 1
+    return np.sqrt(2 * grown / (t * t * rho2) * np.log(np.sqrt(grown) / alpha))
+
+
 def mean_cs(x: np.ndarray, alpha: float = ALPHA, t_opt: int = T_OPT) -> Interval:
     """The asymptotic CS of the mean of `x` (in arrival order) at its last observation."""
     t = len(x)
     if t < 2:
         return Interval(-math.inf, math.inf)
-    mean, var = float(np.mean(x)), float(np.var(x))
-    rho2 = rho_squared(alpha, t_opt)
-    grown = t * var * rho2 + 1
-    radius = math.sqrt(2 * grown / (t * t * rho2) * math.log(math.sqrt(grown) / alpha))
-    return Interval(mean - radius, mean + radius)
+    mean = float(np.mean(x))
+    half = float(radius(t, float(np.var(x)), alpha, t_opt))
+    return Interval(mean - half, mean + half)
 
 
 def running_mean_cs(
@@ -78,12 +87,10 @@ def running_mean_cs(
     """`mean_cs` after each observation of `x` at once: (lower, upper) arrays."""
     t = np.arange(1, len(x) + 1, dtype=np.float64)
     mean = np.cumsum(x) / t
-    var = np.maximum(np.cumsum(np.square(x)) / t - mean**2, 0.0)
-    rho2 = rho_squared(alpha, t_opt)
-    grown = t * var * rho2 + 1
-    radius = np.sqrt(2 * grown / (t * t * rho2) * np.log(np.sqrt(grown) / alpha))
-    radius[t < 2] = np.inf
-    return mean - radius, mean + radius
+    variance = np.maximum(np.cumsum(np.square(x)) / t - mean**2, 0.0)
+    half = radius(t, variance, alpha, t_opt)
+    half[t < 2] = np.inf
+    return mean - half, mean + half
 
 
 def difference_cs(

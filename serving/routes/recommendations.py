@@ -8,7 +8,6 @@ import time
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from atlasrec.clock import utcnow
 from atlasrec.errors import UnavailableError
 from atlasrec.eventlog.records import ServedRecord
 from atlasrec.freshness import age_of_version
@@ -21,7 +20,7 @@ from serving.deps import (
     ServingDep,
     check_known_items,
 )
-from serving.pipeline import STAGES, Query, Served, recommend
+from serving.pipeline import STAGES, Query, Served, recommend, served_record
 from serving.runtime import TenantRuntime
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ async def recommendations(
     if runtime.fallback is not None:
         with runtime.lock:
             runtime.served += 1
-    elif not await _recorded(serving, runtime, _served_record(request_id, query, served, arm)):
+    elif not await _recorded(serving, runtime, served_record(request_id, query, served, arm=arm)):
         serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "503").inc()
         raise UnavailableError(
             f"tenant {runtime.scope.tenant_id!r}: the request could not be recorded (region "
@@ -96,12 +95,11 @@ def _serve(
     check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
     query = _query(body, runtime)
     arms = runtime.arms  # one read: a swap mid-request changes nothing for this one
-    if arms is None or not arms.canary(query.user_key):
-        served = recommend(runtime.state, runtime.online, query, serving.budgets)
+    if arms is not None and arms.canary(query.user_key):  # one keyed hash per request
+        served, arm = _canary(serving, runtime, arms, query), "canary"
     else:
-        served = _canary(serving, runtime, arms, query)
+        served, arm = recommend(runtime.state, runtime.online, query, serving.budgets), "live"
     _observe(serving, runtime.scope.tenant_id, served)
-    arm = "canary" if arms is not None and arms.canary(query.user_key) else "live"
     return query, served, arms, arm
 
 
@@ -148,20 +146,3 @@ def _observe(serving: ServingApp, tenant_id: str, served: Served) -> None:
         )
     for stage in served.degraded:
         serving.metrics.degraded.labels(tenant_id, stage).inc()
-
-
-def _served_record(request_id: str, query: Query, served: Served, arm: str) -> ServedRecord:
-    """The request log's record of a served request."""
-    return ServedRecord(
-        request_id=request_id,
-        served_at=utcnow(),
-        model_version=served.model_version,
-        user_key=query.user_key,
-        k=query.k,
-        items=tuple(item_id for item_id, _ in served.items),
-        cold_start=served.cold_start,
-        degraded=tuple(served.degraded),
-        timings_ms=dict(served.timings_ms),
-        intent=served.intent,
-        arm=arm,
-    )

@@ -10,6 +10,7 @@ import pytest
 from atlasrec import rollout_analysis
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.tables import ServedRequest
+from atlasrec.evaluation.online import Outcome
 from atlasrec.tenancy import Region, Scope
 
 SCOPE = Scope("shop", Region.EU)
@@ -40,7 +41,9 @@ def traffic(
 ) -> list[ServedRequest]:
     """Users per arm, 2 requests each; each shown item clicked with the arm's CTR."""
     rng = np.random.default_rng(0)
-    rows, clicks, n = [], [], 0
+    rows: list[ServedRequest] = []
+    clicks: list[Outcome] = []
+    n = 0
     for arm, count in users.items():
         for u in range(count):
             for _ in range(2):
@@ -48,7 +51,9 @@ def traffic(
                 rows.append(row)
                 n += 1
                 clicks += [
-                    (row.request_id, i, "click") for i in row.items if rng.random() < ctr[arm]
+                    Outcome(row.request_id, i, None, "click")
+                    for i in row.items
+                    if rng.random() < ctr[arm]
                 ]
     monkeypatch.setattr(rollout_analysis, "_outcomes", lambda *_: clicks)
     return rows

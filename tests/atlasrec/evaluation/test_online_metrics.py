@@ -23,11 +23,13 @@ def served(
 
 def test_an_outcome_is_attributed_where_its_item_is() -> None:
     request = served(1, "abcd")
-    assert attributed_position(request, Outcome("r1", "c", None, "click")) == 2
-    assert attributed_position(request, Outcome("r1", "c", 2, "click")) == 2
-    assert attributed_position(request, Outcome("r1", "c", 1, "click")) is None  # b is there
-    assert attributed_position(request, Outcome("r1", "c", 7, "click")) is None  # past the end
-    assert attributed_position(request, Outcome("r1", "z", None, "click")) is None
+    assert attributed_position(request.items, Outcome("r1", "c", None, "click")) == 2
+    assert attributed_position(request.items, Outcome("r1", "c", 2, "click")) == 2
+    assert attributed_position(request.items, Outcome("r1", "c", 1, "click")) is None  # b is there
+    assert (
+        attributed_position(request.items, Outcome("r1", "c", 7, "click")) is None
+    )  # past the end
+    assert attributed_position(request.items, Outcome("r1", "z", None, "click")) is None
 
 
 def test_clicks_conversions_and_ctr_count_distinct_positions_below_k() -> None:
