@@ -38,7 +38,7 @@ from atlasrec.models.bundle import KIND, WEIGHTS
 from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
-from atlasrec.releases import start, status
+from atlasrec.releases import rollback, start, status
 from atlasrec.rollout_analysis import analyse
 from atlasrec.settings import Settings
 from atlasrec.tenancy import Region, SharingPolicy
@@ -164,13 +164,14 @@ def _rollout(
         if decision.decision == "rollback" or _live(platform) == trained.model_version:
             break
         time.sleep(args.settle_s)
+    rolled_back = bool(steps) and steps[-1]["decision"] == "rollback"
+    final = "live" if _live(platform) == trained.model_version else "rolled_back"
+    if final != "live" and not rolled_back:  # undecided: make way for the next rollout
+        rollback(platform, TENANT, reason="undecided within --max-requests", actor=ACTOR)
+        final = "undecided"
     return {
         "version": trained.model_version,
-        "final": "live"
-        if _live(platform) == trained.model_version
-        else "rolled_back"
-        if steps and steps[-1]["decision"] == "rollback"
-        else "undecided",
+        "final": final,
         "requests": sent,
         "seconds": round(time.perf_counter() - began, 1),
         "steps": steps,
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.users, args.items, args.interactions = 1_000, 300, 30_000
         args.steps = [25, 50, 100]
-        args.min_requests, args.check_every, args.max_requests = 100, 300, 20_000
+        args.min_requests, args.check_every, args.max_requests = 100, 300, 6_000
     work = Path(tempfile.mkdtemp(prefix="atlasrec-bench-rollout-loop-"))
     try:
         outcome = run(args, work)
