@@ -28,6 +28,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as ResultTimeout
 
 from atlasrec.errors import AtlasRecError
+from atlasrec.experiment_analysis import analyse_region as analyse_experiments
 from atlasrec.leakage import scan_region
 from atlasrec.models.training import Progress
 from atlasrec.outcomes import refresh_region_outcomes
@@ -116,6 +117,7 @@ def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
         scan_region(platform, parse_region(region), actor=actor)
         refresh_region_outcomes(platform, parse_region(region), actor=actor)
         analyse_region(platform, parse_region(region))
+        analyse_experiments(platform, parse_region(region))
         decisions = retrain_stale(platform, parse_region(region), actor=actor, submit=submit)
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}

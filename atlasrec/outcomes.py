@@ -11,8 +11,9 @@ and in-process with `atlasrec monitor outcomes`.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,15 +26,24 @@ from sqlmodel import col, select
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.tables import Item, OnlineMetric, ServedRequest
 from atlasrec.errors import InvalidInputError
-from atlasrec.evaluation.online import ArmDay, Outcome, ServedList, online_metrics
+from atlasrec.evaluation.online import (
+    ArmDay,
+    Outcome,
+    ServedList,
+    attributed_position,
+    online_metrics,
+)
+from atlasrec.event_types import CLICKS, CONVERSIONS
 from atlasrec.offline_store import TenantOffline
-from atlasrec.platform import Platform
+from atlasrec.platform import Plane, Platform
 from atlasrec.tenancy import Region, Scope
 
 DEFAULT_DAYS = 2
 """Today and yesterday: a click on yesterday evening's recommendation still counts."""
 MAX_DAYS = 90
 DEFAULT_K = 10
+METRICS = ("ctr", "conversion")
+"""The primary online metrics of rollouts and experiments (`user_values`)."""
 
 
 def refresh_outcomes(
@@ -155,3 +165,57 @@ def _store(platform: Platform, scope: Scope, first: str, rows: list[ArmDay], *, 
             )
             for r in rows
         )
+
+
+@dataclass(frozen=True)
+class Responses:
+    """What users did with a set of served requests: clicked positions and purchases."""
+
+    clicked: dict[str, set[int]]
+    """Request id -> the positions clicked."""
+    bought: set[str]
+    """Request ids followed by a purchase."""
+
+
+def responses(
+    plane: Plane, scope: Scope, rows: Sequence[ServedRequest], *, actor: str
+) -> Responses:
+    """The outcomes that responded to `rows`, attributed by `attributed_position`."""
+    by_id = {r.request_id: r for r in rows}
+    found = Responses(defaultdict(set), set())
+    first = min((r.served_at for r in rows), default=None)
+    if first is None:
+        return found
+    offline = plane.offline.scoped(scope, actor=actor)
+    for outcome in read_outcomes(offline, first.date().isoformat()):
+        request = by_id.get(outcome.request_id)
+        position = None if request is None else attributed_position(request.items, outcome)
+        if position is None:
+            continue
+        if outcome.event in CLICKS:
+            found.clicked[outcome.request_id].add(position)
+        if outcome.event in CONVERSIONS:
+            found.bought.add(outcome.request_id)
+    return found
+
+
+def user_values(
+    plane: Plane, scope: Scope, rows: Sequence[ServedRequest], metric: str, *, actor: str
+) -> dict[str, float]:
+    """Per user: the share of shown items clicked (`ctr`) or of requests bought from.
+
+    The unit of experiments and rollouts that assign users to arms (one value per user).
+    """
+    found = responses(plane, scope, rows, actor=actor)
+    shown: dict[str, int] = defaultdict(int)
+    hits: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r.user_key is None:
+            continue
+        if metric == "ctr":
+            shown[r.user_key] += len(r.items)
+            hits[r.user_key] += len(found.clicked.get(r.request_id, ()))
+        else:
+            shown[r.user_key] += 1
+            hits[r.user_key] += r.request_id in found.bought
+    return {u: hits[u] / shown[u] if shown[u] else 0.0 for u in shown}

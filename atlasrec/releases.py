@@ -28,7 +28,7 @@ from sqlmodel import col, select
 from atlasrec.artifacts import Artifact
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.session import TenantSession
-from atlasrec.dataplane.tables import ModelRelease
+from atlasrec.dataplane.tables import Experiment, ModelRelease
 from atlasrec.errors import ConflictError, InvalidInputError, RefusedError
 from atlasrec.models.bundle import KIND
 from atlasrec.platform import Plane, Platform
@@ -140,6 +140,7 @@ def start(
     with _changing(plane, scope, actor=actor, action="release.start") as session:
         rows = _rows(session, plane, scope, actor=actor)
         _refuse_overlap(tenant_id, rows)  # again: another start may have won meanwhile
+        _refuse_experiment(session, tenant_id)
         row = _find(rows, tenant_id, target.version)
         to = State.SHADOW if plan["shadow_percent"] > 0 else State.CANARY
         _check(tenant_id, row, State(row.state), to)
@@ -189,6 +190,18 @@ def _refuse_overlap(tenant_id: str, rows: list[ModelRelease]) -> None:
         raise ConflictError(
             f"tenant {tenant_id!r}: the rollout of {flying[-1].version!r} is in flight "
             "(rollouts may not overlap on one tenant's traffic): promote or roll it back first"
+        )
+
+
+def _refuse_experiment(session: TenantSession, tenant_id: str) -> None:
+    query = select(Experiment).where(
+        col(Experiment.tenant_id) == tenant_id, col(Experiment.state) == "running"
+    )
+    running = session.execute(query).scalars().first()
+    if running is not None:
+        raise ConflictError(
+            f"tenant {tenant_id!r}: experiment {running.id!r} is running (a rollout may not "
+            "overlap it on the tenant's traffic): stop it first"
         )
 
 

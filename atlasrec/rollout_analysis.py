@@ -26,7 +26,6 @@ Each decision is a ledger record with the numbers that decided it (`atlasrec.rel
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,10 +34,8 @@ import numpy as np
 from sqlmodel import col, select
 
 from atlasrec.dataplane.tables import ServedRequest
-from atlasrec.evaluation.online import Outcome, attributed_position
 from atlasrec.evaluation.sequential import non_inferiority, sample_ratio_mismatch
-from atlasrec.event_types import CLICKS, CONVERSIONS
-from atlasrec.outcomes import read_outcomes
+from atlasrec.outcomes import user_values
 from atlasrec.platform import Plane, Platform
 from atlasrec.releases import UNSERVABLE, advance, in_flight, rollback
 from atlasrec.tenancy import Region, Scope
@@ -53,7 +50,6 @@ ratio alone would refuse a richer model that is well inside the budget (a stoppe
 MARGIN = 0.10
 """Non-inferiority margin, relative to live's mean: a canary gate guards against harm, it
 is not a test of improvement (per-user CTR near 0.2 needs a few thousand users per arm to pass)."""
-METRICS = ("ctr", "conversion")
 ACTOR = "rollout-analysis"
 FAILED = frozenset({"error", "candidate"})
 """Degraded stages of a candidate's failure: a shadow scoring's, or a canary answered by live."""
@@ -141,7 +137,7 @@ def _canary(
     metric: str,
     numbers: dict[str, Any],
 ) -> tuple[str, str, dict[str, Any]]:
-    values = _user_values(plane, scope, [*candidate, *live], metric)
+    values = user_values(plane, scope, [*candidate, *live], metric, actor=ACTOR)
     c_users = {r.user_key for r in candidate if r.user_key is not None}
     l_users = {r.user_key for r in live if r.user_key is not None}
     mismatch, p_value = sample_ratio_mismatch(len(c_users), len(l_users), share)
@@ -214,42 +210,3 @@ def _guardrail_failure(n: dict[str, Any]) -> str | None:
         if p99 > bound:
             return f"p99 {p99:.1f} ms above {bound:.1f} ms"
     return None
-
-
-def _user_values(
-    plane: Plane, scope: Scope, rows: list[ServedRequest], metric: str
-) -> dict[str, float]:
-    """Per user: the share of shown items clicked (`ctr`) or of requests bought from.
-
-    Outcomes are attributed by the online metrics' rule (`attributed_position`).
-    """
-    by_id = {r.request_id: r for r in rows}
-    clicked: dict[str, set[int]] = defaultdict(set)
-    bought: set[str] = set()
-    first = min((r.served_at for r in rows), default=None)
-    if first is not None:
-        for outcome in _outcomes(plane, scope, first.date().isoformat()):
-            request = by_id.get(outcome.request_id)
-            position = None if request is None else attributed_position(request.items, outcome)
-            if position is None:
-                continue
-            if outcome.event in CLICKS:
-                clicked[outcome.request_id].add(position)
-            if outcome.event in CONVERSIONS:
-                bought.add(outcome.request_id)
-    shown: dict[str, int] = defaultdict(int)
-    hits: dict[str, int] = defaultdict(int)
-    for r in rows:
-        if r.user_key is None:
-            continue
-        if metric == "ctr":
-            shown[r.user_key] += len(r.items)
-            hits[r.user_key] += len(clicked.get(r.request_id, ()))
-        else:
-            shown[r.user_key] += 1
-            hits[r.user_key] += r.request_id in bought
-    return {u: hits[u] / shown[u] if shown[u] else 0.0 for u in shown}
-
-
-def _outcomes(plane: Plane, scope: Scope, first_day: str) -> list[Outcome]:
-    return read_outcomes(plane.offline.scoped(scope, actor=ACTOR), first_day)

@@ -79,6 +79,8 @@ def served_record(
     arm: str,
     shadow_of: str | None = None,
     policy_violations: int = 0,
+    experiment_id: str | None = None,
+    teams: str | None = None,
 ) -> ServedRecord:
     """The request log's record of a served answer (a live, canary or shadow one)."""
     return ServedRecord(
@@ -95,6 +97,8 @@ def served_record(
         arm=arm,
         shadow_of=shadow_of,
         policy_violations=policy_violations,
+        experiment_id=experiment_id,
+        teams=teams,
     )
 
 

@@ -28,6 +28,7 @@ from atlasrec.dataplane.repository import TenantData
 from atlasrec.dataplane.tables import Item
 from atlasrec.errors import AtlasRecError, CrossRegionError, InvalidInputError
 from atlasrec.eventlog.base import EventLogUnavailable
+from atlasrec.experiments import running
 from atlasrec.fallback import backbone_bundle, copy_version, global_backbone, latest_copy
 from atlasrec.http_errors import DATABASE_DOWN
 from atlasrec.models.bundle import KIND, ModelBundle
@@ -37,6 +38,7 @@ from atlasrec.platform import Plane, Platform
 from atlasrec.releases import UNSERVABLE, in_flight
 from atlasrec.tenancy import Region, Scope
 from serving.arms import Arms
+from serving.experiment_arms import Trial
 from serving.online import RECENT_CAP, Breaker, NoFeatures, OnlineFeatures
 from serving.state import CatalogItem, ServingState, build_state, with_items
 
@@ -93,6 +95,8 @@ class TenantRuntime:
         backbone."""
         self.arms: Arms | None = None
         """The release in flight's candidate and its traffic shares (`serving.arms`)."""
+        self.trial: Trial | None = None
+        """The running experiment's arms and split (`serving.experiment_arms`)."""
         self.served = 0
         """Fallback answers not yet recorded in the ledger."""
         self.lock = threading.Lock()
@@ -104,6 +108,9 @@ class TenantRuntime:
             self.state = with_items(self.state, items)
             if self.arms is not None:
                 self.arms = replace(self.arms, state=with_items(self.arms.state, items))
+            if self.trial is not None:
+                states = {v: with_items(st, items) for v, st in self.trial.states.items()}
+                self.trial = replace(self.trial, states=states)
 
 
 class RegionRuntime:
@@ -256,6 +263,7 @@ class RegionRuntime:
             tenant, scope, state, OnlineFeatures(store, self.breaker), pseudonymiser, watermark
         )
         self._refresh_arms(runtime)
+        self._refresh_trial(runtime)
         return runtime
 
     def _warm(self, scope: Scope, store: ScopedOnlineStore) -> None:
@@ -353,7 +361,8 @@ class RegionRuntime:
             with runtime.lock:
                 runtime.state, runtime.watermark = state, watermark
             return True
-        return self._refresh_arms(runtime) | self._sync_catalog(runtime)
+        arms, trial = self._refresh_arms(runtime), self._refresh_trial(runtime)
+        return arms | trial | self._sync_catalog(runtime)
 
     def _refresh_arms(self, runtime: TenantRuntime) -> bool:
         """Follow the tenant's release in flight: load its candidate, take its shares."""
@@ -375,6 +384,35 @@ class RegionRuntime:
             log.info("serving %s: release %s in flight", scope.tenant_id, release.version)
         runtime.arms = Arms.of(release.version, state, release.state, release.plan or {})
         return arms is None or runtime.arms.shares != arms.shares
+
+    def _refresh_trial(self, runtime: TenantRuntime) -> bool:
+        """Follow the tenant's running experiment: load its arms' versions, take its split.
+
+        The live version's arm serves from the tenant's current snapshot; every other arm's
+        version is loaded once. An arm that cannot load ends nothing: its users get live
+        answers (degraded) until the experiment is stopped.
+        """
+        scope, trial = runtime.scope, runtime.trial
+        row = running(self.plane, scope, actor=ACTOR)
+        if row is None:
+            runtime.trial = None
+            return trial is not None
+        held = dict(trial.states) if trial is not None and trial.id == row.id else {}
+        live = runtime.state.model_version
+        states = {}
+        for version in row.arms:
+            if version == live:
+                continue
+            if version not in held:
+                try:
+                    artifact = self.plane.artifacts.get(scope, KIND, version, actor=ACTOR)
+                    held[version], _ = self._build(scope, ModelBundle.load(artifact))
+                except Exception as exc:  # the arm answers with live, degraded
+                    log.error("serving %s: experiment arm %s: %s", scope.tenant_id, version, exc)
+                    continue
+            states[version] = held[version]
+        runtime.trial = Trial.of(row, states)
+        return trial is None or trial.id != row.id or set(states) != set(trial.states)
 
     def _unservable(self, scope: Scope, version: str, exc: Exception) -> None:
         """Record (once per process and version) that a release's candidate cannot load."""

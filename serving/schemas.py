@@ -93,6 +93,13 @@ class Timings(BaseModel):
     total: float
 
 
+class ExperimentArm(BaseModel):
+    """An experiment's id and the arm that answered."""
+
+    id: str
+    arm: str
+
+
 class RecommendationResponse(BaseModel):
     """The answer to POST /v1/recommendations."""
 
@@ -114,6 +121,9 @@ class RecommendationResponse(BaseModel):
     fallback: bool = False
     """Served by the tenant's fallback region while its home is out: non-personal (the user
     id is not used), from a copy of the catalog and its DP popularity (`atlasrec.fallback`)."""
+    experiment: ExperimentArm | None = None
+    """The running experiment that served it, and its arm (`A`, `B`, ... or `AB` for an
+    interleaved list); null outside any experiment."""
 
 
 class Event(Strict):

@@ -52,7 +52,7 @@ RESET_SQL = {
     "region": "ALTER TABLE audit_records ENABLE TRIGGER USER; "
     "TRUNCATE items, interactions, ingest_batches, tenant_secrets, audit_records, "
     "item_embeddings, dp_runs, served_requests, federation_runs, audit_record_tenants, "
-    "online_metrics, model_releases",
+    "online_metrics, model_releases, experiments",
 }
 
 

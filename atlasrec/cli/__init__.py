@@ -58,6 +58,10 @@ COMMANDS = {
         "atlasrec.cli.rollout",
         "A tenant's model releases: candidates, the live version, promotion and rollback.",
     ),
+    "experiments": Lazy(
+        "atlasrec.cli.experiments",
+        "A/B and interleaving experiments on a tenant's traffic, decided by anytime-valid tests.",
+    ),
     "simulate": Lazy(
         "atlasrec.cli.simulate",
         "Synthetic tenants with known preferences, and a click simulator against serving.",

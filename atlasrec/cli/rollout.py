@@ -10,12 +10,13 @@ import typer
 from atlasrec.cli.options import JsonOpt, TenantOpt, actor, group, open_platform
 from atlasrec.cli.output import print_json
 from atlasrec.errors import InvalidInputError
+from atlasrec.outcomes import METRICS
 from atlasrec.releases import DEFAULT_MIN_REQUESTS, DEFAULT_STEPS
 from atlasrec.releases import promote as promote_release
 from atlasrec.releases import rollback as rollback_release
 from atlasrec.releases import start as start_release
 from atlasrec.releases import status as release_status
-from atlasrec.rollout_analysis import METRICS, analyse
+from atlasrec.rollout_analysis import analyse
 
 app = group("A tenant's model releases: candidates, the live version, promotion and rollback.")
 

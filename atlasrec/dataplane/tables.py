@@ -163,6 +163,10 @@ class ServedRequest(RegionModel, table=True):
     """A shadow record's live request."""
     policy_violations: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     """A shadow answer's items its request's context forbids (the shadow gate wants 0)."""
+    experiment_id: str | None = Field(default=None, max_length=16)
+    """The experiment (`atlasrec.experiments`) whose arm served it; `arm` names the arm."""
+    teams: str | None = Field(default=None, max_length=100)
+    """An interleaved list's team per position: `A` or `B` (team-draft interleaving)."""
 
 
 class ModelRelease(RegionModel, table=True):
@@ -179,6 +183,29 @@ class ModelRelease(RegionModel, table=True):
     """Why it entered its state (a person's reason, or the gate that decided)."""
     plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     """A release in flight's plan: shadow share, canary steps and the step it is at, salt."""
+
+
+class Experiment(RegionModel, table=True):
+    """An A/B or interleaving experiment on a tenant's traffic (`atlasrec.experiments`)."""
+
+    __tablename__ = "experiments"
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    id: str = Field(primary_key=True, max_length=16)
+    kind: str = Field(max_length=16)
+    """`ab` or `interleave`."""
+    metric: str = Field(max_length=16)
+    arms: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    """The model version of each arm, in arm order (`A`, `B`, ...); `A` is the control."""
+    split: list[float] = Field(sa_column=Column(JSON, nullable=False))
+    """Percent of users each arm serves (A/B); interleaving mixes both in every list."""
+    salt: str = Field(max_length=32)
+    state: str = Field(max_length=16)
+    """`running`, `decided` (the analysis reached a decision) or `stopped` (by a person)."""
+    created_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The last analysis: per arm numbers, the test's statistic and the decision."""
 
 
 class OnlineMetric(RegionModel, table=True):

@@ -26,6 +26,7 @@ the planned split, at a strict level since it too is looked at repeatedly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,9 +144,18 @@ def sample_ratio_mismatch(
     n_candidate: int, n_live: int, candidate_share: float, alpha: float = SRM_ALPHA
 ) -> tuple[bool, float]:
     """Whether the arms' sizes depart from the planned share (chi-square), and the p-value."""
-    total = n_candidate + n_live
-    if total == 0 or not 0 < candidate_share < 1:
+    if not 0 < candidate_share < 1:
         return False, 1.0
-    expected = [total * candidate_share, total * (1 - candidate_share)]
-    p_value = float(stats.chisquare([n_candidate, n_live], expected).pvalue)
+    return split_mismatch([n_candidate, n_live], [candidate_share, 1 - candidate_share], alpha)
+
+
+def split_mismatch(
+    counts: Sequence[int], shares: Sequence[float], alpha: float = SRM_ALPHA
+) -> tuple[bool, float]:
+    """Whether the users per arm depart from the planned split (chi-square), and the p-value."""
+    total = sum(counts)
+    if total == 0 or len(counts) < 2:
+        return False, 1.0
+    expected = [total * s / sum(shares) for s in shares]
+    p_value = float(stats.chisquare(list(counts), expected).pvalue)
     return p_value < alpha, p_value

@@ -108,6 +108,8 @@ class ServedRecord:
     arm: str = "live"
     shadow_of: str | None = None
     policy_violations: int = 0
+    experiment_id: str | None = None
+    teams: str | None = None
 
     @property
     def key(self) -> str:
@@ -138,6 +140,8 @@ class ServedRecord:
             arm=str(d.get("arm", "live")),
             shadow_of=d.get("shadow_of"),
             policy_violations=int(d.get("policy_violations", 0)),
+            experiment_id=d.get("experiment_id"),
+            teams=d.get("teams"),
         )
 
     @classmethod
@@ -161,6 +165,8 @@ class ServedRecord:
             "arm": self.arm,
             "shadow_of": self.shadow_of,
             "policy_violations": self.policy_violations,
+            "experiment_id": self.experiment_id,
+            "teams": self.teams,
         }
 
 

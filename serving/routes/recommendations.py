@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +21,7 @@ from serving.deps import (
     ServingDep,
     check_known_items,
 )
+from serving.experiment_arms import serve_trial
 from serving.pipeline import STAGES, Query, Served, recommend, served_record
 from serving.runtime import TenantRuntime
 
@@ -43,11 +45,15 @@ async def recommendations(
     fallback answer (a tenant homed elsewhere, `atlasrec.fallback`) is counted instead:
     nothing of its user is kept here.
     """
-    query, served, arms, arm = await run_in_threadpool(_serve, body, serving, runtime)
+    query, answer, arms = await run_in_threadpool(_serve, body, serving, runtime)
+    served, arm = answer.served, answer.arm
+    record = served_record(
+        request_id, query, served, arm=arm, experiment_id=answer.experiment_id, teams=answer.teams
+    )
     if runtime.fallback is not None:
         with runtime.lock:
             runtime.served += 1
-    elif not await _recorded(serving, runtime, served_record(request_id, query, served, arm=arm)):
+    elif not await _recorded(serving, runtime, record):
         serving.metrics.requests.labels(runtime.scope.tenant_id, "recommendations", "503").inc()
         raise UnavailableError(
             f"tenant {runtime.scope.tenant_id!r}: the request could not be recorded (region "
@@ -73,6 +79,9 @@ async def recommendations(
             **{s: served.timings_ms.get(s, 0.0) for s in (*STAGES, "total")}
         ),
         fallback=runtime.fallback is not None,
+        experiment=None
+        if answer.experiment_id is None
+        else schemas.ExperimentArm(id=answer.experiment_id, arm=arm),
     )
 
 
@@ -82,25 +91,40 @@ async def _recorded(serving: ServingApp, runtime: TenantRuntime, record: ServedR
     return await serving.request_log.record(runtime.scope, record, wait_s)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What served a request: the answer, its arm and, inside an experiment, its id."""
+
+    served: Served
+    arm: str
+    experiment_id: str | None = None
+    teams: str | None = None
+
+
 def _serve(
     body: schemas.RecommendationRequest, serving: ServingApp, runtime: TenantRuntime
-) -> tuple[Query, Served, Arms | None, str]:
-    """The request's query, what serves it and the release in flight (a worker thread).
+) -> tuple[Query, Answer, Arms | None]:
+    """The request's query, what served it and the release in flight (a worker thread).
 
-    A user in a release's canary share is served by the candidate (`serving.arms`). A
-    candidate that fails never fails the request: live answers it, marked degraded
-    (`candidate`), and the record, still on the canary arm, counts against the candidate.
+    An identified user is served by the running experiment's arm (`serving.experiment_arms`)
+    or, in a release's canary share, by the candidate (`serving.arms`); the two never run
+    at once on a tenant. A candidate that fails never fails the request: live answers it,
+    marked degraded (`candidate`), and the record, still on the canary arm, counts against
+    the candidate.
     """
     check_known_items(runtime, body.context.recent_items, "context.recent_items[{n}]")
     check_known_items(runtime, body.filters.exclude_items, "filters.exclude_items[{n}]")
     query = _query(body, runtime)
-    arms = runtime.arms  # one read: a swap mid-request changes nothing for this one
-    if arms is not None and arms.canary(query.user_key):  # one keyed hash per request
-        served, arm = _canary(serving, runtime, arms, query), "canary"
+    arms, trial = runtime.arms, runtime.trial  # one read: a swap mid-request changes nothing
+    if trial is not None and query.user_key is not None:
+        got = serve_trial(trial, runtime.state, runtime.online, query, serving.budgets)
+        answer = Answer(got.served, got.arm, trial.id, got.teams)
+    elif arms is not None and arms.canary(query.user_key):  # one keyed hash per request
+        answer = Answer(_canary(serving, runtime, arms, query), "canary")
     else:
-        served, arm = recommend(runtime.state, runtime.online, query, serving.budgets), "live"
-    _observe(serving, runtime.scope.tenant_id, served)
-    return query, served, arms, arm
+        answer = Answer(recommend(runtime.state, runtime.online, query, serving.budgets), "live")
+    _observe(serving, runtime.scope.tenant_id, answer.served)
+    return query, answer, arms
 
 
 def _canary(serving: ServingApp, runtime: TenantRuntime, arms: Arms, query: Query) -> Served:
