@@ -77,6 +77,16 @@ class ArmTally:
     purchases: int = 0
     clicks_at: list[int] = field(default_factory=lambda: [0] * K)
 
+    def add(self, shown: int, events: list[dict[str, Any]]) -> None:
+        """Count one served list of `shown` items and the events it drew."""
+        self.requests += 1
+        self.impressions += shown
+        for event in events:
+            self.clicks += event["event"] == "click"
+            self.purchases += event["event"] == "purchase"
+            if event["event"] == "click":
+                self.clicks_at[event["position"]] += 1
+
     def as_dict(self) -> dict[str, Any]:
         """The tally with its CTR."""
         ctr = self.clicks / self.impressions if self.impressions else 0.0
@@ -88,6 +98,8 @@ class Report:
     """The simulation's outcome: per model version, and the requests that failed."""
 
     versions: dict[str, ArmTally] = field(default_factory=lambda: defaultdict(ArmTally))
+    arms: dict[str, ArmTally] = field(default_factory=lambda: defaultdict(ArmTally))
+    """By experiment arm (`A`, `B`, ... or `AB` for interleaved lists), inside an experiment."""
     failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: float = 0.0
 
@@ -95,6 +107,7 @@ class Report:
         """As JSON-ready data."""
         return {
             "versions": {v: t.as_dict() for v, t in self.versions.items()},
+            "arms": {a: t.as_dict() for a, t in self.arms.items()},
             "failed": dict(self.failed),
             "seconds": round(self.seconds, 2),
         }
@@ -124,14 +137,11 @@ def simulate(
         body = served.json()
         shown = [i["item_id"] for i in body["items"]]
         events = _outcomes(rng, model, user, user_ids[user], shown, item_index, body)
-        tally = report.versions[body["model_version"]]
-        tally.requests += 1
-        tally.impressions += len(shown)
-        for event in events:
-            tally.clicks += event["event"] == "click"
-            tally.purchases += event["event"] == "purchase"
-            if event["event"] == "click":
-                tally.clicks_at[event["position"]] += 1
+        tallies = [report.versions[body["model_version"]]]
+        if body.get("experiment"):
+            tallies.append(report.arms[body["experiment"]["arm"]])
+        for tally in tallies:
+            tally.add(len(shown), events)
         if events:
             answered = client.post("/v1/events", json={"events": events}, headers=headers)
             if answered.status_code != 202:
@@ -236,12 +246,21 @@ def sim_folder(platform: Platform, tenant_id: str) -> Path:
 
 
 def shuffled_interactions(
-    source: Path, out: Path, *, copies: int, seed: int = 0, shuffle: bool = True
+    source: Path,
+    out: Path,
+    *,
+    copies: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    strangers: bool = False,
 ) -> Path:
     """`copies` of an interactions file with its users permuted: popularity kept, tastes lost.
 
     Each copy is shifted later in time so that none repeats a row of another. With
-    `shuffle=False` the users are kept (more of the same tastes).
+    `shuffle=False` the users are kept (more of the same tastes). With `strangers` each
+    copy's rows belong to users of their own (`n<copy>-<user>`), so the simulated users'
+    histories, which their recommendations are made from, stay their own: the noise reaches
+    only what a model learns.
     """
     with source.open(newline="") as f:
         header, *rows = list(csv.reader(f))
@@ -254,7 +273,8 @@ def shuffled_interactions(
             if shuffle:
                 rng.shuffle(users)
             shift = (copy + 1) * 10_000_000
+            named = [f"n{copy}-{u}" for u in users] if strangers else users
             writer.writerows(
-                [u, r[1], str(int(r[2]) + shift), *r[3:]] for r, u in zip(rows, users, strict=True)
+                [u, r[1], str(int(r[2]) + shift), *r[3:]] for r, u in zip(rows, named, strict=True)
             )
     return out
