@@ -122,6 +122,8 @@ def request_lineage(
             "intent": request.intent,
             "arm": request.arm,
             "shadow_of": request.shadow_of,
+            "experiment_id": request.experiment_id,
+            "teams": request.teams,
         }
     }
     chain.update(model_lineage(plane, scope, request.model_version, actor=actor))
@@ -463,7 +465,9 @@ def lineage_lines(chain: dict[str, Any]) -> list[str]:
         f"served {req['served_at']}  k={req['k']} ({req['items_returned']} items)  "
         f"cold_start={req['cold_start']}  degraded={req['degraded'] or 'no'}  "
         f"intent={req['intent']}  arm={req['arm']}"
-        + (f" (shadow of {req['shadow_of']})" if req.get("shadow_of") else ""),
+        + (f" (shadow of {req['shadow_of']})" if req.get("shadow_of") else "")
+        + (f"  experiment {req['experiment_id']}" if req.get("experiment_id") else "")
+        + (f" (teams {req['teams']})" if req.get("teams") else ""),
     ]
     model = chain.get("model")
     if model is None:

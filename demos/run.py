@@ -28,6 +28,7 @@ from atlasrec.settings import get_settings
 from atlasrec.tenancy import Region, Scope
 from demos.audit import audit_demo
 from demos.federation import federate_regions
+from demos.rollout import rollout_demo
 from demos.serving import first_user, serve_regions
 
 
@@ -84,7 +85,18 @@ def run_demo(*, fresh: bool, actor: str, keep_serving: bool = False) -> None:
     _train_all(console, platform, datasets, actor)
     _boundaries(console, platform, datasets, actor)
     platform.close()
-    serve_regions(console, datasets, keys, keep_serving=keep_serving)
+    first = datasets[0]
+
+    def rollout(urls: dict[str, str]) -> None:
+        if first.tenant_id in keys:
+            url, key = urls[first.region.value], keys[first.tenant_id]
+            releasing = Platform(settings)
+            try:
+                rollout_demo(console, releasing, first, url, key, actor)
+            finally:
+                releasing.close()
+
+    serve_regions(console, datasets, keys, keep_serving=keep_serving, meanwhile=rollout)
     platform = Platform(settings)
     _verify(console, platform)
     audit_demo(console, platform, datasets, actor)  # lineage, reports, officers' sign-in

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,8 +119,12 @@ def serve_regions(
     keys: dict[str, str],
     *,
     keep_serving: bool = False,
+    meanwhile: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
-    """Serve every region and make real requests for each tenant; optionally stay up."""
+    """Serve every region and make real requests for each tenant; optionally stay up.
+
+    `meanwhile` runs with the regions' URLs while they serve (the rollout demo).
+    """
     regions = sorted({ds.region.value for ds in datasets})
     console.print(f"\nstarting one serving process per region ({', '.join(regions)}) ...")
     with regional_servers(regions) as urls, httpx.Client(timeout=30.0) as client:
@@ -144,6 +148,8 @@ def serve_regions(
                 f"{first.tenant_id}'s key at the {other.region.value} server -> "
                 f"{refused.status_code}: {refused.json()['detail']}"
             )
+        if meanwhile is not None:
+            meanwhile(urls)
         if keep_serving:
             console.print("\n[bold]serving[/bold] (Ctrl-C to stop):")
             for region, url in urls.items():

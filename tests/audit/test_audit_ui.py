@@ -17,8 +17,11 @@ from atlasrec.control.officers import Officers
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.drift import CHECKED, DriftReport
 from atlasrec.evaluation.drift import categorical_drift
+from atlasrec.experiments import create, decide
+from atlasrec.models.bundle import KIND
 from atlasrec.outcomes import refresh_outcomes
 from atlasrec.privacy_audit import AUDITED
+from atlasrec.releases import register
 from atlasrec.tenancy import Region, Scope
 from audit.access import REFUSED
 from audit.caps import CAP_CHANGED
@@ -446,3 +449,31 @@ def test_the_releases_page_shows_versions_decisions_and_online_metrics(
     assert "No online metrics computed yet." not in after
     row = re.search(r"<td class=\"num\">(\d+)</td><td class=\"num\">0\.0000", after)
     assert row is not None and int(row.group(1)) == before + 3  # no clicks yet
+
+
+@sqlite_only
+def test_the_releases_page_lists_experiments_with_their_decision_and_numbers(
+    world: AuditWorld, app_client: ClientFactory
+) -> None:
+    scope = Scope("shop", Region.EU)
+    plane = world.platform.plane(Region.EU)
+    other = plane.artifacts.publish(
+        scope, KIND, lambda f: (f / "weights.bin").write_bytes(b"w"), actor="t", point_latest=False
+    )
+    register(plane, scope, other.version, live=False, actor="t")
+    made = create(
+        world.platform,
+        "shop",
+        arms=[world.model_version, other.version],
+        kind="interleave",
+        metric="ctr",
+        actor="t",
+    )
+    client = signed_in(app_client, world, "to-shop")
+    section = client.get("/audit/tenants/shop/releases").text.split('id="experiments"')[1]
+    assert made["id"] in section and "running" in section and other.version in section
+    result = {"wins": {"A": 3, "B": 17}, "ties": 80, "log_evidence": 3.4, "threshold": 3.0}
+    decide(world.platform, "shop", made["id"], reason="B preferred", result=result, actor="t")
+    section = client.get("/audit/tenants/shop/releases").text.split('id="experiments"')[1]
+    assert "decided" in section and "B preferred" in section
+    assert "wins A 3, B 17, ties 80; evidence 3.40 of 3.00" in section

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from atlasrec.drift import drift_history
 from atlasrec.errors import InvalidInputError
+from atlasrec.experiments import status as experiment_status
 from atlasrec.models.bundle import KIND as MODEL_KIND
 from atlasrec.outcomes import stored_outcomes
 from atlasrec.releases import status as release_status
@@ -150,7 +151,7 @@ def drift(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
 
 @router.get("/{tenant_id}/releases", response_class=HTMLResponse)
 def releases(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse:
-    """The tenant's model releases, each decision with its numbers, and online metrics."""
+    """The tenant's releases and experiments, each decision with its numbers, online metrics."""
     tenant = who.context.access.tenant(who.principal, tenant_id, action="audit.releases")
     platform, actor = who.context.platform, who.principal.actor
     built = release_status(platform, tenant.id, actor=actor)
@@ -162,9 +163,11 @@ def releases(request: Request, who: SignedInDep, tenant_id: str) -> HTMLResponse
         for r in reversed(records)
     ]
     metrics = stored_outcomes(platform, tenant.id, actor=actor, days=METRIC_DAYS)
+    experiments = experiment_status(platform, tenant.id, actor=actor)["experiments"]
     return render(
         request,
         "releases.html",
+        experiments=experiments,
         who=who,
         tenant=tenant,
         s=built,
