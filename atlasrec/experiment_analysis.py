@@ -14,7 +14,9 @@ request: both tests stay valid under continuous monitoring.
   users in both arms; the experiment is decided when every comparison is.
 - **Interleave**: each request's vote (`atlasrec.evaluation.interleaving.credit`) and the
   sequential sign test by a beta mixture (exact, Ville's inequality). Decided when the
-  evidence reaches 1 / alpha; the winner is the team with more wins.
+  evidence reaches 1 / alpha; the winner is the team with more wins. Its numbers also say
+  at which request, in serving order, the evidence first crossed (`first_decided_at`): the
+  test may stop at any request, so that is when a look after every request would have.
 
 A decision ends the experiment (`atlasrec.experiments.decide`, a ledger record with the
 numbers); until then the latest numbers are kept on it for `experiments status`.
@@ -30,7 +32,7 @@ import numpy as np
 from sqlmodel import col, select
 
 from atlasrec.dataplane.tables import Experiment, ServedRequest
-from atlasrec.evaluation.interleaving import credit, sign_test
+from atlasrec.evaluation.interleaving import credit, first_decision, sign_test
 from atlasrec.evaluation.sequential import ALPHA, difference_cs, split_mismatch
 from atlasrec.experiments import ARM_NAMES, decide, note_result, running
 from atlasrec.outcomes import responses, user_values
@@ -151,8 +153,10 @@ def _interleave(
     clicked = responses(plane, scope, interleaved, actor=ACTOR).clicked
     votes = [credit(r.teams or "", clicked.get(r.request_id, set())) for r in interleaved]
     test = sign_test(sum(v < 0 for v in votes), sum(v > 0 for v in votes))
+    first = first_decision(votes)
     numbers: dict[str, Any] = {
         "requests": len(interleaved),
+        "first_decided_at": first and first[0],
         "wins": {"A": test.wins_a, "B": test.wins_b},
         "ties": len(votes) - test.wins_a - test.wins_b,
         "log_evidence": test.log_evidence,

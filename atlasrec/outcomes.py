@@ -186,8 +186,7 @@ def responses(
     first = min((r.served_at for r in rows), default=None)
     if first is None:
         return found
-    offline = plane.offline.scoped(scope, actor=actor)
-    for outcome in read_outcomes(offline, first.date().isoformat()):
+    for outcome in _outcomes_since(plane, scope, first.date().isoformat(), actor=actor):
         request = by_id.get(outcome.request_id)
         position = None if request is None else attributed_position(request.items, outcome)
         if position is None:
@@ -197,6 +196,10 @@ def responses(
         if outcome.event in CONVERSIONS:
             found.bought.add(outcome.request_id)
     return found
+
+
+def _outcomes_since(plane: Plane, scope: Scope, first_day: str, *, actor: str) -> list[Outcome]:
+    return read_outcomes(plane.offline.scoped(scope, actor=actor), first_day)
 
 
 def user_values(

@@ -37,6 +37,14 @@ def rollout_demo(
 ) -> None:
     """Retrain `ds`'s tenant, roll the candidate out against live traffic, print each step."""
     tenant = ds.tenant_id
+    before = status(platform, tenant, actor=actor)
+    if len(before["releases"]) > 1:  # an earlier run rolled a retrained model out: no re-spend
+        last = before["last_decision"]
+        console.print(
+            f"\n{tenant}'s rollout ran in an earlier run (live: {before['live']}; last decision: "
+            f"{last and last['action']}); `atlasrec rollout status --tenant {tenant}` shows it"
+        )
+        return
     console.print(f"\nretraining {tenant} and rolling the new model out (shadow, then canary) ...")
     try:
         trained = train_tenant(platform, tenant, actor=actor)

@@ -85,14 +85,14 @@ def run_demo(*, fresh: bool, actor: str, keep_serving: bool = False) -> None:
     _train_all(console, platform, datasets, actor)
     _boundaries(console, platform, datasets, actor)
     platform.close()
-    first = datasets[0]
+    largest = max(datasets, key=lambda d: d.n_users)  # large enough to validate on
 
     def rollout(urls: dict[str, str]) -> None:
-        if first.tenant_id in keys:
-            url, key = urls[first.region.value], keys[first.tenant_id]
+        if largest.tenant_id in keys:
+            url, key = urls[largest.region.value], keys[largest.tenant_id]
             releasing = Platform(settings)
             try:
-                rollout_demo(console, releasing, first, url, key, actor)
+                rollout_demo(console, releasing, largest, url, key, actor)
             finally:
                 releasing.close()
 

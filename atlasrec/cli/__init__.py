@@ -60,7 +60,7 @@ COMMANDS = {
     ),
     "experiments": Lazy(
         "atlasrec.cli.experiments",
-        "A/B and interleaving experiments on a tenant's traffic, decided by anytime-valid tests.",
+        "A/B and interleaving experiments on a tenant's traffic.",
     ),
     "simulate": Lazy(
         "atlasrec.cli.simulate",

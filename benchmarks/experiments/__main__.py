@@ -14,7 +14,9 @@
    real `atlasrec serve` process; the click simulator sends recommendations and clicks,
    and the analysis looks after every `--check-every` requests. For each repetition: an
    A/B experiment (50/50) of the pair, then an interleaving one; the requests each needed
-   to decide, and whether it named the better model.
+   to decide (A/B: at the deciding look; interleaving: the request at which its evidence
+   first crossed, which a look after every request would have stopped at), and whether it
+   named the better model.
 
 JSON on stdout (and --out).
 """
@@ -190,13 +192,15 @@ def _decide(
     if decision is None or decision.decision == "wait":
         stop(platform, TENANT, made["id"], reason="undecided within --max-requests", actor=ACTOR)
     decided = decision is not None and decision.decision == "decided"
+    numbers = {} if decision is None else decision.numbers
     return {
         "decided": decided,
-        "right": decided and decision is not None and decision.numbers.get("winner") == "A",
-        "requests": sent,
+        "right": decided and numbers.get("winner") == "A",
+        "requests": numbers.get("first_decided_at") or sent,
+        "requests_at_deciding_look": sent,
         "seconds": round(time.perf_counter() - began, 1),
         "last_ctr_by_arm": ctr,
-        "numbers": None if decision is None else decision.numbers,
+        "numbers": numbers,
     }
 
 
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interactions", type=int, default=40_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--check-every", type=int, default=100)
+    parser.add_argument("--check-every", type=int, default=25)
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--settle-s", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)

@@ -5,13 +5,13 @@ the simulator sends it recommendations and its users' clicks over HTTP, and the 
 (`atlasrec.rollout_analysis`, as beat or `atlasrec rollout check` runs it) looks after every
 `--check-every` requests. Three rollouts, one after the other:
 
-1. **better**: live was trained on the interactions with their users shuffled (popularity
-   kept, tastes lost); the candidate after three copies of the real ones were added.
-   Expected: promoted.
-2. **worse**: the candidate is trained after three copies of the interactions with their
-   users shuffled (popularity kept, tastes lost) were ingested: its data is mostly noise.
-   Expected: rolled back (by the offline gate if its validation already shows it, else by
-   the analysis).
+1. **better**: live was trained on a copy of the interactions with their users shuffled
+   (popularity kept, tastes lost) and given to users of their own, so that the simulated
+   users' histories stay theirs; the candidate after three copies of the real ones were
+   added. Expected: promoted.
+2. **worse**: the candidate is trained after three more shuffled copies (again under users
+   of their own) were ingested: its data is mostly noise. Expected: rolled back (by the
+   offline gate if its validation already shows it, else by the analysis).
 3. **broken**: a candidate whose weights are damaged after its gates passed, so serving
    cannot load it. Expected: rolled back (`release.unservable`).
 
@@ -61,14 +61,21 @@ ACTOR = "bench:rollout"
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Set the tenant up, start its server, run the three rollouts."""
     spec = SyntheticTenantSpec(
-        TENANT, Region.EU, SharingPolicy.SOLO, args.items, args.users, args.interactions
+        TENANT,
+        Region.EU,
+        SharingPolicy.SOLO,
+        args.items,
+        args.users,
+        args.interactions,
+        popularity_exponent=0.5,  # tastes, not popularity, decide what a user clicks
     )
     home = work / "home"
     platform = Platform(Settings(home=home))
     sim = create_sim_tenant(platform, spec, actor=ACTOR, interactions=False)
     real = sim_folder(platform, TENANT) / "interactions.csv"
     config = TwoTowerConfig(epochs=args.epochs)
-    _ingest(platform, shuffled_interactions(real, work / "shuffled.csv", copies=1, seed=1))
+    noise = shuffled_interactions(real, work / "shuffled.csv", copies=1, seed=1, strangers=True)
+    _ingest(platform, noise)
     train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: no tastes
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
@@ -85,7 +92,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         _ingest(platform, shuffled_interactions(real, work / "real.csv", copies=3, shuffle=False))
         better = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["better"] = _rollout(args, platform, client, sim, model, better)
-        _ingest(platform, shuffled_interactions(real, work / "more.csv", copies=3, seed=2))
+        more = shuffled_interactions(real, work / "more.csv", copies=3, seed=2, strangers=True)
+        _ingest(platform, more)
         worse = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["worse"] = _rollout(args, platform, client, sim, model, worse)
         broken = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from atlasrec import rollout_analysis
+from atlasrec import outcomes, rollout_analysis
 from atlasrec.clock import utcnow
 from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.evaluation.online import Outcome
@@ -55,7 +55,7 @@ def traffic(
                     for i in row.items
                     if rng.random() < ctr[arm]
                 ]
-    monkeypatch.setattr(rollout_analysis, "_outcomes", lambda *_: clicks)
+    monkeypatch.setattr(outcomes, "_outcomes_since", lambda *_, **__: clicks)
     return rows
 
 

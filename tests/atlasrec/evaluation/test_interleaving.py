@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from atlasrec.evaluation.interleaving import ALPHA, credit, first_decision, sign_test, team_draft
+from simulations.interleaving import team_draft_votes
 
 RANKING = st.lists(st.sampled_from("abcdefghijklmnop"), unique=True, max_size=12)
 
@@ -43,39 +44,19 @@ def test_credit_is_a_vote_for_the_team_with_more_clicks() -> None:
     assert credit("AB", {5}) == 0  # a position past the list is no vote
 
 
-def pbm_votes(rng: np.random.Generator, requests: int, *, better_b: bool) -> list[int]:
-    """Votes of position-biased clicks on team drafts of two rankers over 30 items.
-
-    A ranks by a fresh random order each request; B does the same (A/A) or ranks by the
-    items' attractiveness (better).
-    """
-    attract = rng.uniform(0.0, 0.3, 30)
-    coin = random.Random(int(rng.integers(2**32)))
-    votes = []
-    for _ in range(requests):
-        a = [str(i) for i in rng.permutation(30)]
-        order = np.argsort(-attract) if better_b else rng.permutation(30)
-        items, teams = team_draft(a, [str(i) for i in order], 10, coin)
-        examined = 1 / np.arange(1, 11)
-        p = examined * attract[[int(i) for i in items]]
-        clicked = set(np.flatnonzero(rng.random(10) < p).tolist())
-        votes.append(credit(teams, clicked))
-    return votes
-
-
 def test_aa_interleavings_decide_at_most_alpha_of_the_time_over_every_look() -> None:
     """400 A/A experiments of 300 requests, the test looked at after every request.
 
     (Its true rate here is about 2.5%: 400 experiments keep the check from failing by chance.)
     """
     rng = np.random.default_rng(11)
-    runs = [first_decision(pbm_votes(rng, 300, better_b=False)) for _ in range(400)]
+    runs = [first_decision(team_draft_votes(rng, 300, better_b=False)) for _ in range(400)]
     assert sum(r is not None for r in runs) / 400 <= ALPHA
 
 
 def test_a_better_ranker_is_found_and_named_within_a_few_hundred_requests() -> None:
     rng = np.random.default_rng(12)
-    found = [first_decision(pbm_votes(rng, 400, better_b=True)) for _ in range(20)]
+    found = [first_decision(team_draft_votes(rng, 400, better_b=True)) for _ in range(20)]
     assert all(f is not None and f[1] == "B" for f in found)
     assert np.median([f[0] for f in found if f is not None]) < 200
 
