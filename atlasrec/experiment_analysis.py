@@ -69,7 +69,16 @@ def analyse(platform: Platform, tenant_id: str) -> Decision:
     if verdict == "wait":
         note_result(platform, tenant_id, experiment.id, numbers, actor=ACTOR)
     else:
-        decide(platform, tenant_id, experiment.id, reason=reason, result=numbers, actor=ACTOR)
+        valid = verdict == "decided"
+        decide(
+            platform,
+            tenant_id,
+            experiment.id,
+            reason=reason,
+            result=numbers,
+            actor=ACTOR,
+            valid=valid,
+        )
     return Decision(tenant_id, experiment.id, verdict, reason, numbers)
 
 

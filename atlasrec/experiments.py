@@ -48,6 +48,8 @@ class Status(StrEnum):
 
     RUNNING = "running"
     DECIDED = "decided"
+    INVALID = "invalid"
+    """Ended by the analysis without a verdict: its assignment is broken (sample ratio)."""
     STOPPED = "stopped"
 
 
@@ -196,9 +198,11 @@ def decide(
     reason: str,
     result: dict[str, Any],
     actor: str,
+    valid: bool = True,
 ) -> dict[str, Any]:
-    """End a running experiment with the analysis's decision and its numbers."""
-    return _end(platform, tenant_id, experiment_id, Status.DECIDED, reason, result, actor=actor)
+    """End a running experiment with the analysis's decision (or invalid) and its numbers."""
+    to = Status.DECIDED if valid else Status.INVALID
+    return _end(platform, tenant_id, experiment_id, to, reason, result, actor=actor)
 
 
 def _end(
@@ -223,8 +227,18 @@ def _end(
         if result is not None:
             row.result = result
         described = describe(row)
-        action = DECIDED if to is Status.DECIDED else STOPPED
-        _record(plane, session, scope, action, row, actor=actor, reason=reason, result=row.result)
+        action = STOPPED if to is Status.STOPPED else DECIDED
+        _record(
+            plane,
+            session,
+            scope,
+            action,
+            row,
+            actor=actor,
+            state=to.value,
+            reason=reason,
+            result=row.result,
+        )
     return described
 
 

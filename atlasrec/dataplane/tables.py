@@ -200,7 +200,8 @@ class Experiment(RegionModel, table=True):
     """Percent of users each arm serves (A/B); interleaving mixes both in every list."""
     salt: str = Field(max_length=32)
     state: str = Field(max_length=16)
-    """`running`, `decided` (the analysis reached a decision) or `stopped` (by a person)."""
+    """`running`, `decided` (the analysis reached a decision), `invalid` (its sample ratio
+    check failed) or `stopped` (by a person)."""
     created_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
     reason: str | None = Field(default=None, sa_column=Column(Text))

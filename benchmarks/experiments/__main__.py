@@ -16,7 +16,8 @@
    A/B experiment (50/50) of the pair, then an interleaving one; the requests each needed
    to decide (A/B: at the deciding look; interleaving: the request at which its evidence
    first crossed, which a look after every request would have stopped at), and whether it
-   named the better model.
+   named the better model. Twice: with users alike in how much they click, and with heavy
+   and light clickers (`--activity-shapes`; `ClickModel.activity_shape`).
 
 JSON on stdout (and --out).
 """
@@ -137,18 +138,8 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     poor = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config).model_version
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
-    model = ClickModel(synthetic_truth(spec))
-    runs: dict[str, list[dict[str, Any]]] = {"ab": [], "interleave": []}
-    with server(env, port, work / "serve.log", timeout_s=600):
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
-        for rep in range(args.reps):
-            for kind in ("ab", "interleave"):
-                runs[kind].append(
-                    _decide(args, platform, client, sim, model, kind, good, poor, rep)
-                )
-    medians = {k: _median(v) for k, v in runs.items()}
-    ab, interleave = medians["ab"], medians["interleave"]
-    return {
+    truth = synthetic_truth(spec)
+    out: dict[str, Any] = {
         "models": {"A": good, "B": poor},
         "tenant": {
             "users": args.users_http,
@@ -157,10 +148,25 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         },
         "check_every": args.check_every,
         "max_requests": args.max_requests,
-        "runs": runs,
-        "median_requests": medians,
-        "ab_over_interleave": None if not (ab and interleave) else ab / interleave,
     }
+    with server(env, port, work / "serve.log", timeout_s=600):
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
+        for shape in args.activity_shapes:
+            model = ClickModel(truth, activity_shape=shape)
+            runs: dict[str, list[dict[str, Any]]] = {"ab": [], "interleave": []}
+            for rep in range(args.reps):
+                for kind in ("ab", "interleave"):
+                    runs[kind].append(
+                        _decide(args, platform, client, sim, model, kind, good, poor, rep)
+                    )
+            medians = {k: _median(v) for k, v in runs.items()}
+            ab, interleave = medians["ab"], medians["interleave"]
+            out[f"activity_shape_{shape:g}"] = {
+                "runs": runs,
+                "median_requests": medians,
+                "ab_over_interleave": None if not (ab and interleave) else ab / interleave,
+            }
+    return out
 
 
 def _decide(
@@ -221,7 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--interactions", type=int, default=40_000)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--activity-shapes",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5],
+        help="users' click propensity (simulations.clicks.ClickModel): 0 all alike",
+    )
     parser.add_argument("--check-every", type=int, default=25)
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--settle-s", type=float, default=1.5)

@@ -55,3 +55,15 @@ def test_simulated_clicks_reach_serving_as_attributed_outcomes(platform: Platfor
     (row,) = refresh_outcomes(platform, "sim-shop", actor="test")
     assert (row.requests, row.clicks) == (120, tally.clicks)  # every click was attributed
     assert row.conversions == tally.purchases
+
+
+def test_click_propensity_is_alike_by_default_and_heavy_tailed_when_asked() -> None:
+    truth = synthetic_truth(SPEC)
+    assert ClickModel(truth).activity.tolist() == [1.0] * SPEC.n_users
+    varied = ClickModel(truth, activity_shape=0.5).activity
+    assert varied.mean() == pytest.approx(1.0, abs=0.25) and varied.std() > 1.0
+    heavy = int(np.argmax(varied))
+    liked = int(np.flatnonzero(truth.item_category == truth.user_favorite[heavy])[0])
+    plain = ClickModel(truth).click_probabilities(heavy, [liked])[0]
+    scaled = ClickModel(truth, activity_shape=0.5).click_probabilities(heavy, [liked])[0]
+    assert scaled == pytest.approx(min(plain * varied[heavy], 1.0))
