@@ -33,7 +33,7 @@ from atlasrec.leakage import scan_region
 from atlasrec.models.training import Progress
 from atlasrec.outcomes import refresh_region_outcomes
 from atlasrec.pipelines.monitor import check_region_drift
-from atlasrec.pipelines.retrain import retrain_stale
+from atlasrec.pipelines.retrain import retrain_stale, roll_out
 from atlasrec.pipelines.train import TrainResult, train_tenant
 from atlasrec.platform import Platform
 from atlasrec.privacy_audit import audit_pending
@@ -41,9 +41,9 @@ from atlasrec.rollout_analysis import analyse_region
 from atlasrec.settings import Settings, get_settings
 from atlasrec.tenancy import Region, parse_region
 
-RETRAIN_PROMOTES = True
-"""A retrain of a stale or drifted model goes live at once: the automatic rollout analysis,
-which would take its candidate through shadow and canary, is not built yet (issue #16)."""
+RETRAIN_ROLLS_OUT = True
+"""A retrain of a stale or drifted model is a candidate whose rollout starts at once
+(`atlasrec.pipelines.retrain.roll_out`): the analysis takes it live or rolls it back."""
 
 
 class JobError(AtlasRecError):
@@ -106,7 +106,7 @@ def _retrain_stale_task(region: str, actor: str) -> dict[str, Any]:
     def submit(tenant_id: str) -> str:
         task = app.send_task(
             "atlasrec.train",
-            args=[tenant_id, None, False, actor, False, RETRAIN_PROMOTES],
+            args=[tenant_id, None, False, actor, False, False, RETRAIN_ROLLS_OUT],
             queue=f"atlasrec-{region}",
         )
         return str(task.id)
@@ -150,6 +150,7 @@ def _train_task(
     actor: str,
     no_backbone: bool = False,
     promote: bool = False,
+    rollout: bool = False,
 ) -> dict[str, Any]:
     """The worker side of `train`: runs the same pipeline in the worker's process."""
     platform = Platform()
@@ -163,16 +164,19 @@ def _train_task(
             no_backbone=no_backbone,
             promote=promote,
         )
+        started = roll_out(platform, result, actor=actor) if rollout else None
     except AtlasRecError as exc:
         return {"ok": False, "error": str(exc), "type": type(exc).__name__}
     finally:
         platform.close()
-    return _done(result, worker=f"{socket.gethostname()}:{os.getpid()}")
+    return _done(result, worker=f"{socket.gethostname()}:{os.getpid()}", rollout=started)
 
 
-def _done(result: TrainResult, *, worker: str) -> dict[str, Any]:
+def _done(
+    result: TrainResult, *, worker: str, rollout: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A finished training as plain data (what a Celery result can carry)."""
-    return {"ok": True, **asdict(result), "worker": worker}
+    return {"ok": True, **asdict(result), "worker": worker, "rollout": rollout}
 
 
 def run_train(
@@ -184,9 +188,13 @@ def run_train(
     no_dp: bool,
     no_backbone: bool = False,
     promote: bool = False,
+    rollout: bool = False,
     timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
-    """Train in-process (embedded) or as a Celery task (broker configured); same result."""
+    """Train in-process (embedded) or as a Celery task (broker configured); same result.
+
+    With `rollout`, a candidate's rollout starts once it is published (`roll_out`).
+    """
     if platform.settings.broker_url is None:
         result = train_tenant(
             platform,
@@ -197,11 +205,12 @@ def run_train(
             no_backbone=no_backbone,
             promote=promote,
         )
-        return _done(result, worker="in-process")
+        started = roll_out(platform, result, actor=actor) if rollout else None
+        return _done(result, worker="in-process", rollout=started)
     platform.control.get_tenant(tenant_id)  # unknown tenants fail here, not on a worker
     app = make_celery(platform.settings)
     outcome = app.send_task(
-        "atlasrec.train", args=[tenant_id, epsilon, no_dp, actor, no_backbone, promote]
+        "atlasrec.train", args=[tenant_id, epsilon, no_dp, actor, no_backbone, promote, rollout]
     )
     try:
         value: dict[str, Any] = outcome.get(timeout=timeout_s)

@@ -10,7 +10,7 @@ import typer
 from atlasrec.cli.options import JsonOpt, RegionOpt, TenantOpt, actor, group, open_platform
 from atlasrec.cli.output import print_json
 from atlasrec.drift import check_drift
-from atlasrec.jobs import RETRAIN_PROMOTES, run_train
+from atlasrec.jobs import RETRAIN_ROLLS_OUT, run_train
 from atlasrec.leakage import resume, scan_region
 from atlasrec.outcomes import DEFAULT_DAYS, DEFAULT_K, refresh_outcomes
 from atlasrec.pipelines.monitor import monitor_status
@@ -31,7 +31,7 @@ def retrain(region: RegionOpt, as_json: JsonOpt = False) -> None:
 
     def submit(tenant_id: str) -> str:
         done = run_train(
-            platform, tenant_id, actor=who, epsilon=None, no_dp=False, promote=RETRAIN_PROMOTES
+            platform, tenant_id, actor=who, epsilon=None, no_dp=False, rollout=RETRAIN_ROLLS_OUT
         )
         return str(done["model_version"])
 

@@ -8,6 +8,11 @@ record: `monitor.retrain_scheduled`, or `monitor.retrain_refused` with the reaso
 budget, or the run refused by the ledger), recorded once per model version. The
 serving processes export the refusals (`atlasrec_retrain_refused`), which alert
 (AtlasRecRetrainRefused). Celery beat runs it per region; `atlasrec monitor retrain` by hand.
+
+A retrain publishes a release candidate, and `roll_out` starts its rollout at once: the
+offline and privacy gates, then the canary steps the automatic analysis advances, promotes
+or rolls back (`atlasrec.releases`, `atlasrec.rollout_analysis`). A tenant with a release
+in flight is not retrained until it is decided.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 
 from atlasrec.dataplane.dp_runs import DpRunTable, budget_state
 from atlasrec.drift import DriftReport, latest_drift
-from atlasrec.errors import AtlasRecError
+from atlasrec.errors import AtlasRecError, ConflictError, RefusedError
 from atlasrec.freshness import TenantFreshness, region_freshness
+from atlasrec.pipelines.train import TrainResult
 from atlasrec.platform import Plane, Platform
+from atlasrec.releases import in_flight, start
 from atlasrec.tenancy import Region, Scope
 
 DECISIONS = "monitor.retrain_"
@@ -48,6 +55,8 @@ def retrain_stale(
         trigger = _trigger(tenant, drift.get(tenant.tenant_id))
         if trigger is None or tenant.tenant_id in recent:
             continue
+        if in_flight(plane, Scope(tenant.tenant_id, region), actor=actor) is not None:
+            continue  # the last retrain's rollout is still being decided
         left = _budget_left(platform, Scope(tenant.tenant_id, region), actor=actor)
         decision: dict[str, Any] = {
             "tenant_id": tenant.tenant_id,
@@ -72,6 +81,17 @@ def retrain_stale(
             continue
         decisions.append({**decision, "scheduled": True})
     return decisions
+
+
+def roll_out(platform: Platform, result: TrainResult, *, actor: str) -> dict[str, Any]:
+    """Start the rollout of a retrain's candidate (gates first); what happened to it."""
+    if result.release != "candidate":
+        return {"started": False, "reason": f"the model went {result.release} at once"}
+    try:
+        started = start(platform, result.tenant_id, actor=actor, version=result.model_version)
+    except (ConflictError, RefusedError) as exc:  # a failed gate, or a split in flight
+        return {"started": False, "reason": str(exc)}
+    return {"started": True, "state": started["state"], "plan": started["plan"]}
 
 
 def _trigger(tenant: TenantFreshness, drift: DriftReport | None) -> str | None:

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import ServedRegion, bearer, client_for, operator
+from conftest import FAST, ServedRegion, bearer, client_for, operator
 from sqlmodel import Session
 
 from atlasrec.dataplane.tables import FederationRun
@@ -18,7 +18,15 @@ from atlasrec.eventlog.base import ConsumerLag
 from atlasrec.federation.store import region_store
 from atlasrec.freshness import region_freshness, version_time
 from atlasrec.pipelines.monitor import monitor_status
-from atlasrec.pipelines.retrain import REFUSED, SCHEDULED, refused_retrains, retrain_stale
+from atlasrec.pipelines.retrain import (
+    REFUSED,
+    SCHEDULED,
+    refused_retrains,
+    retrain_stale,
+    roll_out,
+)
+from atlasrec.pipelines.train import train_tenant
+from atlasrec.releases import status as release_status
 from atlasrec.tenancy import Region
 from privacy.budget import BudgetExceededError
 
@@ -185,3 +193,21 @@ def test_stale_models_are_retrained_budget_permitting_and_refusals_recorded_once
         metrics = operator(client).get("/metrics").text
     assert 'atlasrec_retrain_refused{tenant="label"} 1.0' in metrics
     assert 'atlasrec_retrain_refused{tenant="shop"} 0.0' in metrics
+
+
+def test_a_retrain_is_a_candidate_whose_rollout_starts_and_blocks_the_next_retrain(
+    region: ServedRegion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = region.platform
+    live = region.versions["shop"]
+    retrained = train_tenant(platform, "shop", actor="t", no_dp=True, config=FAST)
+    started = roll_out(platform, retrained, actor="t")
+    assert started["started"] and started["state"] == "canary"
+    shop = release_status(platform, "shop", actor="t")
+    assert shop["live"] == live and shop["shares"]["canary"] == 5.0
+    again = roll_out(platform, retrained, actor="t")  # a split is in flight: refused, kept
+    assert not again["started"] and "in flight" in again["reason"]
+    monkeypatch.setattr(platform.settings, "freshness_slo_overrides", {"shop": {"model": 1e-3}})
+    submitted: list[str] = []
+    assert retrain_stale(platform, EU, actor="t", submit=submitted.append) == []
+    assert submitted == []  # not retrained again while its last retrain is being decided
