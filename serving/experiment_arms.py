@@ -78,16 +78,16 @@ class TrialAnswer:
 
 def serve_trial(
     trial: Trial,
+    user_key: str,
     live: ServingState,
     online: OnlineFeatures,
     query: Query,
     budgets: Mapping[str, float],
 ) -> TrialAnswer:
-    """Answer an identified user's request inside the experiment."""
-    assert query.user_key is not None
+    """Answer an identified user's request (`user_key`, its pseudonym) inside the experiment."""
     if trial.kind == "interleave":
         return _interleaved(trial, live, online, query, budgets)
-    n = trial.arm(query.user_key)
+    n = trial.arm(user_key)
     return TrialAnswer(_arm(trial, n, live, online, query, budgets), ARM_NAMES[n])
 
 

@@ -5,13 +5,13 @@ the simulator sends it recommendations and its users' clicks over HTTP, and the 
 (`atlasrec.rollout_analysis`, as beat or `atlasrec rollout check` runs it) looks after every
 `--check-every` requests. Three rollouts, one after the other:
 
-1. **better**: live was trained on a copy of the interactions with their users shuffled
-   (popularity kept, tastes lost) and given to users of their own, so that the simulated
-   users' histories stay theirs; the candidate after three copies of the real ones were
-   added. Expected: promoted.
-2. **worse**: the candidate is trained after three more shuffled copies (again under users
-   of their own) were ingested: its data is mostly noise. Expected: rolled back (by the
-   offline gate if its validation already shows it, else by the analysis).
+1. **better**: live was trained when the tenant had only its oldest `--early-share` of the
+   interactions; the candidate once the rest arrived. Expected: promoted.
+2. **worse**: the candidate is trained after three copies of the interactions with their
+   users shuffled (popularity kept, tastes lost) were ingested under users of their own
+   (so the simulated users' histories, which recommendations are made from, stay theirs):
+   its data is mostly noise. Expected: rolled back (by the offline gate if its validation
+   already shows it, else by the analysis).
 3. **broken**: a candidate whose weights are damaged after its gates passed, so serving
    cannot load it. Expected: rolled back (`release.unservable`).
 
@@ -22,6 +22,7 @@ state. JSON on stdout (and --out).
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import tempfile
@@ -74,9 +75,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sim = create_sim_tenant(platform, spec, actor=ACTOR, interactions=False)
     real = sim_folder(platform, TENANT) / "interactions.csv"
     config = TwoTowerConfig(epochs=args.epochs)
-    noise = shuffled_interactions(real, work / "shuffled.csv", copies=1, seed=1, strangers=True)
-    _ingest(platform, noise)
-    train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: no tastes
+    early, rest = _split_by_time(real, work, args.early_share)
+    _ingest(platform, early)
+    train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: little data
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
     model = ClickModel(synthetic_truth(spec))
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     with server(env, port, work / "serve.log", timeout_s=600):
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
-        _ingest(platform, shuffled_interactions(real, work / "real.csv", copies=3, shuffle=False))
+        _ingest(platform, rest)
         better = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["better"] = _rollout(args, platform, client, sim, model, better)
         more = shuffled_interactions(real, work / "more.csv", copies=3, seed=2, strangers=True)
@@ -101,6 +102,19 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             args, platform, client, sim, model, broken, damage=True
         )
     return results
+
+
+def _split_by_time(source: Path, work: Path, share: float) -> tuple[Path, Path]:
+    """The oldest `share` of an interactions file's rows, and the rest, as two files."""
+    with source.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    rows.sort(key=lambda r: int(r[2]))
+    cut = int(len(rows) * share)
+    parts = (work / "early.csv", rows[:cut]), (work / "rest.csv", rows[cut:])
+    for path, part in parts:
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *part])
+    return parts[0][0], parts[1][0]
 
 
 def _ingest(platform: Platform, interactions: Path) -> None:
@@ -209,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--interactions", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument(
+        "--early-share", type=float, default=0.1, help="share of the data the live model had"
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 25, 50, 100])
     parser.add_argument("--min-requests", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=500)

@@ -117,7 +117,9 @@ def _serve(
     query = _query(body, runtime)
     arms, trial = runtime.arms, runtime.trial  # one read: a swap mid-request changes nothing
     if trial is not None and query.user_key is not None:
-        got = serve_trial(trial, runtime.state, runtime.online, query, serving.budgets)
+        got = serve_trial(
+            trial, query.user_key, runtime.state, runtime.online, query, serving.budgets
+        )
         answer = Answer(got.served, got.arm, trial.id, got.teams)
     elif arms is not None and arms.canary(query.user_key):  # one keyed hash per request
         answer = Answer(_canary(serving, runtime, arms, query), "canary")
