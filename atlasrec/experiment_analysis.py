@@ -4,9 +4,9 @@ It reads the requests the experiment served (`served_requests` with its id) and 
 outcomes that responded to them (`atlasrec.outcomes.responses`), and may look after every
 request: both tests stay valid under continuous monitoring.
 
-- **A/B**: first the sample ratio check (Pearson's chi-square of the users per arm against
-  the split, at p < 0.001; a mismatch means the assignment is broken, and the experiment
-  ends as `invalid`). Then, per user, the primary metric (`atlasrec.outcomes.user_values`),
+- **A/B**: first the sample ratio check (the sequential multinomial test of the users per
+  arm against the split, `atlasrec.evaluation.sequential.split_mismatch`, at p < 0.001; a
+  mismatch means the assignment is broken, and the experiment ends as `invalid`). Then, per user, the primary metric (`atlasrec.outcomes.user_values`),
   and each arm against the control `A` by the anytime-valid confidence sequence of the
   difference of means (`atlasrec.evaluation.sequential`: asymptotic confidence sequences,
   Waudby-Smith et al. 2021), at alpha / (arms - 1) each (Bonferroni over the comparisons).

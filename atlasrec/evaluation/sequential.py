@@ -19,8 +19,8 @@ package provides it here: `confseq`, its authors' library, needs Boost and pybin
 does not build on this machine. `A/A` simulations in the tests measure the false-positive
 rate over every look.
 
-The sample ratio check is Pearson's chi-square test (scipy) of the users per arm against
-the planned split, at a strict level since it too is looked at repeatedly.
+The sample ratio check is sequential too: the Dirichlet-multinomial mixture test of the
+users per arm against the planned split (`split_mismatch`), at a strict level.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 ALPHA = 0.05
 SRM_ALPHA = 0.001
+SRM_CONCENTRATION = 100.0
+"""The Dirichlet prior's total weight in the sequential sample ratio test, spread as planned."""
 T_OPT = 500
 PLAN_VARIANCE = 0.005
 """The planning variance of a per-user value: a CTR near 0.1 over about 20 shown items."""
@@ -143,7 +145,7 @@ def non_inferiority(
 def sample_ratio_mismatch(
     n_candidate: int, n_live: int, candidate_share: float, alpha: float = SRM_ALPHA
 ) -> tuple[bool, float]:
-    """Whether the arms' sizes depart from the planned share (chi-square), and the p-value."""
+    """Whether the arms' sizes depart from the planned share (`split_mismatch`), and p."""
     if not 0 < candidate_share < 1:
         return False, 1.0
     return split_mismatch([n_candidate, n_live], [candidate_share, 1 - candidate_share], alpha)
@@ -152,10 +154,24 @@ def sample_ratio_mismatch(
 def split_mismatch(
     counts: Sequence[int], shares: Sequence[float], alpha: float = SRM_ALPHA
 ) -> tuple[bool, float]:
-    """Whether the users per arm depart from the planned split (chi-square), and the p-value."""
+    """Whether the users per arm depart from the planned split, and an anytime-valid p-value.
+
+    The sequential multinomial test of Lindon and Malek ("Anytime-valid inference for
+    multinomial count data", NeurIPS 2022): the Dirichlet-multinomial mixture's likelihood
+    ratio against the planned split is a nonnegative martingale under it, so 1 / ratio is
+    a p-value valid at every look (a chi-square test looked at repeatedly is not).
+    """
     total = sum(counts)
     if total == 0 or len(counts) < 2:
         return False, 1.0
-    expected = [total * s / sum(shares) for s in shares]
-    p_value = float(stats.chisquare(list(counts), expected).pvalue)
+    planned = np.asarray(shares, dtype=np.float64) / float(sum(shares))
+    prior = SRM_CONCENTRATION * planned
+    n = np.asarray(counts, dtype=np.float64)
+    log_ratio = (
+        special.gammaln(prior.sum())
+        - special.gammaln(prior.sum() + total)
+        + float(np.sum(special.gammaln(prior + n) - special.gammaln(prior)))
+        - float(np.sum(n * np.log(planned)))
+    )
+    p_value = float(min(1.0, math.exp(-log_ratio)))
     return p_value < alpha, p_value

@@ -12,6 +12,7 @@ from atlasrec.evaluation.sequential import (
     non_inferiority,
     running_mean_cs,
     sample_ratio_mismatch,
+    split_mismatch,
 )
 
 
@@ -73,3 +74,20 @@ def test_a_sample_ratio_mismatch_is_caught_and_a_fair_split_is_not() -> None:
     mismatch, p_value = sample_ratio_mismatch(120, 880, 0.05)
     assert mismatch and p_value < 1e-6
     assert not sample_ratio_mismatch(0, 0, 0.05)[0]
+
+
+def test_the_sample_ratio_check_rarely_alarms_on_a_fair_split_looked_at_after_every_user() -> None:
+    """300 fair 3-arm assignments of 2,000 users; the check after every one of them.
+
+    A chi-square test at p < 0.001 looked at this often alarms far more than 0.1% of the
+    time; the sequential test's guarantee holds over all looks (at most 0.1%: expect none).
+    """
+    rng = np.random.default_rng(3)
+    alarms = 0
+    for _ in range(300):
+        arms = rng.choice(3, size=2_000, p=[0.5, 0.25, 0.25])
+        counts = np.stack([np.cumsum(arms == a) for a in range(3)], axis=1)
+        alarms += any(split_mismatch(list(c), [50, 25, 25])[0] for c in counts[9::10])
+    assert alarms <= 1
+    skewed = rng.choice(2, size=2_000, p=[0.56, 0.44])
+    assert split_mismatch([int((skewed == 0).sum()), int((skewed == 1).sum())], [50, 50])[0]
