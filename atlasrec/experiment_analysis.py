@@ -6,12 +6,13 @@ request: both tests stay valid under continuous monitoring.
 
 - **A/B**: first the sample ratio check (the sequential multinomial test of the users per
   arm against the split, `atlasrec.evaluation.sequential.split_mismatch`, at p < 0.001; a
-  mismatch means the assignment is broken, and the experiment ends as `invalid`). Then, per user, the primary metric (`atlasrec.outcomes.user_values`),
-  and each arm against the control `A` by the anytime-valid confidence sequence of the
-  difference of means (`atlasrec.evaluation.sequential`: asymptotic confidence sequences,
-  Waudby-Smith et al. 2021), at alpha / (arms - 1) each (Bonferroni over the comparisons).
-  An arm is `better` or `worse` once the sequence excludes 0 with at least `MIN_USERS`
-  users in both arms; the experiment is decided when every comparison is.
+  mismatch means the assignment is broken, and the experiment ends as `invalid`). Then,
+  per user, the primary metric (`atlasrec.outcomes.user_values`), and each arm against the
+  control `A` by the anytime-valid confidence sequence of the difference of means
+  (`atlasrec.evaluation.sequential`: asymptotic confidence sequences, Waudby-Smith et al.
+  2021), at alpha / (arms - 1) each (Bonferroni over the comparisons). An arm is `better`
+  or `worse` once the sequence excludes 0 with at least `MIN_USERS` users in both arms; the
+  experiment is decided when every comparison is.
 - **Interleave**: each request's vote (`atlasrec.evaluation.interleaving.credit`) and the
   sequential sign test by a beta mixture (exact, Ville's inequality). Decided when the
   evidence reaches 1 / alpha; the winner is the team with more wins. Its numbers also say
