@@ -65,7 +65,8 @@ def create(
 ) -> dict[str, Any]:
     """Start an experiment on the tenant's traffic; its description."""
     split = _validate(tenant_id, list(arms), kind, metric, split)
-    scope, plane = platform.scope(tenant_id), platform.plane(platform.scope(tenant_id).region)
+    scope = platform.scope(tenant_id)
+    plane = platform.plane(scope.region)
     with plane.session(scope, actor=actor, action="experiment.read") as session:
         _servable(session, tenant_id, arms)
     for version in arms:
