@@ -12,8 +12,9 @@ the simulator sends it recommendations and its users' clicks over HTTP, and the 
    (so the simulated users' histories, which recommendations are made from, stay theirs):
    its data is mostly noise. Expected: rolled back (by the offline gate if its validation
    already shows it, else by the analysis).
-3. **broken**: a candidate whose weights are damaged after its gates passed, so serving
-   cannot load it. Expected: rolled back (`release.unservable`).
+3. **broken** (before **worse**, trained on the same data as **better**): a candidate whose
+   weights are damaged after its gates passed, so serving cannot load it. Expected: rolled
+   back (`release.unservable`).
 
 For each: the decisions, the requests and the canary users each step took, the final
 state. JSON on stdout (and --out).
@@ -93,14 +94,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         _ingest(platform, rest)
         better = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["better"] = _rollout(args, platform, client, sim, model, better)
-        more = shuffled_interactions(real, work / "more.csv", copies=3, seed=2, strangers=True)
-        _ingest(platform, more)
-        worse = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
-        results["rollouts"]["worse"] = _rollout(args, platform, client, sim, model, worse)
         broken = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["broken"] = _rollout(
             args, platform, client, sim, model, broken, damage=True
         )
+        more = shuffled_interactions(real, work / "more.csv", copies=3, seed=2, strangers=True)
+        _ingest(platform, more)
+        worse = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
+        results["rollouts"]["worse"] = _rollout(args, platform, client, sim, model, worse)
     return results
 
 
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interactions", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
-        "--early-share", type=float, default=0.1, help="share of the data the live model had"
+        "--early-share", type=float, default=0.02, help="share of the data the live model had"
     )
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 25, 50, 100])
     parser.add_argument("--min-requests", type=int, default=200)
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.users, args.items, args.interactions = 1_000, 300, 30_000
+        args.users, args.items, args.interactions = 1_000, 1_000, 30_000
         args.steps = [25, 50, 100]
         args.min_requests, args.check_every, args.max_requests = 100, 300, 6_000
     work = Path(tempfile.mkdtemp(prefix="atlasrec-bench-rollout-loop-"))
