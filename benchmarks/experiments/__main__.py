@@ -9,10 +9,10 @@
    - Interleaving: team-draft votes of two equally good rankers under position-biased clicks
      (`simulations.interleaving`), the sequential sign test after every request.
 2. **The same pair, over HTTP**: a synthetic tenant (`simulations.clicks`) with a model that
-   learned its users' tastes and one trained after three shuffled copies of the interactions
-   were added (under users of their own, so that only what the model learns is noise). A
-   real `atlasrec serve` process; the click simulator sends recommendations and clicks,
-   and the analysis looks after every `--check-every` requests. For each repetition: an
+   learned its users' tastes and one trained after `--noise-copies` (3) shuffled copies of
+   the interactions were added (under users of their own, so that only what the model
+   learns is noise). A real `atlasrec serve` process; the click simulator sends
+   recommendations and clicks, and the analysis looks after every `--check-every` requests. For each repetition: an
    A/B experiment (50/50) of the pair, then an interleaving one; the requests each needed
    to decide (A/B: at the deciding look; interleaving: the request at which its evidence
    first crossed, which a look after every request would have stopped at), and whether it
@@ -130,7 +130,9 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     config = TwoTowerConfig(epochs=args.epochs)
     good = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config).model_version
     real = sim_folder(platform, TENANT) / "interactions.csv"
-    noise = shuffled_interactions(real, work / "noise.csv", copies=3, seed=1, strangers=True)
+    noise = shuffled_interactions(
+        real, work / "noise.csv", copies=args.noise_copies, seed=1, strangers=True
+    )
     scope = platform.scope(TENANT)
     ingest(
         platform.plane(scope.region), scope, secret=platform.secret, actor=ACTOR, interactions=noise
@@ -146,6 +148,7 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "items": args.items,
             "interactions": args.interactions,
         },
+        "noise_copies": args.noise_copies,
         "check_every": args.check_every,
         "max_requests": args.max_requests,
     }
@@ -229,6 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument(
+        "--noise-copies",
+        type=int,
+        default=3,
+        help="shuffled copies of the interactions B is trained after (fewer: a subtler pair)",
+    )
+    parser.add_argument(
         "--activity-shapes",
         type=float,
         nargs="+",
@@ -240,11 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle-s", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-http", action="store_true", help="only the A/A simulations")
+    parser.add_argument("--skip-aa", action="store_true", help="only the pair over HTTP")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args(argv)
     if args.quick:
         args.experiments, args.reps, args.max_requests = 200, 1, 8_000
-    results: dict[str, Any] = {**stamp(), "aa": aa(args)}
+    results: dict[str, Any] = {**stamp()}
+    if not args.skip_aa:
+        results["aa"] = aa(args)
     if not args.skip_http:
         work = Path(tempfile.mkdtemp(prefix="atlasrec-bench-experiments-"))
         try:
