@@ -85,7 +85,7 @@ def run_demo(*, fresh: bool, actor: str, keep_serving: bool = False) -> None:
     _train_all(console, platform, datasets, actor)
     _boundaries(console, platform, datasets, actor)
     platform.close()
-    largest = max(datasets, key=lambda d: d.n_users)  # large enough to validate on
+    largest = max(datasets, key=lambda d: d.n_users)  # the rollout demo's tenant
 
     def rollout(urls: dict[str, str]) -> None:
         if largest.tenant_id in keys:
