@@ -12,12 +12,13 @@
    learned its users' tastes and one trained after `--noise-copies` (3) shuffled copies of
    the interactions were added (under users of their own, so that only what the model
    learns is noise). A real `atlasrec serve` process; the click simulator sends
-   recommendations and clicks, and the analysis looks after every `--check-every` requests. For each repetition: an
-   A/B experiment (50/50) of the pair, then an interleaving one; the requests each needed
-   to decide (A/B: at the deciding look; interleaving: the request at which its evidence
-   first crossed, which a look after every request would have stopped at), and whether it
-   named the better model. Twice: with users alike in how much they click, and with heavy
-   and light clickers (`--activity-shapes`; `ClickModel.activity_shape`).
+   recommendations and clicks, and the analysis looks after every `--check-every`
+   requests. For each repetition: an A/B experiment (50/50) of the pair, then an
+   interleaving one; the requests each needed to decide (A/B: at the deciding look;
+   interleaving: the request at which its evidence first crossed, which a look after every
+   request would have stopped at), and whether it named the better model. Twice: with
+   users alike in how much they click, and with heavy and light clickers
+   (`--activity-shapes`; `ClickModel.activity_shape`).
 
 JSON on stdout (and --out).
 """
