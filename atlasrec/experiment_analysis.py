@@ -38,6 +38,7 @@ from atlasrec.evaluation.sequential import ALPHA, difference_cs, split_mismatch
 from atlasrec.experiments import ARM_NAMES, decide, note_result, running
 from atlasrec.outcomes import responses, user_values
 from atlasrec.platform import Plane, Platform
+from atlasrec.rollout_analysis import each_tenant
 from atlasrec.tenancy import Region, Scope
 
 ACTOR = "experiment-analysis"
@@ -85,12 +86,7 @@ def analyse(platform: Platform, tenant_id: str) -> Decision:
 
 def analyse_region(platform: Platform, region: Region) -> list[Decision]:
     """`analyse` of every tenant of the region with a running experiment (beat's watch)."""
-    decisions = []
-    for tenant in platform.control.list_tenants(region):
-        decision = analyse(platform, tenant.id)
-        if decision.decision != "none":
-            decisions.append(decision)
-    return decisions
+    return each_tenant(platform, region, analyse)
 
 
 def _served(plane: Plane, scope: Scope, experiment: Experiment) -> list[ServedRequest]:

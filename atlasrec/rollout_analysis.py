@@ -26,9 +26,10 @@ Each decision is a ledger record with the numbers that decided it (`atlasrec.rel
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from sqlmodel import col, select
@@ -91,12 +92,24 @@ def analyse(platform: Platform, tenant_id: str, *, metric: str = "ctr") -> Decis
 
 def analyse_region(platform: Platform, region: Region) -> list[Decision]:
     """`analyse` of every tenant of the region with a release in flight (beat's watch)."""
-    decisions = []
-    for tenant in platform.control.list_tenants(region):
-        decision = analyse(platform, tenant.id)
-        if decision.decision != "none":
-            decisions.append(decision)
-    return decisions
+    return each_tenant(platform, region, analyse)
+
+
+class _Analysed(Protocol):
+    @property
+    def decision(self) -> str:
+        """`none` when there was nothing to analyse."""
+
+
+A = TypeVar("A", bound=_Analysed)
+
+
+def each_tenant(
+    platform: Platform, region: Region, analyse_one: Callable[[Platform, str], A]
+) -> list[A]:
+    """`analyse_one` of every tenant of the region; the analyses that found something."""
+    found = (analyse_one(platform, tenant.id) for tenant in platform.control.list_tenants(region))
+    return [d for d in found if d.decision != "none"]
 
 
 def _judge(

@@ -133,6 +133,8 @@ class RegionRuntime:
         self.swaps = 0
         self.freeze_gc = False
         self._unservable_seen: set[tuple[str, str]] = set()
+        self._arm_failed: set[tuple[str, str]] = set()
+        """(experiment, version) arms that could not load: not retried on every pass."""
 
     def tenant(self, tenant: Tenant) -> TenantRuntime:
         """The runtime of a tenant homed in this region (loaded on first use)."""
@@ -389,8 +391,8 @@ class RegionRuntime:
         """Follow the tenant's running experiment: load its arms' versions, take its split.
 
         The live version's arm serves from the tenant's current snapshot; every other arm's
-        version is loaded once. An arm that cannot load ends nothing: its users get live
-        answers (degraded) until the experiment is stopped.
+        version is loaded once. An arm that cannot load ends nothing and is not retried: its
+        users get live answers (degraded) until the experiment is stopped.
         """
         scope, trial = runtime.scope, runtime.trial
         row = running(self.plane, scope, actor=ACTOR)
@@ -404,11 +406,14 @@ class RegionRuntime:
             if version == live:
                 continue
             if version not in held:
+                if (row.id, version) in self._arm_failed:
+                    continue  # tried once for this experiment: not reloaded every pass
                 try:
                     artifact = self.plane.artifacts.get(scope, KIND, version, actor=ACTOR)
                     held[version], _ = self._build(scope, ModelBundle.load(artifact))
                 except Exception as exc:  # the arm answers with live, degraded
                     log.error("serving %s: experiment arm %s: %s", scope.tenant_id, version, exc)
+                    self._arm_failed.add((row.id, version))
                     continue
             states[version] = held[version]
         runtime.trial = Trial.of(row, states)
