@@ -1,8 +1,8 @@
 """What /metrics reads at scrape time.
 
 The request log, the online store, the consumers' lag, and every tenant's freshness
-(`atlasrec.freshness`), last drift check (`atlasrec.drift`), last privacy audit and leakage
-findings (`atlasrec.leakage`), these
+(`atlasrec.freshness`), last drift check (`atlasrec.drift`), last privacy audit, leakage
+findings (`atlasrec.leakage`) and release signals (`atlasrec.release_signals`), these
 recomputed at most every `FRESHNESS_EVERY_S` (a failure to read them keeps the last values
 and is logged).
 """
@@ -18,6 +18,7 @@ from atlasrec.freshness import region_freshness
 from atlasrec.leakage import federation_stopped, leakage_hits
 from atlasrec.pipelines.retrain import refused_retrains
 from atlasrec.privacy_audit import audit_alarms
+from atlasrec.release_signals import ReleaseSignal, invalid_experiments, release_signals
 from serving.deps import ServingApp
 from serving.metrics import Metrics
 
@@ -44,10 +45,13 @@ def observe(serving: ServingApp) -> None:
         alarms = audit_alarms(serving.platform, serving.region)
         hits = leakage_hits(serving.platform, serving.region)
         stopped = federation_stopped(serving.platform, serving.region)
+        releases = release_signals(serving.platform, serving.region)
+        invalid = invalid_experiments(serving.platform, serving.region)
     except Exception:
         log.exception("metrics: could not read the region's freshness")
         return
     metrics.federation_stopped.set(1 if stopped else 0)
+    _releases(metrics, releases, invalid)
     for tenant_id, count in hits.items():
         metrics.leakage_hits.labels(tenant_id or "-").set(count)
     for tenant in tenants:
@@ -73,3 +77,14 @@ def _drift(metrics: Metrics, live: str | None, report: DriftReport | None) -> No
         metrics.drift.labels(*labels).set(1 if drifted else 0)
         if signal["value"] is not None:
             metrics.drift_value.labels(*labels).set(signal["value"])
+
+
+def _releases(
+    metrics: Metrics, releases: dict[str, ReleaseSignal], invalid: dict[str, bool]
+) -> None:
+    """Standing rollbacks, releases' time in flight, and invalid experiments."""
+    for tenant_id, signal in releases.items():
+        metrics.release_rolled_back.labels(tenant_id).set(1 if signal.rolled_back else 0)
+        metrics.release_in_flight.labels(tenant_id).set(signal.in_flight_s or 0.0)
+    for tenant_id, standing in invalid.items():
+        metrics.experiment_invalid.labels(tenant_id).set(1 if standing else 0)

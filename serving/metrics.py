@@ -145,6 +145,27 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.release_rolled_back = Gauge(
+            "atlasrec_release_rolled_back",
+            "1 while a tenant's newest release decision is a rollback (until another starts).",
+            ["tenant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.release_in_flight = Gauge(
+            "atlasrec_release_in_flight_seconds",
+            "Seconds since a tenant's release in flight started (0: none in flight).",
+            ["tenant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.experiment_invalid = Gauge(
+            "atlasrec_experiment_invalid",
+            "1 while a tenant's newest experiment ended invalid (sample ratio mismatch).",
+            ["tenant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.online_store_up = Gauge(
             "atlasrec_online_store_up",
             "1 while the online store (Redis) answers, 0 while its circuit breaker is open.",

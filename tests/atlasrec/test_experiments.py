@@ -10,8 +10,9 @@ from atlasrec.errors import AtlasRecError, ConflictError, InvalidInputError, Ref
 from atlasrec.experiments import CREATED, STOPPED, create, decide, running, status, stop
 from atlasrec.models.bundle import KIND
 from atlasrec.platform import Platform
-from atlasrec.releases import register, rollback, start
+from atlasrec.releases import rollback, start
 from atlasrec.tenancy import Region, Scope, SharingPolicy
+from tests.utils import releases
 
 SHOP = Scope("shop", Region.EU)
 
@@ -23,17 +24,7 @@ def shop(platform: Platform) -> Platform:
 
 
 def publish(platform: Platform, *, live: bool = False) -> str:
-    """A published model version (a stand-in bundle) entered into the registry."""
-    plane = platform.plane(Region.EU)
-    artifact = plane.artifacts.publish(
-        SHOP,
-        KIND,
-        lambda folder: (folder / "weights.bin").write_bytes(b"w"),
-        actor="test",
-        point_latest=False,
-    )
-    register(plane, SHOP, artifact.version, live=live, actor="test")
-    return artifact.version
+    return releases.publish(platform, SHOP, live=live)[0]
 
 
 def experiments(platform: Platform) -> list[dict[str, object]]:

@@ -23,6 +23,7 @@ from atlasrec.releases import (
     status,
 )
 from atlasrec.tenancy import Region, Scope, SharingPolicy
+from tests.utils import releases
 
 SHOP = Scope("shop", Region.EU)
 
@@ -36,17 +37,7 @@ def shop(platform: Platform) -> Platform:
 def publish(
     platform: Platform, *, live: bool = False, metadata: dict[str, object] | None = None
 ) -> tuple[str, State]:
-    """A published model version (a stand-in bundle) entered into the registry."""
-    plane = platform.plane(Region.EU)
-    artifact = plane.artifacts.publish(
-        SHOP,
-        KIND,
-        lambda folder: (folder / "weights.bin").write_bytes(b"w"),
-        actor="test",
-        metadata=metadata,
-        point_latest=False,
-    )
-    return artifact.version, register(plane, SHOP, artifact.version, live=live, actor="test")
+    return releases.publish(platform, SHOP, live=live, metadata=metadata)
 
 
 def pointed(platform: Platform) -> str | None:
