@@ -7,12 +7,13 @@ request: both tests stay valid under continuous monitoring.
 - **A/B**: first the sample ratio check (the sequential multinomial test of the users per
   arm against the split, `atlasrec.evaluation.sequential.split_mismatch`, at p < 0.001; a
   mismatch means the assignment is broken, and the experiment ends as `invalid`). Then,
-  per user, the primary metric (`atlasrec.outcomes.user_values`), and each arm against the
-  control `A` by the anytime-valid confidence sequence of the difference of means
-  (`atlasrec.evaluation.sequential`: asymptotic confidence sequences, Waudby-Smith et al.
-  2021), at alpha / (arms - 1) each (Bonferroni over the comparisons). An arm is `better`
-  or `worse` once the sequence excludes 0 with at least `MIN_USERS` users in both arms; the
-  experiment is decided when every comparison is.
+  per user, the primary metric (`atlasrec.outcomes.user_values`), adjusted by CUPED for
+  the same metric over the `PRE_PERIOD` before the experiment (`atlasrec.evaluation.cuped`),
+  and each arm against the control `A` by the anytime-valid confidence sequence of the
+  difference of means (`atlasrec.evaluation.sequential`: asymptotic confidence sequences,
+  Waudby-Smith et al. 2021), at alpha / (arms - 1) each (Bonferroni over the comparisons).
+  An arm is `better` or `worse` once the sequence excludes 0 with at least `MIN_USERS`
+  users in both arms; the experiment is decided when every comparison is.
 - **Interleave**: each request's vote (`atlasrec.evaluation.interleaving.credit`) and the
   sequential sign test by a beta mixture (exact, Ville's inequality). Decided when the
   evidence reaches 1 / alpha; the winner is the team with more wins. Its numbers also say
@@ -26,13 +27,15 @@ numbers); until then the latest numbers are kept on it for `experiments status`.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from sqlmodel import col, select
 
 from atlasrec.dataplane.tables import Experiment, ServedRequest
+from atlasrec.evaluation.cuped import Adjustment, cuped
 from atlasrec.evaluation.interleaving import credit, first_decision, sign_test
 from atlasrec.evaluation.sequential import ALPHA, difference_cs, split_mismatch
 from atlasrec.experiments import ARM_NAMES, decide, note_result, running
@@ -44,6 +47,8 @@ from atlasrec.tenancy import Region, Scope
 ACTOR = "experiment-analysis"
 MIN_USERS = 50
 """Users per arm before an A/B comparison may decide (the sequence is asymptotic)."""
+PRE_PERIOD = timedelta(days=14)
+"""How far back before an experiment its users' metric is read as CUPED's covariate."""
 
 
 @dataclass(frozen=True)
@@ -114,17 +119,20 @@ def _ab(
             users[r.arm].add(r.user_key)
             requests[r.arm] += 1
     mismatch, p_value = split_mismatch([len(users[n]) for n in names], experiment.split)
-    values = user_values(plane, scope, rows, experiment.metric, actor=ACTOR)
-    x = {n: np.array([values[u] for u in sorted(users[n])], dtype=np.float64) for n in names}
+    raw, x, adjustment = _values(
+        plane, scope, experiment, rows, {n: sorted(users[n]) for n in names}
+    )
     numbers: dict[str, Any] = {
         "requests": len(rows),
         "srm_p": p_value,
+        "cuped": asdict(adjustment),
         "arms": {
             n: {
                 "version": v,
                 "users": len(users[n]),
                 "requests": requests[n],
-                "mean": float(x[n].mean()) if len(x[n]) else None,
+                "mean": float(raw[n].mean()) if len(x[n]) else None,
+                "adjusted_mean": float(x[n].mean()) if len(x[n]) else None,
             }
             for n, v in zip(names, experiment.arms, strict=True)
         },
@@ -141,6 +149,43 @@ def _ab(
     numbers["winner"] = best
     version = numbers["arms"][best]["version"]
     return "decided", f"{experiment.metric}: arm {best} ({version}) wins", numbers
+
+
+def _values(
+    plane: Plane,
+    scope: Scope,
+    experiment: Experiment,
+    rows: list[ServedRequest],
+    users: dict[str, list[str]],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Adjustment]:
+    """Each arm's per-user values, and those CUPED-adjusted by the metric before it began."""
+    values = user_values(plane, scope, rows, experiment.metric, actor=ACTOR)
+    before = user_values(
+        plane, scope, _before(plane, scope, experiment), experiment.metric, actor=ACTOR
+    )
+    order = [u for n in users for u in users[n]]
+    y = np.array([values[u] for u in order], dtype=np.float64)
+    prior = np.array([before.get(u, np.nan) for u in order], dtype=np.float64)
+    adjusted, adjustment = cuped(y, prior)
+    ends = np.cumsum([len(users[n]) for n in users])[:-1]
+
+    def by_arm(v: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(users, np.split(v, ends), strict=True))
+
+    return by_arm(y), by_arm(adjusted), adjustment
+
+
+def _before(plane: Plane, scope: Scope, experiment: Experiment) -> list[ServedRequest]:
+    """The tenant's requests served in the `PRE_PERIOD` before the experiment began."""
+    began = experiment.created_at
+    query = select(ServedRequest).where(
+        col(ServedRequest.tenant_id) == scope.tenant_id,
+        col(ServedRequest.served_at) >= began - PRE_PERIOD,
+        col(ServedRequest.served_at) < began,
+        col(ServedRequest.user_key).is_not(None),
+    )
+    with plane.session(scope, actor=ACTOR, action="experiment.analyse") as session:
+        return list(session.execute(query).scalars().all())
 
 
 def _compare(arm: np.ndarray, control: np.ndarray, alpha: float) -> dict[str, Any]:

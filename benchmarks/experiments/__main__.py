@@ -5,20 +5,22 @@
    - A/B (`atlasrec.experiment_analysis`): per-user CTRs of equal arms, 2 and 3 arms at
      alpha / (arms - 1) per comparison, at least `MIN_USERS` per arm, looked at after every
      `--every` users. A false positive is any look at which any arm is called better or
-     worse.
+     worse. Then 2 arms of heavy and light clickers analysed with CUPED
+     (`atlasrec.evaluation.cuped`).
    - Interleaving: team-draft votes of two equally good rankers under position-biased clicks
      (`simulations.interleaving`), the sequential sign test after every request.
 2. **The same pair, over HTTP**: a synthetic tenant (`simulations.clicks`) with a model that
    learned its users' tastes and one trained after `--noise-copies` (3) shuffled copies of
    the interactions were added (under users of their own, so that only what the model
    learns is noise). A real `atlasrec serve` process; the click simulator sends
-   recommendations and clicks, and the analysis looks after every `--check-every`
-   requests. For each repetition: an A/B experiment (50/50) of the pair, then an
-   interleaving one; the requests each needed to decide (A/B: at the deciding look;
-   interleaving: the request at which its evidence first crossed, which a look after every
-   request would have stopped at), and whether it named the better model. Twice: with
-   users alike in how much they click, and with heavy and light clickers
-   (`--activity-shapes`; `ClickModel.activity_shape`).
+   recommendations and clicks (first `--pre-requests` served by live alone: the A/B
+   analysis' CUPED reads them), and the analysis looks after every `--check-every`
+   requests (or `--look-share` of those sent so far, if more). For each repetition: an A/B
+   experiment (50/50) of the pair, then an interleaving one; the requests each needed to
+   decide (A/B: at the deciding look; interleaving: the request at which its evidence first
+   crossed, which a look after every request would have stopped at), and whether it named
+   the better model. Twice: with users alike in how much they click, and with heavy and
+   light clickers (`--activity-shapes`; `ClickModel.activity_shape`).
 
 JSON on stdout (and --out).
 """
@@ -37,8 +39,9 @@ import httpx
 import numpy as np
 
 from atlasrec.datasets.synthetic import SyntheticTenantSpec, synthetic_truth
+from atlasrec.evaluation.cuped import cuped
 from atlasrec.evaluation.interleaving import first_decision
-from atlasrec.evaluation.sequential import ALPHA, running_mean_cs
+from atlasrec.evaluation.sequential import ALPHA, difference_cs, running_mean_cs
 from atlasrec.experiment_analysis import MIN_USERS, analyse
 from atlasrec.experiments import create, stop
 from atlasrec.ingest import ingest
@@ -65,7 +68,7 @@ ACTOR = "bench:experiments"
 BASE_CTR = 0.05
 
 
-def user_values(rng: np.random.Generator, n: int, ctr: float) -> np.ndarray:
+def user_values(rng: np.random.Generator, n: int, ctr: float | np.ndarray) -> np.ndarray:
     """Per-user CTRs: 1 to 5 requests of 10 shown items each (as `benchmarks.rollout`)."""
     shown = rng.integers(1, 6, n) * 10
     return rng.binomial(shown, ctr) / shown
@@ -89,6 +92,28 @@ def ab_false_positive(rng: np.random.Generator, arms: int, users: int, every: in
     return False
 
 
+def cuped_false_positive(rng: np.random.Generator, users: int, every: int) -> bool:
+    """Whether an A/A A/B experiment analysed with CUPED ever decides.
+
+    Heavy and light clickers (each user's CTR scaled by a Gamma(0.5, 2) draw), their CTR
+    before the experiment known for 70% of them; CUPED's coefficient is estimated again at
+    every look, as the analysis does.
+    """
+    assigned = rng.integers(0, 2, users)
+    ctr = np.minimum(BASE_CTR * rng.gamma(0.5, 2.0, users), 1.0)
+    values, prior = user_values(rng, users, ctr), user_values(rng, users, ctr)
+    prior[rng.random(users) < 0.3] = np.nan  # new users: no covariate
+    for n in range(every, users + 1, every):
+        adjusted, _ = cuped(values[:n], prior[:n])
+        arm, control = adjusted[assigned[:n] == 1], adjusted[assigned[:n] == 0]
+        if min(len(arm), len(control)) < MIN_USERS:
+            continue
+        diff = difference_cs(arm, control, ALPHA)
+        if diff.lower > 0 or diff.upper < 0:
+            return True
+    return False
+
+
 def aa(args: argparse.Namespace) -> dict[str, Any]:
     """The A/A false-positive rates of both designs."""
     rng = np.random.default_rng(args.seed)
@@ -102,6 +127,12 @@ def aa(args: argparse.Namespace) -> dict[str, Any]:
             "look_every_users": args.every,
             "false_positive_rate": float(np.mean(hits)),
         }
+    hits = [cuped_false_positive(rng, args.users, args.every) for _ in range(args.experiments)]
+    out["ab_2_arms_cuped"] = {
+        "users": args.users,
+        "look_every_users": args.every,
+        "false_positive_rate": float(np.mean(hits)),
+    }
     runs = [
         first_decision(team_draft_votes(rng, args.requests, better_b=False))
         for _ in range(args.experiments)
@@ -151,12 +182,17 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         },
         "noise_copies": args.noise_copies,
         "check_every": args.check_every,
+        "look_share": args.look_share,
+        "pre_requests": args.pre_requests,
         "max_requests": args.max_requests,
     }
     with server(env, port, work / "serve.log", timeout_s=600):
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
         for shape in args.activity_shapes:
             model = ClickModel(truth, activity_shape=shape)
+            if args.pre_requests:  # live's traffic before: CUPED's covariate
+                simulate(client, sim.api_key, model, requests=args.pre_requests, seed=10**9)
+                time.sleep(args.settle_s)
             runs: dict[str, list[dict[str, Any]]] = {"ab": [], "interleave": []}
             for rep in range(args.reps):
                 for kind in ("ab", "interleave"):
@@ -190,10 +226,9 @@ def _decide(
     sent, began, ctr = 0, time.perf_counter(), {}
     decision = None
     while sent < args.max_requests:
-        report = simulate(
-            client, sim.api_key, model, requests=args.check_every, seed=rep * 10**6 + sent
-        )
-        sent += args.check_every
+        batch = _next_look(args, sent)
+        report = simulate(client, sim.api_key, model, requests=batch, seed=rep * 10**6 + sent)
+        sent += batch
         ctr = {a: t["ctr"] for a, t in report.as_dict()["arms"].items()}
         time.sleep(args.settle_s)  # the server's consumers store requests and events
         decision = analyse(platform, TENANT)
@@ -212,6 +247,15 @@ def _decide(
         "last_ctr_by_arm": ctr,
         "numbers": numbers,
     }
+
+
+def _next_look(args: argparse.Namespace, sent: int) -> int:
+    """Requests until the next look: `--check-every`, or `--look-share` of those sent so far.
+
+    Looks spaced in proportion bound how far past its crossing an A/B experiment is counted
+    (by the share) while keeping long runs' waits for the consumers few.
+    """
+    return max(int(args.check_every), int(sent * args.look_share))
 
 
 def _median(runs: list[dict[str, Any]]) -> float | None:
@@ -245,7 +289,19 @@ def main(argv: list[str] | None = None) -> None:
         default=[0.0, 0.5],
         help="users' click propensity (simulations.clicks.ClickModel): 0 all alike",
     )
+    parser.add_argument(
+        "--pre-requests",
+        type=int,
+        default=4_000,
+        help="requests served by live before the experiments (CUPED's pre-period)",
+    )
     parser.add_argument("--check-every", type=int, default=25)
+    parser.add_argument(
+        "--look-share",
+        type=float,
+        default=0.0,
+        help="look after this share of the requests so far, when more than --check-every",
+    )
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--settle-s", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)

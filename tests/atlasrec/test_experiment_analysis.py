@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,7 @@ def ab_traffic(
                     if rng.random() < ctr[arm]
                 ]
     monkeypatch.setattr(outcomes, "_outcomes_since", lambda *_, **__: clicks)
+    monkeypatch.setattr(experiment_analysis, "_before", lambda *_: [])  # no pre-period
     return rows
 
 
@@ -98,6 +101,46 @@ def test_a_split_the_users_do_not_follow_makes_the_experiment_invalid(
     )
     assert verdict == "invalid" and "sample ratio mismatch" in reason
     assert numbers["srm_p"] < 0.001
+
+
+def test_cuped_adjusts_by_each_users_clicks_before_and_narrows_the_sequence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    rows: list[ServedRequest] = []
+    before: list[ServedRequest] = []
+    clicks: list[Outcome] = []
+    for u in range(400):
+        arm, propensity = "AB"[u % 2], rng.gamma(0.5, 2.0)  # heavy and light clickers
+        lift = 1.3 if arm == "B" else 1.0
+        for period, ctr in ((before, 0.05 * propensity), (rows, 0.05 * propensity * lift)):
+            for _ in range(3):
+                row = request(len(rows) + len(before), arm, f"u{u}")
+                period.append(row)
+                clicks += [
+                    Outcome(row.request_id, i, None, "click")
+                    for i in row.items
+                    if rng.random() < ctr
+                ]
+    monkeypatch.setattr(outcomes, "_outcomes_since", lambda *_, **__: clicks)
+    found = {}
+    for name, prior in (("plain", []), ("cuped", before)):
+        monkeypatch.setattr(experiment_analysis, "_before", lambda *_, p=prior: p)
+        found[name] = experiment_analysis._ab(None, SCOPE, experiment("ab"), rows)[2]  # type: ignore[arg-type]
+    plain, adjusted = found["plain"], found["cuped"]
+    assert plain["cuped"] == {"theta": 0.0, "covered": 0, "variance_ratio": 1.0}
+    assert adjusted["cuped"]["covered"] == 400 and adjusted["cuped"]["variance_ratio"] < 0.6
+    arms = adjusted["arms"]
+    effect = arms["B"]["mean"] - arms["A"]["mean"]
+    assert arms["B"]["adjusted_mean"] - arms["A"]["adjusted_mean"] == pytest.approx(
+        effect, abs=0.01
+    )
+
+    def width(numbers: dict[str, Any]) -> float:
+        b = numbers["comparisons"]["B"]
+        return float(b["difference_upper"] - b["difference_lower"])
+
+    assert width(adjusted) < 0.8 * width(plain)
 
 
 def test_interleaving_counts_each_requests_vote_by_team(monkeypatch: pytest.MonkeyPatch) -> None:
