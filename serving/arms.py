@@ -9,7 +9,9 @@
   timings; overlap@k with the live answer, latency and policy violations (an independent
   re-check of every item against the request's context) go to Prometheus. At most
   `MAX_PENDING` shadow requests wait; more are dropped (and counted), so shadow traffic can
-  never slow the live path down.
+  never slow the live path down. A scoring starts only when the process serves no live
+  request (`InFlight`), or after `MAX_DEFER_S`: shadow work fills the gaps between live
+  requests instead of competing with a burst of them for the CPU and the GIL.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,34 @@ log = logging.getLogger(__name__)
 
 BUCKETS = 10_000
 MAX_PENDING = 64
+MAX_DEFER_S = 0.5
+"""Longest a shadow scoring waits for the process to have no live request in flight."""
+
+
+class InFlight:
+    """How many live requests this process is serving; lets background work wait for none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count one live request while the block runs."""
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                if self._count == 0:
+                    self._changed.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no live request is in flight; whether that happened within `timeout_s`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout_s)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,11 +143,13 @@ class ShadowScorer:
         keep: Callable[[Any, ServedRecord], None],
         issue_id: Callable[[str, str], str],
         observe: Observe,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._budgets = budgets
         self._keep = keep
         self._issue_id = issue_id
         self._observe = observe
+        self._in_flight = in_flight or InFlight()
         self._slots = threading.BoundedSemaphore(MAX_PENDING)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
 
@@ -131,6 +164,7 @@ class ShadowScorer:
 
     def _score(self, runtime: Any, arms: Arms, query: Query, live: Served, request_id: str) -> None:
         tenant = runtime.scope.tenant_id
+        self._in_flight.wait_idle(MAX_DEFER_S)
         try:
             shadow = recommend(arms.state, runtime.online, query, self._budgets)
             items = [i for i, _ in shadow.items]

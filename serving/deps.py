@@ -28,7 +28,7 @@ from atlasrec.pipelines.events import CONSUMERS, subscriptions
 from atlasrec.platform import Platform
 from atlasrec.repeated_refusals import RepeatedRefusals
 from atlasrec.tenancy import Region, Scope
-from serving.arms import ShadowScorer
+from serving.arms import InFlight, ShadowScorer
 from serving.metrics import Metrics
 from serving.request_log import RequestLog
 from serving.runtime import RegionRuntime, TenantRuntime
@@ -134,11 +134,14 @@ class ServingApp:
             settings.serving_auth_stale_s,
         )
         self.refusals = RepeatedRefusals(self.plane.boundary, REFUSALS_WINDOW_S)
+        self.in_flight = InFlight()
+        """Live recommendations being served: shadow scoring waits for none."""
         self.shadow = ShadowScorer(
             self.budgets,
             lambda scope, record: self.request_log.served(scope, record),
             self.plane.boundary.request_ids.issue,
             self.metrics.observe_shadow,
+            self.in_flight,
         )
         self.freshness_read_at = float("-inf")
         """When /metrics last read the region's freshness (`serving.gauges`)."""

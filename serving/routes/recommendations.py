@@ -45,6 +45,16 @@ async def recommendations(
     fallback answer (a tenant homed elsewhere, `atlasrec.fallback`) is counted instead:
     nothing of its user is kept here.
     """
+    with serving.in_flight.serving():  # shadow scoring waits for the process to be idle
+        return await _recommend(body, serving, request_id, runtime)
+
+
+async def _recommend(
+    body: schemas.RecommendationRequest,
+    serving: ServingApp,
+    request_id: str,
+    runtime: TenantRuntime,
+) -> schemas.RecommendationResponse:
     query, answer, arms = await run_in_threadpool(_serve, body, serving, runtime)
     served, arm = answer.served, answer.arm
     record = served_record(

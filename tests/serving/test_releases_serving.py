@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 from conftest import FAST, ServedRegion, bearer, client_for, operator
@@ -16,8 +17,8 @@ from atlasrec.models.bundle import KIND, WEIGHTS
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.releases import advance, promote, rollback, start, status
 from atlasrec.rollout_analysis import analyse
-from serving.arms import bucket, violations
-from serving.pipeline import Query
+from serving.arms import InFlight, ShadowScorer, bucket, violations
+from serving.pipeline import Query, Served
 from serving.routes import recommendations
 
 
@@ -97,6 +98,34 @@ def test_shadow_scores_a_share_off_the_path_and_never_returns_it(region: ServedR
     assert {r.model_version for r in shadows} == {trained.model_version}
 
 
+def test_shadow_scoring_waits_until_no_live_request_is_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scored_at: list[float] = []
+
+    def candidate(*_: object) -> Served:
+        scored_at.append(time.monotonic())
+        return Served([], "v2", False, [], {"total": 1.0})
+
+    monkeypatch.setattr("serving.arms.recommend", candidate)
+    in_flight, kept = InFlight(), []
+    shadow = ShadowScorer(
+        {}, lambda _, r: kept.append(r), lambda _, h: h, lambda *_: None, in_flight
+    )
+    runtime = SimpleNamespace(scope=SimpleNamespace(tenant_id="shop"), online=None, state=None)
+    arms = SimpleNamespace(state=None, version="v2")
+    live = Served([], "v1", False, [], {"total": 1.0})
+    with in_flight.serving():
+        shadow.submit(runtime, arms, Query(user_key="u", k=3), live, "r1")  # type: ignore[arg-type]
+        time.sleep(0.2)
+        assert scored_at == []  # a live request is being served: the shadow waits
+        ended = time.monotonic()
+    assert shadow.idle(5.0) and len(scored_at) == 1 and scored_at[0] >= ended
+    assert kept[0].shadow_of == "r1"
+    assert in_flight.wait_idle(0.0)  # idle now
+    shadow.close()
+
+
 def test_the_policy_recheck_counts_what_the_context_forbids(region: ServedRegion) -> None:
     with client_for(region.platform, refresh=False) as client:
         served_version(client, region.keys["shop"])
@@ -142,6 +171,10 @@ def test_the_analysis_advances_a_healthy_shadow_and_rolls_back_a_failing_one(
     decision = analyse(region.platform, "shop")
     assert decision.decision == "rollback" and "error share" in decision.reason
     assert status(region.platform, "shop", actor="t")["live"] == region.versions["shop"]
+    with client_for(region.platform, refresh=False) as client:
+        metrics = operator(client).get("/metrics").text
+    assert 'atlasrec_release_rolled_back{tenant="shop"} 1.0' in metrics  # it alerts
+    assert 'atlasrec_release_in_flight_seconds{tenant="shop"} 0.0' in metrics
 
 
 def test_no_request_fails_across_start_every_step_promote_and_rollback(
