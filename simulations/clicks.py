@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import numpy as np
 
 from atlasrec.datasets.synthetic import (
@@ -142,9 +143,7 @@ def simulate(
     report, started = Report(), time.perf_counter()
     for _ in range(requests):
         user = int(rng.integers(len(user_ids)))
-        served = client.post(
-            "/v1/recommendations", json={"user_id": user_ids[user], "k": K}, headers=headers
-        )
+        served = _post(client, "/v1/recommendations", {"user_id": user_ids[user], "k": K}, headers)
         if served.status_code != 200:
             report.failed[f"recommendations {served.status_code}"] += 1
             continue
@@ -157,11 +156,23 @@ def simulate(
         for tally in tallies:
             tally.add(len(shown), events)
         if events:
-            answered = client.post("/v1/events", json={"events": events}, headers=headers)
+            answered = _post(client, "/v1/events", {"events": events}, headers)
             if answered.status_code != 202:
                 report.failed[f"events {answered.status_code}"] += 1
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _post(client: Http, url: str, body: Any, headers: dict[str, str]) -> Any:
+    """POST, sent again once if the server closed the kept-alive connection under it.
+
+    A server may close an idle connection just as a request goes out on it (uvicorn's
+    keep-alive timeout): the request was not read, and goes out again on a new connection.
+    """
+    try:
+        return client.post(url, json=body, headers=headers)
+    except httpx.RemoteProtocolError:
+        return client.post(url, json=body, headers=headers)
 
 
 def _outcomes(

@@ -193,14 +193,14 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if args.pre_requests:  # live's traffic before: CUPED's covariate
                 simulate(client, sim.api_key, model, requests=args.pre_requests, seed=10**9)
                 time.sleep(args.settle_s)
-            runs: dict[str, list[dict[str, Any]]] = {"ab": [], "interleave": []}
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in args.kinds}
             for rep in range(args.reps):
-                for kind in ("ab", "interleave"):
+                for kind in args.kinds:
                     runs[kind].append(
                         _decide(args, platform, client, sim, model, kind, good, poor, rep)
                     )
             medians = {k: _median(v) for k, v in runs.items()}
-            ab, interleave = medians["ab"], medians["interleave"]
+            ab, interleave = medians.get("ab"), medians.get("interleave")
             out[f"activity_shape_{shape:g}"] = {
                 "runs": runs,
                 "median_requests": medians,
@@ -304,6 +304,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--settle-s", type=float, default=1.5)
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["ab", "interleave"],
+        default=["ab", "interleave"],
+        help="the designs run on the pair, each repetition",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-http", action="store_true", help="only the A/A simulations")
     parser.add_argument("--skip-aa", action="store_true", help="only the pair over HTTP")

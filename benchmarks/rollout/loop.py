@@ -81,11 +81,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: little data
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
-    model = ClickModel(synthetic_truth(spec))
+    model = ClickModel(synthetic_truth(spec), base=args.click_base)
     results: dict[str, Any] = {
         **stamp(),
         "tenant": {"users": args.users, "items": args.items, "interactions": args.interactions},
         "plan": {"canary_steps": args.steps, "min_requests": args.min_requests},
+        "click_base": args.click_base,
         "check_every": args.check_every,
         "rollouts": {},
     }
@@ -226,6 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
         "--early-share", type=float, default=0.02, help="share of the data the live model had"
+    )
+    parser.add_argument(
+        "--click-base",
+        type=float,
+        default=ClickModel.base,
+        help="attractiveness of an item outside the user's favourite category (CTR's level)",
     )
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 25, 50, 100])
     parser.add_argument("--min-requests", type=int, default=200)
