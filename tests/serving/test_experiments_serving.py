@@ -95,16 +95,25 @@ def test_ab_users_keep_their_arm_and_every_request_records_it(
     platform: Platform, pair: tuple[SimTenant, str, str]
 ) -> None:
     sim, good, poor = pair
-    made = create(
-        platform, "sim-exp", arms=[good, poor], kind="ab", metric="ctr", split=[70, 30], actor="t"
-    )
-    row = running(platform.plane(Region.EU), platform.scope("sim-exp"), actor="t")
-    assert row is not None
-    salt = row.salt.encode()
     headers = {"Authorization": f"Bearer {sim.api_key}"}
     users = [f"c{n:06d}" for n in range(60)]
     with TestClient(create_app(Region.EU, platform=platform, refresh=False)) as client:
+        for user in users[:25]:  # before the experiment: CUPED's covariate
+            client.post("/v1/recommendations", json={"user_id": user}, headers=headers)
+        made = create(
+            platform,
+            "sim-exp",
+            arms=[good, poor],
+            kind="ab",
+            metric="ctr",
+            split=[70, 30],
+            actor="t",
+        )
+        row = running(platform.plane(Region.EU), platform.scope("sim-exp"), actor="t")
+        assert row is not None
+        salt = row.salt.encode()
         runtime = client.app.state.serving.runtime  # type: ignore[attr-defined]
+        runtime.refresh_all()
         answers = {}
         for user in users * 2:
             body = client.post(
@@ -126,5 +135,6 @@ def test_ab_users_keep_their_arm_and_every_request_records_it(
     arms = decision.numbers["arms"]
     assert arms["A"]["users"] + arms["B"]["users"] == 60
     assert arms["A"]["users"] == sum(v[0] == "A" for v in expected.values())
+    assert decision.numbers["cuped"]["covered"] == 25  # the users served before it began
     assert status(platform, "sim-exp", actor="t")["experiments"][0]["state"] == "running"
     stop(platform, "sim-exp", made["id"], reason="test over", actor="t")
