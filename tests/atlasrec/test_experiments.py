@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
+from atlasrec import experiment_analysis
+from atlasrec.dataplane.tables import ServedRequest
 from atlasrec.errors import AtlasRecError, ConflictError, InvalidInputError, RefusedError
 from atlasrec.experiments import CREATED, STOPPED, create, decide, running, status, stop
 from atlasrec.models.bundle import KIND
@@ -140,3 +143,40 @@ def test_stopping_an_unknown_experiment_or_without_a_reason_is_refused(shop: Pla
         stop(shop, "shop", "nope", reason="x", actor="t")
     with pytest.raises(InvalidInputError, match="--reason"):
         stop(shop, "shop", "nope", reason="  ", actor="t")
+
+
+def test_the_pre_period_is_the_tenants_identified_requests_of_the_14_days_before(
+    shop: Platform,
+) -> None:
+    a, b = publish(shop, live=True), publish(shop)
+    create(shop, "shop", arms=[a, b], kind="ab", metric="ctr", actor="t")
+    plane = shop.plane(Region.EU)
+    experiment = running(plane, SHOP, actor="t")
+    assert experiment is not None
+    began = experiment.created_at
+    when = {
+        "u-before": began - timedelta(days=1),
+        "u-too-old": began - timedelta(days=15),
+        "u-during": began + timedelta(seconds=1),
+        None: began - timedelta(hours=1),  # an anonymous session
+    }
+    with plane.session(SHOP, actor="t", action="test.seed") as session:
+        for n, (user, at) in enumerate(when.items()):
+            session.add(
+                ServedRequest(
+                    request_id=f"{n:032x}",
+                    tenant_id="shop",
+                    served_at=at,
+                    model_version=a,
+                    user_key=user,
+                    k=10,
+                    items=["i0"],
+                    cold_start=False,
+                    degraded=[],
+                    timings_ms={"total": 1.0},
+                    arm="live",
+                )
+            )
+    assert [r.user_key for r in experiment_analysis._before(plane, SHOP, experiment)] == [
+        "u-before"
+    ]
