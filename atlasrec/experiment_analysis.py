@@ -39,7 +39,7 @@ from atlasrec.evaluation.cuped import Adjustment, cuped
 from atlasrec.evaluation.interleaving import credit, first_decision, sign_test
 from atlasrec.evaluation.sequential import ALPHA, difference_cs, split_mismatch
 from atlasrec.experiments import ARM_NAMES, decide, note_result, running
-from atlasrec.outcomes import responses, user_values
+from atlasrec.outcomes import per_user, responses
 from atlasrec.platform import Plane, Platform
 from atlasrec.rollout_analysis import each_tenant
 from atlasrec.tenancy import Region, Scope
@@ -159,10 +159,10 @@ def _values(
     users: dict[str, list[str]],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Adjustment]:
     """Each arm's per-user values, and those CUPED-adjusted by the metric before it began."""
-    values = user_values(plane, scope, rows, experiment.metric, actor=ACTOR)
-    before = user_values(
-        plane, scope, _before(plane, scope, experiment), experiment.metric, actor=ACTOR
-    )
+    earlier = _before(plane, scope, experiment)
+    found = responses(plane, scope, [*earlier, *rows], actor=ACTOR)  # one read of outcomes
+    values = per_user(rows, found, experiment.metric)
+    before = per_user(earlier, found, experiment.metric)
     order = [u for n in users for u in users[n]]
     y = np.array([values[u] for u in order], dtype=np.float64)
     prior = np.array([before.get(u, np.nan) for u in order], dtype=np.float64)

@@ -209,7 +209,11 @@ def user_values(
 
     The unit of experiments and rollouts that assign users to arms (one value per user).
     """
-    found = responses(plane, scope, rows, actor=actor)
+    return per_user(rows, responses(plane, scope, rows, actor=actor), metric)
+
+
+def per_user(rows: Sequence[ServedRequest], found: Responses, metric: str) -> dict[str, float]:
+    """`user_values` of `rows` from outcomes already read (`responses` of them or more)."""
     shown: dict[str, int] = defaultdict(int)
     hits: dict[str, int] = defaultdict(int)
     for r in rows:

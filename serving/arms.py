@@ -143,13 +143,13 @@ class ShadowScorer:
         keep: Callable[[Any, ServedRecord], None],
         issue_id: Callable[[str, str], str],
         observe: Observe,
-        in_flight: InFlight | None = None,
+        in_flight: InFlight,
     ) -> None:
         self._budgets = budgets
         self._keep = keep
         self._issue_id = issue_id
         self._observe = observe
-        self._in_flight = in_flight or InFlight()
+        self._in_flight = in_flight
         self._slots = threading.BoundedSemaphore(MAX_PENDING)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
 
