@@ -11,7 +11,9 @@
   `MAX_PENDING` shadow requests wait; more are dropped (and counted), so shadow traffic can
   never slow the live path down. A scoring starts only when the process serves no live
   request (`InFlight`), or after `MAX_DEFER_S`: shadow work fills the gaps between live
-  requests instead of competing with a burst of them for the CPU and the GIL.
+  requests instead of competing with a burst of them for the CPU and the GIL. Its thread
+  runs at the lowest CPU priority (nice 19, `lowest_priority`): where the cores are busy,
+  the kernel runs the live requests of every worker first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import random
 import threading
 import uuid
@@ -38,6 +41,19 @@ BUCKETS = 10_000
 MAX_PENDING = 64
 MAX_DEFER_S = 0.5
 """Longest a shadow scoring waits for the process to have no live request in flight."""
+LOWEST_NICE = 19
+
+
+def lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: nice is per thread).
+
+    Where the platform has no per-thread priority, the thread keeps its own: the wait for
+    idle (`InFlight`) still keeps shadow work off the busy path.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_NICE)
+    except (AttributeError, OSError) as refused:
+        log.warning("shadow scoring keeps its thread's CPU priority: %s", refused)
 
 
 class InFlight:
@@ -151,7 +167,7 @@ class ShadowScorer:
         self._observe = observe
         self._in_flight = in_flight
         self._slots = threading.BoundedSemaphore(MAX_PENDING)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shadow", initializer=lowest_priority)
 
     def submit(self, runtime: Any, arms: Arms, query: Query, live: Served, request_id: str) -> bool:
         """Queue a shadow scoring of a live request; False (dropped) when too many wait."""

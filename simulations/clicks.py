@@ -1,11 +1,15 @@
 """A click simulator: users with known preferences click a served list by a known model.
 
 The tenant is a synthetic one (`atlasrec.datasets.synthetic`), whose interactions were drawn
-from each user's favourite category; `synthetic_truth` gives those latent preferences back.
+from each user's favourite category and, for a share of them, its hidden segment (a latent
+grouping that no item text names); `synthetic_truth` gives those latent preferences back.
 Clicks follow the position-based model (Craswell et al., 2008): an item at 0-based position
 `p` is examined with probability `1 / (p + 1) ** position_bias`, and an examined item is
-clicked with its attractiveness, `base` for most items and `base * (1 + lift)` for the
-user's favourite category. A click is a purchase with probability `purchase_rate`.
+clicked with its attractiveness: `base * (1 + lift)` in the user's favourite category,
+`base * (1 + hidden_lift)` in its hidden segment (both: the sum of lifts), `base` else. A
+model that reads tastes off item text earns the category's lift; only one that learned
+from the interactions earns the segment's. A click is a purchase with probability
+`purchase_rate`.
 
 The simulator sends real HTTP traffic: `POST /v1/recommendations` for a user, then the
 clicks and purchases as `POST /v1/events` naming the request's `request_id` and each item's
@@ -54,6 +58,7 @@ class ClickModel:
     truth: SyntheticTruth
     base: float = 0.03
     lift: float = 8.0
+    hidden_lift: float = 0.0
     position_bias: float = 1.0
     purchase_rate: float = 0.2
     activity_shape: float = 0.0
@@ -74,11 +79,11 @@ class ClickModel:
         """P(click) of each item at its position in the list shown to `user`."""
         positions = np.arange(len(items), dtype=np.float64)
         examined = 1.0 / (positions + 1.0) ** self.position_bias
-        liked = (
-            self.truth.item_category[np.asarray(items, dtype=np.int64)]
-            == (self.truth.user_favorite[user])
-        )
-        attract = self.base * (1.0 + self.lift * liked) * self.activity[user]
+        index = np.asarray(items, dtype=np.int64)
+        liked = self.truth.item_category[index] == self.truth.user_favorite[user]
+        hidden = self.truth.item_segment[index] == self.truth.user_segment[user]
+        lift = 1.0 + self.lift * liked + self.hidden_lift * hidden
+        attract = self.base * lift * self.activity[user]
         return np.asarray(examined * np.minimum(attract, 1.0), dtype=np.float64)
 
 

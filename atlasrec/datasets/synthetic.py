@@ -45,7 +45,10 @@ EVENTS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 EVENT_WEIGHTS: tuple[int, ...] = (1, 2, 3, 5)
 _EVENT_CDF = np.cumsum([0.62, 0.20, 0.12, 0.06])
 _TASTE_SHARE = 0.6
-"""Share of interactions drawn from the user's favourite category (the rest: whole catalog)."""
+"""Share of interactions drawn from the user's tastes (the rest: the whole catalog).
+
+A taste is the user's favourite category, or its hidden segment for a spec's `hidden_share`
+of them."""
 
 _ADJECTIVES = (
     "Classic", "Premium", "Everyday", "Essential", "Deluxe", "Compact",
@@ -162,8 +165,8 @@ _CATALOG: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = 
 RETAIL_CATEGORIES: tuple[str, ...] = tuple(_CATALOG)
 
 # Independent random streams, so each quantity is drawn identically whatever the chunking.
-_SETUP, _ITEM_TEXT, _TIME, _USER, _MIX, _ITEM, _EVENT = range(7)
-_N_STREAMS = 7
+_SETUP, _ITEM_TEXT, _TIME, _USER, _MIX, _ITEM, _EVENT, _HIDDEN = range(8)
+_N_STREAMS = 8  # spawned children are keyed by index: a new stream changes none before it
 _ITEM_TEXT_DRAWS = 6  # adjective, modifier, noun, colour, selling point, model year
 
 
@@ -183,19 +186,43 @@ class SyntheticTenantSpec:
     seed: int = 0
     start_ts: int = 1_700_000_000
     span_days: int = 90
+    hidden_share: float = 0.0
+    """Share of taste interactions drawn from the user's hidden segment, not its favourite
+    category. Segments group items at random, and no item text names them: only a model
+    that learns from the interactions can tell them (0: none; the files are unchanged)."""
+    n_segments: int = 20
 
 
 @dataclass(frozen=True)
 class _Model:
     """Everything that is O(n_items + n_users): categories, popularity, user activity, taste."""
 
-    item_category: IntArray
     item_cdf: FloatArray
-    taste_order: IntArray
-    taste_cdf: FloatArray
-    category_end: IntArray
     user_cdf: FloatArray
-    user_favorite: IntArray
+    categories: _Groups
+    """Each item's category, each user's favourite."""
+    segments: _Groups
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Items grouped (by category or by hidden segment), and each user's group."""
+
+    item_group: IntArray
+    order: IntArray
+    """Item indices sorted by group."""
+    cdf: FloatArray
+    """Per-group popularity CDFs laid end to end (`_taste_cdf`)."""
+    end: IntArray
+    user_group: IntArray
+
+    def draw(self, user: IntArray, u: FloatArray) -> IntArray:
+        """A popularity-weighted item from each user's group, by uniform draws `u`."""
+        group = self.user_group[user]
+        pos = np.searchsorted(self.cdf, group + u, side="right")
+        pos = np.minimum(pos, self.end[group] - 1)
+        picked: IntArray = self.order[pos]
+        return picked
 
 
 def generate_synthetic_tenant(
@@ -210,7 +237,7 @@ def generate_synthetic_tenant(
     if chunk_size < 1:
         raise InvalidInputError(f"chunk_size must be positive, got {chunk_size}")
     streams = _streams(spec)
-    model = _build_model(spec, streams[_SETUP])
+    model = _build_model(spec, streams[_SETUP], streams[_HIDDEN])
     folder = out_dir / spec.tenant_id
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ITEMS_FILE).open("w", encoding="utf-8", newline="") as f:
@@ -239,6 +266,9 @@ class SyntheticTruth:
 
     item_category: IntArray
     user_favorite: IntArray
+    item_segment: IntArray
+    """Each item's hidden segment (`SyntheticTenantSpec.hidden_share`)."""
+    user_segment: IntArray
 
     @property
     def user_ids(self) -> list[str]:
@@ -254,8 +284,12 @@ class SyntheticTruth:
 def synthetic_truth(spec: SyntheticTenantSpec) -> SyntheticTruth:
     """The latent preferences `generate_synthetic_tenant` drew the tenant's interactions from."""
     _validate(spec)
-    model = _build_model(spec, _streams(spec)[_SETUP])
-    return SyntheticTruth(model.item_category, model.user_favorite)
+    streams = _streams(spec)
+    model = _build_model(spec, streams[_SETUP], streams[_HIDDEN])
+    categories, segments = model.categories, model.segments
+    return SyntheticTruth(
+        categories.item_group, categories.user_group, segments.item_group, segments.user_group
+    )
 
 
 def _validate(spec: SyntheticTenantSpec) -> None:
@@ -271,6 +305,10 @@ def _validate(spec: SyntheticTenantSpec) -> None:
         problems.append("exponents must be non-negative")
     if spec.span_days < 1:
         problems.append("span_days must be at least 1")
+    if not 0.0 <= spec.hidden_share <= 1.0:
+        problems.append("hidden_share must be in [0, 1]")
+    if spec.n_segments < 1:
+        problems.append("n_segments must be at least 1")
     if problems:
         raise InvalidInputError(f"synthetic tenant {spec.tenant_id!r}: " + "; ".join(problems))
 
@@ -294,23 +332,25 @@ def _cdf(weights: FloatArray) -> FloatArray:
     return result
 
 
-def _build_model(spec: SyntheticTenantSpec, rng: np.random.Generator) -> _Model:
+def _build_model(
+    spec: SyntheticTenantSpec, rng: np.random.Generator, hidden: np.random.Generator
+) -> _Model:
     item_category = np.floor(rng.random(spec.n_items) * spec.n_categories).astype(np.int64)
     weights = _power_law_weights(spec.n_items, spec.popularity_exponent, rng)
-    taste_order = np.argsort(item_category, kind="stable").astype(np.int64)
-    taste_cdf, category_end = _taste_cdf(item_category[taste_order], weights[taste_order])
     user_cdf = _cdf(_power_law_weights(spec.n_users, spec.activity_exponent, rng))
-    present = np.flatnonzero(np.bincount(item_category, minlength=spec.n_categories))
-    favorite = present[np.floor(rng.random(spec.n_users) * present.size).astype(np.int64)]
-    return _Model(
-        item_category=item_category,
-        item_cdf=_cdf(weights),
-        taste_order=taste_order,
-        taste_cdf=taste_cdf,
-        category_end=category_end,
-        user_cdf=user_cdf,
-        user_favorite=favorite.astype(np.int64),
-    )
+    categories = _groups(item_category, spec.n_categories, weights, rng.random(spec.n_users))
+    item_segment = np.floor(hidden.random(spec.n_items) * spec.n_segments).astype(np.int64)
+    segments = _groups(item_segment, spec.n_segments, weights, hidden.random(spec.n_users))
+    return _Model(_cdf(weights), user_cdf, categories, segments)
+
+
+def _groups(item_group: IntArray, n_groups: int, weights: FloatArray, u: FloatArray) -> _Groups:
+    """Items grouped by `item_group`; each user dealt one of the groups that has items."""
+    order = np.argsort(item_group, kind="stable").astype(np.int64)
+    cdf, end = _taste_cdf(item_group[order], weights[order])
+    present = np.flatnonzero(np.bincount(item_group, minlength=n_groups))
+    user_group = present[np.floor(u * present.size).astype(np.int64)]
+    return _Groups(item_group, order, cdf, end, user_group.astype(np.int64))
 
 
 def _taste_cdf(sorted_cat: IntArray, sorted_w: FloatArray) -> tuple[FloatArray, IntArray]:
@@ -364,7 +404,7 @@ def _write_items(
     for start in range(0, spec.n_items, chunk_size):
         stop = min(start + chunk_size, spec.n_items)
         draws = rng.random((stop - start, _ITEM_TEXT_DRAWS))
-        writer.writerows(_item_rows(start, model.item_category[start:stop], draws))
+        writer.writerows(_item_rows(start, model.categories.item_group[start:stop], draws))
 
 
 @dataclass(frozen=True)
@@ -405,8 +445,13 @@ def _draw_chunk(
     offsets = np.floor((index + streams[_TIME].random(n)) * (span / total)).astype(np.int64)
     timestamp = spec.start_ts + np.minimum(offsets, span - 1)
     user = _draw_users(spec, model, streams[_USER].random(n), start, stop)
-    taste = streams[_MIX].random(n) < _TASTE_SHARE
-    item = _draw_items(model, user, taste, streams[_ITEM].random(n))
+    mix = streams[_MIX].random(n)
+    taste = mix < _TASTE_SHARE * (1.0 - spec.hidden_share)
+    u = streams[_ITEM].random(n)
+    item = np.minimum(np.searchsorted(model.item_cdf, u, side="right"), spec.n_items - 1)
+    item[taste] = model.categories.draw(user[taste], u[taste])
+    hidden = (mix < _TASTE_SHARE) & ~taste  # the event's own item draw, from its segment
+    item[hidden] = model.segments.draw(user[hidden], u[hidden])
     event = np.searchsorted(_EVENT_CDF, streams[_EVENT].random(n), side="right")
     event = np.minimum(event, len(EVENTS) - 1).astype(np.int64)
     return _Chunk(timestamp, user, item, event)
@@ -424,19 +469,6 @@ def _draw_users(
     pinned = np.arange(first, last, dtype=np.int64)
     user[pinned * total // n_users - start] = pinned
     return user
-
-
-def _draw_items(
-    model: _Model, user: IntArray, taste: npt.NDArray[np.bool_], u: FloatArray
-) -> IntArray:
-    """Popularity-weighted items, from the user's favourite category for `taste` events."""
-    n_items = model.item_cdf.size
-    item = np.minimum(np.searchsorted(model.item_cdf, u, side="right"), n_items - 1)
-    favorite = model.user_favorite[user[taste]]
-    pos = np.searchsorted(model.taste_cdf, favorite + u[taste], side="right")
-    pos = np.minimum(pos, model.category_end[favorite] - 1)
-    item[taste] = model.taste_order[pos]
-    return item.astype(np.int64)
 
 
 def _write_interactions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from atlasrec.models.bundle import KIND, WEIGHTS
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.releases import advance, promote, rollback, start, status
 from atlasrec.rollout_analysis import analyse
-from serving.arms import InFlight, ShadowScorer, bucket, violations
+from serving.arms import LOWEST_NICE, InFlight, ShadowScorer, bucket, violations
 from serving.pipeline import Query, Served
 from serving.routes import recommendations
 
@@ -124,6 +125,25 @@ def test_shadow_scoring_waits_until_no_live_request_is_in_flight(
     assert kept[0].shadow_of == "r1"
     assert in_flight.wait_idle(0.0)  # idle now
     shadow.close()
+
+
+def test_shadow_scoring_runs_at_the_lowest_cpu_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    niceness: list[int] = []
+
+    def candidate(*_: object) -> Served:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return Served([], "v2", False, [], {"total": 1.0})
+
+    monkeypatch.setattr("serving.arms.recommend", candidate)
+    shadow = ShadowScorer({}, lambda *_: None, lambda _, h: h, lambda *_: None, InFlight())
+    runtime = SimpleNamespace(scope=SimpleNamespace(tenant_id="shop"), online=None, state=None)
+    live = Served([], "v1", False, [], {"total": 1.0})
+    arms = SimpleNamespace(state=None, version="v2")
+    shadow.submit(runtime, arms, Query(user_key="u", k=3), live, "r1")  # type: ignore[arg-type]
+    assert shadow.idle(5.0)
+    shadow.close()
+    assert niceness == [LOWEST_NICE]  # the live requests' threads keep their own
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < LOWEST_NICE
 
 
 def test_the_policy_recheck_counts_what_the_context_forbids(region: ServedRegion) -> None:

@@ -40,6 +40,19 @@ def test_the_click_model_prefers_the_favourite_category_and_the_top_positions() 
     assert synthetic_truth(SPEC).user_favorite.tolist() == truth.user_favorite.tolist()
 
 
+def test_the_hidden_lift_rewards_the_users_segment_whatever_its_category() -> None:
+    truth = synthetic_truth(SPEC)
+    model = ClickModel(truth, lift=0.0, hidden_lift=5.0)
+    user = 3
+    in_segment = truth.item_segment == truth.user_segment[user]
+    in_category = truth.item_category == truth.user_favorite[user]
+    hidden = int(np.flatnonzero(in_segment & ~in_category)[0])
+    plain = int(np.flatnonzero(~in_segment & in_category)[0])
+    p = model.click_probabilities(user, [hidden, plain])
+    assert p[0] == pytest.approx(model.base * 6.0)
+    assert p[1] == pytest.approx(model.base / 2)  # the category earns nothing here
+
+
 def test_simulated_clicks_reach_serving_as_attributed_outcomes(platform: Platform) -> None:
     create_sim_tenant(platform, SPEC, actor="test")
     sim = load_sim_tenant(platform, "sim-shop")

@@ -8,6 +8,7 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atlasrec.datasets import (
@@ -22,6 +23,7 @@ from atlasrec.datasets import (
     generate_synthetic_tenant,
     synthetic_fleet,
 )
+from atlasrec.datasets.synthetic import synthetic_truth
 from atlasrec.errors import InvalidInputError
 from atlasrec.tenancy import Region, SharingPolicy
 
@@ -128,6 +130,30 @@ def test_users_have_category_taste(
     assert sum(share) / len(share) > 0.4  # far above the 1/20 of a taste-free user
 
 
+def test_hidden_segments_shape_interactions_and_no_item_text(
+    tmp_path: Path, tenant: TenantDataset
+) -> None:
+    hidden = dataclasses.replace(SPEC, hidden_share=0.5)
+    made = generate_synthetic_tenant(hidden, tmp_path)
+    assert made.items_csv.read_bytes() == tenant.items_csv.read_bytes()  # no text names them
+    truth = synthetic_truth(hidden)
+    assert truth.item_category.tolist() == synthetic_truth(SPEC).item_category.tolist()
+
+    def shares(d: TenantDataset) -> tuple[float, float]:
+        rows = read_rows(d.interactions_csv)[1]
+        user = np.array([int(r["user_id"][1:]) for r in rows])
+        item = np.array([int(r["item_id"][1:]) for r in rows])
+        segment = truth.item_segment[item] == truth.user_segment[user]
+        category = truth.item_category[item] == truth.user_favorite[user]
+        return float(segment.mean()), float(category.mean())
+
+    segment, category = shares(made)
+    plain_segment, plain_category = shares(tenant)
+    assert plain_segment < 0.1  # chance: about 1 in 20 segments
+    assert 0.25 < segment < 0.4  # half of the 60% taste share, plus chance
+    assert category < plain_category - 0.2
+
+
 def test_reproducible_by_seed(tmp_path: Path, tenant: TenantDataset) -> None:
     again = generate_synthetic_tenant(SPEC, tmp_path / "a")
     assert file_bytes(again) == file_bytes(tenant)
@@ -137,11 +163,14 @@ def test_reproducible_by_seed(tmp_path: Path, tenant: TenantDataset) -> None:
     assert renamed.interactions_csv.read_bytes() != tenant.interactions_csv.read_bytes()
 
 
-@pytest.mark.parametrize("chunk_size", [1, 97, 4_096])
+@pytest.mark.parametrize(
+    ("chunk_size", "hidden_share"), [(1, 0.0), (97, 0.0), (4_096, 0.0), (97, 0.5)]
+)
 def test_chunk_size_does_not_change_output(
-    tmp_path: Path, tenant: TenantDataset, chunk_size: int
+    tmp_path: Path, tenant: TenantDataset, chunk_size: int, hidden_share: float
 ) -> None:
-    spec = dataclasses.replace(SPEC, n_interactions=3_000) if chunk_size == 1 else SPEC
+    spec = dataclasses.replace(SPEC, hidden_share=hidden_share)
+    spec = dataclasses.replace(spec, n_interactions=3_000) if chunk_size == 1 else spec
     small = generate_synthetic_tenant(spec, tmp_path / "small", chunk_size=chunk_size)
     big = generate_synthetic_tenant(spec, tmp_path / "big", chunk_size=10**7)
     assert file_bytes(small) == file_bytes(big)
@@ -184,6 +213,8 @@ def test_memory_is_bounded_by_chunk_size(tmp_path: Path) -> None:
         {"span_days": 0},
         {"popularity_exponent": -1.0},
         {"tenant_id": "Bad Id"},
+        {"hidden_share": 1.5},
+        {"n_segments": 0},
     ],
 )
 def test_invalid_spec_is_rejected(tmp_path: Path, change: dict[str, object]) -> None:
