@@ -10,8 +10,10 @@
   re-check of every item against the request's context) go to Prometheus. At most
   `MAX_PENDING` shadow requests wait; more are dropped (and counted), so shadow traffic can
   never slow the live path down. A scoring starts only when the process serves no live
-  request (`InFlight`), or after `MAX_DEFER_S`: shadow work fills the gaps between live
-  requests instead of competing with a burst of them for the CPU and the GIL. Its thread
+  request (`InFlight`), or after `MAX_DEFER_S`, and pauses between its stages the same way
+  (a live request that arrives meanwhile waits for one shadow stage at most, not the whole
+  scoring; the pauses count toward no stage's timing): shadow work fills the gaps between
+  live requests instead of competing with them for the CPU and the GIL. Its thread
   runs at the lowest CPU priority (nice 19, `lowest_priority`): where the cores are busy,
   the kernel runs the live requests of every worker first.
 """
@@ -182,7 +184,9 @@ class ShadowScorer:
         tenant = runtime.scope.tenant_id
         self._in_flight.wait_idle(MAX_DEFER_S)
         try:
-            shadow = recommend(arms.state, runtime.online, query, self._budgets)
+            shadow = recommend(
+                arms.state, runtime.online, query, self._budgets, pause=self._make_way
+            )
             items = [i for i, _ in shadow.items]
             live_items = [i for i, _ in live.items]
             bad = violations(runtime.state, query, items)
@@ -196,6 +200,10 @@ class ShadowScorer:
             self._observe(tenant, "error", 0.0, 0.0, 0)
         finally:
             self._slots.release()
+
+    def _make_way(self) -> None:
+        """Between stages: let the live requests that arrived meanwhile run first."""
+        self._in_flight.wait_idle(MAX_DEFER_S)
 
     def _shadow_record(
         self, live_id: str, query: Query, served: Served, tenant: str, bad: int = 0

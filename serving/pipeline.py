@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,7 +103,10 @@ def served_record(
 
 
 class _Clock:
-    def __init__(self, budgets: Mapping[str, float]) -> None:
+    def __init__(
+        self, budgets: Mapping[str, float], pause: Callable[[], object] | None = None
+    ) -> None:
+        self.pause = pause
         self.start = time.perf_counter()
         self.mark = self.start
         self.deadlines: dict[str, float] = {}
@@ -123,6 +126,11 @@ class _Clock:
         now = time.perf_counter()
         self.timings[stage] = round((now - self.mark) * 1000, 3)
         self.mark = now
+        if self.pause is not None:  # time paused counts toward no stage and no budget
+            self.pause()
+            paused = time.perf_counter() - now
+            self.start += paused
+            self.mark += paused
 
 
 def recommend(
@@ -131,9 +139,14 @@ def recommend(
     query: Query,
     budgets: Mapping[str, float],
     now: float | None = None,
+    pause: Callable[[], object] | None = None,
 ) -> Served:
-    """Run the serving path for one request on one snapshot."""
-    clock = _Clock(budgets)
+    """Run the serving path for one request on one snapshot.
+
+    `pause`, if given, runs between stages (background scoring: wait for live requests);
+    its time counts toward no stage's timing and no budget.
+    """
+    clock = _Clock(budgets, pause)
     degraded: list[str] = []
     intent: Order = "next"
     wanted = served_order(state.order, query.intent)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -140,32 +142,66 @@ def simulate(
     *,
     requests: int,
     seed: int = 0,
+    concurrency: int = 1,
 ) -> Report:
-    """`requests` recommendations for random users, each followed by its users' clicks."""
-    rng = np.random.default_rng(seed)
-    headers = {"Authorization": f"Bearer {api_key}"}
-    user_ids, item_index = model.truth.user_ids, {i: n for n, i in enumerate(model.truth.item_ids)}
-    report, started = Report(), time.perf_counter()
-    for _ in range(requests):
-        user = int(rng.integers(len(user_ids)))
-        served = _post(client, "/v1/recommendations", {"user_id": user_ids[user], "k": K}, headers)
+    """`requests` recommendations for random users, each followed by its users' clicks.
+
+    Request `i` draws its user and clicks from its own generator (`seed`, `i`), so the
+    traffic is the same whatever `concurrency` (users sending at once; `client` must be
+    thread-safe above 1, as `httpx.Client` is).
+    """
+    session = _Session(client, {"Authorization": f"Bearer {api_key}"}, model)
+    started = time.perf_counter()
+    if concurrency <= 1:
+        for i in range(requests):
+            session.one(np.random.default_rng((seed, i)))
+    else:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="clicks") as pool:
+            done = [
+                pool.submit(session.one, np.random.default_rng((seed, i))) for i in range(requests)
+            ]
+            for future in done:
+                future.result()
+    session.report.seconds = time.perf_counter() - started
+    return session.report
+
+
+class _Session:
+    """One simulation's client, users and report (shared by its threads)."""
+
+    def __init__(self, client: Http, headers: dict[str, str], model: ClickModel) -> None:
+        self.client, self.headers, self.model = client, headers, model
+        self.user_ids = model.truth.user_ids
+        self.item_index = {i: n for n, i in enumerate(model.truth.item_ids)}
+        self.report = Report()
+        self._lock = threading.Lock()
+
+    def one(self, rng: np.random.Generator) -> None:
+        """A recommendation for a random user, then the events of its clicks."""
+        user = int(rng.integers(len(self.user_ids)))
+        body = {"user_id": self.user_ids[user], "k": K}
+        served = _post(self.client, "/v1/recommendations", body, self.headers)
         if served.status_code != 200:
-            report.failed[f"recommendations {served.status_code}"] += 1
-            continue
-        body = served.json()
-        shown = [i["item_id"] for i in body["items"]]
-        events = _outcomes(rng, model, user, user_ids[user], shown, item_index, body)
-        tallies = [report.versions[body["model_version"]]]
-        if body.get("experiment"):
-            tallies.append(report.arms[body["experiment"]["arm"]])
-        for tally in tallies:
-            tally.add(len(shown), events)
+            self._failed(f"recommendations {served.status_code}")
+            return
+        answer = served.json()
+        shown = [i["item_id"] for i in answer["items"]]
+        user_id = self.user_ids[user]
+        events = _outcomes(rng, self.model, user, user_id, shown, self.item_index, answer)
+        with self._lock:
+            tallies = [self.report.versions[answer["model_version"]]]
+            if answer.get("experiment"):
+                tallies.append(self.report.arms[answer["experiment"]["arm"]])
+            for tally in tallies:
+                tally.add(len(shown), events)
         if events:
-            answered = _post(client, "/v1/events", {"events": events}, headers)
+            answered = _post(self.client, "/v1/events", {"events": events}, self.headers)
             if answered.status_code != 202:
-                report.failed[f"events {answered.status_code}"] += 1
-    report.seconds = time.perf_counter() - started
-    return report
+                self._failed(f"events {answered.status_code}")
+
+    def _failed(self, what: str) -> None:
+        with self._lock:
+            self.report.failed[what] += 1
 
 
 def _post(client: Http, url: str, body: Any, headers: dict[str, str]) -> Any:

@@ -12,7 +12,9 @@
 2. **The same pair, over HTTP**: a synthetic tenant (`simulations.clicks`) with a model that
    learned its users' tastes and one trained after `--noise-copies` (3) shuffled copies of
    the interactions were added (under users of their own, so that only what the model
-   learns is noise). A real `atlasrec serve` process; the click simulator sends
+   learns is noise). Clicks reward the favourite category and a hidden segment
+   (`benchmarks.tastes`), which only a model that learned from the interactions knows.
+   A real `atlasrec serve` process; the click simulator sends
    recommendations and clicks (first `--pre-requests` served by live alone: the A/B
    analysis' CUPED reads them), and the analysis looks after every `--check-every`
    requests (or `--look-share` of those sent so far, if more). For each repetition: an A/B
@@ -53,6 +55,7 @@ from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.output import emit
 from benchmarks.serving.server import free_port, server
 from benchmarks.stamp import stamp
+from benchmarks.tastes import add_taste_arguments, add_traffic_arguments, click_model, tastes
 from simulations.clicks import (
     ClickModel,
     SimTenant,
@@ -155,6 +158,7 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         args.users_http,
         args.interactions,
         popularity_exponent=0.5,
+        hidden_share=args.hidden_share,
     )
     home = work / "home"
     platform = Platform(Settings(home=home))
@@ -181,6 +185,7 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "interactions": args.interactions,
         },
         "noise_copies": args.noise_copies,
+        "tastes": tastes(args),
         "check_every": args.check_every,
         "look_share": args.look_share,
         "pre_requests": args.pre_requests,
@@ -189,9 +194,16 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with server(env, port, work / "serve.log", timeout_s=600):
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
         for shape in args.activity_shapes:
-            model = ClickModel(truth, activity_shape=shape)
+            model = click_model(args, truth, activity_shape=shape)
             if args.pre_requests:  # live's traffic before: CUPED's covariate
-                simulate(client, sim.api_key, model, requests=args.pre_requests, seed=10**9)
+                simulate(
+                    client,
+                    sim.api_key,
+                    model,
+                    requests=args.pre_requests,
+                    seed=10**9,
+                    concurrency=args.concurrency,
+                )
                 time.sleep(args.settle_s)
             runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in args.kinds}
             for rep in range(args.reps):
@@ -227,7 +239,14 @@ def _decide(
     decision = None
     while sent < args.max_requests:
         batch = _next_look(args, sent)
-        report = simulate(client, sim.api_key, model, requests=batch, seed=rep * 10**6 + sent)
+        report = simulate(
+            client,
+            sim.api_key,
+            model,
+            requests=batch,
+            seed=rep * 10**6 + sent,
+            concurrency=args.concurrency,
+        )
         sent += batch
         ctr = {a: t["ctr"] for a, t in report.as_dict()["arms"].items()}
         time.sleep(args.settle_s)  # the server's consumers store requests and events
@@ -295,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         default=4_000,
         help="requests served by live before the experiments (CUPED's pre-period)",
     )
+    add_taste_arguments(parser)
+    add_traffic_arguments(parser)
     parser.add_argument("--check-every", type=int, default=25)
     parser.add_argument(
         "--look-share",

@@ -3,7 +3,10 @@
 One synthetic tenant (`simulations.clicks`) is served by a real `atlasrec serve` process;
 the simulator sends it recommendations and its users' clicks over HTTP, and the analysis
 (`atlasrec.rollout_analysis`, as beat or `atlasrec rollout check` runs it) looks after every
-`--check-every` requests. Three rollouts, one after the other:
+`--check-every` requests. Half of the users' taste interactions come from hidden segments
+that no item text names, and clicks reward them (`benchmarks.tastes`): what a model learned
+from the interactions, not what it reads off the text, decides its clicks. Three rollouts,
+one after the other:
 
 1. **better**: live was trained after `--noise-copies` shuffled copies of the interactions
    (users permuted: popularity kept, tastes lost) were ingested under users of their own
@@ -47,6 +50,7 @@ from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.output import emit
 from benchmarks.serving.server import free_port, server
 from benchmarks.stamp import stamp
+from benchmarks.tastes import add_taste_arguments, add_traffic_arguments, click_model, tastes
 from simulations.clicks import (
     ClickModel,
     SimTenant,
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         args.users,
         args.interactions,
         popularity_exponent=0.5,  # tastes, not popularity, decide what a user clicks
+        hidden_share=args.hidden_share,
     )
     home = work / "home"
     platform = Platform(Settings(home=home))
@@ -81,12 +86,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: mostly noise
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
-    model = ClickModel(synthetic_truth(spec), base=args.click_base)
+    model = click_model(args, synthetic_truth(spec))
     results: dict[str, Any] = {
         **stamp(),
         "tenant": {"users": args.users, "items": args.items, "interactions": args.interactions},
         "plan": {"canary_steps": args.steps, "min_requests": args.min_requests},
-        "click_base": args.click_base,
+        "tastes": tastes(args),
         "copies": {
             "noise": args.noise_copies,
             "more": args.more_copies,
@@ -166,7 +171,14 @@ def _rollout(
     sent = 0
     ctr: dict[str, list[dict[str, Any]]] = {}
     while sent < args.max_requests:
-        report = simulate(client, sim.api_key, model, requests=args.check_every, seed=sent)
+        report = simulate(
+            client,
+            sim.api_key,
+            model,
+            requests=args.check_every,
+            seed=sent,
+            concurrency=args.concurrency,
+        )
         sent += args.check_every
         for version, tally in report.as_dict()["versions"].items():
             ctr.setdefault(version, []).append(tally)
@@ -231,12 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--worse-copies", type=int, default=8, help="shuffled copies added before worse"
     )
-    parser.add_argument(
-        "--click-base",
-        type=float,
-        default=ClickModel.base,
-        help="attractiveness of an item outside the user's favourite category (CTR's level)",
-    )
+    add_taste_arguments(parser)
+    add_traffic_arguments(parser)
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 25, 50, 100])
     parser.add_argument("--min-requests", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=500)

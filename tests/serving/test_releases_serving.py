@@ -19,7 +19,7 @@ from atlasrec.pipelines.train import train_tenant
 from atlasrec.releases import advance, promote, rollback, start, status
 from atlasrec.rollout_analysis import analyse
 from serving.arms import LOWEST_NICE, InFlight, ShadowScorer, bucket, violations
-from serving.pipeline import Query, Served
+from serving.pipeline import Query, Served, recommend
 from serving.routes import recommendations
 
 
@@ -104,7 +104,7 @@ def test_shadow_scoring_waits_until_no_live_request_is_in_flight(
 ) -> None:
     scored_at: list[float] = []
 
-    def candidate(*_: object) -> Served:
+    def candidate(*_: object, **__: object) -> Served:
         scored_at.append(time.monotonic())
         return Served([], "v2", False, [], {"total": 1.0})
 
@@ -130,7 +130,7 @@ def test_shadow_scoring_waits_until_no_live_request_is_in_flight(
 def test_shadow_scoring_runs_at_the_lowest_cpu_priority(monkeypatch: pytest.MonkeyPatch) -> None:
     niceness: list[int] = []
 
-    def candidate(*_: object) -> Served:
+    def candidate(*_: object, **__: object) -> Served:
         niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return Served([], "v2", False, [], {"total": 1.0})
 
@@ -144,6 +144,29 @@ def test_shadow_scoring_runs_at_the_lowest_cpu_priority(monkeypatch: pytest.Monk
     shadow.close()
     assert niceness == [LOWEST_NICE]  # the live requests' threads keep their own
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < LOWEST_NICE
+
+
+def test_a_scoring_paused_between_stages_counts_no_pause_toward_stages_or_budgets(
+    region: ServedRegion,
+) -> None:
+    with client_for(region.platform, refresh=False) as client:
+        served_version(client, region.keys["shop"])
+        tenant = client.app.state.serving.runtime.loaded_tenant("shop")  # type: ignore[attr-defined]
+    query = Query(user_key=tenant.pseudonymise("user-1"), k=5)
+    budgets = {"features": 150.0, "retrieval": 150.0, "ranking": 150.0, "reranking": 150.0}
+    paused: list[float] = []
+
+    def pause() -> None:  # longer than any stage's budget
+        paused.append(time.monotonic())
+        time.sleep(0.2)
+
+    served = recommend(tenant.state, tenant.online, query, budgets, pause=pause)
+    assert len(paused) == 5  # after each stage
+    assert served.degraded == [] and len(served.items) == 5
+    assert served.timings_ms["total"] < 200.0  # the pauses (1 s) count toward nothing
+    assert all(served.timings_ms[s] < 200.0 for s in ("features", "retrieval", "ranking"))
+    unpaused = recommend(tenant.state, tenant.online, query, budgets)
+    assert unpaused.items == served.items
 
 
 def test_the_policy_recheck_counts_what_the_context_forbids(region: ServedRegion) -> None:

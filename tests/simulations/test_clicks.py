@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -80,3 +84,35 @@ def test_click_propensity_is_alike_by_default_and_heavy_tailed_when_asked() -> N
     plain = ClickModel(truth).click_probabilities(heavy, [liked])[0]
     scaled = ClickModel(truth, activity_shape=0.5).click_probabilities(heavy, [liked])[0]
     assert scaled == pytest.approx(min(plain * varied[heavy], 1.0))
+
+
+class Recording:
+    """An HTTP stand-in that serves the same list to everyone and records what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def post(self, url: str, *, json: Any, headers: dict[str, str]) -> Any:
+        with self._lock:
+            self.threads.add(threading.current_thread().name)
+            if url == "/v1/events":
+                self.sent += [
+                    (e["request_id"], f"{e['item_id']} {e['event']}") for e in json["events"]
+                ]
+                return SimpleNamespace(status_code=202)
+            self.sent.append((json["user_id"], "asked"))
+        items = [{"item_id": f"p{i:06d}"} for i in range(10)]
+        body = {"items": items, "model_version": "v1", "request_id": json["user_id"]}
+        return SimpleNamespace(status_code=200, json=lambda: body)
+
+
+def test_concurrent_users_send_the_same_traffic_as_one_at_a_time() -> None:
+    model = ClickModel(synthetic_truth(SPEC), base=0.2)
+    one, many = Recording(), Recording()
+    alone = simulate(one, "key", model, requests=200, seed=5)
+    together = simulate(many, "key", model, requests=200, seed=5, concurrency=4)
+    assert sorted(one.sent) == sorted(many.sent) and len(one.sent) > 200
+    assert alone.versions["v1"].as_dict() == together.versions["v1"].as_dict()
+    assert len(many.threads) > 1 and len(one.threads) == 1

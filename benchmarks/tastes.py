@@ -1,0 +1,70 @@
+"""The click benchmarks' simulated users: their tastes and traffic, from the command line.
+
+A share of each user's taste interactions comes from a hidden segment that no item text
+names (`SyntheticTenantSpec.hidden_share`), and clicks reward the favourite category
+(`--lift`) and the hidden segment (`--hidden-lift`): a model that reads tastes off item text
+earns the first, only one that learned from the interactions earns the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from atlasrec.datasets.synthetic import SyntheticTruth
+from simulations.clicks import ClickModel
+
+
+def add_taste_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--hidden-share`, `--lift`, `--hidden-lift` and `--click-base`."""
+    parser.add_argument(
+        "--hidden-share",
+        type=float,
+        default=0.5,
+        help="share of taste interactions drawn from the user's hidden segment",
+    )
+    parser.add_argument(
+        "--lift", type=float, default=ClickModel.lift, help="click lift of the favourite category"
+    )
+    parser.add_argument(
+        "--hidden-lift", type=float, default=8.0, help="click lift of the hidden segment"
+    )
+    parser.add_argument(
+        "--click-base",
+        type=float,
+        default=ClickModel.base,
+        help="attractiveness of an item the user has no taste for (CTR's level)",
+    )
+
+
+def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--concurrency`: simulated users sending at once."""
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="simulated users sending at once (the server's worker and the simulator share "
+        "the cores)",
+    )
+
+
+def click_model(
+    args: argparse.Namespace, truth: SyntheticTruth, activity_shape: float = 0.0
+) -> ClickModel:
+    """The click model the arguments describe."""
+    return ClickModel(
+        truth,
+        base=args.click_base,
+        lift=args.lift,
+        hidden_lift=args.hidden_lift,
+        activity_shape=activity_shape,
+    )
+
+
+def tastes(args: argparse.Namespace) -> dict[str, float]:
+    """The arguments, for the results."""
+    return {
+        "hidden_share": args.hidden_share,
+        "lift": args.lift,
+        "hidden_lift": args.hidden_lift,
+        "click_base": args.click_base,
+    }
