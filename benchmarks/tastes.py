@@ -26,7 +26,10 @@ def add_taste_arguments(parser: argparse.ArgumentParser) -> None:
         "--lift", type=float, default=ClickModel.lift, help="click lift of the favourite category"
     )
     parser.add_argument(
-        "--hidden-lift", type=float, default=8.0, help="click lift of the hidden segment"
+        "--hidden-lift",
+        type=float,
+        default=ClickModel.hidden_lift,
+        help="click lift of the hidden segment",
     )
     parser.add_argument(
         "--click-base",

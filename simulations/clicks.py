@@ -60,7 +60,8 @@ class ClickModel:
     truth: SyntheticTruth
     base: float = 0.03
     lift: float = 8.0
-    hidden_lift: float = 0.0
+    hidden_lift: float = 8.0
+    """Lift of the user's hidden segment (none where the tenant has no hidden tastes)."""
     position_bias: float = 1.0
     purchase_rate: float = 0.2
     activity_shape: float = 0.0

@@ -24,6 +24,13 @@ def tenant(
     items: Annotated[int, typer.Option("--items")] = 500,
     interactions: Annotated[int, typer.Option("--interactions")] = 40_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    hidden_share: Annotated[
+        float,
+        typer.Option(
+            "--hidden-share",
+            help="Share of taste interactions from hidden segments no item text names",
+        ),
+    ] = 0.5,
 ) -> None:
     """Create and ingest a synthetic tenant whose users' preferences the simulator knows."""
     spec = SyntheticTenantSpec(
@@ -34,6 +41,7 @@ def tenant(
         n_users=users,
         n_interactions=interactions,
         seed=seed,
+        hidden_share=hidden_share,
     )
     made = create_sim_tenant(open_platform(), spec, actor=actor())
     print_json(
@@ -44,6 +52,7 @@ def tenant(
             "items": items,
             "interactions": interactions,
             "seed": seed,
+            "hidden_share": hidden_share,
             "api_key": made.api_key,
         }
     )
@@ -56,13 +65,18 @@ def clicks(
     requests: Annotated[int, typer.Option("--requests", help="Recommendations to ask for")],
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Simulated users sending at once")
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Real HTTP traffic: recommendations for the tenant's users, then their clicks."""
     sim = load_sim_tenant(open_platform(), tenant)
     model = ClickModel(synthetic_truth(sim.spec))
     with httpx.Client(base_url=f"http://{host}:{port}", timeout=30.0) as client:
-        report = simulate(client, sim.api_key, model, requests=requests, seed=seed).as_dict()
+        report = simulate(
+            client, sim.api_key, model, requests=requests, seed=seed, concurrency=concurrency
+        ).as_dict()
     if as_json:
         print_json({"tenant": tenant, **report})
         return

@@ -269,6 +269,7 @@ class SyntheticTruth:
     item_segment: IntArray
     """Each item's hidden segment (`SyntheticTenantSpec.hidden_share`)."""
     user_segment: IntArray
+    """Each user's hidden segment; -1 for all where the tenant has no hidden tastes."""
 
     @property
     def user_ids(self) -> list[str]:
@@ -287,8 +288,11 @@ def synthetic_truth(spec: SyntheticTenantSpec) -> SyntheticTruth:
     streams = _streams(spec)
     model = _build_model(spec, streams[_SETUP], streams[_HIDDEN])
     categories, segments = model.categories, model.segments
+    user_segment = (
+        segments.user_group if spec.hidden_share > 0 else -np.ones_like(segments.user_group)
+    )
     return SyntheticTruth(
-        categories.item_group, categories.user_group, segments.item_group, segments.user_group
+        categories.item_group, categories.user_group, segments.item_group, user_segment
     )
 
 

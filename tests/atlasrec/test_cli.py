@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from atlasrec.cli import main
+from atlasrec.platform import Platform
+from simulations.clicks import load_sim_tenant
 from tests.utils.factories import ITEMS_HEADER, items_rows, tenant_files, write_csv
 
 CONTRACT = [
@@ -285,3 +287,15 @@ def test_tenants_event_types_set_show_clear_and_refuse_in_one_line(
     assert code == 0 and "no request served in the last 2 day(s)" in out
     code, _, err = cli(capsys, "monitor", "outcomes", "--tenant", "shop", "--days", "0")
     assert code != 0 and "days must be 1 to 90" in err
+
+
+def test_simulate_tenant_keeps_its_hidden_share_for_the_click_simulator(
+    cli_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "tenant", "--id", "sim-a", "--region", "eu", "--users", "40"]
+    code, out, err = cli(capsys, *args, "--items", "30", "--interactions", "400")
+    assert code == 0, err
+    assert json.loads(out)["hidden_share"] == 0.5
+    assert load_sim_tenant(Platform(), "sim-a").spec.hidden_share == 0.5
+    code, _, err = cli(capsys, *args[:3], "sim-b", *args[4:], "--hidden-share", "2")
+    assert code != 0 and "hidden_share must be in [0, 1]" in err

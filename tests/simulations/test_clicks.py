@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -45,7 +46,7 @@ def test_the_click_model_prefers_the_favourite_category_and_the_top_positions() 
 
 
 def test_the_hidden_lift_rewards_the_users_segment_whatever_its_category() -> None:
-    truth = synthetic_truth(SPEC)
+    truth = synthetic_truth(dataclasses.replace(SPEC, hidden_share=0.5))
     model = ClickModel(truth, lift=0.0, hidden_lift=5.0)
     user = 3
     in_segment = truth.item_segment == truth.user_segment[user]
@@ -55,6 +56,9 @@ def test_the_hidden_lift_rewards_the_users_segment_whatever_its_category() -> No
     p = model.click_probabilities(user, [hidden, plain])
     assert p[0] == pytest.approx(model.base * 6.0)
     assert p[1] == pytest.approx(model.base / 2)  # the category earns nothing here
+    plain_tenant = synthetic_truth(SPEC)  # no hidden tastes: no segment earns a lift
+    assert (plain_tenant.user_segment == -1).all()
+    assert ClickModel(plain_tenant, lift=0.0).click_probabilities(user, [hidden])[0] == model.base
 
 
 def test_simulated_clicks_reach_serving_as_attributed_outcomes(platform: Platform) -> None:
