@@ -9,8 +9,11 @@ earns the first, only one that learned from the interactions earns the second.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from atlasrec.datasets.synthetic import SyntheticTruth
+from atlasrec.models.bundle import KIND
+from atlasrec.platform import Platform
 from simulations.clicks import ClickModel
 
 
@@ -71,3 +74,11 @@ def tastes(args: argparse.Namespace) -> dict[str, float]:
         "hidden_lift": args.hidden_lift,
         "click_base": args.click_base,
     }
+
+
+def served_order(platform: Platform, tenant: str, version: str, actor: str) -> dict[str, Any]:
+    """What a model version serves by default, as its training chose (the floor included)."""
+    scope = platform.scope(tenant)
+    artifact = platform.plane(scope.region).artifacts.get(scope, KIND, version, actor=actor)
+    order = (artifact.manifest.get("metadata") or {}).get("default_order") or {}
+    return {k: order.get(k) for k in ("chosen", "weight", "reason", "below_popularity")}

@@ -55,7 +55,13 @@ from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.output import emit
 from benchmarks.serving.server import free_port, server
 from benchmarks.stamp import stamp
-from benchmarks.tastes import add_taste_arguments, add_traffic_arguments, click_model, tastes
+from benchmarks.tastes import (
+    add_taste_arguments,
+    add_traffic_arguments,
+    click_model,
+    served_order,
+    tastes,
+)
 from simulations.clicks import (
     ClickModel,
     SimTenant,
@@ -179,6 +185,10 @@ def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     truth = synthetic_truth(spec)
     out: dict[str, Any] = {
         "models": {"A": good, "B": poor},
+        "served_orders": {
+            arm: served_order(platform, TENANT, version, ACTOR)
+            for arm, version in (("A", good), ("B", poor))
+        },
         "tenant": {
             "users": args.users_http,
             "items": args.items,

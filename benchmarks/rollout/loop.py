@@ -8,17 +8,18 @@ that no item text names, and clicks reward them (`benchmarks.tastes`): what a mo
 from the interactions, not what it reads off the text, decides its clicks. Three rollouts,
 one after the other:
 
-1. **better**: live was trained after `--noise-copies` shuffled copies of the interactions
-   (users permuted: popularity kept, tastes lost) were ingested under users of their own
-   (so the simulated users' histories, which recommendations are made from, stay theirs):
-   its data was mostly noise. The candidate is trained once `--more-copies` copies of the
-   users' own interactions arrived, so that their tastes outweigh the noise again.
-   Expected: promoted.
+1. **better**: live was trained when the tenant had only its oldest `--early-share` of the
+   interactions; the candidate once the rest arrived. Expected: promoted.
 2. **broken** (trained on the same data): a candidate whose weights are damaged after its
    gates passed, so serving cannot load it. Expected: rolled back (`release.unservable`).
-3. **worse**: trained after `--worse-copies` more shuffled copies: noise outweighs the
-   tastes again. Expected: rolled back (by the offline gate if its validation already
+3. **worse**: trained after `--worse-copies` copies of the interactions with their users
+   shuffled (popularity kept, tastes lost) were ingested under users of their own (so the
+   simulated users' histories, which recommendations are made from, stay theirs): its data
+   is mostly noise. Expected: rolled back (by the offline gate if its validation already
    shows it, else by the analysis).
+
+(Copies of the users' own interactions make no better model: training and validation read
+each user's distinct items, which copies leave as they were.)
 
 For each: the decisions, the requests and the canary users each step took, the final
 state. JSON on stdout (and --out).
@@ -27,6 +28,7 @@ state. JSON on stdout (and --out).
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import tempfile
@@ -50,7 +52,13 @@ from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.output import emit
 from benchmarks.serving.server import free_port, server
 from benchmarks.stamp import stamp
-from benchmarks.tastes import add_taste_arguments, add_traffic_arguments, click_model, tastes
+from benchmarks.tastes import (
+    add_taste_arguments,
+    add_traffic_arguments,
+    click_model,
+    served_order,
+    tastes,
+)
 from simulations.clicks import (
     ClickModel,
     SimTenant,
@@ -81,9 +89,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sim = create_sim_tenant(platform, spec, actor=ACTOR, interactions=False)
     real = sim_folder(platform, TENANT) / "interactions.csv"
     config = TwoTowerConfig(epochs=args.epochs)
-    _ingest(platform, real)
-    _ingest(platform, _noise(real, work / "noise.csv", args.noise_copies, seed=1))
-    train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: mostly noise
+    early, rest = _split_by_time(real, work, args.early_share)
+    _ingest(platform, early)
+    train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)  # live: little data
     env = {**os.environ, "ATLASREC_HOME": str(home), "ATLASREC_SERVING_RELOAD_S": "1"}
     port = free_port()
     model = click_model(args, synthetic_truth(spec))
@@ -92,33 +100,40 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "tenant": {"users": args.users, "items": args.items, "interactions": args.interactions},
         "plan": {"canary_steps": args.steps, "min_requests": args.min_requests},
         "tastes": tastes(args),
-        "copies": {
-            "noise": args.noise_copies,
-            "more": args.more_copies,
-            "worse": args.worse_copies,
-        },
+        "early_share": args.early_share,
+        "worse_copies": args.worse_copies,
         "check_every": args.check_every,
         "rollouts": {},
     }
     with server(env, port, work / "serve.log", timeout_s=600):
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
-        more = work / "more.csv"  # more of the users' own tastes: the signal outweighs the noise
-        _ingest(platform, shuffled_interactions(real, more, copies=args.more_copies, shuffle=False))
+        _ingest(platform, rest)
         better = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["better"] = _rollout(args, platform, client, sim, model, better)
         broken = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["broken"] = _rollout(
             args, platform, client, sim, model, broken, damage=True
         )
-        _ingest(platform, _noise(real, work / "worse.csv", args.worse_copies, seed=2))
+        noise = shuffled_interactions(
+            real, work / "noise.csv", copies=args.worse_copies, seed=2, strangers=True
+        )
+        _ingest(platform, noise)
         worse = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["worse"] = _rollout(args, platform, client, sim, model, worse)
     return results
 
 
-def _noise(real: Path, out: Path, copies: int, seed: int) -> Path:
-    """Shuffled copies of the interactions under users of their own: popularity, no taste."""
-    return shuffled_interactions(real, out, copies=copies, seed=seed, strangers=True)
+def _split_by_time(source: Path, work: Path, share: float) -> tuple[Path, Path]:
+    """The oldest `share` of an interactions file's rows, and the rest, as two files."""
+    with source.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    rows.sort(key=lambda r: int(r[2]))
+    cut = int(len(rows) * share)
+    parts = (work / "early.csv", rows[:cut]), (work / "rest.csv", rows[cut:])
+    for path, part in parts:
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *part])
+    return parts[0][0], parts[1][0]
 
 
 def _ingest(platform: Platform, interactions: Path) -> None:
@@ -144,6 +159,11 @@ def _rollout(
 ) -> dict[str, Any]:
     """Start a rollout of `trained`, drive traffic and analyse until it is decided."""
     began = time.perf_counter()
+    live = _live(platform)
+    orders = {  # what each serves by default: a model below popularity serves popularity
+        "candidate": served_order(platform, TENANT, trained.model_version, ACTOR),
+        "live": None if live is None else served_order(platform, TENANT, live, ACTOR),
+    }
     try:
         start(
             platform,
@@ -156,6 +176,7 @@ def _rollout(
     except RefusedError as refused:  # a gate rolled it back before any user saw it
         return {
             "version": trained.model_version,
+            "served_orders": orders,
             "final": "rolled_back",
             "requests": 0,
             "seconds": round(time.perf_counter() - began, 1),
@@ -204,6 +225,7 @@ def _rollout(
         final = "undecided"
     return {
         "version": trained.model_version,
+        "served_orders": orders,
         "final": final,
         "requests": sent,
         "seconds": round(time.perf_counter() - began, 1),
@@ -235,13 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interactions", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
-        "--noise-copies", type=int, default=3, help="shuffled copies live is trained after"
+        "--early-share",
+        type=float,
+        default=0.05,
+        help="share of the interactions (the oldest) live is trained on",
     )
     parser.add_argument(
-        "--more-copies", type=int, default=3, help="copies of the real interactions added"
-    )
-    parser.add_argument(
-        "--worse-copies", type=int, default=8, help="shuffled copies added before worse"
+        "--worse-copies", type=int, default=3, help="shuffled copies added before worse"
     )
     add_taste_arguments(parser)
     add_traffic_arguments(parser)
