@@ -1,6 +1,7 @@
 """Where a benchmark's results go: stdout, `--out`, and one current file per benchmark.
 
-That file is `docs/benchmarks-<name>.json` (`scripts/bench` records each run into it).
+That file is `docs/benchmarks-<name>.json` (`scripts/bench` records each run into it); a
+sub-benchmark (`models.fit_time`) is a variant of its package's file (`fit_time`).
 
 A benchmark's default run is the file's top level; each of its variants (`--quick`,
 `--sweep`, `--seed-study`, ...) is kept under `variants.<variant>`, replaced by its next

@@ -1,4 +1,4 @@
-"""The click benchmarks' simulated users: their tastes and traffic, from the command line.
+"""The click benchmarks' simulated tenant and users, from the command line; what it serves.
 
 A share of each user's taste interactions comes from a hidden segment that no item text
 names (`SyntheticTenantSpec.hidden_share`), and clicks reward the favourite category
@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from atlasrec.datasets.synthetic import SyntheticTruth
+from atlasrec.datasets.synthetic import SyntheticTenantSpec, SyntheticTruth
 from atlasrec.models.bundle import KIND
 from atlasrec.platform import Platform
+from atlasrec.tenancy import Region, SharingPolicy
 from simulations.clicks import ClickModel
 
 
@@ -50,6 +51,22 @@ def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="simulated users sending at once (the server's worker and the simulator share "
         "the cores)",
+    )
+
+
+def sim_spec(
+    args: argparse.Namespace, tenant: str, users: int, items: int, interactions: int
+) -> SyntheticTenantSpec:
+    """The simulated tenant (in `eu`, solo), with the arguments' hidden share."""
+    return SyntheticTenantSpec(
+        tenant,
+        Region.EU,
+        SharingPolicy.SOLO,
+        items,
+        users,
+        interactions,
+        popularity_exponent=0.5,  # tastes, not popularity, decide what a user clicks
+        hidden_share=args.hidden_share,
     )
 
 

@@ -318,16 +318,13 @@ def shuffled_interactions(
     *,
     copies: int,
     seed: int = 0,
-    shuffle: bool = True,
-    strangers: bool = False,
 ) -> Path:
     """`copies` of an interactions file with its users permuted: popularity kept, tastes lost.
 
-    Each copy is shifted later in time so that none repeats a row of another. With
-    `shuffle=False` the users are kept (more of the same tastes). With `strangers` each
-    copy's rows belong to users of their own (`n<copy>-<user>`), so the simulated users'
-    histories, which their recommendations are made from, stay their own: the noise reaches
-    only what a model learns.
+    Each copy is shifted later in time so that none repeats a row of another, and its rows
+    belong to users of their own (`n<copy>-<user>`), so the simulated users' histories,
+    which their recommendations are made from, stay their own: the noise reaches only what
+    a model learns.
     """
     with source.open(newline="") as f:
         header, *rows = list(csv.reader(f))
@@ -337,10 +334,9 @@ def shuffled_interactions(
         writer = csv.writer(f)
         writer.writerow(header)
         for copy in range(copies):
-            if shuffle:
-                rng.shuffle(users)
+            rng.shuffle(users)
             shift = (copy + 1) * 10_000_000
-            named = [f"n{copy}-{u}" for u in users] if strangers else users
+            named = [f"n{copy}-{u}" for u in users]
             writer.writerows(
                 [u, r[1], str(int(r[2]) + shift), *r[3:]] for r, u in zip(rows, named, strict=True)
             )

@@ -289,7 +289,7 @@ def synthetic_truth(spec: SyntheticTenantSpec) -> SyntheticTruth:
     model = _build_model(spec, streams[_SETUP], streams[_HIDDEN])
     categories, segments = model.categories, model.segments
     user_segment = (
-        segments.user_group if spec.hidden_share > 0 else -np.ones_like(segments.user_group)
+        segments.user_group if spec.hidden_share > 0 else np.full_like(segments.user_group, -1)
     )
     return SyntheticTruth(
         categories.item_group, categories.user_group, segments.item_group, user_segment

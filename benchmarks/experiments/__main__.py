@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from atlasrec.datasets.synthetic import SyntheticTenantSpec, synthetic_truth
+from atlasrec.datasets.synthetic import synthetic_truth
 from atlasrec.evaluation.cuped import cuped
 from atlasrec.evaluation.interleaving import first_decision
 from atlasrec.evaluation.sequential import ALPHA, difference_cs, running_mean_cs
@@ -51,7 +51,6 @@ from atlasrec.models.two_tower import TwoTowerConfig
 from atlasrec.pipelines.train import train_tenant
 from atlasrec.platform import Platform
 from atlasrec.settings import Settings
-from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.output import emit
 from benchmarks.serving.server import free_port, server
 from benchmarks.stamp import stamp
@@ -60,6 +59,7 @@ from benchmarks.tastes import (
     add_traffic_arguments,
     click_model,
     served_order,
+    sim_spec,
     tastes,
 )
 from simulations.clicks import (
@@ -156,25 +156,14 @@ def aa(args: argparse.Namespace) -> dict[str, Any]:
 
 def pair(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """A/B and interleaving on the same pair of models, over HTTP, `--reps` times."""
-    spec = SyntheticTenantSpec(
-        TENANT,
-        Region.EU,
-        SharingPolicy.SOLO,
-        args.items,
-        args.users_http,
-        args.interactions,
-        popularity_exponent=0.5,
-        hidden_share=args.hidden_share,
-    )
+    spec = sim_spec(args, TENANT, args.users_http, args.items, args.interactions)
     home = work / "home"
     platform = Platform(Settings(home=home))
     sim = create_sim_tenant(platform, spec, actor=ACTOR)
     config = TwoTowerConfig(epochs=args.epochs)
     good = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config).model_version
     real = sim_folder(platform, TENANT) / "interactions.csv"
-    noise = shuffled_interactions(
-        real, work / "noise.csv", copies=args.noise_copies, seed=1, strangers=True
-    )
+    noise = shuffled_interactions(real, work / "noise.csv", copies=args.noise_copies, seed=1)
     scope = platform.scope(TENANT)
     ingest(
         platform.plane(scope.region), scope, secret=platform.secret, actor=ACTOR, interactions=noise

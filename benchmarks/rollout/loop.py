@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from atlasrec.datasets.synthetic import SyntheticTenantSpec, synthetic_truth
+from atlasrec.datasets.synthetic import synthetic_truth
 from atlasrec.errors import RefusedError
 from atlasrec.ingest import ingest
 from atlasrec.models.bundle import KIND, WEIGHTS
@@ -48,7 +48,6 @@ from atlasrec.platform import Platform
 from atlasrec.releases import rollback, start, status
 from atlasrec.rollout_analysis import analyse
 from atlasrec.settings import Settings
-from atlasrec.tenancy import Region, SharingPolicy
 from benchmarks.output import emit
 from benchmarks.serving.server import free_port, server
 from benchmarks.stamp import stamp
@@ -57,6 +56,7 @@ from benchmarks.tastes import (
     add_traffic_arguments,
     click_model,
     served_order,
+    sim_spec,
     tastes,
 )
 from simulations.clicks import (
@@ -74,16 +74,7 @@ ACTOR = "bench:rollout"
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Set the tenant up, start its server, run the three rollouts."""
-    spec = SyntheticTenantSpec(
-        TENANT,
-        Region.EU,
-        SharingPolicy.SOLO,
-        args.items,
-        args.users,
-        args.interactions,
-        popularity_exponent=0.5,  # tastes, not popularity, decide what a user clicks
-        hidden_share=args.hidden_share,
-    )
+    spec = sim_spec(args, TENANT, args.users, args.items, args.interactions)
     home = work / "home"
     platform = Platform(Settings(home=home))
     sim = create_sim_tenant(platform, spec, actor=ACTOR, interactions=False)
@@ -114,9 +105,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         results["rollouts"]["broken"] = _rollout(
             args, platform, client, sim, model, broken, damage=True
         )
-        noise = shuffled_interactions(
-            real, work / "noise.csv", copies=args.worse_copies, seed=2, strangers=True
-        )
+        noise = shuffled_interactions(real, work / "noise.csv", copies=args.worse_copies, seed=2)
         _ingest(platform, noise)
         worse = train_tenant(platform, TENANT, actor=ACTOR, no_dp=True, config=config)
         results["rollouts"]["worse"] = _rollout(args, platform, client, sim, model, worse)

@@ -54,7 +54,7 @@ def pair(platform: Platform, tmp_path: Path) -> Iterator[tuple[SimTenant, str, s
     good = train_tenant(platform, "sim-exp", actor="test", no_dp=True, config=FAST)
     real = sim_folder(platform, "sim-exp") / "interactions.csv"
     scope = platform.scope("sim-exp")
-    noise = shuffled_interactions(real, tmp_path / "noise.csv", copies=3, seed=1, strangers=True)
+    noise = shuffled_interactions(real, tmp_path / "noise.csv", copies=3, seed=1)
     ingest(platform.plane(Region.EU), scope, secret=platform.secret, actor="t", interactions=noise)
     poor = train_tenant(platform, "sim-exp", actor="test", no_dp=True, config=FAST)
     yield sim, good.model_version, poor.model_version
